@@ -1,0 +1,561 @@
+//! Typed `config.toml`: listeners, session defaults, the demo world and the catalogs.
+//!
+//! The root `config.toml` of the repository is both the documented reference and the embedded
+//! default ([`DEFAULT_CONFIG`]). Loading is strict: unknown keys and wrong types are rejected, and
+//! every mistake is reported with the file, line and dotted key it concerns. Secrets are written as
+//! `${ENV_VAR}` references and expanded at load into [`Secret`] values, which never print.
+
+mod locate;
+mod secret;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use secret::{Secret, expand_env_references};
+
+/// The root `config.toml`, compiled in: what `fjord serve` runs when no `--config` is given.
+pub const DEFAULT_CONFIG: &str = include_str!("../../../config.toml");
+
+/// Name under which the embedded default is reported in errors.
+pub const DEFAULT_CONFIG_NAME: &str = "<embedded config.toml>";
+
+/// A whole fjord configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub demo: DemoConfig,
+    #[serde(default)]
+    pub catalogs: BTreeMap<String, CatalogConfig>,
+    /// Directory that relative paths in the file are resolved against (the file's directory, or
+    /// the working directory for the embedded default). Not a key of the file.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// `[server]`: listeners and the defaults of every new session.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address of the PostgreSQL wire protocol listener.
+    pub postgres_listen: String,
+    /// Catalog that unqualified table names resolve in.
+    pub default_catalog: String,
+    /// Schema that unqualified table names resolve in.
+    pub default_schema: String,
+    /// Partitions DataFusion plans for; 0 means one per CPU core.
+    pub target_partitions: usize,
+    /// Rows per Arrow batch produced by scans.
+    pub batch_size: usize,
+    /// Seconds that shutdown waits for running queries before cancelling them.
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            postgres_listen: "127.0.0.1:5433".into(),
+            default_catalog: "iceberg".into(),
+            default_schema: "data_on_eks".into(),
+            target_partitions: 0,
+            batch_size: 8192,
+            shutdown_grace_seconds: 10,
+        }
+    }
+}
+
+/// `[demo]`: the cat-cafe world that `fjord demo` builds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoConfig {
+    /// Build the demo world when `fjord serve` starts and the lake has no demo tables yet.
+    pub build_on_start: bool,
+    /// Iceberg catalog that receives the raw event tables.
+    pub iceberg_catalog: String,
+    /// Postgres catalog that receives `cats` and `visitors` (skipped when unreachable).
+    pub postgres_catalog: String,
+    /// Number of `cat_interactions_raw` rows.
+    pub interactions: usize,
+    /// Days of history, ending at 2026-11-01T00:00:00Z.
+    pub days: u32,
+    /// Number of cats in Postgres.
+    pub cats: usize,
+    /// Number of visitors in Postgres.
+    pub visitors: usize,
+    /// Seed of the generator: the same seed builds the same world.
+    pub seed: u64,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self {
+            build_on_start: true,
+            iceberg_catalog: "iceberg".into(),
+            postgres_catalog: "postgresql".into(),
+            interactions: 1_000_000,
+            days: 30,
+            cats: 11_000,
+            visitors: 1_000,
+            seed: 42,
+        }
+    }
+}
+
+/// `[catalogs.<name>]`: one catalog, chosen by `type`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum CatalogConfig {
+    Iceberg(IcebergCatalogConfig),
+    Postgres(PostgresCatalogConfig),
+}
+
+impl CatalogConfig {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            CatalogConfig::Iceberg(_) => "iceberg",
+            CatalogConfig::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// Which Iceberg catalog implementation holds the table metadata.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IcebergCatalogKind {
+    /// The SQL catalog on SQLite: the embedded default.
+    #[default]
+    Sql,
+    /// An Iceberg REST catalog.
+    Rest,
+}
+
+/// An Iceberg catalog.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IcebergCatalogConfig {
+    #[serde(default)]
+    pub catalog: IcebergCatalogKind,
+    /// SQL catalog: a `sqlite://` path (default `<warehouse>/../catalog.db`); REST: the base URL.
+    pub uri: Option<String>,
+    /// Where data and metadata files go: a local directory or `s3://bucket/prefix`.
+    pub warehouse: String,
+    /// S3 (or S3-compatible) storage settings, for an `s3://` warehouse.
+    pub s3: Option<S3Config>,
+    /// Extra properties handed to the Iceberg catalog as they are.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+impl IcebergCatalogConfig {
+    /// The warehouse as a URL-like location: local paths are made absolute against `base`.
+    pub fn warehouse_location(&self, base: &Path) -> String {
+        if self.warehouse.contains("://") {
+            self.warehouse.clone()
+        } else {
+            absolute(base, &self.warehouse).display().to_string()
+        }
+    }
+
+    /// The SQL catalog's SQLite URL, with a default beside the warehouse.
+    pub fn sql_uri(&self, base: &Path) -> String {
+        match &self.uri {
+            Some(uri) if uri.starts_with("sqlite://") => {
+                let path = &uri["sqlite://".len()..];
+                let (path, query) = path.split_once('?').unwrap_or((path, ""));
+                let path = absolute(base, path);
+                if query.is_empty() {
+                    format!("sqlite://{}?mode=rwc", path.display())
+                } else {
+                    format!("sqlite://{}?{query}", path.display())
+                }
+            }
+            Some(uri) => uri.clone(),
+            None => {
+                let warehouse = absolute(base, &self.warehouse);
+                let dir = warehouse.parent().map(Path::to_path_buf).unwrap_or(warehouse);
+                format!("sqlite://{}?mode=rwc", dir.join("catalog.db").display())
+            }
+        }
+    }
+}
+
+/// `[catalogs.<name>.s3]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// Endpoint URL of an S3-compatible store (MinIO, Ceph...); empty for AWS.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<Secret>,
+    pub secret_access_key: Option<Secret>,
+    pub session_token: Option<Secret>,
+    /// Path-style addressing (`endpoint/bucket/key`), which most self-hosted stores need.
+    #[serde(default)]
+    pub path_style: bool,
+}
+
+/// A live PostgreSQL database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresCatalogConfig {
+    /// A `postgres://user:password@host:port/database` URL; instead of the separate keys.
+    pub url: Option<Secret>,
+    pub host: Option<String>,
+    #[serde(default = "default_pg_port")]
+    pub port: u16,
+    pub database: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    /// Connections kept open to this database.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// Seconds to wait for a connection before the catalog counts as unavailable.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_seconds: u64,
+    /// Schemas to expose; every non-system schema when absent.
+    pub schemas: Option<Vec<String>>,
+}
+
+fn default_pg_port() -> u16 {
+    5432
+}
+fn default_pool_size() -> usize {
+    4
+}
+fn default_connect_timeout() -> u64 {
+    5
+}
+
+impl PostgresCatalogConfig {
+    /// The connection settings as a libpq-style URL or key/value string, secrets included.
+    /// Callers hand it to the driver and never log it.
+    pub fn connection_string(&self) -> String {
+        if let Some(url) = &self.url {
+            return url.expose().to_string();
+        }
+        let mut parts = Vec::new();
+        let quote = |value: &str| format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"));
+        if let Some(host) = &self.host {
+            parts.push(format!("host={}", quote(host)));
+        }
+        parts.push(format!("port={}", self.port));
+        if let Some(database) = &self.database {
+            parts.push(format!("dbname={}", quote(database)));
+        }
+        if let Some(user) = &self.user {
+            parts.push(format!("user={}", quote(user)));
+        }
+        if let Some(password) = &self.password {
+            parts.push(format!("password={}", quote(password.expose())));
+        }
+        parts.push(format!("connect_timeout={}", self.connect_timeout_seconds));
+        parts.join(" ")
+    }
+
+    /// Where this catalog points, without any secret: for logs and error messages.
+    pub fn display_target(&self) -> String {
+        if let Some(url) = &self.url {
+            match url::Url::parse(url.expose()) {
+                Ok(parsed) => format!(
+                    "{}:{}{}",
+                    parsed.host_str().unwrap_or("localhost"),
+                    parsed.port().unwrap_or(5432),
+                    parsed.path()
+                ),
+                Err(_) => "<url>".into(),
+            }
+        } else {
+            format!(
+                "{}:{}/{}",
+                self.host.as_deref().unwrap_or("localhost"),
+                self.port,
+                self.database.as_deref().unwrap_or("")
+            )
+        }
+    }
+}
+
+/// A configuration mistake, located in its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    /// Dotted path of the key, such as `catalogs.postgresql.port`.
+    pub key: Option<String>,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
+        }
+        write!(f, ": ")?;
+        if let Some(key) = &self.key {
+            write!(f, "key `{key}`: ")?;
+        }
+        write!(f, "{}", self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Loads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
+            file: path.display().to_string(),
+            line: None,
+            column: None,
+            key: None,
+            reason: format!("cannot read the file: {error}"),
+        })?;
+        let base = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Self::parse(&text, &path.display().to_string(), &base)
+    }
+
+    /// The embedded default, with relative paths resolved against the working directory.
+    pub fn embedded_default() -> Result<Config, ConfigError> {
+        Self::parse(DEFAULT_CONFIG, DEFAULT_CONFIG_NAME, Path::new("."))
+    }
+
+    /// Parses and validates `text`, naming it `file` in errors.
+    pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        let error_at = |key: Option<String>, span: Option<std::ops::Range<usize>>, reason: String| {
+            let (line, column) = span
+                .map(|span| locate::line_and_column(text, span.start))
+                .or_else(|| key.as_deref().and_then(|key| locate::find_key(text, key)))
+                .map(|(line, column)| (Some(line), Some(column)))
+                .unwrap_or((None, None));
+            ConfigError { file: file.to_string(), line, column, key, reason }
+        };
+        let deserializer = toml::Deserializer::new(text);
+        let mut config: Config =
+            serde_path_to_error::deserialize(deserializer).map_err(|error| {
+                let path = error.path().to_string();
+                let key = (path != "." && !path.is_empty()).then_some(path);
+                let inner = error.inner();
+                // Errors inside a tagged catalog table lose toml's span; the key path finds
+                // the line instead.
+                let span = if key.as_deref().is_some_and(|key| key.starts_with("catalogs.")) {
+                    None
+                } else {
+                    inner.span()
+                };
+                error_at(key, span, inner.message().trim().to_string())
+            })?;
+        config.base_dir = base_dir.to_path_buf();
+        config
+            .resolve_secrets()
+            .map_err(|(key, reason)| error_at(Some(key), None, reason))?;
+        config.validate().map_err(|(key, reason)| error_at(Some(key), None, reason))?;
+        Ok(config)
+    }
+
+    fn resolve_secrets(&mut self) -> Result<(), (String, String)> {
+        for (name, catalog) in &mut self.catalogs {
+            let key = |field: &str| format!("catalogs.{name}.{field}");
+            match catalog {
+                CatalogConfig::Postgres(pg) => {
+                    if let Some(url) = &mut pg.url {
+                        url.resolve().map_err(|reason| (key("url"), reason))?;
+                    }
+                    if let Some(password) = &mut pg.password {
+                        password.resolve().map_err(|reason| (key("password"), reason))?;
+                    }
+                }
+                CatalogConfig::Iceberg(iceberg) => {
+                    if let Some(s3) = &mut iceberg.s3 {
+                        for (field, secret) in [
+                            ("s3.access_key_id", &mut s3.access_key_id),
+                            ("s3.secret_access_key", &mut s3.secret_access_key),
+                            ("s3.session_token", &mut s3.session_token),
+                        ] {
+                            if let Some(secret) = secret {
+                                secret.resolve().map_err(|reason| (key(field), reason))?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        for (name, catalog) in &self.catalogs {
+            if !is_valid_catalog_name(name) {
+                return Err((
+                    format!("catalogs.{name}"),
+                    "a catalog name must start with a lowercase letter and contain only lowercase \
+                     letters, digits and underscores"
+                        .into(),
+                ));
+            }
+            if matches!(name.as_str(), "information_schema" | "pg_catalog" | "system") {
+                return Err((format!("catalogs.{name}"), "this catalog name is reserved".into()));
+            }
+            let key = |field: &str| format!("catalogs.{name}.{field}");
+            match catalog {
+                CatalogConfig::Postgres(pg) => {
+                    if let Some(url) = &pg.url {
+                        if pg.host.is_some() || pg.database.is_some() || pg.user.is_some() {
+                            return Err((
+                                key("url"),
+                                "give either `url` or `host`/`database`/`user`, not both".into(),
+                            ));
+                        }
+                        if !(url.expose().starts_with("postgres://")
+                            || url.expose().starts_with("postgresql://"))
+                        {
+                            return Err((
+                                key("url"),
+                                "must start with postgres:// or postgresql://".into(),
+                            ));
+                        }
+                    } else {
+                        for (field, value) in [("host", &pg.host), ("database", &pg.database), ("user", &pg.user)] {
+                            if value.is_none() {
+                                return Err((
+                                    key(field),
+                                    format!("missing: a postgres catalog needs `{field}` (or a `url`)"),
+                                ));
+                            }
+                        }
+                    }
+                    if pg.pool_size == 0 {
+                        return Err((key("pool_size"), "must be at least 1".into()));
+                    }
+                }
+                CatalogConfig::Iceberg(iceberg) => {
+                    if iceberg.catalog == IcebergCatalogKind::Rest && iceberg.uri.is_none() {
+                        return Err((key("uri"), "a REST catalog needs the catalog's base URL".into()));
+                    }
+                    if iceberg.catalog == IcebergCatalogKind::Sql
+                        && iceberg.uri.as_deref().is_some_and(|uri| !uri.starts_with("sqlite://"))
+                    {
+                        return Err((key("uri"), "the SQL catalog takes a sqlite:// URI".into()));
+                    }
+                    if iceberg.warehouse.starts_with("s3://") && iceberg.s3.is_none() {
+                        // AWS credentials may come from the environment: allowed.
+                    }
+                    if iceberg.warehouse.trim().is_empty() {
+                        return Err((key("warehouse"), "must not be empty".into()));
+                    }
+                }
+            }
+        }
+        if !self.catalogs.is_empty() && !self.catalogs.contains_key(&self.server.default_catalog) {
+            return Err((
+                "server.default_catalog".into(),
+                format!("no catalog named `{}` is configured", self.server.default_catalog),
+            ));
+        }
+        if self.server.batch_size == 0 {
+            return Err(("server.batch_size".into(), "must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// The partitions to plan for: the configured number, or one per core.
+    pub fn target_partitions(&self) -> usize {
+        if self.server.target_partitions > 0 {
+            self.server.target_partitions
+        } else {
+            std::thread::available_parallelism().map(usize::from).unwrap_or(2)
+        }
+    }
+}
+
+/// Catalog names are SQL identifiers that need no quoting.
+pub fn is_valid_catalog_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(first) if first.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn absolute(base: &Path, path: &str) -> PathBuf {
+    let path = Path::new(path);
+    let joined = if path.is_absolute() { path.to_path_buf() } else { base.join(path) };
+    std::path::absolute(&joined).unwrap_or(joined)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_default_is_valid() {
+        let config = Config::embedded_default().expect("root config.toml must load");
+        assert!(config.catalogs.contains_key("iceberg"));
+        assert!(config.catalogs.contains_key("postgresql"));
+        assert_eq!(config.server.postgres_listen, "127.0.0.1:5433");
+    }
+
+    #[test]
+    fn unknown_key_is_reported_with_line_and_key() {
+        let text = "[server]\npostgres_listen = \"127.0.0.1:1\"\n\n[catalogs.pg]\ntype = \"postgres\"\nhots = \"x\"\n";
+        let error = Config::parse(text, "f.toml", Path::new(".")).unwrap_err();
+        assert_eq!(error.file, "f.toml");
+        assert_eq!(error.line, Some(6), "{error}");
+        assert!(error.reason.contains("hots"), "{error}");
+        assert!(error.to_string().starts_with("f.toml:6"), "{error}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let text = "[server]\nbatch_size = \"many\"\n";
+        let error = Config::parse(text, "f.toml", Path::new(".")).unwrap_err();
+        assert_eq!(error.line, Some(2), "{error}");
+        assert_eq!(error.key.as_deref(), Some("server.batch_size"), "{error}");
+    }
+
+    #[test]
+    fn missing_env_reference_is_an_error_naming_the_key() {
+        let text = "[server]\ndefault_catalog = \"pg\"\n[catalogs.pg]\ntype = \"postgres\"\nhost = \"h\"\ndatabase = \"d\"\nuser = \"u\"\npassword = \"${FJORD_TEST_SURELY_UNSET_VARIABLE}\"\n";
+        let error = Config::parse(text, "f.toml", Path::new(".")).unwrap_err();
+        assert_eq!(error.key.as_deref(), Some("catalogs.pg.password"));
+        assert_eq!(error.line, Some(8), "{error}");
+        assert!(error.reason.contains("FJORD_TEST_SURELY_UNSET_VARIABLE"));
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        // SAFETY-free: tests in this module do not read this variable concurrently.
+        let text = "[server]\ndefault_catalog = \"pg\"\n[catalogs.pg]\ntype = \"postgres\"\nurl = \"postgres://u:hunter2@h:5/d\"\n";
+        let config = Config::parse(text, "f.toml", Path::new(".")).unwrap();
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        let CatalogConfig::Postgres(pg) = &config.catalogs["pg"] else { panic!() };
+        assert_eq!(pg.display_target(), "h:5/d");
+    }
+
+    #[test]
+    fn bad_catalog_name_is_rejected() {
+        let text = "[server]\ndefault_catalog = \"Bad-Name\"\n[catalogs.Bad-Name]\ntype = \"iceberg\"\nwarehouse = \"w\"\n";
+        let error = Config::parse(text, "f.toml", Path::new(".")).unwrap_err();
+        assert_eq!(error.line, Some(3), "{error}");
+    }
+
+    #[test]
+    fn unknown_catalog_type_is_rejected() {
+        let text = "[catalogs.x]\ntype = \"mysql\"\n";
+        let error = Config::parse(text, "f.toml", Path::new(".")).unwrap_err();
+        assert!(error.reason.contains("mysql"), "{error}");
+        assert_eq!(error.line, Some(1), "{error}");
+    }
+}

@@ -1,0 +1,211 @@
+//! The catalog registry: builds one DataFusion catalog per `[catalogs.<name>]` entry of the
+//! configuration and hands the same set to every session.
+//!
+//! Catalog types map to builders in one place ([`CatalogRegistry::build_catalog`]). A catalog
+//! whose source cannot be reached at start is still registered: it reports itself unavailable
+//! on use (SQLSTATE 08xxx naming it) and recovers by itself when the source comes back.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::catalog::{CatalogProvider, CatalogProviderList};
+use fjord_config::{CatalogConfig, Config};
+use parking_lot::RwLock;
+
+pub use fjord_iceberg::{IcebergCatalog, IcebergScanExec};
+pub use fjord_postgres::{CatalogState, PostgresCatalog, PostgresError};
+pub use iceberg::spec::Transform as IcebergTransform;
+pub use iceberg::{Error as IcebergError, ErrorKind as IcebergErrorKind};
+
+/// Key of the Arrow field metadata that keeps a Postgres column's own type name.
+pub fn fjord_postgres_type_key() -> &'static str {
+    fjord_postgres::PG_TYPE_METADATA_KEY
+}
+
+/// A catalog fjord built from configuration, by type.
+#[derive(Debug, Clone)]
+pub enum CatalogHandle {
+    Iceberg(Arc<IcebergCatalog>),
+    Postgres(Arc<PostgresCatalog>),
+    /// Registered by DataFusion itself (not from configuration).
+    Other(Arc<dyn CatalogProvider>),
+}
+
+impl CatalogHandle {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            CatalogHandle::Iceberg(_) => "iceberg",
+            CatalogHandle::Postgres(_) => "postgres",
+            CatalogHandle::Other(_) => "memory",
+        }
+    }
+
+    fn provider(&self) -> Arc<dyn CatalogProvider> {
+        match self {
+            CatalogHandle::Iceberg(catalog) => Arc::new(fjord_iceberg::IcebergCatalogProvider(catalog.clone())),
+            CatalogHandle::Postgres(catalog) => Arc::new(fjord_postgres::PostgresCatalogProvider(catalog.clone())),
+            CatalogHandle::Other(provider) => provider.clone(),
+        }
+    }
+}
+
+/// Errors building or using a catalog, each naming the catalog.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("catalog `{catalog}`: {source}")]
+    Iceberg { catalog: String, source: iceberg::Error },
+    #[error("catalog \"{0}\" does not exist")]
+    UnknownCatalog(String),
+    #[error("catalog `{catalog}` is a {actual} catalog; {operation} needs an iceberg catalog")]
+    WrongType { catalog: String, actual: &'static str, operation: &'static str },
+}
+
+impl CatalogError {
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            CatalogError::Iceberg { source, .. } => match source.kind() {
+                iceberg::ErrorKind::TableNotFound => "42P01",
+                iceberg::ErrorKind::NamespaceNotFound => "3F000",
+                iceberg::ErrorKind::TableAlreadyExists => "42P07",
+                iceberg::ErrorKind::NamespaceAlreadyExists => "42P06",
+                iceberg::ErrorKind::FeatureUnsupported => "0A000",
+                _ => "58000",
+            },
+            CatalogError::UnknownCatalog(_) => "3D000",
+            CatalogError::WrongType { .. } => "0A000",
+        }
+    }
+}
+
+/// What a catalog is and how it is doing, for `SHOW CATALOGS` and logs.
+#[derive(Debug, Clone)]
+pub struct CatalogInfo {
+    pub name: String,
+    pub type_name: &'static str,
+    /// "available", "unavailable" or "unknown" (not contacted yet).
+    pub state: String,
+    pub last_error: Option<String>,
+}
+
+/// Every configured catalog, shared by all sessions.
+#[derive(Debug, Default)]
+pub struct CatalogRegistry {
+    catalogs: RwLock<BTreeMap<String, CatalogHandle>>,
+}
+
+impl CatalogRegistry {
+    /// Builds every catalog of `config`. Only a broken Iceberg catalog (an unusable warehouse
+    /// or catalog database) stops start-up; unreachable Postgres databases do not.
+    pub async fn from_config(config: &Config) -> Result<Arc<Self>, CatalogError> {
+        let registry = Arc::new(CatalogRegistry::default());
+        for (name, catalog_config) in &config.catalogs {
+            let handle = Self::build_catalog(name, catalog_config, config).await?;
+            registry.catalogs.write().insert(name.clone(), handle);
+        }
+        registry.refresh_all().await;
+        Ok(registry)
+    }
+
+    /// The one place that maps a catalog type to its builder.
+    pub async fn build_catalog(
+        name: &str,
+        catalog_config: &CatalogConfig,
+        config: &Config,
+    ) -> Result<CatalogHandle, CatalogError> {
+        Ok(match catalog_config {
+            CatalogConfig::Iceberg(iceberg_config) => {
+                let client = fjord_iceberg::build_catalog(name, iceberg_config, &config.base_dir)
+                    .await
+                    .map_err(|source| CatalogError::Iceberg { catalog: name.to_string(), source })?;
+                CatalogHandle::Iceberg(IcebergCatalog::new(name, client))
+            }
+            CatalogConfig::Postgres(postgres_config) => {
+                CatalogHandle::Postgres(PostgresCatalog::new(name, postgres_config, config.server.batch_size))
+            }
+        })
+    }
+
+    pub fn get(&self, name: &str) -> Option<CatalogHandle> {
+        self.catalogs.read().get(name).cloned()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.catalogs.read().keys().cloned().collect()
+    }
+
+    /// The Iceberg catalog called `name`, or an error saying why there is none.
+    pub fn iceberg(&self, name: &str, operation: &'static str) -> Result<Arc<IcebergCatalog>, CatalogError> {
+        match self.get(name) {
+            Some(CatalogHandle::Iceberg(catalog)) => Ok(catalog),
+            Some(other) => Err(CatalogError::WrongType {
+                catalog: name.to_string(),
+                actual: other.type_name(),
+                operation,
+            }),
+            None => Err(CatalogError::UnknownCatalog(name.to_string())),
+        }
+    }
+
+    /// Reloads every catalog's schema and table listing (used before metadata statements, so
+    /// that `SHOW TABLES` and `information_schema` see tables created by other writers).
+    /// Failures are recorded in the catalog's state and logged, never raised.
+    pub async fn refresh_all(&self) {
+        let handles: Vec<(String, CatalogHandle)> =
+            self.catalogs.read().iter().map(|(name, handle)| (name.clone(), handle.clone())).collect();
+        let refreshes = handles.into_iter().map(|(name, handle)| async move {
+            match handle {
+                CatalogHandle::Iceberg(catalog) => {
+                    if let Err(error) = catalog.refresh().await {
+                        tracing::warn!(catalog = %name, %error, "listing the iceberg catalog failed");
+                    }
+                }
+                CatalogHandle::Postgres(catalog) => {
+                    // The catalog logs its own state changes.
+                    let _ = catalog.refresh().await;
+                }
+                CatalogHandle::Other(_) => {}
+            }
+        });
+        futures::future::join_all(refreshes).await;
+    }
+
+    pub fn describe(&self) -> Vec<CatalogInfo> {
+        self.catalogs
+            .read()
+            .iter()
+            .map(|(name, handle)| {
+                let (state, last_error) = match handle {
+                    CatalogHandle::Postgres(catalog) => match catalog.state() {
+                        CatalogState::Available => ("available".to_string(), None),
+                        CatalogState::Unavailable(error) => ("unavailable".to_string(), Some(error)),
+                        CatalogState::Unknown => ("unknown".to_string(), None),
+                    },
+                    _ => ("available".to_string(), None),
+                };
+                CatalogInfo { name: name.clone(), type_name: handle.type_name(), state, last_error }
+            })
+            .collect()
+    }
+}
+
+impl CatalogProviderList for CatalogRegistry {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn register_catalog(&self, name: String, catalog: Arc<dyn CatalogProvider>) -> Option<Arc<dyn CatalogProvider>> {
+        self.catalogs
+            .write()
+            .insert(name, CatalogHandle::Other(catalog))
+            .map(|previous| previous.provider())
+    }
+
+    fn catalog_names(&self) -> Vec<String> {
+        self.names()
+    }
+
+    fn catalog(&self, name: &str) -> Option<Arc<dyn CatalogProvider>> {
+        self.get(name).map(|handle| handle.provider())
+    }
+}

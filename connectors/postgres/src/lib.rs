@@ -1,0 +1,517 @@
+//! Live PostgreSQL databases as DataFusion catalogs.
+//!
+//! Schemas, tables and columns are discovered from the database's own catalog each time a
+//! query names a table, so tables created or altered after fjord started are seen at once.
+//! Rows are read with `COPY (SELECT ...) TO STDOUT (FORMAT binary)` and decoded straight into
+//! Arrow batches; projections, exactly-translatable filters and limits go into that `SELECT`.
+//!
+//! **Invariant:** this crate is the only one that writes SQL text for Postgres (see `sql`).
+
+mod binary_copy;
+mod error;
+mod load;
+mod pool;
+pub mod sql;
+mod types;
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::datatypes::{Schema, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::{CatalogProvider, SchemaProvider, Session, TableProvider};
+use datafusion::common::{DataFusionError, Result};
+use datafusion::datasource::TableType;
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    SendableRecordBatchStream,
+};
+use fjord_config::PostgresCatalogConfig;
+use futures::StreamExt;
+use parking_lot::RwLock;
+
+pub use binary_copy::{BinaryCopyDecoder, DecodeError};
+pub use error::PostgresError;
+pub use load::postgres_type_for;
+pub use types::{PG_TYPE_METADATA_KEY, PgColumn, PgKind};
+
+use pool::Pool;
+use sql::{FilterTranslator, qualified_table, select_list};
+
+/// Schemas that are never exposed: Postgres's own catalogs.
+const SYSTEM_SCHEMA_FILTER: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') \
+     AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'";
+
+/// Whether the catalog could be reached the last time it was asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogState {
+    /// Not contacted yet.
+    Unknown,
+    Available,
+    /// The last attempt failed; the error text names the catalog and carries no secret.
+    Unavailable(String),
+}
+
+#[derive(Debug, Default, Clone)]
+struct Listing {
+    /// schema name -> table names (tables, views, materialized views, foreign and partitioned
+    /// tables; partitions are reached through their parent).
+    schemas: BTreeMap<String, Vec<String>>,
+}
+
+/// One Postgres database as a DataFusion catalog.
+pub struct PostgresCatalog {
+    name: String,
+    pool: Arc<Pool>,
+    allowed_schemas: Option<Vec<String>>,
+    batch_size: usize,
+    listing: RwLock<Listing>,
+    state: RwLock<(CatalogState, Option<Instant>)>,
+}
+
+impl fmt::Debug for PostgresCatalog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresCatalog").field("name", &self.name).field("target", &self.pool.target()).finish()
+    }
+}
+
+impl PostgresCatalog {
+    /// Creates the catalog without connecting: an unreachable database is not a reason to
+    /// refuse to start. Call [`Self::refresh`] to load the listing.
+    pub fn new(name: &str, config: &PostgresCatalogConfig, batch_size: usize) -> Arc<Self> {
+        let pool = Pool::new(
+            name,
+            config.display_target(),
+            config.connection_string(),
+            config.pool_size,
+            Duration::from_secs(config.connect_timeout_seconds.max(1)),
+        );
+        Arc::new(PostgresCatalog {
+            name: name.to_string(),
+            pool,
+            allowed_schemas: config.schemas.clone(),
+            batch_size,
+            listing: RwLock::new(Listing::default()),
+            state: RwLock::new((CatalogState::Unknown, None)),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Host, port and database, without secrets.
+    pub fn target(&self) -> &str {
+        self.pool.target()
+    }
+
+    pub fn state(&self) -> CatalogState {
+        self.state.read().0.clone()
+    }
+
+    fn record<T>(&self, result: &Result<T, PostgresError>) {
+        let state = match result {
+            Ok(_) => CatalogState::Available,
+            Err(PostgresError::Unavailable { .. }) => {
+                CatalogState::Unavailable(result.as_ref().err().map(ToString::to_string).unwrap_or_default())
+            }
+            // The database answered: it is reachable even if the statement failed.
+            Err(_) => CatalogState::Available,
+        };
+        let mut guard = self.state.write();
+        if guard.0 != state {
+            match &state {
+                CatalogState::Available => tracing::info!(catalog = %self.name, target = %self.pool.target(), "postgres catalog available"),
+                CatalogState::Unavailable(error) => tracing::warn!(catalog = %self.name, %error, "postgres catalog unavailable"),
+                CatalogState::Unknown => {}
+            }
+        }
+        *guard = (state, Some(Instant::now()));
+    }
+
+    /// Reloads the schema and table listing from the database.
+    pub async fn refresh(&self) -> Result<(), PostgresError> {
+        let result = self.load_listing().await;
+        self.record(&result);
+        let listing = result?;
+        *self.listing.write() = listing;
+        Ok(())
+    }
+
+    async fn load_listing(&self) -> Result<Listing, PostgresError> {
+        let client = self.pool.get().await?;
+        let query = format!(
+            "SELECT n.nspname::text, c.relname::text FROM pg_catalog.pg_namespace n \
+             LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid \
+               AND c.relkind IN ('r', 'v', 'm', 'p', 'f') AND NOT c.relispartition \
+             WHERE {SYSTEM_SCHEMA_FILTER} ORDER BY 1, 2"
+        );
+        let rows = client.client().query(&query, &[]).await.map_err(|e| self.pool.error(e))?;
+        let mut listing = Listing::default();
+        for row in rows {
+            let schema: String = row.get(0);
+            if !self.schema_allowed(&schema) {
+                continue;
+            }
+            let tables = listing.schemas.entry(schema).or_default();
+            if let Some(table) = row.get::<_, Option<String>>(1) {
+                tables.push(table);
+            }
+        }
+        Ok(listing)
+    }
+
+    fn schema_allowed(&self, schema: &str) -> bool {
+        self.allowed_schemas.as_ref().is_none_or(|allowed| allowed.iter().any(|s| s == schema))
+    }
+
+    /// Loads one table's columns; `None` if it does not exist.
+    async fn load_table(&self, schema: &str, table: &str) -> Result<Option<PostgresTable>, PostgresError> {
+        let result = self.load_columns(schema, table).await;
+        self.record(&result);
+        let Some((columns, table_type)) = result? else { return Ok(None) };
+        {
+            let mut listing = self.listing.write();
+            let tables = listing.schemas.entry(schema.to_string()).or_default();
+            if !tables.iter().any(|t| t == table) {
+                tables.push(table.to_string());
+                tables.sort();
+            }
+        }
+        let schema_ref = Arc::new(Schema::new(columns.iter().map(PgColumn::arrow_field).collect::<Vec<_>>()));
+        Ok(Some(PostgresTable {
+            catalog: self.name.clone(),
+            pool: self.pool.clone(),
+            schema_name: schema.to_string(),
+            table_name: table.to_string(),
+            columns: Arc::new(columns),
+            schema: schema_ref,
+            table_type,
+            batch_size: self.batch_size,
+        }))
+    }
+
+    async fn load_columns(
+        &self,
+        schema: &str,
+        table: &str,
+    ) -> Result<Option<(Vec<PgColumn>, TableType)>, PostgresError> {
+        let client = self.pool.get().await?;
+        let relation = client
+            .client()
+            .query_opt(
+                "SELECT c.oid, c.relkind::text FROM pg_catalog.pg_class c \
+                 JOIN pg_catalog.pg_namespace n ON c.relnamespace = n.oid \
+                 WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'v', 'm', 'p', 'f')",
+                &[&schema, &table],
+            )
+            .await
+            .map_err(|e| self.pool.error(e))?;
+        let Some(relation) = relation else { return Ok(None) };
+        let oid: u32 = relation.get(0);
+        let relkind: String = relation.get(1);
+        let rows = client
+            .client()
+            .query(
+                "SELECT a.attname::text, a.atttypid, a.atttypmod, \
+                        pg_catalog.format_type(a.atttypid, a.atttypmod), \
+                        CASE WHEN t.typcategory = 'A' THEN t.typelem END, NOT a.attnotnull \
+                 FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON a.atttypid = t.oid \
+                 WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
+                 ORDER BY a.attnum",
+                &[&oid],
+            )
+            .await
+            .map_err(|e| self.pool.error(e))?;
+        let columns = rows
+            .iter()
+            .map(|row| {
+                let type_oid: u32 = row.get(1);
+                let typmod: i32 = row.get(2);
+                let element: Option<u32> = row.get(4);
+                PgColumn {
+                    name: row.get(0),
+                    type_name: row.get(3),
+                    kind: PgKind::from_type(type_oid, typmod, element),
+                    nullable: row.get(5),
+                }
+            })
+            .collect();
+        let table_type = match relkind.as_str() {
+            "v" | "m" => TableType::View,
+            _ => TableType::Base,
+        };
+        Ok(Some((columns, table_type)))
+    }
+
+    fn schema_provider(self: &Arc<Self>, name: &str) -> Arc<dyn SchemaProvider> {
+        Arc::new(PostgresSchema { catalog: self.clone(), name: name.to_string() })
+    }
+}
+
+/// Wrapper handed to DataFusion: `CatalogProvider` needs `&self` methods on a type we own.
+#[derive(Debug)]
+pub struct PostgresCatalogProvider(pub Arc<PostgresCatalog>);
+
+impl CatalogProvider for PostgresCatalogProvider {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn schema_names(&self) -> Vec<String> {
+        self.0.listing.read().schemas.keys().cloned().collect()
+    }
+
+    /// Any schema name gets a provider: whether its tables exist is asked of the database when
+    /// a query names one, so a schema created after the last listing still works.
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        if !self.0.schema_allowed(name) {
+            return None;
+        }
+        Some(self.0.schema_provider(name))
+    }
+}
+
+#[derive(Debug)]
+struct PostgresSchema {
+    catalog: Arc<PostgresCatalog>,
+    name: String,
+}
+
+#[async_trait]
+impl SchemaProvider for PostgresSchema {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn table_names(&self) -> Vec<String> {
+        self.catalog.listing.read().schemas.get(&self.name).cloned().unwrap_or_default()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let table = self.catalog.load_table(&self.name, name).await?;
+        Ok(table.map(|table| Arc::new(table) as Arc<dyn TableProvider>))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.table_names().iter().any(|table| table == name)
+    }
+}
+
+/// A Postgres table or view, with the columns it had when the query was planned.
+#[derive(Debug)]
+pub struct PostgresTable {
+    catalog: String,
+    pool: Arc<Pool>,
+    schema_name: String,
+    table_name: String,
+    columns: Arc<Vec<PgColumn>>,
+    schema: SchemaRef,
+    table_type: TableType,
+    batch_size: usize,
+}
+
+impl PostgresTable {
+    pub fn columns(&self) -> &[PgColumn] {
+        &self.columns
+    }
+}
+
+#[async_trait]
+impl TableProvider for PostgresTable {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.table_type
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        let translator = FilterTranslator { columns: &self.columns };
+        Ok(filters
+            .iter()
+            .map(|filter| match translator.translate(filter) {
+                Some(_) => TableProviderFilterPushDown::Exact,
+                None => TableProviderFilterPushDown::Unsupported,
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let indices: Vec<usize> = match projection {
+            Some(projection) => projection.clone(),
+            None => (0..self.columns.len()).collect(),
+        };
+        let selected: Vec<&PgColumn> = indices.iter().map(|&index| &self.columns[index]).collect();
+        let mut query = format!(
+            "SELECT {} FROM {}",
+            select_list(&selected),
+            qualified_table(&self.schema_name, &self.table_name)
+        );
+        let translator = FilterTranslator { columns: &self.columns };
+        let mut conditions = Vec::with_capacity(filters.len());
+        for filter in filters {
+            // Only filters reported Exact reach here; failing now would silently drop one.
+            let condition = translator.translate(filter).ok_or_else(|| {
+                DataFusionError::Internal(format!("filter {filter} was accepted but cannot be translated"))
+            })?;
+            conditions.push(condition);
+        }
+        if !conditions.is_empty() {
+            query.push_str(" WHERE ");
+            query.push_str(&conditions.join(" AND "));
+        }
+        if let Some(limit) = limit {
+            query.push_str(&format!(" LIMIT {limit}"));
+        }
+        let schema = Arc::new(self.schema.project(&indices)?);
+        let kinds = selected.iter().map(|column| column.kind.clone()).collect();
+        Ok(Arc::new(PostgresScanExec::new(
+            self.catalog.clone(),
+            self.pool.clone(),
+            query,
+            schema,
+            kinds,
+            self.batch_size,
+        )))
+    }
+}
+
+/// Runs one `SELECT` in Postgres through binary COPY and streams its rows as Arrow batches.
+#[derive(Debug)]
+pub struct PostgresScanExec {
+    catalog: String,
+    pool: Arc<Pool>,
+    query: String,
+    schema: SchemaRef,
+    kinds: Vec<PgKind>,
+    batch_size: usize,
+    properties: Arc<PlanProperties>,
+}
+
+impl PostgresScanExec {
+    fn new(
+        catalog: String,
+        pool: Arc<Pool>,
+        query: String,
+        schema: SchemaRef,
+        kinds: Vec<PgKind>,
+        batch_size: usize,
+    ) -> Self {
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        PostgresScanExec { catalog, pool, query, schema, kinds, batch_size, properties }
+    }
+
+    /// The exact statement sent to Postgres.
+    pub fn query(&self) -> &str {
+        &self.query
+    }
+}
+
+impl DisplayAs for PostgresScanExec {
+    fn fmt_as(&self, _format: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PostgresScanExec: catalog={}, sql={}", self.catalog, self.query)
+    }
+}
+
+impl ExecutionPlan for PostgresScanExec {
+    fn name(&self) -> &str {
+        "PostgresScanExec"
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(DataFusionError::Internal(format!("PostgresScanExec has one partition, asked for {partition}")));
+        }
+        let batch_size = self.batch_size.min(context.session_config().batch_size()).max(1);
+        let mut builder = RecordBatchReceiverStreamBuilder::new(self.schema.clone(), 2);
+        let sender = builder.tx();
+        let pool = self.pool.clone();
+        let statement = format!("COPY ({}) TO STDOUT (FORMAT binary)", self.query);
+        let schema = self.schema.clone();
+        let kinds = self.kinds.clone();
+        let catalog = self.catalog.clone();
+        // When the consumer goes away (client disconnect, LIMIT satisfied, cancel), the builder
+        // aborts this task; the pooled connection's drop then cancels the statement in Postgres.
+        builder.spawn(async move {
+            let mut client = pool.get().await?;
+            client.mark_busy();
+            let stream = client.client().copy_out(statement.as_str()).await.map_err(|e| pool.error(e))?;
+            futures::pin_mut!(stream);
+            let mut decoder = BinaryCopyDecoder::new(schema, &kinds, batch_size);
+            let decode_error = |error: DecodeError| PostgresError::Decode {
+                catalog: catalog.clone(),
+                column: error.column,
+                reason: error.reason,
+            };
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| pool.error(e))?;
+                decoder.push(&chunk).map_err(decode_error)?;
+                for batch in decoder.take_ready() {
+                    if sender.send(Ok(batch)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            for batch in decoder.finish().map_err(decode_error)? {
+                if sender.send(Ok(batch)).await.is_err() {
+                    return Ok(());
+                }
+            }
+            client.mark_idle();
+            Ok(())
+        });
+        Ok(builder.build())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn system_schema_filter_escapes_underscores() {
+        // `_` is a LIKE wildcard: pg_toast must be matched literally.
+        assert!(SYSTEM_SCHEMA_FILTER.contains("pg\\_toast%"));
+    }
+}

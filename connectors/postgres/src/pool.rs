@@ -1,0 +1,163 @@
+//! A small connection pool: at most `pool_size` connections to one database, reused while
+//! healthy, with a connect timeout so that a dead host fails fast instead of hanging a query.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_postgres::{Client, NoTls};
+
+use crate::error::PostgresError;
+
+pub(crate) struct Pool {
+    catalog: String,
+    target: String,
+    connection_string: String,
+    connect_timeout: Duration,
+    idle: Mutex<Vec<Client>>,
+    permits: Arc<Semaphore>,
+}
+
+/// A connection on loan. Returned to the pool on drop unless it closed or was abandoned busy.
+pub(crate) struct PooledClient {
+    client: Option<Client>,
+    pool: Arc<Pool>,
+    _permit: OwnedSemaphorePermit,
+    busy: bool,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("catalog", &self.catalog).field("target", &self.target).finish()
+    }
+}
+
+impl Pool {
+    pub(crate) fn new(
+        catalog: &str,
+        target: String,
+        connection_string: String,
+        size: usize,
+        connect_timeout: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Pool {
+            catalog: catalog.to_string(),
+            target,
+            connection_string,
+            connect_timeout,
+            idle: Mutex::new(Vec::new()),
+            permits: Arc::new(Semaphore::new(size.max(1))),
+        })
+    }
+
+    pub(crate) fn target(&self) -> &str {
+        &self.target
+    }
+
+    pub(crate) fn error(&self, error: tokio_postgres::Error) -> PostgresError {
+        PostgresError::from_driver(&self.catalog, &self.target, error)
+    }
+
+    /// Borrows a connection, opening one if no healthy idle one is left.
+    pub(crate) async fn get(self: &Arc<Self>) -> Result<PooledClient, PostgresError> {
+        let permit = self.permits.clone().acquire_owned().await.expect("pool semaphore is never closed");
+        loop {
+            let candidate = self.idle.lock().pop();
+            match candidate {
+                Some(client) if !client.is_closed() => {
+                    return Ok(PooledClient {
+                        client: Some(client),
+                        pool: self.clone(),
+                        _permit: permit,
+                        busy: false,
+                    });
+                }
+                Some(_closed) => continue,
+                None => break,
+            }
+        }
+        let client = self.connect().await?;
+        Ok(PooledClient {
+            client: Some(client),
+            pool: self.clone(),
+            _permit: permit,
+            busy: false,
+        })
+    }
+
+    async fn connect(&self) -> Result<Client, PostgresError> {
+        let unavailable = |reason: String| PostgresError::Unavailable {
+            catalog: self.catalog.clone(),
+            target: self.target.clone(),
+            reason,
+        };
+        let mut config: tokio_postgres::Config =
+            self.connection_string.parse().map_err(|error: tokio_postgres::Error| {
+                unavailable(format!("invalid connection settings: {error}"))
+            })?;
+        config.connect_timeout(self.connect_timeout);
+        config.application_name("fjord");
+        let connecting = config.connect(NoTls);
+        let (client, connection) = tokio::time::timeout(self.connect_timeout, connecting)
+            .await
+            .map_err(|_| unavailable(format!("no connection within {:?}", self.connect_timeout)))?
+            .map_err(|error| self.error(error))?;
+        let catalog = self.catalog.clone();
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(catalog, %error, "postgres connection ended");
+            }
+        });
+        // Values fjord sends and reads are interpreted the same way whatever the server's
+        // defaults: UTC timestamps, ISO dates, backslashes literal in strings.
+        client
+            .batch_execute(
+                "SET TIME ZONE 'UTC'; SET DateStyle = 'ISO'; SET standard_conforming_strings = on; \
+                 SET extra_float_digits = 3",
+            )
+            .await
+            .map_err(|error| self.error(error))?;
+        Ok(client)
+    }
+}
+
+impl PooledClient {
+    pub(crate) fn client(&self) -> &Client {
+        self.client.as_ref().expect("client is present until drop")
+    }
+
+    /// Marks a streaming statement as running: if this loan ends before [`Self::mark_idle`],
+    /// the statement was abandoned, and dropping the loan cancels it in Postgres.
+    pub(crate) fn mark_busy(&mut self) {
+        self.busy = true;
+    }
+
+    pub(crate) fn mark_idle(&mut self) {
+        self.busy = false;
+    }
+}
+
+impl Drop for PooledClient {
+    fn drop(&mut self) {
+        let Some(client) = self.client.take() else { return };
+        if self.busy {
+            // The consumer went away mid-statement: ask Postgres to stop working on it, and
+            // close this connection rather than reuse it in an unknown protocol state.
+            let token = client.cancel_token();
+            let catalog = self.pool.catalog.clone();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    if let Err(error) = token.cancel_query(NoTls).await {
+                        tracing::debug!(catalog, %error, "cancelling an abandoned postgres statement failed");
+                    }
+                    drop(client);
+                });
+            }
+            return;
+        }
+        if !client.is_closed() {
+            self.pool.idle.lock().push(client);
+        }
+    }
+}

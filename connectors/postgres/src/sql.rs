@@ -1,0 +1,382 @@
+//! The only place that writes SQL text for Postgres: quoting, and translating DataFusion filter
+//! expressions into `WHERE` clauses that mean exactly the same thing in Postgres.
+//!
+//! A filter is pushed only when its meaning cannot differ between the two engines; anything
+//! else stays in DataFusion. Two differences matter most: Postgres orders text by collation
+//! (DataFusion by bytes, so range comparisons on text use `COLLATE "C"`), and values fjord shows
+//! as text but Postgres compares as another type (uuid, jsonb, text fallbacks) are compared
+//! through `::text`.
+
+use std::fmt::Write;
+
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::{Between, BinaryExpr, Expr, Like, Operator};
+
+use crate::types::{PgColumn, PgKind};
+
+/// `"name"` with embedded quotes doubled: safe for any identifier, unicode included.
+pub fn quote_identifier(name: &str) -> String {
+    let mut quoted = String::with_capacity(name.len() + 2);
+    quoted.push('"');
+    for c in name.chars() {
+        if c == '"' {
+            quoted.push('"');
+        }
+        quoted.push(c);
+    }
+    quoted.push('"');
+    quoted
+}
+
+/// `'text'` with embedded quotes doubled. Connections run with `standard_conforming_strings`
+/// on, so backslashes are ordinary characters. NUL cannot appear in Postgres text: `None`.
+pub fn quote_literal(value: &str) -> Option<String> {
+    if value.contains('\0') {
+        return None;
+    }
+    let mut quoted = String::with_capacity(value.len() + 2);
+    quoted.push('\'');
+    for c in value.chars() {
+        if c == '\'' {
+            quoted.push('\'');
+        }
+        quoted.push(c);
+    }
+    quoted.push('\'');
+    Some(quoted)
+}
+
+/// `"schema"."table"`.
+pub fn qualified_table(schema: &str, table: &str) -> String {
+    format!("{}.{}", quote_identifier(schema), quote_identifier(table))
+}
+
+/// The select list for the given columns: `AsText` kinds are read through `::text`.
+pub fn select_list(columns: &[&PgColumn]) -> String {
+    let mut list = String::new();
+    for (index, column) in columns.iter().enumerate() {
+        if index > 0 {
+            list.push_str(", ");
+        }
+        list.push_str(&quote_identifier(&column.name));
+        if column.kind == PgKind::AsText {
+            list.push_str("::text");
+        }
+    }
+    list
+}
+
+/// Translates filters against one table's columns.
+pub struct FilterTranslator<'a> {
+    pub columns: &'a [PgColumn],
+}
+
+/// The SQL side of a comparison operand, with what kind of value it is.
+enum Operand<'a> {
+    Column(&'a PgColumn),
+    Literal(&'a ScalarValue),
+}
+
+impl<'a> FilterTranslator<'a> {
+    /// The Postgres SQL for `expr`, or `None` if it cannot be pushed exactly.
+    pub fn translate(&self, expr: &Expr) -> Option<String> {
+        match expr {
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
+                Operator::And | Operator::Or => {
+                    let left = self.translate(left)?;
+                    let right = self.translate(right)?;
+                    let keyword = if *op == Operator::And { "AND" } else { "OR" };
+                    Some(format!("({left} {keyword} {right})"))
+                }
+                Operator::Eq
+                | Operator::NotEq
+                | Operator::Lt
+                | Operator::LtEq
+                | Operator::Gt
+                | Operator::GtEq => self.comparison(left, *op, right),
+                _ => None,
+            },
+            Expr::Not(inner) => Some(format!("(NOT {})", self.translate(inner)?)),
+            Expr::IsNull(inner) => Some(format!("({} IS NULL)", self.column_sql(inner, false)?)),
+            Expr::IsNotNull(inner) => {
+                Some(format!("({} IS NOT NULL)", self.column_sql(inner, false)?))
+            }
+            Expr::InList(in_list) => {
+                let column = self.column(&in_list.expr)?;
+                if in_list.list.is_empty() {
+                    return None;
+                }
+                let mut sql = self.column_sql(&in_list.expr, false)?;
+                sql.push_str(if in_list.negated { " NOT IN (" } else { " IN (" });
+                for (index, item) in in_list.list.iter().enumerate() {
+                    let Expr::Literal(value, _) = item else { return None };
+                    if index > 0 {
+                        sql.push_str(", ");
+                    }
+                    sql.push_str(&literal_for(column, value)?);
+                }
+                sql.push(')');
+                Some(format!("({sql})"))
+            }
+            Expr::Between(Between { expr, negated, low, high }) => {
+                let column = self.column(expr)?;
+                let (Expr::Literal(low, _), Expr::Literal(high, _)) = (low.as_ref(), high.as_ref())
+                else {
+                    return None;
+                };
+                let sql = self.column_sql(expr, true)?;
+                let not = if *negated { "NOT " } else { "" };
+                Some(format!(
+                    "({sql} {not}BETWEEN {} AND {})",
+                    literal_for(column, low)?,
+                    literal_for(column, high)?
+                ))
+            }
+            Expr::Like(Like { negated, expr, pattern, escape_char, case_insensitive }) => {
+                let column = self.column(expr)?;
+                if !matches!(column.kind, PgKind::Text) && !column.kind.is_text_view() {
+                    return None;
+                }
+                let Expr::Literal(ScalarValue::Utf8(Some(pattern)), _) = pattern.as_ref() else {
+                    return None;
+                };
+                let operator = match (negated, case_insensitive) {
+                    (false, false) => "LIKE",
+                    (true, false) => "NOT LIKE",
+                    // ILIKE folds case by the database's rules, which need not be DataFusion's.
+                    _ => return None,
+                };
+                let escape = match escape_char {
+                    None => String::new(),
+                    Some(c) => format!(" ESCAPE {}", quote_literal(&c.to_string())?),
+                };
+                Some(format!(
+                    "({} COLLATE \"C\" {operator} {}{escape})",
+                    self.column_sql(expr, false)?,
+                    quote_literal(pattern)?
+                ))
+            }
+            _ => None,
+        }
+    }
+
+    fn column(&self, expr: &Expr) -> Option<&'a PgColumn> {
+        match expr {
+            Expr::Column(column) => self.columns.iter().find(|c| c.name == column.name),
+            _ => None,
+        }
+    }
+
+    /// The column's SQL: text views through `::text`; `ordered` adds `COLLATE "C"` to text so
+    /// that range comparisons order by bytes, as DataFusion does.
+    fn column_sql(&self, expr: &Expr, ordered: bool) -> Option<String> {
+        let column = self.column(expr)?;
+        let mut sql = quote_identifier(&column.name);
+        if column.kind.is_text_view() {
+            sql.push_str("::text");
+        }
+        if ordered && (column.kind == PgKind::Text || column.kind.is_text_view()) {
+            sql.push_str(" COLLATE \"C\"");
+        }
+        Some(sql)
+    }
+
+    fn operand(&self, expr: &'a Expr) -> Option<Operand<'a>> {
+        match expr {
+            Expr::Column(_) => self.column(expr).map(Operand::Column),
+            Expr::Literal(value, _) => Some(Operand::Literal(value)),
+            _ => None,
+        }
+    }
+
+    fn comparison(&self, left: &'a Expr, op: Operator, right: &'a Expr) -> Option<String> {
+        let (column_expr, column, value, op) = match (self.operand(left)?, self.operand(right)?) {
+            (Operand::Column(column), Operand::Literal(value)) => (left, column, value, op),
+            (Operand::Literal(value), Operand::Column(column)) => (right, column, value, op.swap()?),
+            _ => return None,
+        };
+        if value.is_null() {
+            // `x = NULL` is NULL in both engines; nothing to gain by pushing it.
+            return None;
+        }
+        let symbol = match op {
+            Operator::Eq => "=",
+            Operator::NotEq => "<>",
+            Operator::Lt => "<",
+            Operator::LtEq => "<=",
+            Operator::Gt => ">",
+            Operator::GtEq => ">=",
+            _ => return None,
+        };
+        // A uuid compared for equality with its canonical spelling can use the column's index.
+        if column.kind == PgKind::Uuid && matches!(op, Operator::Eq | Operator::NotEq) {
+            if let ScalarValue::Utf8(Some(text)) | ScalarValue::Utf8View(Some(text)) = value {
+                if uuid::Uuid::parse_str(text)
+                    .is_ok_and(|parsed| parsed.hyphenated().to_string() == *text)
+                {
+                    return Some(format!(
+                        "({} {symbol} {}::uuid)",
+                        quote_identifier(&column.name),
+                        quote_literal(text)?
+                    ));
+                }
+            }
+        }
+        let ordered = !matches!(op, Operator::Eq | Operator::NotEq);
+        let column_sql = self.column_sql(column_expr, ordered)?;
+        Some(format!("({column_sql} {symbol} {})", literal_for(column, value)?))
+    }
+}
+
+/// A literal written so that Postgres reads it as a value of the column's type, or `None` when
+/// the pair is not one whose comparison means the same in both engines.
+fn literal_for(column: &PgColumn, value: &ScalarValue) -> Option<String> {
+    use PgKind as K;
+    use ScalarValue as V;
+    let integer = |v: i128| Some(v.to_string());
+    match (&column.kind, value) {
+        (K::Text, V::Utf8(Some(text)) | V::Utf8View(Some(text)) | V::LargeUtf8(Some(text))) => {
+            quote_literal(text)
+        }
+        (
+            kind,
+            V::Utf8(Some(text)) | V::Utf8View(Some(text)) | V::LargeUtf8(Some(text)),
+        ) if kind.is_text_view() => quote_literal(text),
+        (K::Bool, V::Boolean(Some(b))) => Some(if *b { "TRUE" } else { "FALSE" }.to_string()),
+        (K::Int2 | K::Int4 | K::Int8 | K::Oid | K::Numeric { .. }, scalar) => match scalar {
+            V::Int8(Some(v)) => integer(*v as i128),
+            V::Int16(Some(v)) => integer(*v as i128),
+            V::Int32(Some(v)) => integer(*v as i128),
+            V::Int64(Some(v)) => integer(*v as i128),
+            V::UInt8(Some(v)) => integer(*v as i128),
+            V::UInt16(Some(v)) => integer(*v as i128),
+            V::UInt32(Some(v)) => integer(*v as i128),
+            V::UInt64(Some(v)) => integer(*v as i128),
+            V::Decimal128(Some(v), _, scale) => Some(format!("{}::numeric", decimal_text(*v, *scale))),
+            _ => None,
+        },
+        (K::Float4 | K::Float8, scalar) => {
+            // Integer literals compare exactly; float literals only when finite (NaN orders
+            // differently in the two engines).
+            let text = match scalar {
+                V::Float64(Some(v)) if v.is_finite() => format!("{v:?}::float8"),
+                V::Float32(Some(v)) if v.is_finite() && column.kind == K::Float4 => {
+                    format!("{v:?}::float4")
+                }
+                V::Int32(Some(v)) => v.to_string(),
+                V::Int64(Some(v)) => v.to_string(),
+                _ => return None,
+            };
+            Some(text)
+        }
+        (K::Date, V::Date32(Some(days))) => {
+            let date = chrono::DateTime::from_timestamp(*days as i64 * 86_400, 0)?.date_naive();
+            Some(format!("'{}'::date", date.format("%Y-%m-%d")))
+        }
+        (K::Timestamp, V::TimestampMicrosecond(Some(micros), None)) => {
+            Some(format!("'{}'::timestamp", timestamp_text(*micros)?))
+        }
+        (K::TimestampTz, V::TimestampMicrosecond(Some(micros), Some(_))) => {
+            Some(format!("'{}+00'::timestamptz", timestamp_text(*micros)?))
+        }
+        (K::Timestamp, V::TimestampNanosecond(Some(nanos), None)) if nanos % 1000 == 0 => {
+            Some(format!("'{}'::timestamp", timestamp_text(nanos / 1000)?))
+        }
+        (K::TimestampTz, V::TimestampNanosecond(Some(nanos), Some(_))) if nanos % 1000 == 0 => {
+            Some(format!("'{}+00'::timestamptz", timestamp_text(nanos / 1000)?))
+        }
+        _ => None,
+    }
+}
+
+fn timestamp_text(micros: i64) -> Option<String> {
+    let timestamp = chrono::DateTime::from_timestamp_micros(micros)?;
+    Some(timestamp.naive_utc().format("%Y-%m-%d %H:%M:%S%.6f").to_string())
+}
+
+fn decimal_text(value: i128, scale: i8) -> String {
+    if scale <= 0 {
+        let mut text = value.to_string();
+        for _ in 0..(-scale) {
+            text.push('0');
+        }
+        return text;
+    }
+    let negative = value < 0;
+    let digits = value.unsigned_abs().to_string();
+    let scale = scale as usize;
+    let padded = format!("{digits:0>width$}", width = scale + 1);
+    let (whole, fraction) = padded.split_at(padded.len() - scale);
+    let mut text = String::new();
+    if negative {
+        text.push('-');
+    }
+    let _ = write!(text, "{whole}.{fraction}");
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::prelude::{col, lit};
+
+    fn column(name: &str, kind: PgKind) -> PgColumn {
+        PgColumn { name: name.into(), type_name: String::new(), kind, nullable: true }
+    }
+
+    #[test]
+    fn identifiers_and_literals_cannot_escape_their_quotes() {
+        assert_eq!(quote_identifier(r#"we"ird; DROP"#), r#""we""ird; DROP""#);
+        assert_eq!(quote_literal("it's \\ fine").unwrap(), "'it''s \\ fine'");
+        assert_eq!(quote_literal("nul\0"), None);
+    }
+
+    #[test]
+    fn translates_filters_with_exact_semantics() {
+        let columns = vec![
+            column("name", PgKind::Text),
+            column("age", PgKind::Int4),
+            column("cat_id", PgKind::Uuid),
+            column("weight_kg", PgKind::Numeric { precision: 4, scale: 1 }),
+        ];
+        let translator = FilterTranslator { columns: &columns };
+        assert_eq!(
+            translator.translate(&col("name").eq(lit("O'Malley"))).unwrap(),
+            r#"("name" = 'O''Malley')"#
+        );
+        assert_eq!(
+            translator.translate(&col("name").gt(lit("M"))).unwrap(),
+            r#"("name" COLLATE "C" > 'M')"#
+        );
+        assert_eq!(
+            translator.translate(&lit(3).lt(col("age")).and(col("age").is_not_null())).unwrap(),
+            r#"(("age" > 3) AND ("age" IS NOT NULL))"#
+        );
+        let id = "5b0e7d3c-1f1a-4c55-9a43-8f1f2a6c1e11";
+        assert_eq!(
+            translator.translate(&col("cat_id").eq(lit(id))).unwrap(),
+            format!(r#"("cat_id" = '{id}'::uuid)"#)
+        );
+        assert_eq!(
+            translator.translate(&col("cat_id").eq(lit("not-a-uuid"))).unwrap(),
+            r#"("cat_id"::text = 'not-a-uuid')"#
+        );
+        assert_eq!(
+            translator
+                .translate(&col("weight_kg").gt(lit(ScalarValue::Decimal128(Some(-45), 4, 1))))
+                .unwrap(),
+            r#"("weight_kg" > -4.5::numeric)"#
+        );
+        // Functions and unknown columns stay in DataFusion.
+        assert!(translator.translate(&col("missing").eq(lit(1))).is_none());
+        assert!(translator.translate(&col("age").eq(lit("3"))).is_none());
+    }
+
+    #[test]
+    fn decimal_text_places_the_point() {
+        assert_eq!(decimal_text(125, 1), "12.5");
+        assert_eq!(decimal_text(-5, 2), "-0.05");
+        assert_eq!(decimal_text(7, 0), "7");
+        assert_eq!(decimal_text(7, -2), "700");
+    }
+}

@@ -1,0 +1,63 @@
+//! The `fjord` command line: `serve`, `demo` and `check-config`, and the in-process server that
+//! tests start the same way `fjord serve` does.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fjord_config::Config;
+use fjord_engine::Engine;
+use fjord_pgwire::PgServer;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A running `fjord serve`: its listeners' addresses and a handle to stop it.
+pub struct RunningServer {
+    pub engine: Arc<Engine>,
+    pub postgres_address: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Starts every listener of `config` and returns once they accept connections. The demo
+    /// world is built first when `[demo] build_on_start` is set and it is missing.
+    pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+        let engine = Engine::new(config.clone()).await?;
+        if config.demo.build_on_start {
+            match fjord_demo::is_built(&engine, &config.demo).await {
+                Ok(true) => tracing::info!("demo world present"),
+                Ok(false) => {
+                    let progress = |line: &str| tracing::info!("demo: {line}");
+                    fjord_demo::build(&engine, &config.demo, &progress).await?;
+                }
+                Err(error) => tracing::warn!(%error, "not building the demo world"),
+            }
+        }
+        let server = PgServer::bind(&config.server.postgres_listen, engine.clone())
+            .await
+            .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", config.server.postgres_listen))?;
+        let postgres_address = server.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
+        let task = tokio::spawn(server.run(shutdown.clone(), grace));
+        Ok(RunningServer { engine, postgres_address, shutdown, task })
+    }
+
+    /// The token whose cancellation starts a graceful shutdown.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting, lets running queries finish within the grace period, then closes.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+
+    /// Waits until the server has stopped (after its shutdown token is cancelled).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await??;
+        Ok(())
+    }
+}

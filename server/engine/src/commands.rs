@@ -1,0 +1,416 @@
+//! Statements fjord answers itself rather than through DataFusion's planner: Trino's catalog
+//! browsing (`SHOW CATALOGS`, `SHOW SCHEMAS FROM c`, `SHOW TABLES FROM c.s`, `SHOW COLUMNS`,
+//! `DESCRIBE`, `USE`), session variables and transactions as Postgres clients send them, and DDL
+//! that must reach an Iceberg catalog asynchronously (`CREATE SCHEMA`, `CREATE TABLE [AS]`,
+//! `DROP TABLE`).
+//!
+//! Recognition works on tokens, so quoting, case and comments behave as in any SQL statement.
+
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer, Whitespace, Word};
+
+use crate::error::{EngineError, sqlstate};
+
+/// A statement handled by fjord itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    ShowCatalogs { like: Option<String> },
+    ShowSchemas { catalog: Option<String>, like: Option<String> },
+    ShowTables { catalog: Option<String>, schema: Option<String>, like: Option<String> },
+    /// `SHOW COLUMNS FROM t` and `DESCRIBE t`: the name as written, one to three parts.
+    ShowColumns { name: Vec<String> },
+    Use { catalog: Option<String>, schema: String },
+    Begin,
+    Commit,
+    Rollback,
+    /// `SET name = value` for a session variable; `None` resets it to its default.
+    SetVariable { name: String, value: Option<String> },
+    ResetAll,
+    ShowVariable { name: String },
+    DiscardAll,
+    CreateSchema { name: Vec<String>, if_not_exists: bool },
+    DropTable { name: Vec<String>, if_exists: bool },
+}
+
+/// Significant tokens of a statement (no whitespace or comments), and whether it had any.
+pub fn significant_tokens(sql: &str) -> Result<Vec<Token>, EngineError> {
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
+        .tokenize()
+        .map_err(|error| EngineError::syntax(format!("syntax error: {error}")))?;
+    Ok(tokens
+        .into_iter()
+        .filter(|token| !matches!(token, Token::Whitespace(_) | Token::SemiColon))
+        .collect())
+}
+
+/// Splits a query string into statements at top-level semicolons (not inside quotes,
+/// comments or dollar-quoted strings). Empty statements are dropped.
+pub fn split_statements(sql: &str) -> Result<Vec<String>, EngineError> {
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
+        .tokenize()
+        .map_err(|error| EngineError::syntax(format!("syntax error: {error}")))?;
+    let mut statements = Vec::new();
+    let mut current = String::new();
+    let mut significant = false;
+    for token in tokens {
+        match &token {
+            Token::SemiColon => {
+                if significant {
+                    statements.push(std::mem::take(&mut current));
+                }
+                current.clear();
+                significant = false;
+            }
+            Token::Whitespace(Whitespace::SingleLineComment { .. } | Whitespace::MultiLineComment(_)) => {
+                current.push_str(&token.to_string());
+            }
+            Token::Whitespace(_) => current.push_str(&token.to_string()),
+            _ => {
+                significant = true;
+                current.push_str(&token.to_string());
+            }
+        }
+    }
+    if significant {
+        statements.push(current);
+    }
+    Ok(statements)
+}
+
+struct Cursor<'a> {
+    tokens: &'a [Token],
+    position: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn peek(&self) -> Option<&'a Token> {
+        self.tokens.get(self.position)
+    }
+
+    fn keyword(&mut self, keyword: Keyword) -> bool {
+        match self.peek() {
+            Some(Token::Word(Word { keyword: found, quote_style: None, .. })) if *found == keyword => {
+                self.position += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn word_ci(&mut self, text: &str) -> bool {
+        match self.peek() {
+            Some(Token::Word(Word { value, quote_style: None, .. })) if value.eq_ignore_ascii_case(text) => {
+                self.position += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn at_end(&self) -> bool {
+        self.position >= self.tokens.len()
+    }
+
+    /// An identifier: unquoted ones fold to lowercase, quoted ones keep their case.
+    fn identifier(&mut self) -> Option<String> {
+        match self.peek() {
+            Some(Token::Word(word)) => {
+                self.position += 1;
+                Some(match word.quote_style {
+                    Some(_) => word.value.clone(),
+                    None => word.value.to_lowercase(),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// `a`, `a.b` or `a.b.c`.
+    fn qualified_name(&mut self) -> Option<Vec<String>> {
+        let mut parts = vec![self.identifier()?];
+        while matches!(self.peek(), Some(Token::Period)) {
+            self.position += 1;
+            parts.push(self.identifier()?);
+        }
+        Some(parts)
+    }
+
+    fn string(&mut self) -> Option<String> {
+        match self.peek() {
+            Some(Token::SingleQuotedString(text)) | Some(Token::EscapedStringLiteral(text)) => {
+                self.position += 1;
+                Some(text.clone())
+            }
+            _ => None,
+        }
+    }
+
+    /// `LIKE 'pattern'` if present.
+    fn like(&mut self) -> Result<Option<String>, EngineError> {
+        if self.keyword(Keyword::LIKE) {
+            return self.string().map(Some).ok_or_else(|| EngineError::syntax("LIKE needs a quoted pattern"));
+        }
+        Ok(None)
+    }
+
+    /// A variable value: everything left, as text (`'a'`, `a`, `1`, `a, b`).
+    fn rest_as_value(&mut self) -> Option<String> {
+        let mut parts = Vec::new();
+        while let Some(token) = self.peek() {
+            self.position += 1;
+            match token {
+                Token::SingleQuotedString(text) => parts.push(text.clone()),
+                Token::Word(word) => parts.push(word.value.clone()),
+                Token::Number(number, _) => parts.push(number.clone()),
+                Token::Comma => parts.push(",".into()),
+                Token::Minus => parts.push("-".into()),
+                other => parts.push(other.to_string()),
+            }
+        }
+        if parts.is_empty() {
+            return None;
+        }
+        let mut value = String::new();
+        for part in parts {
+            if part == "," {
+                value.push_str(", ");
+            } else {
+                if !value.is_empty() && !value.ends_with(", ") && !value.ends_with('-') && part != "-" {
+                    value.push(' ');
+                }
+                value.push_str(&part);
+            }
+        }
+        Some(value)
+    }
+}
+
+/// Recognizes a statement fjord handles itself; `Ok(None)` means "plan it with DataFusion".
+pub fn recognize(tokens: &[Token]) -> Result<Option<Command>, EngineError> {
+    let mut cursor = Cursor { tokens, position: 0 };
+    let command = if cursor.keyword(Keyword::SHOW) {
+        recognize_show(&mut cursor)?
+    } else if cursor.keyword(Keyword::DESCRIBE) || cursor.keyword(Keyword::DESC) {
+        let name = cursor.qualified_name().ok_or_else(|| EngineError::syntax("DESCRIBE needs a table name"))?;
+        Some(Command::ShowColumns { name })
+    } else if cursor.keyword(Keyword::USE) {
+        let name = cursor.qualified_name().ok_or_else(|| EngineError::syntax("USE needs catalog.schema or schema"))?;
+        match name.as_slice() {
+            [schema] => Some(Command::Use { catalog: None, schema: schema.clone() }),
+            [catalog, schema] => Some(Command::Use { catalog: Some(catalog.clone()), schema: schema.clone() }),
+            _ => return Err(EngineError::syntax("USE takes catalog.schema or schema")),
+        }
+    } else if cursor.keyword(Keyword::BEGIN) || (cursor.keyword(Keyword::START) && cursor.keyword(Keyword::TRANSACTION)) {
+        // Options such as ISOLATION LEVEL or READ ONLY change nothing for read queries.
+        Some(Command::Begin)
+    } else if cursor.keyword(Keyword::COMMIT) || cursor.keyword(Keyword::END) {
+        Some(Command::Commit)
+    } else if cursor.keyword(Keyword::ROLLBACK) || cursor.keyword(Keyword::ABORT) {
+        Some(Command::Rollback)
+    } else if cursor.keyword(Keyword::DISCARD) {
+        if cursor.keyword(Keyword::ALL) {
+            Some(Command::DiscardAll)
+        } else {
+            return Err(EngineError::new(sqlstate::FEATURE_NOT_SUPPORTED, "only DISCARD ALL is supported"));
+        }
+    } else if cursor.keyword(Keyword::RESET) {
+        if cursor.keyword(Keyword::ALL) {
+            Some(Command::ResetAll)
+        } else {
+            let name = cursor.qualified_name().ok_or_else(|| EngineError::syntax("RESET needs a variable name"))?;
+            Some(Command::SetVariable { name: name.join("."), value: None })
+        }
+    } else if cursor.keyword(Keyword::SET) {
+        recognize_set(&mut cursor)?
+    } else if cursor.keyword(Keyword::CREATE) {
+        if cursor.keyword(Keyword::SCHEMA) || cursor.keyword(Keyword::DATABASE) {
+            let if_not_exists = cursor.keyword(Keyword::IF) && cursor.keyword(Keyword::NOT) && cursor.keyword(Keyword::EXISTS);
+            let name = cursor.qualified_name().ok_or_else(|| EngineError::syntax("CREATE SCHEMA needs a name"))?;
+            if !cursor.at_end() {
+                return Err(EngineError::syntax("unexpected text after CREATE SCHEMA name"));
+            }
+            Some(Command::CreateSchema { name, if_not_exists })
+        } else {
+            None
+        }
+    } else if cursor.keyword(Keyword::DROP) && cursor.keyword(Keyword::TABLE) {
+        let if_exists = cursor.keyword(Keyword::IF) && cursor.keyword(Keyword::EXISTS);
+        let name = cursor.qualified_name().ok_or_else(|| EngineError::syntax("DROP TABLE needs a name"))?;
+        Some(Command::DropTable { name, if_exists })
+    } else {
+        None
+    };
+    Ok(command)
+}
+
+fn recognize_show(cursor: &mut Cursor<'_>) -> Result<Option<Command>, EngineError> {
+    if cursor.word_ci("CATALOGS") {
+        let like = cursor.like()?;
+        return Ok(Some(Command::ShowCatalogs { like }));
+    }
+    if cursor.keyword(Keyword::SCHEMAS) || cursor.keyword(Keyword::DATABASES) {
+        let catalog = if cursor.keyword(Keyword::FROM) || cursor.keyword(Keyword::IN) {
+            Some(cursor.identifier().ok_or_else(|| EngineError::syntax("SHOW SCHEMAS FROM needs a catalog"))?)
+        } else {
+            None
+        };
+        let like = cursor.like()?;
+        return Ok(Some(Command::ShowSchemas { catalog, like }));
+    }
+    if cursor.keyword(Keyword::TABLES) {
+        let (catalog, schema) = if cursor.keyword(Keyword::FROM) || cursor.keyword(Keyword::IN) {
+            match cursor.qualified_name().as_deref() {
+                Some([schema]) => (None, Some(schema.clone())),
+                Some([catalog, schema]) => (Some(catalog.clone()), Some(schema.clone())),
+                _ => return Err(EngineError::syntax("SHOW TABLES FROM takes catalog.schema or schema")),
+            }
+        } else {
+            (None, None)
+        };
+        let like = cursor.like()?;
+        return Ok(Some(Command::ShowTables { catalog, schema, like }));
+    }
+    if cursor.keyword(Keyword::COLUMNS) {
+        if !(cursor.keyword(Keyword::FROM) || cursor.keyword(Keyword::IN)) {
+            return Err(EngineError::syntax("SHOW COLUMNS needs FROM table"));
+        }
+        let name = cursor.qualified_name().ok_or_else(|| EngineError::syntax("SHOW COLUMNS FROM needs a table"))?;
+        return Ok(Some(Command::ShowColumns { name }));
+    }
+    if cursor.keyword(Keyword::TRANSACTION) && cursor.keyword(Keyword::ISOLATION) && cursor.keyword(Keyword::LEVEL) {
+        return Ok(Some(Command::ShowVariable { name: "transaction_isolation".into() }));
+    }
+    if cursor.keyword(Keyword::TIME) && cursor.keyword(Keyword::ZONE) {
+        return Ok(Some(Command::ShowVariable { name: "timezone".into() }));
+    }
+    if let Some(name) = cursor.qualified_name() {
+        let name = name.join(".");
+        if cursor.at_end() && !name.starts_with("datafusion.") && name != "all" {
+            return Ok(Some(Command::ShowVariable { name }));
+        }
+    }
+    Ok(None)
+}
+
+fn recognize_set(cursor: &mut Cursor<'_>) -> Result<Option<Command>, EngineError> {
+    let _ = cursor.keyword(Keyword::SESSION) || cursor.keyword(Keyword::LOCAL);
+    if cursor.keyword(Keyword::TIME) && cursor.keyword(Keyword::ZONE) {
+        let value = cursor.rest_as_value();
+        let value = match value.as_deref() {
+            None => return Err(EngineError::syntax("SET TIME ZONE needs a value")),
+            Some(v) if v.eq_ignore_ascii_case("default") || v.eq_ignore_ascii_case("local") => None,
+            Some(v) => Some(v.to_string()),
+        };
+        return Ok(Some(Command::SetVariable { name: "timezone".into(), value }));
+    }
+    let Some(name) = cursor.qualified_name() else { return Ok(None) };
+    let name = name.join(".");
+    if name.starts_with("datafusion.") {
+        // DataFusion's own settings go to its planner, which validates them.
+        return Ok(None);
+    }
+    if !(cursor.keyword(Keyword::TO) || matches!(cursor.peek(), Some(Token::Eq))) {
+        return Err(EngineError::syntax(format!("SET {name} needs = or TO and a value")));
+    }
+    if matches!(cursor.peek(), Some(Token::Eq)) {
+        cursor.position += 1;
+    }
+    let value = cursor.rest_as_value().ok_or_else(|| EngineError::syntax(format!("SET {name} needs a value")))?;
+    let value = if value.eq_ignore_ascii_case("default") { None } else { Some(value) };
+    Ok(Some(Command::SetVariable { name, value }))
+}
+
+/// SQL `LIKE` matching with `%` and `_` (no escape character), as SHOW ... LIKE uses.
+pub fn like_match(pattern: &str, text: &str) -> bool {
+    let pattern: Vec<char> = pattern.chars().collect();
+    let text: Vec<char> = text.chars().collect();
+    // Iterative matching with backtracking to the last `%`.
+    let (mut p, mut t) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while t < text.len() {
+        if p < pattern.len() && (pattern[p] == '_' || pattern[p] == text[t]) {
+            p += 1;
+            t += 1;
+        } else if p < pattern.len() && pattern[p] == '%' {
+            star = Some(p);
+            mark = t;
+            p += 1;
+        } else if let Some(star_position) = star {
+            p = star_position + 1;
+            mark += 1;
+            t = mark;
+        } else {
+            return false;
+        }
+    }
+    while p < pattern.len() && pattern[p] == '%' {
+        p += 1;
+    }
+    p == pattern.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(sql: &str) -> Option<Command> {
+        recognize(&significant_tokens(sql).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn recognizes_trino_browsing_statements() {
+        assert_eq!(parse("SHOW CATALOGS"), Some(Command::ShowCatalogs { like: None }));
+        assert_eq!(
+            parse("show schemas from Iceberg like 'data%';"),
+            Some(Command::ShowSchemas { catalog: Some("iceberg".into()), like: Some("data%".into()) })
+        );
+        assert_eq!(
+            parse(r#"SHOW TABLES FROM postgresql."Public""#),
+            Some(Command::ShowTables { catalog: Some("postgresql".into()), schema: Some("Public".into()), like: None })
+        );
+        assert_eq!(
+            parse("DESCRIBE iceberg.data_on_eks.cat_interactions_raw"),
+            Some(Command::ShowColumns {
+                name: vec!["iceberg".into(), "data_on_eks".into(), "cat_interactions_raw".into()]
+            })
+        );
+        assert_eq!(parse("USE postgresql.public"), Some(Command::Use { catalog: Some("postgresql".into()), schema: "public".into() }));
+        assert_eq!(parse("SELECT 1"), None);
+        assert_eq!(parse("SHOW datafusion.execution.batch_size"), None);
+    }
+
+    #[test]
+    fn recognizes_session_statements() {
+        assert_eq!(
+            parse("SET application_name = 'psql'"),
+            Some(Command::SetVariable { name: "application_name".into(), value: Some("psql".into()) })
+        );
+        assert_eq!(
+            parse("SET search_path TO public, data_on_eks"),
+            Some(Command::SetVariable { name: "search_path".into(), value: Some("public, data_on_eks".into()) })
+        );
+        assert_eq!(parse("SET TIME ZONE 'UTC'"), Some(Command::SetVariable { name: "timezone".into(), value: Some("UTC".into()) }));
+        assert_eq!(parse("SET extra_float_digits = 3"), Some(Command::SetVariable { name: "extra_float_digits".into(), value: Some("3".into()) }));
+        assert_eq!(parse("SET datafusion.execution.batch_size = 10"), None);
+        assert_eq!(parse("show transaction isolation level"), Some(Command::ShowVariable { name: "transaction_isolation".into() }));
+        assert_eq!(parse("BEGIN READ ONLY"), Some(Command::Begin));
+        assert_eq!(parse("DISCARD ALL"), Some(Command::DiscardAll));
+    }
+
+    #[test]
+    fn splits_at_top_level_semicolons_only() {
+        let statements = split_statements("SELECT ';'; SELECT 2 -- c;\n; ;").unwrap();
+        assert_eq!(statements.len(), 2, "{statements:?}");
+        assert!(statements[0].contains("';'"));
+    }
+
+    #[test]
+    fn like_patterns() {
+        assert!(like_match("cat%", "cat_interactions_raw"));
+        assert!(like_match("%raw", "cat_interactions_raw"));
+        assert!(like_match("c_t%", "cats"));
+        assert!(!like_match("dog%", "cats"));
+        assert!(like_match("%", ""));
+    }
+}

@@ -1,0 +1,669 @@
+//! The query engine every front door shares: sessions, statement handling and execution.
+//!
+//! A front door (pgwire today, Flight SQL next) creates one [`Session`] per client connection,
+//! [`Session::prepare`]s each statement and [`Session::execute`]s it. Until the last step, where
+//! rows are encoded, the same SQL text goes through the same code whatever the protocol.
+//! Sessions share the catalogs and the memory pool; settings (`SET`, `USE`) are per session.
+
+mod commands;
+mod error;
+mod session_vars;
+mod types;
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::{ParamValues, TableReference};
+use datafusion::datasource::provider_as_source;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::{DdlStatement, DmlStatement, LogicalPlan, LogicalPlanBuilder, WriteOp, cast, col};
+use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::DFParser;
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use fjord_catalog::{CatalogHandle, CatalogRegistry};
+use fjord_config::Config;
+use futures::TryStreamExt;
+use parking_lot::Mutex;
+
+pub use commands::{Command, split_statements};
+pub use error::{EngineError, ErrorClass, classify, sqlstate};
+pub use fjord_catalog;
+use session_vars::SessionVariables;
+
+/// The catalogs and resources every session shares.
+pub struct Engine {
+    config: Arc<Config>,
+    registry: Arc<CatalogRegistry>,
+    runtime: Arc<RuntimeEnv>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("catalogs", &self.registry.names()).finish()
+    }
+}
+
+impl Engine {
+    /// Builds the catalogs of `config`.
+    pub async fn new(config: Config) -> Result<Arc<Engine>, fjord_catalog::CatalogError> {
+        let registry = CatalogRegistry::from_config(&config).await?;
+        Ok(Self::with_registry(config, registry))
+    }
+
+    pub fn with_registry(config: Config, registry: Arc<CatalogRegistry>) -> Arc<Engine> {
+        let runtime = RuntimeEnvBuilder::new().build_arc().expect("the default runtime environment builds");
+        Arc::new(Engine { config: Arc::new(config), registry, runtime })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn registry(&self) -> &Arc<CatalogRegistry> {
+        &self.registry
+    }
+
+    /// A new session with the configured defaults.
+    pub fn new_session(self: &Arc<Self>) -> Session {
+        let server = &self.config.server;
+        let mut config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema(&server.default_catalog, &server.default_schema)
+            .with_create_default_catalog_and_schema(false)
+            .with_target_partitions(self.config.target_partitions())
+            .with_batch_size(server.batch_size);
+        config.options_mut().sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(self.runtime.clone())
+            .with_catalog_list(self.registry.clone())
+            .with_default_features()
+            .build();
+        Session {
+            inner: Arc::new(SessionInner {
+                engine: self.clone(),
+                context: SessionContext::new_with_state(state),
+                variables: Mutex::new(SessionVariables::new(&server.default_schema)),
+            }),
+        }
+    }
+}
+
+/// One client's session. Cloning shares it (a connection's handlers each hold a clone).
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<SessionInner>,
+}
+
+struct SessionInner {
+    engine: Arc<Engine>,
+    context: SessionContext,
+    variables: Mutex<SessionVariables>,
+}
+
+/// A statement ready to run: planned by DataFusion or recognized as a fjord command.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    kind: PreparedKind,
+}
+
+#[derive(Debug, Clone)]
+enum PreparedKind {
+    Empty,
+    Command(Command),
+    Plan(Box<LogicalPlan>),
+}
+
+/// The completion tag of a statement that returns no rows, as Postgres spells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandTag {
+    pub command: String,
+    pub oid: Option<u32>,
+    pub rows: Option<usize>,
+}
+
+impl CommandTag {
+    pub fn new(command: &str) -> Self {
+        CommandTag { command: command.to_string(), oid: None, rows: None }
+    }
+
+    pub fn with_rows(mut self, rows: usize) -> Self {
+        self.rows = Some(rows);
+        self
+    }
+}
+
+/// What running a statement produced.
+pub enum Outcome {
+    Empty,
+    /// Rows, streamed as they are computed; `tag` is the command word for completion.
+    Rows { stream: SendableRecordBatchStream, tag: String },
+    Command(CommandTag),
+    TransactionStart(CommandTag),
+    TransactionEnd(CommandTag),
+}
+
+impl std::fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Empty => write!(f, "Empty"),
+            Outcome::Rows { tag, .. } => write!(f, "Rows({tag})"),
+            Outcome::Command(tag) => write!(f, "Command({tag:?})"),
+            Outcome::TransactionStart(tag) => write!(f, "TransactionStart({tag:?})"),
+            Outcome::TransactionEnd(tag) => write!(f, "TransactionEnd({tag:?})"),
+        }
+    }
+}
+
+impl Prepared {
+    pub fn is_empty(&self) -> bool {
+        matches!(self.kind, PreparedKind::Empty)
+    }
+
+    /// The schema of the rows this statement returns, `None` if it returns none.
+    pub fn output_schema(&self) -> Option<SchemaRef> {
+        match &self.kind {
+            PreparedKind::Empty => None,
+            PreparedKind::Command(command) => command_schema(command),
+            PreparedKind::Plan(plan) => match plan.as_ref() {
+                LogicalPlan::Dml(_) | LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) => None,
+                plan => Some(Arc::new(plan.schema().as_arrow().clone())),
+            },
+        }
+    }
+
+    /// Parameter types in `$1, $2, ...` order (numeric, so `$10` follows `$9`); `None` where
+    /// DataFusion could not infer one.
+    pub fn parameter_types(&self) -> Vec<Option<DataType>> {
+        let PreparedKind::Plan(plan) = &self.kind else { return Vec::new() };
+        let Ok(types) = plan.get_parameter_types() else { return Vec::new() };
+        let count = types
+            .keys()
+            .filter_map(|key| key.strip_prefix('$')?.parse::<usize>().ok())
+            .max()
+            .unwrap_or(0);
+        let mut ordered = vec![None; count];
+        for (key, data_type) in types {
+            if let Some(index) = key.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
+                if index >= 1 {
+                    ordered[index - 1] = data_type;
+                }
+            }
+        }
+        ordered
+    }
+}
+
+fn utf8_schema(names: &[&str]) -> SchemaRef {
+    Arc::new(Schema::new(names.iter().map(|name| Field::new(*name, DataType::Utf8, true)).collect::<Vec<_>>()))
+}
+
+fn command_schema(command: &Command) -> Option<SchemaRef> {
+    match command {
+        Command::ShowCatalogs { .. } => Some(utf8_schema(&["Catalog"])),
+        Command::ShowSchemas { .. } => Some(utf8_schema(&["Schema"])),
+        Command::ShowTables { .. } => Some(utf8_schema(&["Table"])),
+        Command::ShowColumns { .. } => Some(utf8_schema(&["Column", "Type", "Extra", "Comment"])),
+        Command::ShowVariable { name } => Some(utf8_schema(&[name.as_str()])),
+        _ => None,
+    }
+}
+
+fn rows_outcome(schema: SchemaRef, columns: Vec<Vec<Option<String>>>, tag: &str) -> Result<Outcome, EngineError> {
+    let arrays: Vec<ArrayRef> = columns.into_iter().map(|values| Arc::new(StringArray::from(values)) as ArrayRef).collect();
+    let batch = RecordBatch::try_new(schema.clone(), arrays).map_err(|e| EngineError::new(sqlstate::INTERNAL_ERROR, e.to_string()))?;
+    let stream = MemoryStream::try_new(vec![batch], schema, None)?;
+    Ok(Outcome::Rows { stream: Box::pin(stream), tag: tag.to_string() })
+}
+
+impl Session {
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.inner.engine
+    }
+
+    /// Applies the client's startup parameters: the database names the default catalog when it
+    /// is one (so `psql -d postgresql` starts in that catalog).
+    pub fn set_client(&self, user: Option<&str>, database: Option<&str>, application: Option<&str>) -> Result<(), EngineError> {
+        let mut variables = self.inner.variables.lock();
+        if let Some(user) = user {
+            variables.user = user.to_string();
+        }
+        if let Some(application) = application {
+            variables.set("application_name", Some(application.to_string()));
+        }
+        drop(variables);
+        if let Some(database) = database {
+            if self.inner.engine.registry.get(database).is_some() {
+                let schema = match self.inner.engine.registry.get(database) {
+                    Some(CatalogHandle::Postgres(_)) => "public".to_string(),
+                    _ => self.inner.engine.config.server.default_schema.clone(),
+                };
+                self.set_defaults(database, &schema);
+            }
+        }
+        Ok(())
+    }
+
+    /// The session's current schema (for `search_path` reporting).
+    pub fn current_schema(&self) -> String {
+        self.inner.context.state().config().options().catalog.default_schema.clone()
+    }
+
+    pub fn current_catalog(&self) -> String {
+        self.inner.context.state().config().options().catalog.default_catalog.clone()
+    }
+
+    fn set_defaults(&self, catalog: &str, schema: &str) {
+        let state = self.inner.context.state_ref();
+        let mut state = state.write();
+        let options = state.config_mut().options_mut();
+        options.catalog.default_catalog = catalog.to_string();
+        options.catalog.default_schema = schema.to_string();
+    }
+
+    /// Splits a simple-protocol query string into statements.
+    pub fn split_statements(&self, sql: &str) -> Result<Vec<String>, EngineError> {
+        split_statements(sql)
+    }
+
+    /// Plans one statement.
+    pub async fn prepare(&self, sql: &str) -> Result<Prepared, EngineError> {
+        let tokens = commands::significant_tokens(sql)?;
+        if tokens.is_empty() {
+            return Ok(Prepared { kind: PreparedKind::Empty });
+        }
+        if let Some(command) = commands::recognize(&tokens)? {
+            return Ok(Prepared { kind: PreparedKind::Command(command) });
+        }
+        let mut statements = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})?;
+        if statements.len() != 1 {
+            return Err(EngineError::syntax(format!(
+                "expected one statement, found {}; send several through the simple query protocol",
+                statements.len()
+            )));
+        }
+        let statement = statements.pop_front().expect("one statement");
+        if mentions_catalog_views(sql) {
+            // information_schema lists tables through synchronous calls: load listings first.
+            self.inner.engine.registry.refresh_all().await;
+        }
+        let state = self.inner.context.state();
+        let plan = state.statement_to_plan(statement).await?;
+        Ok(Prepared { kind: PreparedKind::Plan(Box::new(plan)) })
+    }
+
+    /// Runs a prepared statement with its parameter values, if it has any.
+    pub async fn execute(&self, prepared: &Prepared, parameters: Option<ParamValues>) -> Result<Outcome, EngineError> {
+        match &prepared.kind {
+            PreparedKind::Empty => Ok(Outcome::Empty),
+            PreparedKind::Command(command) => self.run_command(command).await,
+            PreparedKind::Plan(plan) => {
+                let plan = match parameters {
+                    Some(parameters) => plan.as_ref().clone().with_param_values(parameters)?,
+                    None => plan.as_ref().clone(),
+                };
+                self.run_plan(plan).await
+            }
+        }
+    }
+
+    /// Prepares and runs every statement of `sql`, collecting rows: for tests and tools.
+    pub async fn run_sql(&self, sql: &str) -> Result<Vec<RecordBatch>, EngineError> {
+        let mut batches = Vec::new();
+        for statement in split_statements(sql)? {
+            let prepared = self.prepare(&statement).await?;
+            if let Outcome::Rows { stream, .. } = self.execute(&prepared, None).await? {
+                batches = stream.try_collect().await?;
+            }
+        }
+        Ok(batches)
+    }
+
+    async fn run_plan(&self, plan: LogicalPlan) -> Result<Outcome, EngineError> {
+        match &plan {
+            LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) => {
+                let name = create.name.clone();
+                if let Some(CatalogHandle::Iceberg(_)) = self.resolve_catalog(&name) {
+                    return self
+                        .create_iceberg_table(&name, create.input.as_ref().clone(), create.if_not_exists)
+                        .await;
+                }
+                self.run_to_completion(plan, CommandTag::new("CREATE TABLE")).await
+            }
+            LogicalPlan::Ddl(ddl) => {
+                let tag = match ddl {
+                    DdlStatement::CreateView(_) => "CREATE VIEW",
+                    DdlStatement::DropView(_) => "DROP VIEW",
+                    DdlStatement::CreateCatalogSchema(_) => "CREATE SCHEMA",
+                    DdlStatement::DropTable(_) => "DROP TABLE",
+                    DdlStatement::CreateExternalTable(_) => "CREATE TABLE",
+                    _ => "OK",
+                };
+                self.run_to_completion(plan, CommandTag::new(tag)).await
+            }
+            LogicalPlan::Dml(DmlStatement { op: WriteOp::Insert(_), .. }) => {
+                let rows = self.count_rows(plan).await?;
+                Ok(Outcome::Command(CommandTag { command: "INSERT".into(), oid: Some(0), rows: Some(rows) }))
+            }
+            LogicalPlan::Dml(dml) => {
+                let command = match dml.op {
+                    WriteOp::Delete => "DELETE",
+                    WriteOp::Update => "UPDATE",
+                    _ => "INSERT",
+                };
+                let rows = self.count_rows(plan).await?;
+                Ok(Outcome::Command(CommandTag::new(command).with_rows(rows)))
+            }
+            LogicalPlan::Statement(_) => self.run_to_completion(plan, CommandTag::new("SET")).await,
+            LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) => {
+                let stream = self.inner.context.execute_logical_plan(plan).await?.execute_stream().await?;
+                Ok(Outcome::Rows { stream, tag: "EXPLAIN".into() })
+            }
+            _ => {
+                let stream = self.inner.context.execute_logical_plan(plan).await?.execute_stream().await?;
+                Ok(Outcome::Rows { stream, tag: "SELECT".into() })
+            }
+        }
+    }
+
+    async fn run_to_completion(&self, plan: LogicalPlan, tag: CommandTag) -> Result<Outcome, EngineError> {
+        let frame = self.inner.context.execute_logical_plan(plan).await?;
+        frame.collect().await?;
+        Ok(Outcome::Command(tag))
+    }
+
+    /// Runs a write plan and returns the row count it reports.
+    async fn count_rows(&self, plan: LogicalPlan) -> Result<usize, EngineError> {
+        let batches = self.inner.context.execute_logical_plan(plan).await?.collect().await?;
+        let mut rows = 0usize;
+        for batch in batches {
+            if batch.num_columns() == 0 {
+                continue;
+            }
+            let column = datafusion::arrow::compute::cast(batch.column(0), &DataType::UInt64)
+                .map_err(|e| EngineError::new(sqlstate::INTERNAL_ERROR, e.to_string()))?;
+            let counts = column.as_any().downcast_ref::<datafusion::arrow::array::UInt64Array>();
+            rows += counts.map(|counts| counts.iter().flatten().sum::<u64>() as usize).unwrap_or(0);
+        }
+        Ok(rows)
+    }
+
+    /// The catalog a possibly partial table name refers to in this session.
+    fn resolve_catalog(&self, name: &TableReference) -> Option<CatalogHandle> {
+        let catalog = name.catalog().map(str::to_string).unwrap_or_else(|| self.current_catalog());
+        self.inner.engine.registry.get(&catalog)
+    }
+
+    fn full_name(&self, parts: &[String]) -> Result<(String, String, String), EngineError> {
+        match parts {
+            [table] => Ok((self.current_catalog(), self.current_schema(), table.clone())),
+            [schema, table] => Ok((self.current_catalog(), schema.clone(), table.clone())),
+            [catalog, schema, table] => Ok((catalog.clone(), schema.clone(), table.clone())),
+            _ => Err(EngineError::syntax(format!("`{}` is not a table name", parts.join(".")))),
+        }
+    }
+
+    /// `CREATE TABLE [AS]` in an Iceberg catalog: create the table with the query's columns
+    /// (types adjusted to what Iceberg stores), then append the query's rows. If the append
+    /// fails, the new table is dropped again so that a failed CTAS leaves nothing behind.
+    async fn create_iceberg_table(&self, name: &TableReference, input: LogicalPlan, if_not_exists: bool) -> Result<Outcome, EngineError> {
+        let catalog_name = name.catalog().map(str::to_string).unwrap_or_else(|| self.current_catalog());
+        let schema_name = name.schema().map(str::to_string).unwrap_or_else(|| self.current_schema());
+        let table_name = name.table().to_string();
+        let catalog = self.inner.engine.registry.iceberg(&catalog_name, "CREATE TABLE").map_err(catalog_error)?;
+        if catalog.table_exists(&schema_name, &table_name).await.map_err(iceberg_error)? {
+            if if_not_exists {
+                return Ok(Outcome::Command(CommandTag::new("CREATE TABLE")));
+            }
+            return Err(EngineError::new(
+                sqlstate::DUPLICATE_TABLE,
+                format!("relation \"{catalog_name}.{schema_name}.{table_name}\" already exists"),
+            ));
+        }
+        let input_schema = input.schema().as_arrow().clone();
+        let table_schema = types::iceberg_compatible_schema(&input_schema)?;
+        catalog
+            .create_table(&schema_name, &table_name, &table_schema, &[], Default::default())
+            .await
+            .map_err(iceberg_error)?;
+        let is_empty = matches!(&input, LogicalPlan::EmptyRelation(empty) if !empty.produce_one_row);
+        if is_empty {
+            return Ok(Outcome::Command(CommandTag::new("CREATE TABLE")));
+        }
+        let reference = TableReference::full(catalog_name.as_str(), schema_name.as_str(), table_name.as_str());
+        let result = self.insert_plan(input, reference).await;
+        match result {
+            Ok(rows) => Ok(Outcome::Command(CommandTag::new("SELECT").with_rows(rows))),
+            Err(error) => {
+                if let Err(drop_error) = catalog.drop_table(&schema_name, &table_name).await {
+                    tracing::warn!(%drop_error, table = %table_name, "dropping the table of a failed CREATE TABLE AS failed");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Appends `input`'s rows to a table, each column cast to the table's type; returns the count.
+    async fn insert_plan(&self, input: LogicalPlan, reference: TableReference) -> Result<usize, EngineError> {
+        let provider = self.inner.context.table_provider(reference.clone()).await?;
+        let target = provider.schema();
+        let source = input.schema().as_arrow().clone();
+        if source.fields().len() != target.fields().len() {
+            return Err(EngineError::new(
+                sqlstate::DATATYPE_MISMATCH,
+                format!("{} columns given, table {reference} has {}", source.fields().len(), target.fields().len()),
+            ));
+        }
+        let projection = source
+            .fields()
+            .iter()
+            .zip(target.fields())
+            .map(|(source, target)| {
+                cast(col(datafusion::common::Column::from_name(source.name())), target.data_type().clone()).alias(target.name())
+            })
+            .collect::<Vec<_>>();
+        let plan = LogicalPlanBuilder::from(input).project(projection)?.build()?;
+        let insert = LogicalPlanBuilder::insert_into(plan, reference, provider_as_source(provider), InsertOp::Append)?.build()?;
+        self.count_rows(insert).await
+    }
+
+    /// Appends in-memory batches to `catalog.schema.table` (the demo builder and tests use it).
+    pub async fn append_batches(
+        &self,
+        catalog: &str,
+        schema: &str,
+        table: &str,
+        batch_schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    ) -> Result<usize, EngineError> {
+        let memory = datafusion::datasource::MemTable::try_new(batch_schema, vec![batches])?;
+        let input = LogicalPlanBuilder::scan("fjord_input", provider_as_source(Arc::new(memory)), None)?.build()?;
+        self.insert_plan(input, TableReference::full(catalog, schema, table)).await
+    }
+
+    async fn run_command(&self, command: &Command) -> Result<Outcome, EngineError> {
+        let registry = &self.inner.engine.registry;
+        match command {
+            Command::ShowCatalogs { like } => {
+                let names: Vec<Option<String>> = registry
+                    .names()
+                    .into_iter()
+                    .filter(|name| like.as_ref().is_none_or(|pattern| commands::like_match(pattern, name)))
+                    .map(Some)
+                    .collect();
+                rows_outcome(command_schema(command).expect("rows"), vec![names], "SHOW")
+            }
+            Command::ShowSchemas { catalog, like } => {
+                let catalog = catalog.clone().unwrap_or_else(|| self.current_catalog());
+                let provider = self.catalog_provider(&catalog).await?;
+                let mut names = provider.schema_names();
+                names.push("information_schema".into());
+                names.sort();
+                names.dedup();
+                let names = names
+                    .into_iter()
+                    .filter(|name| like.as_ref().is_none_or(|pattern| commands::like_match(pattern, name)))
+                    .map(Some)
+                    .collect();
+                rows_outcome(command_schema(command).expect("rows"), vec![names], "SHOW")
+            }
+            Command::ShowTables { catalog, schema, like } => {
+                let catalog = catalog.clone().unwrap_or_else(|| self.current_catalog());
+                let schema = schema.clone().unwrap_or_else(|| self.current_schema());
+                let provider = self.catalog_provider(&catalog).await?;
+                if !provider.schema_names().contains(&schema) {
+                    return Err(EngineError::new(
+                        sqlstate::INVALID_SCHEMA_NAME,
+                        format!("schema \"{catalog}.{schema}\" does not exist"),
+                    ));
+                }
+                let schema_provider = provider.schema(&schema).ok_or_else(|| {
+                    EngineError::new(sqlstate::INVALID_SCHEMA_NAME, format!("schema \"{catalog}.{schema}\" does not exist"))
+                })?;
+                let mut names = schema_provider.table_names();
+                names.sort();
+                let names = names
+                    .into_iter()
+                    .filter(|name| like.as_ref().is_none_or(|pattern| commands::like_match(pattern, name)))
+                    .map(Some)
+                    .collect();
+                rows_outcome(command_schema(command).expect("rows"), vec![names], "SHOW")
+            }
+            Command::ShowColumns { name } => {
+                let (catalog, schema, table) = self.full_name(name)?;
+                let reference = TableReference::full(catalog.as_str(), schema.as_str(), table.as_str());
+                let provider = self.inner.context.table_provider(reference).await?;
+                let table_schema = provider.schema();
+                let mut columns = vec![Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+                for field in table_schema.fields() {
+                    columns[0].push(Some(field.name().clone()));
+                    columns[1].push(Some(types::sql_type_name(field)));
+                    columns[2].push(Some(if field.is_nullable() { String::new() } else { "not null".into() }));
+                    columns[3].push(Some(String::new()));
+                }
+                rows_outcome(command_schema(command).expect("rows"), columns, "SHOW")
+            }
+            Command::Use { catalog, schema } => {
+                let catalog = catalog.clone().unwrap_or_else(|| self.current_catalog());
+                let provider = self.catalog_provider(&catalog).await?;
+                if !provider.schema_names().contains(schema) {
+                    return Err(EngineError::new(
+                        sqlstate::INVALID_SCHEMA_NAME,
+                        format!("schema \"{catalog}.{schema}\" does not exist"),
+                    ));
+                }
+                self.set_defaults(&catalog, schema);
+                Ok(Outcome::Command(CommandTag::new("USE")))
+            }
+            Command::Begin => Ok(Outcome::TransactionStart(CommandTag::new("BEGIN"))),
+            Command::Commit => Ok(Outcome::TransactionEnd(CommandTag::new("COMMIT"))),
+            Command::Rollback => Ok(Outcome::TransactionEnd(CommandTag::new("ROLLBACK"))),
+            Command::SetVariable { name, value } => {
+                let name = name.to_lowercase();
+                if name == "search_path" {
+                    let schema = match value {
+                        Some(value) => session_vars::first_search_path_schema(value),
+                        None => self.inner.engine.config.server.default_schema.clone(),
+                    };
+                    let catalog = self.current_catalog();
+                    self.set_defaults(&catalog, &schema);
+                }
+                self.inner.variables.lock().set(&name, value.clone());
+                Ok(Outcome::Command(CommandTag::new(if value.is_some() { "SET" } else { "RESET" })))
+            }
+            Command::ResetAll => {
+                self.reset();
+                Ok(Outcome::Command(CommandTag::new("RESET")))
+            }
+            Command::DiscardAll => {
+                self.reset();
+                Ok(Outcome::Command(CommandTag::new("DISCARD ALL")))
+            }
+            Command::ShowVariable { name } => {
+                let lowered = name.to_lowercase();
+                let value = if lowered == "search_path" {
+                    Some(self.current_schema())
+                } else {
+                    self.inner.variables.lock().get(&lowered)
+                };
+                let value = value.ok_or_else(|| {
+                    EngineError::new(sqlstate::UNDEFINED_OBJECT, format!("unrecognized configuration parameter \"{name}\""))
+                })?;
+                rows_outcome(command_schema(command).expect("rows"), vec![vec![Some(value)]], "SHOW")
+            }
+            Command::CreateSchema { name, if_not_exists } => {
+                let (catalog, schema) = match name.as_slice() {
+                    [schema] => (self.current_catalog(), schema.clone()),
+                    [catalog, schema] => (catalog.clone(), schema.clone()),
+                    _ => return Err(EngineError::syntax("CREATE SCHEMA takes catalog.schema or schema")),
+                };
+                let iceberg = registry.iceberg(&catalog, "CREATE SCHEMA").map_err(catalog_error)?;
+                iceberg.create_schema(&schema, *if_not_exists).await.map_err(iceberg_error)?;
+                Ok(Outcome::Command(CommandTag::new("CREATE SCHEMA")))
+            }
+            Command::DropTable { name, if_exists } => {
+                let (catalog, schema, table) = self.full_name(name)?;
+                let iceberg = registry.iceberg(&catalog, "DROP TABLE").map_err(catalog_error)?;
+                if !iceberg.table_exists(&schema, &table).await.map_err(iceberg_error)? {
+                    if *if_exists {
+                        return Ok(Outcome::Command(CommandTag::new("DROP TABLE")));
+                    }
+                    return Err(EngineError::new(
+                        sqlstate::UNDEFINED_TABLE,
+                        format!("relation \"{catalog}.{schema}.{table}\" does not exist"),
+                    ));
+                }
+                iceberg.drop_table(&schema, &table).await.map_err(iceberg_error)?;
+                Ok(Outcome::Command(CommandTag::new("DROP TABLE")))
+            }
+        }
+    }
+
+    fn reset(&self) {
+        let server = &self.inner.engine.config.server;
+        let user = self.inner.variables.lock().user.clone();
+        let mut fresh = SessionVariables::new(&server.default_schema);
+        fresh.user = user;
+        *self.inner.variables.lock() = fresh;
+        self.set_defaults(&server.default_catalog.clone(), &server.default_schema.clone());
+    }
+
+    /// A catalog's provider with a fresh listing, or 3D000 naming it.
+    async fn catalog_provider(&self, name: &str) -> Result<Arc<dyn datafusion::catalog::CatalogProvider>, EngineError> {
+        let registry = &self.inner.engine.registry;
+        match registry.get(name) {
+            Some(CatalogHandle::Postgres(postgres)) => {
+                postgres.refresh().await.map_err(|error| EngineError::new(error.sqlstate(), error.to_string()))?;
+            }
+            Some(CatalogHandle::Iceberg(iceberg)) => {
+                iceberg.refresh().await.map_err(iceberg_error)?;
+            }
+            Some(CatalogHandle::Other(_)) => {}
+            None => {
+                return Err(EngineError::new(sqlstate::INVALID_CATALOG_NAME, format!("catalog \"{name}\" does not exist")));
+            }
+        }
+        use datafusion::catalog::CatalogProviderList;
+        registry
+            .catalog(name)
+            .ok_or_else(|| EngineError::new(sqlstate::INVALID_CATALOG_NAME, format!("catalog \"{name}\" does not exist")))
+    }
+}
+
+fn catalog_error(error: fjord_catalog::CatalogError) -> EngineError {
+    EngineError::new(error.sqlstate(), error.to_string())
+}
+
+fn iceberg_error(error: fjord_catalog::IcebergError) -> EngineError {
+    classify(&datafusion::error::DataFusionError::External(Box::new(error)))
+}
+
+fn mentions_catalog_views(sql: &str) -> bool {
+    let lowered = sql.to_ascii_lowercase();
+    lowered.contains("information_schema") || lowered.contains("pg_catalog") || lowered.contains("show ")
+}

@@ -1,0 +1,97 @@
+//! SQL names for Arrow types (what `DESCRIBE` shows) and the Arrow types Iceberg can store.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, TimeUnit};
+use fjord_catalog::fjord_postgres_type_key;
+
+use crate::error::{EngineError, sqlstate};
+
+/// The SQL type of a column: Postgres's own spelling for Postgres columns, otherwise the
+/// standard name of the Arrow type.
+pub(crate) fn sql_type_name(field: &Field) -> String {
+    if let Some(name) = field.metadata().get(fjord_postgres_type_key()) {
+        return name.clone();
+    }
+    data_type_name(field.data_type())
+}
+
+fn data_type_name(data_type: &DataType) -> String {
+    match data_type {
+        DataType::Null => "unknown".into(),
+        DataType::Boolean => "boolean".into(),
+        DataType::Int8 => "tinyint".into(),
+        DataType::Int16 | DataType::UInt8 => "smallint".into(),
+        DataType::Int32 | DataType::UInt16 => "integer".into(),
+        DataType::Int64 | DataType::UInt32 => "bigint".into(),
+        DataType::UInt64 => "numeric(20,0)".into(),
+        DataType::Float16 | DataType::Float32 => "real".into(),
+        DataType::Float64 => "double precision".into(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "varchar".into(),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_) => "bytea".into(),
+        DataType::Date32 | DataType::Date64 => "date".into(),
+        DataType::Time32(_) | DataType::Time64(_) => "time".into(),
+        DataType::Timestamp(_, None) => "timestamp".into(),
+        DataType::Timestamp(_, Some(_)) => "timestamp with time zone".into(),
+        DataType::Interval(_) | DataType::Duration(_) => "interval".into(),
+        DataType::Decimal32(p, s) | DataType::Decimal64(p, s) => format!("decimal({p},{s})"),
+        DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => format!("decimal({p},{s})"),
+        DataType::List(inner) | DataType::LargeList(inner) | DataType::FixedSizeList(inner, _) | DataType::ListView(inner) | DataType::LargeListView(inner) => {
+            format!("array({})", data_type_name(inner.data_type()))
+        }
+        DataType::Struct(fields) => {
+            let inner: Vec<String> = fields.iter().map(|f| format!("{} {}", f.name(), data_type_name(f.data_type()))).collect();
+            format!("row({})", inner.join(", "))
+        }
+        DataType::Map(_, _) => "map".into(),
+        DataType::Dictionary(_, value) => data_type_name(value),
+        other => other.to_string().to_lowercase(),
+    }
+}
+
+/// The schema an Iceberg table gets for rows of `schema`: every column optional (as Trino
+/// does for CTAS), and types Iceberg cannot store mapped to the nearest ones it can.
+pub(crate) fn iceberg_compatible_schema(schema: &Schema) -> Result<Schema, EngineError> {
+    let fields = schema
+        .fields()
+        .iter()
+        .map(|field| iceberg_field(field).map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Schema::new(fields))
+}
+
+fn iceberg_field(field: &Field) -> Result<Field, EngineError> {
+    Ok(Field::new(field.name(), iceberg_type(field.name(), field.data_type())?, true))
+}
+
+fn iceberg_type(name: &str, data_type: &DataType) -> Result<DataType, EngineError> {
+    use DataType as T;
+    Ok(match data_type {
+        T::Boolean | T::Int32 | T::Int64 | T::Float32 | T::Float64 | T::Date32 | T::Utf8 | T::Binary => data_type.clone(),
+        T::Null | T::Utf8View | T::LargeUtf8 => T::Utf8,
+        T::Int8 | T::Int16 | T::UInt8 | T::UInt16 => T::Int32,
+        T::UInt32 | T::UInt64 => T::Int64,
+        T::Float16 => T::Float32,
+        T::Date64 => T::Date32,
+        T::BinaryView | T::LargeBinary | T::FixedSizeBinary(_) => T::Binary,
+        T::Time32(_) | T::Time64(_) => T::Time64(TimeUnit::Microsecond),
+        T::Timestamp(_, None) => T::Timestamp(TimeUnit::Microsecond, None),
+        T::Timestamp(_, Some(_)) => T::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+        T::Decimal128(p, s) if *p <= 38 => T::Decimal128(*p, *s),
+        T::Decimal32(p, s) | T::Decimal64(p, s) => T::Decimal128(*p, *s),
+        T::Dictionary(_, value) => iceberg_type(name, value)?,
+        T::List(inner) | T::LargeList(inner) | T::ListView(inner) | T::LargeListView(inner) | T::FixedSizeList(inner, _) => {
+            T::List(Arc::new(iceberg_field(inner)?))
+        }
+        T::Struct(fields) => {
+            let fields: Fields = fields.iter().map(|f| iceberg_field(f).map(Arc::new)).collect::<Result<Vec<_>, _>>()?.into();
+            T::Struct(fields)
+        }
+        other => {
+            return Err(EngineError::new(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                format!("column \"{name}\" has type {other}, which an Iceberg table cannot store; cast it first"),
+            ));
+        }
+    })
+}

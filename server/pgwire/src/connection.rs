@@ -1,0 +1,497 @@
+//! One client connection: startup, simple and extended query protocols, cancel requests.
+
+use std::fmt::Debug;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
+
+use arrow_pg::datatypes::df::deserialize_parameters;
+use arrow_pg::datatypes::into_pg_type;
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use fjord_engine::{CommandTag, Engine, EngineError, Outcome, Prepared, Session, sqlstate};
+use futures::{Sink, SinkExt, TryStreamExt};
+use pgwire::api::auth::{
+    DefaultServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
+    save_startup_parameters_to_metadata,
+};
+use pgwire::api::cancel::CancelHandler;
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{
+    ExtendedQueryHandler, SimpleQueryHandler, send_execution_response, send_query_response,
+};
+use pgwire::api::results::{
+    DescribePortalResponse, DescribeStatementResponse, FieldInfo, QueryResponse, Response, Tag,
+};
+use pgwire::api::stmt::{QueryParser, StoredStatement};
+use pgwire::api::store::PortalStore;
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, ErrorHandler, METADATA_APPLICATION_NAME, METADATA_DATABASE,
+    METADATA_USER, PgWireConnectionState, PgWireServerHandlers, Type,
+};
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::cancel::CancelRequest;
+use pgwire::messages::extendedquery::Execute;
+use pgwire::messages::response::EmptyQueryResponse;
+use pgwire::messages::startup::SecretKey;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use pgwire::types::format::FormatOptions;
+use tokio_util::sync::CancellationToken;
+
+use crate::cancel::{CancelRegistry, QueryCancel};
+use crate::encode::{canceled, engine_error, pg_fields, query_response};
+
+/// Process ids handed to clients: unique per server process, never reused while it runs.
+static NEXT_PID: LazyLock<AtomicI32> = LazyLock::new(|| AtomicI32::new(1000 + (std::process::id() as i32 % 1000) * 1000));
+
+/// Counts a query as running while alive; shutdown waits for the count to reach zero.
+pub(crate) struct QueryGuard(Arc<AtomicUsize>);
+
+impl QueryGuard {
+    fn new(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        QueryGuard(counter.clone())
+    }
+}
+
+impl Drop for QueryGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+pub(crate) struct Connection {
+    session: Session,
+    parser: Arc<Parser>,
+    cancels: Arc<CancelRegistry>,
+    query_cancel: Arc<QueryCancel>,
+    running_queries: Arc<AtomicUsize>,
+    shutdown: CancellationToken,
+    peer: SocketAddr,
+}
+
+impl Connection {
+    pub(crate) fn new(
+        engine: Arc<Engine>,
+        cancels: Arc<CancelRegistry>,
+        running_queries: Arc<AtomicUsize>,
+        shutdown: CancellationToken,
+        peer: SocketAddr,
+    ) -> Self {
+        let session = engine.new_session();
+        Connection {
+            parser: Arc::new(Parser { session: session.clone() }),
+            session,
+            cancels,
+            query_cancel: Arc::new(QueryCancel::default()),
+            running_queries,
+            shutdown,
+            peer,
+        }
+    }
+
+    /// Refuses new work once the server is shutting down, as PostgreSQL does.
+    fn check_shutdown(&self) -> PgWireResult<()> {
+        if self.shutdown.is_cancelled() {
+            return Err(engine_error(EngineError::new(
+                sqlstate::ADMIN_SHUTDOWN,
+                "terminating connection due to administrator command",
+            )));
+        }
+        Ok(())
+    }
+
+    fn format_options<C: ClientInfo>(client: &C) -> Arc<FormatOptions> {
+        Arc::new(FormatOptions::from_client_metadata(client.metadata()))
+    }
+
+    /// Turns an engine outcome into a pgwire response. Rows stay a lazy stream.
+    fn response(
+        &self,
+        outcome: Outcome,
+        format: &Format,
+        options: Arc<FormatOptions>,
+        cancel: CancellationToken,
+    ) -> PgWireResult<Response> {
+        Ok(match outcome {
+            Outcome::Empty => Response::EmptyQuery,
+            Outcome::Command(tag) => Response::Execution(pg_tag(&tag)),
+            Outcome::TransactionStart(tag) => Response::TransactionStart(pg_tag(&tag)),
+            Outcome::TransactionEnd(tag) => Response::TransactionEnd(pg_tag(&tag)),
+            Outcome::Rows { stream, tag } => {
+                let fields = Arc::new(pg_fields(stream.schema().as_ref(), format, Some(options))?);
+                let guard = QueryGuard::new(&self.running_queries);
+                Response::Query(query_response(stream, fields, &tag, cancel, guard))
+            }
+        })
+    }
+
+    /// Runs `future` unless the query is cancelled first.
+    async fn cancellable<T>(
+        cancel: &CancellationToken,
+        future: impl std::future::Future<Output = Result<T, EngineError>>,
+    ) -> PgWireResult<T> {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => Err(canceled()),
+            result = future => result.map_err(engine_error),
+        }
+    }
+}
+
+fn pg_tag(tag: &CommandTag) -> Tag {
+    let mut pg = Tag::new(&tag.command);
+    if let Some(oid) = tag.oid {
+        pg = pg.with_oid(oid);
+    }
+    if let Some(rows) = tag.rows {
+        pg = pg.with_rows(rows);
+    }
+    pg
+}
+
+/// The handlers pgwire asks for: all of them are this one connection.
+pub(crate) struct ConnectionHandlers(Arc<Connection>);
+
+impl ConnectionHandlers {
+    pub(crate) fn new(connection: Arc<Connection>) -> Self {
+        ConnectionHandlers(connection)
+    }
+}
+
+impl PgWireServerHandlers for ConnectionHandlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.0.clone()
+    }
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.0.clone()
+    }
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        self.0.clone()
+    }
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        self.0.clone()
+    }
+    fn error_handler(&self) -> Arc<impl ErrorHandler> {
+        self.0.clone()
+    }
+}
+
+#[async_trait]
+impl StartupHandler for Connection {
+    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let PgWireFrontendMessage::Startup(startup) = message else { return Ok(()) };
+        protocol_negotiation(client, &startup).await?;
+        save_startup_parameters_to_metadata(client, &startup);
+        let user = client.metadata().get(METADATA_USER).cloned();
+        let database = client.metadata().get(METADATA_DATABASE).cloned();
+        let application = client.metadata().get(METADATA_APPLICATION_NAME).cloned();
+        self.session
+            .set_client(user.as_deref(), database.as_deref(), application.as_deref())
+            .map_err(engine_error)?;
+
+        let pid = NEXT_PID.fetch_add(1, Ordering::Relaxed);
+        let secret: i32 = rand_secret();
+        client.set_pid_and_secret_key(pid, SecretKey::I32(secret));
+        self.cancels.register(pid, SecretKey::I32(secret).to_bytes().to_vec(), Arc::downgrade(&self.query_cancel));
+        tracing::info!(peer = %self.peer, pid, user = user.as_deref().unwrap_or(""), database = database.as_deref().unwrap_or(""), "client connected");
+
+        let mut parameters = DefaultServerParameterProvider::default();
+        parameters.server_version = format!("16.6 (fjord {})", env!("CARGO_PKG_VERSION"));
+        parameters.time_zone = "UTC".into();
+        parameters.date_style = "ISO, MDY".into();
+        parameters.search_path = self.session.current_schema();
+        parameters.is_superuser = false;
+        parameters.default_transaction_read_only = false;
+        finish_authentication(client, &parameters).await
+    }
+}
+
+fn rand_secret() -> i32 {
+    // The cancel key only has to be unguessable by other clients; the standard library's
+    // randomly seeded hasher is a good enough source without another dependency.
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    hasher.finish() as i32
+}
+
+#[async_trait]
+impl CancelHandler for Connection {
+    async fn on_cancel_request(&self, request: CancelRequest) {
+        self.cancels.cancel(request.pid, &request.secret_key.to_bytes());
+    }
+}
+
+impl ErrorHandler for Connection {
+    fn on_error<C: ClientInfo>(&self, _client: &C, error: &mut PgWireError) {
+        // Errors that pgwire produces itself (protocol violations, unknown portals) keep its
+        // codes; a bare API error would otherwise be XX000 without context.
+        if let PgWireError::ApiError(inner) = error {
+            if let Some(engine) = inner.downcast_ref::<EngineError>() {
+                *error = engine_error(engine.clone());
+            }
+        }
+        if let PgWireError::QueryCanceled = error {
+            *error = canceled();
+        }
+        tracing::debug!(peer = %self.peer, %error, "error sent to client");
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Connection {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.check_shutdown()?;
+        let cancel = self.query_cancel.start_query();
+        let options = Self::format_options(client);
+        let statements = match self.session.split_statements(query) {
+            Ok(statements) => statements,
+            Err(error) => return Ok(vec![Response::Error(Box::new(error_info(error)))]),
+        };
+        let count = statements.len();
+        let mut responses = Vec::with_capacity(count);
+        for (index, statement) in statements.into_iter().enumerate() {
+            let outcome = Self::cancellable(&cancel, async {
+                let prepared = self.session.prepare(&statement).await?;
+                self.session.execute(&prepared, None).await
+            })
+            .await;
+            let outcome = match outcome {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    // PostgreSQL stops a multi-statement query at the first failure.
+                    responses.push(Response::Error(Box::new(pg_error_info(error))));
+                    break;
+                }
+            };
+            // Only the last statement's rows stream; earlier ones are read now so that the
+            // statements run in order.
+            let outcome = match outcome {
+                Outcome::Rows { stream, tag } if index + 1 < count => {
+                    let schema = stream.schema();
+                    let batches: Vec<_> = match Self::cancellable(&cancel, async {
+                        stream.try_collect::<Vec<_>>().await.map_err(EngineError::from)
+                    })
+                    .await
+                    {
+                        Ok(batches) => batches,
+                        Err(error) => {
+                            responses.push(Response::Error(Box::new(pg_error_info(error))));
+                            break;
+                        }
+                    };
+                    let stream = RecordBatchStreamAdapter::new(
+                        schema,
+                        futures::stream::iter(batches.into_iter().map(Ok)),
+                    );
+                    Outcome::Rows { stream: Box::pin(stream), tag }
+                }
+                other => other,
+            };
+            responses.push(self.response(outcome, &Format::UnifiedText, options.clone(), cancel.clone())?);
+        }
+        Ok(responses)
+    }
+}
+
+fn error_info(error: EngineError) -> pgwire::error::ErrorInfo {
+    let mut info = pgwire::error::ErrorInfo::new("ERROR".into(), error.sqlstate, error.message);
+    info.detail = error.detail;
+    info
+}
+
+fn pg_error_info(error: PgWireError) -> pgwire::error::ErrorInfo {
+    match error {
+        PgWireError::UserError(info) => *info,
+        other => pgwire::error::ErrorInfo::new("ERROR".into(), sqlstate::INTERNAL_ERROR.into(), other.to_string()),
+    }
+}
+
+/// Plans statements for the extended protocol with the connection's session.
+pub(crate) struct Parser {
+    session: Session,
+}
+
+#[async_trait]
+impl QueryParser for Parser {
+    type Statement = Prepared;
+
+    async fn parse_sql<C>(&self, _client: &C, sql: &str, _types: &[Option<Type>]) -> PgWireResult<Prepared>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        self.session.prepare(sql).await.map_err(engine_error)
+    }
+
+    fn get_parameter_types(&self, statement: &Prepared) -> PgWireResult<Vec<Type>> {
+        Ok(statement
+            .parameter_types()
+            .iter()
+            .map(|data_type| data_type.as_ref().and_then(|t| into_pg_type(t).ok()).unwrap_or(Type::UNKNOWN))
+            .collect())
+    }
+
+    fn get_result_schema(&self, statement: &Prepared, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+        match statement.output_schema() {
+            Some(schema) => pg_fields(&schema, format.unwrap_or(&Format::UnifiedText), None),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Connection {
+    type Statement = Prepared;
+    type QueryParser = Parser;
+
+    fn query_parser(&self) -> Arc<Parser> {
+        self.parser.clone()
+    }
+
+    async fn do_describe_statement<C>(
+        &self,
+        _client: &mut C,
+        target: &StoredStatement<Prepared>,
+    ) -> PgWireResult<DescribeStatementResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let inferred = self.parser.get_parameter_types(&target.statement)?;
+        let count = inferred.len().max(target.parameter_types.len());
+        let parameters = (0..count)
+            .map(|index| {
+                target
+                    .parameter_types
+                    .get(index)
+                    .cloned()
+                    .flatten()
+                    .or_else(|| inferred.get(index).cloned())
+                    .unwrap_or(Type::UNKNOWN)
+            })
+            .collect();
+        let fields = self.parser.get_result_schema(&target.statement, None)?;
+        Ok(DescribeStatementResponse::new(parameters, fields))
+    }
+
+    async fn do_describe_portal<C>(
+        &self,
+        _client: &mut C,
+        target: &Portal<Prepared>,
+    ) -> PgWireResult<DescribePortalResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let fields = self
+            .parser
+            .get_result_schema(&target.statement.statement, Some(&target.result_column_format))?;
+        Ok(DescribePortalResponse::new(fields))
+    }
+
+    async fn do_query<C>(&self, client: &mut C, portal: &Portal<Prepared>, _max_rows: usize) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.check_shutdown()?;
+        let cancel = self.query_cancel.start_query();
+        let prepared = &portal.statement.statement;
+        let inferred = prepared.parameter_types();
+        let parameters = if portal.parameter_len() > 0 || !inferred.is_empty() {
+            let mut types: Vec<Option<DataType>> = inferred.clone();
+            types.resize(types.len().max(portal.parameter_len()), None);
+            let references: Vec<Option<&DataType>> = types.iter().map(Option::as_ref).collect();
+            Some(deserialize_parameters(portal, &references)?)
+        } else {
+            None
+        };
+        let outcome = Self::cancellable(&cancel, self.session.execute(prepared, parameters)).await?;
+        self.response(outcome, &portal.result_column_format, Self::format_options(client), cancel)
+    }
+
+    /// Like pgwire's default, except that an Execute without a row limit streams its rows
+    /// straight to the client instead of collecting them first.
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let portal_name = message.name.as_deref().unwrap_or("");
+        let max_rows = message.max_rows.max(0) as usize;
+        let Some(portal) = client.portal_store().get_portal(portal_name) else {
+            return self._on_execute(client, message).await;
+        };
+        let initial = matches!(
+            *portal.state().lock().await,
+            pgwire::api::portal::PortalExecutionState::Initial
+        );
+        if max_rows > 0 || !initial {
+            // Row-limited fetches and later fetches of a suspended portal: pgwire keeps the
+            // stream in the portal and sends at most `max_rows` rows per Execute.
+            return self._on_execute(client, message).await;
+        }
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        let mut transaction_status = client.transaction_status();
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let response = ExtendedQueryHandler::do_query(self, client, portal.as_ref(), max_rows).await;
+        let result = match response {
+            Ok(Response::Query(query)) => send_streamed(client, query).await,
+            Ok(Response::EmptyQuery) => client
+                .feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse::new()))
+                .await
+                .map_err(PgWireError::from),
+            Ok(Response::Execution(tag)) => send_execution_response(client, tag).await,
+            Ok(Response::TransactionStart(tag)) => {
+                transaction_status = transaction_status.to_in_transaction_state();
+                send_execution_response(client, tag).await
+            }
+            Ok(Response::TransactionEnd(tag)) => {
+                transaction_status = transaction_status.to_idle_state();
+                client.portal_store().rm_portal("");
+                send_execution_response(client, tag).await
+            }
+            Ok(Response::Error(error)) => {
+                transaction_status = transaction_status.to_error_state();
+                client.send(PgWireBackendMessage::ErrorResponse((*error).into())).await.map_err(PgWireError::from)
+            }
+            Ok(_) => Err(engine_error(EngineError::new(sqlstate::FEATURE_NOT_SUPPORTED, "COPY is not supported"))),
+            Err(error) => Err(error),
+        };
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        client.set_transaction_status(transaction_status);
+        result
+    }
+}
+
+async fn send_streamed<C>(client: &mut C, query: QueryResponse) -> PgWireResult<()>
+where
+    C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    send_query_response(client, query, false).await
+}

@@ -1,0 +1,106 @@
+//! Arrow record batches to Postgres rows, streamed: a batch is encoded only when the client is
+//! ready for it, and a cancel ends the stream with SQLSTATE 57014.
+
+use std::sync::Arc;
+
+use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
+use datafusion::arrow::datatypes::Schema;
+use datafusion::physical_plan::SendableRecordBatchStream;
+use fjord_engine::EngineError;
+use futures::{Stream, StreamExt};
+use pgwire::api::portal::Format;
+use pgwire::api::results::{FieldInfo, QueryResponse};
+use pgwire::messages::data::DataRow;
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::types::format::FormatOptions;
+use tokio_util::sync::CancellationToken;
+
+use crate::connection::QueryGuard;
+
+/// The pgwire error for an engine error: its SQLSTATE and message, severity ERROR.
+pub(crate) fn engine_error(error: EngineError) -> PgWireError {
+    let mut info = ErrorInfo::new("ERROR".into(), error.sqlstate, error.message);
+    info.detail = error.detail;
+    PgWireError::UserError(Box::new(info))
+}
+
+pub(crate) fn canceled() -> PgWireError {
+    engine_error(EngineError::new(
+        fjord_engine::sqlstate::QUERY_CANCELED,
+        "canceling statement due to user request",
+    ))
+}
+
+/// Row descriptions for a result schema in the requested formats.
+pub(crate) fn pg_fields(
+    schema: &Schema,
+    format: &Format,
+    options: Option<Arc<FormatOptions>>,
+) -> PgWireResult<Vec<FieldInfo>> {
+    arrow_schema_to_pg_fields(schema, format, options)
+}
+
+/// A query response whose rows are encoded batch by batch as the client reads them.
+pub(crate) fn query_response(
+    stream: SendableRecordBatchStream,
+    fields: Arc<Vec<FieldInfo>>,
+    tag: &str,
+    cancel: CancellationToken,
+    guard: QueryGuard,
+) -> QueryResponse {
+    let rows = rows(stream, fields.clone(), cancel, guard);
+    let mut response = QueryResponse::new(fields, rows);
+    response.set_command_tag(tag);
+    response
+}
+
+fn rows(
+    stream: SendableRecordBatchStream,
+    fields: Arc<Vec<FieldInfo>>,
+    cancel: CancellationToken,
+    guard: QueryGuard,
+) -> impl Stream<Item = PgWireResult<DataRow>> + Send + 'static {
+    struct State {
+        stream: SendableRecordBatchStream,
+        fields: Arc<Vec<FieldInfo>>,
+        cancel: CancellationToken,
+        current: Option<Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync>>,
+        done: bool,
+        // Counts the query as running until the last row is sent or the stream is dropped.
+        _guard: QueryGuard,
+    }
+    let state = State { stream, fields, cancel, current: None, done: false, _guard: guard };
+    futures::stream::unfold(state, |mut state| async move {
+        loop {
+            if state.done {
+                return None;
+            }
+            if let Some(rows) = state.current.as_mut() {
+                if let Some(row) = rows.next() {
+                    return Some((row, state));
+                }
+                state.current = None;
+            }
+            let next = tokio::select! {
+                biased;
+                _ = state.cancel.cancelled() => {
+                    state.done = true;
+                    return Some((Err(canceled()), state));
+                }
+                next = state.stream.next() => next,
+            };
+            match next {
+                None => return None,
+                Some(Ok(batch)) => {
+                    if batch.num_rows() > 0 {
+                        state.current = Some(Box::new(encode_recordbatch(state.fields.clone(), batch)));
+                    }
+                }
+                Some(Err(error)) => {
+                    state.done = true;
+                    return Some((Err(engine_error(EngineError::from(error))), state));
+                }
+            }
+        }
+    })
+}
