@@ -1,1 +1,8 @@
+//! fjord's integration tests: one binary (every extra test binary links DataFusion again).
+//! Each test starts the real components it needs; see `fjord_tests` for the harness.
 
+mod failures;
+mod live_catalogs;
+mod protocol;
+mod scenario;
+mod slt;

@@ -1,1 +1,260 @@
-//! test support
+//! Test harness: real components started by the tests themselves.
+//!
+//! [`Postgres`] is a throwaway PostgreSQL cluster (`initdb` + `pg_ctl` in a temporary directory,
+//! on a free loopback port); [`Fjord`] is `fjord serve` started in-process on port 0 with its
+//! own warehouse. Both are torn down on drop. Missing binaries are an error, never a skip: the
+//! setup script installs them.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Once;
+
+use anyhow::{Context, Result, bail};
+use fjord_cli::RunningServer;
+use fjord_config::Config;
+use tempfile::TempDir;
+use tokio_postgres::{Client, NoTls};
+
+/// Logs to the test output (shown for failing tests) when `RUST_LOG` is set.
+pub fn init_logging() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; Postgres needs a number up front).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).map(|address| address.port()).expect("a free port")
+}
+
+/// The directory with `initdb` and `pg_ctl`: on PATH, or Debian's versioned directory.
+fn postgres_bin_dir() -> Result<PathBuf> {
+    if let Ok(output) = Command::new("pg_config").arg("--bindir").output() {
+        if output.status.success() {
+            let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+            if dir.join("initdb").exists() {
+                return Ok(dir);
+            }
+        }
+    }
+    let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|entries| entries.flatten().map(|entry| entry.path().join("bin")).collect())
+        .unwrap_or_default();
+    candidates.sort();
+    if let Some(dir) = candidates.into_iter().rev().find(|dir| dir.join("initdb").exists()) {
+        return Ok(dir);
+    }
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        if Path::new(dir).join("initdb").exists() {
+            return Ok(PathBuf::from(dir));
+        }
+    }
+    bail!("PostgreSQL server binaries (initdb, pg_ctl) are missing: run scripts/setup-test-env")
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|output| String::from_utf8_lossy(&output.stdout).trim() == "0").unwrap_or(false)
+}
+
+/// A throwaway PostgreSQL server.
+pub struct Postgres {
+    pub port: u16,
+    directory: TempDir,
+    bin: PathBuf,
+    as_postgres_user: bool,
+}
+
+impl Postgres {
+    /// initdb + start, with database `workshop` created.
+    pub fn start() -> Result<Postgres> {
+        let bin = postgres_bin_dir()?;
+        let directory = tempfile::Builder::new().prefix("fjord-pg-").tempdir()?;
+        // initdb refuses to run as root: run the server as the `postgres` system user then.
+        let as_postgres_user = is_root();
+        if as_postgres_user {
+            let status = Command::new("chown").args(["-R", "postgres"]).arg(directory.path()).status()?;
+            if !status.success() {
+                bail!("cannot hand the test cluster directory to the postgres user");
+            }
+        }
+        let postgres = Postgres { port: free_port(), directory, bin, as_postgres_user };
+        let data = postgres.data_dir();
+        postgres.run("initdb", &["-D", &data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync", "--locale=C"])?;
+        postgres.start_server()?;
+        postgres.psql_admin("postgres", "CREATE DATABASE workshop")?;
+        Ok(postgres)
+    }
+
+    fn data_dir(&self) -> String {
+        self.directory.path().join("data").display().to_string()
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> Result<()> {
+        let path = self.bin.join(program);
+        let mut command = if self.as_postgres_user {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(&path);
+            command
+        } else {
+            Command::new(&path)
+        };
+        let output = command.args(args).stdin(Stdio::null()).output().with_context(|| format!("running {program}"))?;
+        if !output.status.success() {
+            bail!(
+                "{program} failed: {}\n{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// (Re)starts the server and waits until it accepts connections.
+    pub fn start_server(&self) -> Result<()> {
+        let data = self.data_dir();
+        let socket_dir = self.directory.path().display().to_string();
+        let log = self.directory.path().join("server.log").display().to_string();
+        let options = format!("-p {} -k {socket_dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100", self.port);
+        self.run("pg_ctl", &["-D", &data, "-o", &options, "-l", &log, "-w", "-t", "60", "start"])
+    }
+
+    /// Stops the server at once (as a crash or an outage would look to clients).
+    pub fn stop_server(&self) -> Result<()> {
+        self.run("pg_ctl", &["-D", &self.data_dir(), "-m", "immediate", "-w", "stop"])
+    }
+
+    /// Runs SQL as the superuser through the real psql binary.
+    pub fn psql_admin(&self, database: &str, sql: &str) -> Result<String> {
+        let output = Command::new("psql")
+            .args(["-X", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres", "-At", "-p"])
+            .arg(self.port.to_string())
+            .args(["-d", database, "-c", sql])
+            .output()
+            .context("running psql (install postgresql-client)")?;
+        if !output.status.success() {
+            bail!("psql failed: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// A direct connection to Postgres (not through fjord), for checks.
+    pub async fn connect(&self, database: &str) -> Result<Client> {
+        let (client, connection) = tokio_postgres::connect(
+            &format!("host=127.0.0.1 port={} user=postgres dbname={database}", self.port),
+            NoTls,
+        )
+        .await?;
+        tokio::spawn(connection);
+        Ok(client)
+    }
+
+    /// The `[catalogs.<name>]` entry for this server's `workshop` database.
+    pub fn catalog_toml(&self, name: &str) -> String {
+        format!(
+            "[catalogs.{name}]\ntype = \"postgres\"\nhost = \"127.0.0.1\"\nport = {}\ndatabase = \"workshop\"\nuser = \"postgres\"\npool_size = 4\nconnect_timeout_seconds = 2\n",
+            self.port
+        )
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = self.run("pg_ctl", &["-D", &self.data_dir(), "-m", "immediate", "-w", "stop"]);
+    }
+}
+
+/// Small demo sizes, so that debug builds set the world up in about a second.
+pub const TEST_DEMO: &str = "[demo]\nbuild_on_start = true\ninteractions = 20000\ncats = 300\nvisitors = 60\ndays = 30\nseed = 42\n";
+
+/// `fjord serve` in-process.
+pub struct Fjord {
+    pub server: Option<RunningServer>,
+    pub directory: TempDir,
+}
+
+impl Fjord {
+    /// Starts fjord with an Iceberg catalog `iceberg` in a fresh warehouse, the given extra
+    /// TOML (more catalogs, a `[demo]` table), listening on a free port.
+    pub async fn start(extra_toml: &str) -> Result<Fjord> {
+        init_logging();
+        let directory = tempfile::Builder::new().prefix("fjord-test-").tempdir()?;
+        let mut text = String::from(
+            "[server]\npostgres_listen = \"127.0.0.1:0\"\ndefault_catalog = \"iceberg\"\ndefault_schema = \"data_on_eks\"\nshutdown_grace_seconds = 5\n\n\
+             [catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"warehouse\"\n\n",
+        );
+        text.push_str(extra_toml);
+        if !extra_toml.contains("[demo]") {
+            text.push_str("\n[demo]\nbuild_on_start = false\n");
+        }
+        let path = directory.path().join("config.toml");
+        std::fs::write(&path, &text)?;
+        let config = Config::load(&path).map_err(|error| anyhow::anyhow!("{error}"))?;
+        let server = RunningServer::start(config).await?;
+        Ok(Fjord { server: Some(server), directory })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.server.as_ref().expect("running").postgres_address.port()
+    }
+
+    /// A tokio-postgres connection to fjord.
+    pub async fn connect(&self) -> Result<Client> {
+        self.connect_to("iceberg").await
+    }
+
+    pub async fn connect_to(&self, database: &str) -> Result<Client> {
+        let (client, connection) =
+            tokio_postgres::connect(&format!("host=127.0.0.1 port={} user=tester dbname={database}", self.port()), NoTls).await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(client)
+    }
+
+    /// Runs the real `psql` against fjord; returns (success, stdout, stderr).
+    pub async fn psql(&self, args: &[&str]) -> Result<(bool, String, String)> {
+        let port = self.port().to_string();
+        let mut command = tokio::process::Command::new("psql");
+        command.args(["-X", "-h", "127.0.0.1", "-p", &port, "-U", "tester", "-d", "iceberg"]).args(args);
+        command.env("PGCONNECT_TIMEOUT", "10").stdin(Stdio::null());
+        let output = command.output().await.context("running psql (install postgresql-client)")?;
+        Ok((
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        ))
+    }
+
+    /// Stops the server gracefully.
+    pub async fn stop(mut self) -> Result<()> {
+        if let Some(server) = self.server.take() {
+            server.stop().await?;
+        }
+        Ok(())
+    }
+}
+
+/// The SQLSTATE of a tokio-postgres error, if the server sent one.
+pub fn sqlstate(error: &tokio_postgres::Error) -> Option<String> {
+    error.code().map(|code| code.code().to_string())
+}
+
+/// Simple-query rows as text (NULL as "NULL"), for comparing results.
+pub async fn query_text(client: &Client, sql: &str) -> Result<Vec<Vec<String>>> {
+    let messages = client.simple_query(sql).await?;
+    Ok(messages
+        .into_iter()
+        .filter_map(|message| match message {
+            tokio_postgres::SimpleQueryMessage::Row(row) => {
+                Some((0..row.len()).map(|i| row.get(i).unwrap_or("NULL").to_string()).collect())
+            }
+            _ => None,
+        })
+        .collect())
+}

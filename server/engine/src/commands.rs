@@ -8,7 +8,7 @@
 
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
-use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer, Whitespace, Word};
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer, Word};
 
 use crate::error::{EngineError, sqlstate};
 
@@ -45,35 +45,38 @@ pub fn significant_tokens(sql: &str) -> Result<Vec<Token>, EngineError> {
 }
 
 /// Splits a query string into statements at top-level semicolons (not inside quotes,
-/// comments or dollar-quoted strings). Empty statements are dropped.
+/// comments or dollar-quoted strings). Statements are slices of the original text, so quoting
+/// survives exactly; empty statements are dropped.
 pub fn split_statements(sql: &str) -> Result<Vec<String>, EngineError> {
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
-        .tokenize()
+        .tokenize_with_location()
         .map_err(|error| EngineError::syntax(format!("syntax error: {error}")))?;
+    // Byte offset of each line start, to turn (line, column) locations into offsets.
+    let mut line_starts = vec![0usize];
+    line_starts.extend(sql.match_indices('\n').map(|(index, _)| index + 1));
+    let offset = |line: u64, column: u64| -> usize {
+        let start = line_starts.get((line as usize).saturating_sub(1)).copied().unwrap_or(sql.len());
+        sql[start..].char_indices().nth((column as usize).saturating_sub(1)).map(|(index, _)| start + index).unwrap_or(sql.len())
+    };
     let mut statements = Vec::new();
-    let mut current = String::new();
+    let mut begin = 0usize;
     let mut significant = false;
     for token in tokens {
-        match &token {
+        match &token.token {
             Token::SemiColon => {
+                let at = offset(token.span.start.line, token.span.start.column);
                 if significant {
-                    statements.push(std::mem::take(&mut current));
+                    statements.push(sql[begin..at].to_string());
                 }
-                current.clear();
+                begin = (at + 1).min(sql.len());
                 significant = false;
             }
-            Token::Whitespace(Whitespace::SingleLineComment { .. } | Whitespace::MultiLineComment(_)) => {
-                current.push_str(&token.to_string());
-            }
-            Token::Whitespace(_) => current.push_str(&token.to_string()),
-            _ => {
-                significant = true;
-                current.push_str(&token.to_string());
-            }
+            Token::Whitespace(_) => {}
+            _ => significant = true,
         }
     }
     if significant {
-        statements.push(current);
+        statements.push(sql[begin..].to_string());
     }
     Ok(statements)
 }
@@ -402,7 +405,9 @@ mod tests {
     fn splits_at_top_level_semicolons_only() {
         let statements = split_statements("SELECT ';'; SELECT 2 -- c;\n; ;").unwrap();
         assert_eq!(statements.len(), 2, "{statements:?}");
-        assert!(statements[0].contains("';'"));
+        assert_eq!(statements[0], "SELECT ';'");
+        let quoted = split_statements("SELECT 'O''Malley; x' AS ü;\nSELECT $$a;b$$").unwrap();
+        assert_eq!(quoted, vec!["SELECT 'O''Malley; x' AS ü".to_string(), "\nSELECT $$a;b$$".to_string()]);
     }
 
     #[test]

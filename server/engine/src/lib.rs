@@ -195,6 +195,30 @@ impl Prepared {
                 }
             }
         }
+        // `$1::bigint` leaves the placeholder untyped in DataFusion; the cast says what the
+        // client should send, as Postgres would infer it.
+        if ordered.iter().any(Option::is_none) {
+            use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+            use datafusion::logical_expr::{Cast, Expr, TryCast};
+            let _ = plan.apply_with_subqueries(|node| {
+                node.apply_expressions(|expression| {
+                    expression.apply(|inner| {
+                        let (placeholder, data_type) = match inner {
+                            Expr::Cast(Cast { expr, data_type }) | Expr::TryCast(TryCast { expr, data_type }) => (expr.as_ref(), data_type),
+                            _ => return Ok(TreeNodeRecursion::Continue),
+                        };
+                        if let Expr::Placeholder(placeholder) = placeholder {
+                            if let Some(index) = placeholder.id.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
+                                if index >= 1 && index <= ordered.len() && ordered[index - 1].is_none() {
+                                    ordered[index - 1] = Some(data_type.clone());
+                                }
+                            }
+                        }
+                        Ok(TreeNodeRecursion::Continue)
+                    })
+                })
+            });
+        }
         ordered
     }
 }

@@ -27,7 +27,7 @@ use pgwire::api::results::{
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
-    ClientInfo, ClientPortalStore, ErrorHandler, METADATA_APPLICATION_NAME, METADATA_DATABASE,
+    ClientInfo, ClientPortalStore, DEFAULT_NAME, ErrorHandler, METADATA_APPLICATION_NAME, METADATA_DATABASE,
     METADATA_USER, PgWireConnectionState, PgWireServerHandlers, Type,
 };
 use pgwire::error::{PgWireError, PgWireResult};
@@ -438,7 +438,7 @@ impl ExtendedQueryHandler for Connection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let portal_name = message.name.as_deref().unwrap_or("");
+        let portal_name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
         let max_rows = message.max_rows.max(0) as usize;
         let Some(portal) = client.portal_store().get_portal(portal_name) else {
             return self._on_execute(client, message).await;
@@ -471,7 +471,7 @@ impl ExtendedQueryHandler for Connection {
             }
             Ok(Response::TransactionEnd(tag)) => {
                 transaction_status = transaction_status.to_idle_state();
-                client.portal_store().rm_portal("");
+                client.portal_store().rm_portal(DEFAULT_NAME);
                 send_execution_response(client, tag).await
             }
             Ok(Response::Error(error)) => {

@@ -1,0 +1,71 @@
+//! Catalogs are live: tables created after fjord started, by Postgres users or by another
+//! Iceberg writer, are queryable at once, and schema changes are seen without a restart.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use fjord_tests::{Fjord, Postgres, query_text};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_table_created_after_start_is_queryable_and_listed() -> anyhow::Result<()> {
+    let postgres = Postgres::start()?;
+    let fjord = Fjord::start(&postgres.catalog_toml("postgresql")).await?;
+    let client = fjord.connect().await?;
+    let before = query_text(&client, "SHOW TABLES FROM postgresql.public").await?;
+    assert!(before.is_empty(), "{before:?}");
+
+    postgres.psql_admin("workshop", "CREATE TABLE adoptions (cat_id uuid, adopted_on date); INSERT INTO adoptions VALUES ('5b0e7d3c-1f1a-4c55-9a43-8f1f2a6c1e11', '2026-10-30')")?;
+    let rows = query_text(&client, "SELECT cat_id, adopted_on FROM postgresql.public.adoptions").await?;
+    assert_eq!(rows, vec![vec!["5b0e7d3c-1f1a-4c55-9a43-8f1f2a6c1e11".to_string(), "2026-10-30".to_string()]]);
+    let tables = query_text(&client, "SHOW TABLES FROM postgresql.public").await?;
+    assert_eq!(tables, vec![vec!["adoptions".to_string()]]);
+
+    // A column added in Postgres shows up in the next statement.
+    postgres.psql_admin("workshop", "ALTER TABLE adoptions ADD COLUMN fee numeric(6,2) DEFAULT 49.50")?;
+    let rows = query_text(&client, "SELECT fee FROM postgresql.public.adoptions").await?;
+    assert_eq!(rows[0][0], "49.50");
+    let columns = query_text(&client, "SELECT column_name FROM information_schema.columns WHERE table_catalog = 'postgresql' AND table_name = 'adoptions' ORDER BY ordinal_position").await?;
+    assert_eq!(columns.concat(), vec!["cat_id", "adopted_on", "fee"]);
+    fjord.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_iceberg_table_written_by_another_writer_is_queryable_without_restart() -> anyhow::Result<()> {
+    let fjord = Fjord::start("").await?;
+    let client = fjord.connect().await?;
+    client.batch_execute("CREATE SCHEMA iceberg.elsewhere").await?;
+
+    // A second, independent writer on the same catalog database and warehouse.
+    let config_path = fjord.directory.path().join("config.toml");
+    let config = fjord_config::Config::load(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let other = fjord_engine::Engine::new(config).await?;
+    let Some(fjord_catalog::CatalogHandle::Iceberg(writer)) = other.registry().get("iceberg") else {
+        anyhow::bail!("no iceberg catalog")
+    };
+    let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true), Field::new("name", DataType::Utf8, true)]));
+    writer.create_table("elsewhere", "cats_seen", &schema, &[], Default::default()).await?;
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(Int64Array::from(vec![1, 2, 3])), Arc::new(StringArray::from(vec!["Luna", "Milo", "Loki"]))],
+    )?;
+    let written = other.new_session().append_batches("iceberg", "elsewhere", "cats_seen", schema, vec![batch]).await?;
+    assert_eq!(written, 3);
+
+    let rows = query_text(&client, "SELECT count(*), max(name) FROM iceberg.elsewhere.cats_seen").await?;
+    assert_eq!(rows, vec![vec!["3".to_string(), "Milo".to_string()]]);
+    let tables = query_text(&client, "SHOW TABLES FROM iceberg.elsewhere").await?;
+    assert_eq!(tables, vec![vec!["cats_seen".to_string()]]);
+
+    // The other writer replaces the table with a wider one: the new column is visible.
+    writer.drop_table("elsewhere", "cats_seen").await?;
+    let wider = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, true),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("archetype", DataType::Utf8, true),
+    ]));
+    writer.create_table("elsewhere", "cats_seen", &wider, &[], Default::default()).await?;
+    let columns = query_text(&client, "SHOW COLUMNS FROM iceberg.elsewhere.cats_seen").await?;
+    assert_eq!(columns.iter().map(|row| row[0].clone()).collect::<Vec<_>>(), vec!["id", "name", "archetype"]);
+    fjord.stop().await
+}

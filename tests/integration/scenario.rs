@@ -1,0 +1,135 @@
+//! The acceptance scenario: the manager's dashboard query joins lake history with live Postgres
+//! profiles, run verbatim from psql, and must match the same join computed inside Postgres.
+
+use fjord_config::{DemoConfig, PostgresCatalogConfig};
+use fjord_tests::{Fjord, Postgres, TEST_DEMO, query_text};
+
+const SCENARIO_QUERY: &str = "SELECT p.archetype, COUNT(*) AS like_count
+FROM iceberg.data_on_eks.cat_interactions_raw AS i
+JOIN postgresql.public.cats AS p ON i.cat_id = p.cat_id
+WHERE i.interaction_type = 'like'
+GROUP BY 1
+ORDER BY 2 DESC;";
+
+fn demo_config() -> DemoConfig {
+    DemoConfig { interactions: 20000, cats: 300, visitors: 60, days: 30, seed: 42, ..DemoConfig::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scenario_query_matches_the_same_join_computed_in_postgres() -> anyhow::Result<()> {
+    let postgres = Postgres::start()?;
+    let fjord = Fjord::start(&format!("{}\n{TEST_DEMO}", postgres.catalog_toml("postgresql"))).await?;
+
+    // psql, the way a data engineer connects.
+    let (ok, catalogs, stderr) = fjord.psql(&["-At", "-c", "SHOW CATALOGS"]).await?;
+    assert!(ok, "{stderr}");
+    assert_eq!(catalogs.lines().collect::<Vec<_>>(), vec!["iceberg", "postgresql"]);
+
+    let (ok, output, stderr) = fjord.psql(&["-At", "-F", "|", "-c", SCENARIO_QUERY]).await?;
+    assert!(ok, "{stderr}");
+    let from_fjord: Vec<(String, i64)> = output
+        .lines()
+        .map(|line| {
+            let (archetype, count) = line.split_once('|').expect("two columns");
+            (archetype.to_string(), count.parse().expect("a count"))
+        })
+        .collect();
+    assert!(!from_fjord.is_empty());
+
+    // The independent check: the lake rows as the demo generated them, loaded into Postgres
+    // and joined there.
+    let world = fjord_demo::generate_world(&demo_config());
+    let check_config: PostgresCatalogConfig = toml_catalog(&postgres);
+    let loader = fjord_postgres::PostgresCatalog::new("check", &check_config, 8192);
+    let (schema, batches) = world.interactions.clone();
+    let loaded = loader.create_table_from_batches("public", "lake_interactions", &schema, None, &batches).await?;
+    assert_eq!(loaded, 20000);
+    let direct = postgres.connect("workshop").await?;
+    let expected: Vec<(String, i64)> = direct
+        .query(
+            "SELECT p.archetype, COUNT(*) FROM lake_interactions AS i JOIN cats AS p ON i.cat_id::uuid = p.cat_id \
+             WHERE i.interaction_type = 'like' GROUP BY 1 ORDER BY 2 DESC, 1",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    let mut sorted_fjord = from_fjord.clone();
+    sorted_fjord.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    assert_eq!(sorted_fjord, expected);
+    // ORDER BY 2 DESC holds in fjord's own output.
+    assert!(from_fjord.windows(2).all(|pair| pair[0].1 >= pair[1].1));
+
+    // The same through tokio-postgres, in the extended protocol with binary results.
+    let client = fjord.connect().await?;
+    let rows = client.query(SCENARIO_QUERY.trim_end_matches(';'), &[]).await?;
+    assert_eq!(rows.len(), expected.len());
+    let total: i64 = rows.iter().map(|row| row.get::<_, i64>(1)).sum();
+    assert_eq!(total, expected.iter().map(|(_, count)| count).sum::<i64>());
+    fjord.stop().await
+}
+
+fn toml_catalog(postgres: &Postgres) -> PostgresCatalogConfig {
+    let text = format!("[server]\ndefault_catalog = \"check\"\n{}", postgres.catalog_toml("check"));
+    let config = fjord_config::Config::parse(&text, "check.toml", std::path::Path::new(".")).expect("valid");
+    match config.catalogs.get("check") {
+        Some(fjord_config::CatalogConfig::Postgres(pg)) => pg.clone(),
+        _ => unreachable!("a postgres catalog"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scans_of_the_lake_run_in_several_partitions() -> anyhow::Result<()> {
+    let fjord = Fjord::start(&format!("{TEST_DEMO}\n")).await?;
+    let client = fjord.connect().await?;
+    client.batch_execute("SET datafusion.execution.target_partitions = 4").await?;
+    let plan = query_text(&client, "EXPLAIN SELECT count(*) FROM iceberg.data_on_eks.cat_interactions_raw").await?;
+    let physical = plan.iter().find(|row| row[0] == "physical_plan").expect("a physical plan")[1].clone();
+    assert!(physical.contains("IcebergScanExec"), "{physical}");
+    assert!(physical.contains("partitions=4"), "the scan should use 4 partitions:\n{physical}");
+    let count = query_text(&client, "SELECT count(*) FROM iceberg.data_on_eks.cat_interactions_raw").await?;
+    assert_eq!(count[0][0], "20000");
+    fjord.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daily_summary_is_built_with_ctas_and_insert_select() -> anyhow::Result<()> {
+    let fjord = Fjord::start(&format!("{TEST_DEMO}\n")).await?;
+    let client = fjord.connect().await?;
+    client
+        .batch_execute(
+            "CREATE SCHEMA IF NOT EXISTS iceberg.analytics;
+             CREATE TABLE iceberg.analytics.daily_cat_summary AS
+             SELECT cat_id, CAST(date_trunc('day', event_time) AS DATE) AS day, count(*) AS interaction_count,
+                    sum(CASE WHEN interaction_type = 'like' THEN 1 ELSE 0 END) AS like_count
+             FROM iceberg.data_on_eks.cat_interactions_raw
+             WHERE event_time < TIMESTAMP '2026-10-16T00:00:00Z'
+             GROUP BY 1, 2",
+        )
+        .await?;
+    let inserted = client
+        .execute(
+            "INSERT INTO iceberg.analytics.daily_cat_summary
+             SELECT cat_id, CAST(date_trunc('day', event_time) AS DATE), count(*),
+                    sum(CASE WHEN interaction_type = 'like' THEN 1 ELSE 0 END)
+             FROM iceberg.data_on_eks.cat_interactions_raw
+             WHERE event_time >= TIMESTAMP '2026-10-16T00:00:00Z'
+             GROUP BY 1, 2",
+            &[],
+        )
+        .await?;
+    assert!(inserted > 0);
+    let totals = query_text(
+        &client,
+        "SELECT sum(interaction_count), sum(like_count) FROM iceberg.analytics.daily_cat_summary",
+    )
+    .await?;
+    let direct = query_text(
+        &client,
+        "SELECT count(*), sum(CASE WHEN interaction_type = 'like' THEN 1 ELSE 0 END) FROM iceberg.data_on_eks.cat_interactions_raw",
+    )
+    .await?;
+    assert_eq!(totals, direct);
+    fjord.stop().await
+}
