@@ -6,38 +6,73 @@ use std::time::Duration;
 use fjord_tests::{Fjord, Postgres, TEST_DEMO, free_port, query_text, sqlstate};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreachable_postgres_catalog_is_08xxx_naming_it_while_the_lake_serves() -> anyhow::Result<()> {
+async fn an_unreachable_postgres_catalog_is_08xxx_naming_it_while_the_lake_serves()
+-> anyhow::Result<()> {
     let dead_port = free_port();
     let catalog = format!(
         "[catalogs.postgresql]\ntype = \"postgres\"\nhost = \"127.0.0.1\"\nport = {dead_port}\ndatabase = \"workshop\"\nuser = \"postgres\"\nconnect_timeout_seconds = 1\n"
     );
     let fjord = Fjord::start(&format!("{catalog}\n{TEST_DEMO}")).await?;
     let client = fjord.connect().await?;
-    let error = client.simple_query("SELECT * FROM postgresql.public.cats").await.expect_err("the catalog is down");
+    let error = client
+        .simple_query("SELECT * FROM postgresql.public.cats")
+        .await
+        .expect_err("the catalog is down");
     let code = sqlstate(&error).expect("a server error");
     assert!(code.starts_with("08"), "{code}: {error:?}");
-    assert!(error.as_db_error().expect("db error").message().contains("`postgresql`"), "{error:?}");
+    assert!(
+        error
+            .as_db_error()
+            .expect("db error")
+            .message()
+            .contains("`postgresql`"),
+        "{error:?}"
+    );
     // The other catalog keeps serving on the same connection.
-    let rows = query_text(&client, "SELECT count(*) FROM iceberg.data_on_eks.cat_interactions_raw").await?;
+    let rows = query_text(
+        &client,
+        "SELECT count(*) FROM iceberg.data_on_eks.cat_interactions_raw",
+    )
+    .await?;
     assert_eq!(rows[0][0], "20000");
     let catalogs = query_text(&client, "SHOW CATALOGS").await?;
-    assert_eq!(catalogs, vec![vec!["iceberg".to_string()], vec!["postgresql".to_string()]]);
+    assert_eq!(
+        catalogs,
+        vec![vec!["iceberg".to_string()], vec!["postgresql".to_string()]]
+    );
     fjord.stop().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_postgres_outage_mid_session_is_a_clean_error_and_queries_resume_after() -> anyhow::Result<()> {
+async fn a_postgres_outage_mid_session_is_a_clean_error_and_queries_resume_after()
+-> anyhow::Result<()> {
     let postgres = Postgres::start()?;
-    postgres.psql_admin("workshop", "CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 10)")?;
+    postgres.psql_admin(
+        "workshop",
+        "CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 10)",
+    )?;
     let fjord = Fjord::start(&postgres.catalog_toml("postgresql")).await?;
     let client = fjord.connect().await?;
-    assert_eq!(query_text(&client, "SELECT count(*) FROM postgresql.public.t").await?[0][0], "10");
+    assert_eq!(
+        query_text(&client, "SELECT count(*) FROM postgresql.public.t").await?[0][0],
+        "10"
+    );
 
     postgres.stop_server()?;
-    let error = client.simple_query("SELECT count(*) FROM postgresql.public.t").await.expect_err("postgres is down");
+    let error = client
+        .simple_query("SELECT count(*) FROM postgresql.public.t")
+        .await
+        .expect_err("postgres is down");
     let code = sqlstate(&error).expect("a server error");
     assert!(code.starts_with("08"), "{code}: {error:?}");
-    assert!(error.as_db_error().expect("db error").message().contains("`postgresql`"), "{error:?}");
+    assert!(
+        error
+            .as_db_error()
+            .expect("db error")
+            .message()
+            .contains("`postgresql`"),
+        "{error:?}"
+    );
     // The client's own connection to fjord survived.
     assert_eq!(query_text(&client, "SELECT 1").await?[0][0], "1");
 
@@ -52,13 +87,22 @@ async fn a_postgres_outage_mid_session_is_a_clean_error_and_queries_resume_after
                 break;
             }
             Err(error) => {
-                let code = error.downcast_ref::<tokio_postgres::Error>().and_then(sqlstate).unwrap_or_default();
-                assert!(code.starts_with("08"), "only 08xxx while recovering, got {code}: {error:?}");
+                let code = error
+                    .downcast_ref::<tokio_postgres::Error>()
+                    .and_then(sqlstate)
+                    .unwrap_or_default();
+                assert!(
+                    code.starts_with("08"),
+                    "only 08xxx while recovering, got {code}: {error:?}"
+                );
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
     }
-    assert_eq!(resumed.expect("queries resume without a restart")[0][0], "10");
+    assert_eq!(
+        resumed.expect("queries resume without a restart")[0][0],
+        "10"
+    );
     fjord.stop().await
 }
 
@@ -91,8 +135,13 @@ async fn a_client_that_disconnects_mid_query_stops_the_work_in_postgres() -> any
     let postgres = Postgres::start()?;
     postgres.psql_admin("workshop", "CREATE TABLE big AS SELECT g AS id, md5(g::text) AS label FROM generate_series(1, 2000000) g")?;
     let fjord = Fjord::start(&postgres.catalog_toml("postgresql")).await?;
-    let client = fjord.connect().await?;
-    let rows = client.query_raw("SELECT id, label FROM postgresql.public.big", Vec::<String>::new()).await?;
+    let (client, socket) = fjord.connect_abortable().await?;
+    let rows = client
+        .query_raw(
+            "SELECT id, label FROM postgresql.public.big",
+            Vec::<String>::new(),
+        )
+        .await?;
     futures::pin_mut!(rows);
     use futures::StreamExt;
     // Read a few rows: the query is running in Postgres and streaming.
@@ -101,6 +150,8 @@ async fn a_client_that_disconnects_mid_query_stops_the_work_in_postgres() -> any
     }
     let direct = postgres.connect("workshop").await?;
     let running = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY (SELECT%big%' AND state = 'active'";
+    // The client dies: its socket closes without a goodbye.
+    socket.abort();
     drop(rows);
     drop(client);
     // Once fjord notices the client is gone, the statement in Postgres is cancelled.
@@ -112,6 +163,9 @@ async fn a_client_that_disconnects_mid_query_stops_the_work_in_postgres() -> any
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(still_running, 0, "the abandoned COPY should have been cancelled");
+    assert_eq!(
+        still_running, 0,
+        "the abandoned COPY should have been cancelled"
+    );
     fjord.stop().await
 }

@@ -16,13 +16,26 @@ async fn a_postgres_table_created_after_start_is_queryable_and_listed() -> anyho
     assert!(before.is_empty(), "{before:?}");
 
     postgres.psql_admin("workshop", "CREATE TABLE adoptions (cat_id uuid, adopted_on date); INSERT INTO adoptions VALUES ('5b0e7d3c-1f1a-4c55-9a43-8f1f2a6c1e11', '2026-10-30')")?;
-    let rows = query_text(&client, "SELECT cat_id, adopted_on FROM postgresql.public.adoptions").await?;
-    assert_eq!(rows, vec![vec!["5b0e7d3c-1f1a-4c55-9a43-8f1f2a6c1e11".to_string(), "2026-10-30".to_string()]]);
+    let rows = query_text(
+        &client,
+        "SELECT cat_id, adopted_on FROM postgresql.public.adoptions",
+    )
+    .await?;
+    assert_eq!(
+        rows,
+        vec![vec![
+            "5b0e7d3c-1f1a-4c55-9a43-8f1f2a6c1e11".to_string(),
+            "2026-10-30".to_string()
+        ]]
+    );
     let tables = query_text(&client, "SHOW TABLES FROM postgresql.public").await?;
     assert_eq!(tables, vec![vec!["adoptions".to_string()]]);
 
     // A column added in Postgres shows up in the next statement.
-    postgres.psql_admin("workshop", "ALTER TABLE adoptions ADD COLUMN fee numeric(6,2) DEFAULT 49.50")?;
+    postgres.psql_admin(
+        "workshop",
+        "ALTER TABLE adoptions ADD COLUMN fee numeric(6,2) DEFAULT 49.50",
+    )?;
     let rows = query_text(&client, "SELECT fee FROM postgresql.public.adoptions").await?;
     assert_eq!(rows[0][0], "49.50");
     let columns = query_text(&client, "SELECT column_name FROM information_schema.columns WHERE table_catalog = 'postgresql' AND table_name = 'adoptions' ORDER BY ordinal_position").await?;
@@ -31,28 +44,47 @@ async fn a_postgres_table_created_after_start_is_queryable_and_listed() -> anyho
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_iceberg_table_written_by_another_writer_is_queryable_without_restart() -> anyhow::Result<()> {
+async fn an_iceberg_table_written_by_another_writer_is_queryable_without_restart()
+-> anyhow::Result<()> {
     let fjord = Fjord::start("").await?;
     let client = fjord.connect().await?;
-    client.batch_execute("CREATE SCHEMA iceberg.elsewhere").await?;
+    client
+        .batch_execute("CREATE SCHEMA iceberg.elsewhere")
+        .await?;
 
     // A second, independent writer on the same catalog database and warehouse.
     let config_path = fjord.directory.path().join("config.toml");
     let config = fjord_config::Config::load(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let other = fjord_engine::Engine::new(config).await?;
-    let Some(fjord_catalog::CatalogHandle::Iceberg(writer)) = other.registry().get("iceberg") else {
+    let Some(fjord_catalog::CatalogHandle::Iceberg(writer)) = other.registry().get("iceberg")
+    else {
         anyhow::bail!("no iceberg catalog")
     };
-    let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true), Field::new("name", DataType::Utf8, true)]));
-    writer.create_table("elsewhere", "cats_seen", &schema, &[], Default::default()).await?;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, true),
+        Field::new("name", DataType::Utf8, true),
+    ]));
+    writer
+        .create_table("elsewhere", "cats_seen", &schema, &[], Default::default())
+        .await?;
     let batch = RecordBatch::try_new(
         schema.clone(),
-        vec![Arc::new(Int64Array::from(vec![1, 2, 3])), Arc::new(StringArray::from(vec!["Luna", "Milo", "Loki"]))],
+        vec![
+            Arc::new(Int64Array::from(vec![1, 2, 3])),
+            Arc::new(StringArray::from(vec!["Luna", "Milo", "Loki"])),
+        ],
     )?;
-    let written = other.new_session().append_batches("iceberg", "elsewhere", "cats_seen", schema, vec![batch]).await?;
+    let written = other
+        .new_session()
+        .append_batches("iceberg", "elsewhere", "cats_seen", schema, vec![batch])
+        .await?;
     assert_eq!(written, 3);
 
-    let rows = query_text(&client, "SELECT count(*), max(name) FROM iceberg.elsewhere.cats_seen").await?;
+    let rows = query_text(
+        &client,
+        "SELECT count(*), max(name) FROM iceberg.elsewhere.cats_seen",
+    )
+    .await?;
     assert_eq!(rows, vec![vec!["3".to_string(), "Milo".to_string()]]);
     let tables = query_text(&client, "SHOW TABLES FROM iceberg.elsewhere").await?;
     assert_eq!(tables, vec![vec!["cats_seen".to_string()]]);
@@ -64,8 +96,13 @@ async fn an_iceberg_table_written_by_another_writer_is_queryable_without_restart
         Field::new("name", DataType::Utf8, true),
         Field::new("archetype", DataType::Utf8, true),
     ]));
-    writer.create_table("elsewhere", "cats_seen", &wider, &[], Default::default()).await?;
+    writer
+        .create_table("elsewhere", "cats_seen", &wider, &[], Default::default())
+        .await?;
     let columns = query_text(&client, "SHOW COLUMNS FROM iceberg.elsewhere.cats_seen").await?;
-    assert_eq!(columns.iter().map(|row| row[0].clone()).collect::<Vec<_>>(), vec!["id", "name", "archetype"]);
+    assert_eq!(
+        columns.iter().map(|row| row[0].clone()).collect::<Vec<_>>(),
+        vec!["id", "name", "archetype"]
+    );
     fjord.stop().await
 }

@@ -1,8 +1,8 @@
 //! The wire protocol as drivers use it: extended queries with parameters, binary results,
 //! per-session settings, streaming, SQLSTATEs.
 
-use futures::StreamExt;
 use fjord_tests::{Fjord, TEST_DEMO, query_text, sqlstate};
+use futures::StreamExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extended_queries_take_typed_parameters_and_return_binary_rows() -> anyhow::Result<()> {
@@ -22,7 +22,11 @@ async fn extended_queries_take_typed_parameters_and_return_binary_rows() -> anyh
     let latest: chrono::DateTime<chrono::Utc> = rows[0].get(2);
     assert_eq!(kind, "like");
     assert!(count > 0);
-    assert!(latest < chrono::DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z")?.with_timezone(&chrono::Utc));
+    assert!(
+        latest
+            < chrono::DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z")?
+                .with_timezone(&chrono::Utc)
+    );
     // The same count through the simple protocol.
     let simple = query_text(&client, "SELECT count(*) FROM cat_interactions_raw WHERE interaction_type = 'like' AND duration_seconds > 100").await?;
     assert_eq!(simple[0][0], count.to_string());
@@ -30,7 +34,8 @@ async fn extended_queries_take_typed_parameters_and_return_binary_rows() -> anyh
     // Ten or more parameters keep their order ($10 after $9).
     let sql = "SELECT $1::bigint + $2::bigint + $3::bigint + $4::bigint + $5::bigint + $6::bigint + $7::bigint + $8::bigint + $9::bigint + $10::bigint * 100";
     let values: Vec<i64> = (1..=10).collect();
-    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values.iter().map(|v| v as _).collect();
+    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+        values.iter().map(|v| v as _).collect();
     let row = client.query_one(sql, &params).await?;
     assert_eq!(row.get::<_, i64>(0), 45 + 1000);
     fjord.stop().await
@@ -41,17 +46,41 @@ async fn settings_are_per_connection() -> anyhow::Result<()> {
     let fjord = Fjord::start(&format!("{TEST_DEMO}\n")).await?;
     let first = fjord.connect().await?;
     let second = fjord.connect().await?;
-    first.batch_execute("SET application_name = 'dashboard'; SET datafusion.execution.batch_size = 17").await?;
-    assert_eq!(query_text(&first, "SHOW application_name").await?[0][0], "dashboard");
-    assert_eq!(query_text(&second, "SHOW application_name").await?[0][0], "");
-    assert_eq!(query_text(&first, "SHOW datafusion.execution.batch_size").await?[0][1], "17");
-    assert_eq!(query_text(&second, "SHOW datafusion.execution.batch_size").await?[0][1], "8192");
+    first
+        .batch_execute(
+            "SET application_name = 'dashboard'; SET datafusion.execution.batch_size = 17",
+        )
+        .await?;
+    assert_eq!(
+        query_text(&first, "SHOW application_name").await?[0][0],
+        "dashboard"
+    );
+    assert_eq!(
+        query_text(&second, "SHOW application_name").await?[0][0],
+        ""
+    );
+    assert_eq!(
+        query_text(&first, "SHOW datafusion.execution.batch_size").await?[0][1],
+        "17"
+    );
+    assert_eq!(
+        query_text(&second, "SHOW datafusion.execution.batch_size").await?[0][1],
+        "8192"
+    );
 
     // USE changes where unqualified names resolve, for that session only.
-    first.batch_execute("CREATE SCHEMA iceberg.scratch; USE iceberg.scratch").await?;
-    let error = first.simple_query("SELECT count(*) FROM cat_interactions_raw").await.expect_err("not in scratch");
+    first
+        .batch_execute("CREATE SCHEMA iceberg.scratch; USE iceberg.scratch")
+        .await?;
+    let error = first
+        .simple_query("SELECT count(*) FROM cat_interactions_raw")
+        .await
+        .expect_err("not in scratch");
     assert_eq!(sqlstate(&error).as_deref(), Some("42P01"));
-    assert_eq!(query_text(&second, "SELECT count(*) FROM cat_interactions_raw").await?[0][0], "20000");
+    assert_eq!(
+        query_text(&second, "SELECT count(*) FROM cat_interactions_raw").await?[0][0],
+        "20000"
+    );
     fjord.stop().await
 }
 
@@ -61,7 +90,9 @@ async fn rows_stream_before_the_result_is_complete() -> anyhow::Result<()> {
     let client = fjord.connect().await?;
     // Ten billion rows cannot be computed before sending: the first ones arriving at all shows
     // that results stream, in the extended protocol...
-    let rows = client.query_raw("SELECT value FROM range(10000000000)", Vec::<i64>::new()).await?;
+    let rows = client
+        .query_raw("SELECT value FROM range(10000000000)", Vec::<i64>::new())
+        .await?;
     futures::pin_mut!(rows);
     for expected in 0..1000i64 {
         let row = rows.next().await.expect("a row")?;
@@ -70,7 +101,9 @@ async fn rows_stream_before_the_result_is_complete() -> anyhow::Result<()> {
     drop(rows);
     drop(client);
     // ...and in the simple protocol, through psql's cursor-less fetch of a LIMITed stream.
-    let (ok, output, stderr) = fjord.psql(&["-At", "-c", "SELECT value FROM range(10000000000) LIMIT 3"]).await?;
+    let (ok, output, stderr) = fjord
+        .psql(&["-At", "-c", "SELECT value FROM range(10000000000) LIMIT 3"])
+        .await?;
     assert!(ok, "{stderr}");
     assert_eq!(output, "0\n1\n2\n");
     fjord.stop().await
@@ -81,11 +114,23 @@ async fn errors_carry_real_sqlstates() -> anyhow::Result<()> {
     let fjord = Fjord::start(&format!("{TEST_DEMO}\n")).await?;
     let client = fjord.connect().await?;
     let cases = [
-        ("SELECT * FROM iceberg.data_on_eks.no_such_table", "42P01", "no_such_table"),
+        (
+            "SELECT * FROM iceberg.data_on_eks.no_such_table",
+            "42P01",
+            "no_such_table",
+        ),
         ("SELEC 1", "42601", "syntax"),
-        ("SELECT no_such_column FROM cat_interactions_raw", "42703", "no_such_column"),
+        (
+            "SELECT no_such_column FROM cat_interactions_raw",
+            "42703",
+            "no_such_column",
+        ),
         ("SHOW TABLES FROM nowhere.public", "3D000", "nowhere"),
-        ("SHOW TABLES FROM iceberg.no_such_schema", "3F000", "no_such_schema"),
+        (
+            "SHOW TABLES FROM iceberg.no_such_schema",
+            "3F000",
+            "no_such_schema",
+        ),
         ("SELECT 1/0", "22012", "division by zero"),
         ("SHOW no_such_setting", "42704", "no_such_setting"),
     ];
@@ -96,7 +141,9 @@ async fn errors_carry_real_sqlstates() -> anyhow::Result<()> {
         assert!(message.contains(mention), "{sql}: {message}");
     }
     // psql shows the code too.
-    let (ok, _, stderr) = fjord.psql(&["-v", "VERBOSITY=verbose", "-c", "SELECT * FROM nope"]).await?;
+    let (ok, _, stderr) = fjord
+        .psql(&["-v", "VERBOSITY=verbose", "-c", "SELECT * FROM nope"])
+        .await?;
     assert!(!ok);
     assert!(stderr.contains("42P01"), "{stderr}");
     fjord.stop().await

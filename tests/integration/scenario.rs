@@ -12,20 +12,36 @@ GROUP BY 1
 ORDER BY 2 DESC;";
 
 fn demo_config() -> DemoConfig {
-    DemoConfig { interactions: 20000, cats: 300, visitors: 60, days: 30, seed: 42, ..DemoConfig::default() }
+    DemoConfig {
+        interactions: 20000,
+        cats: 300,
+        visitors: 60,
+        days: 30,
+        seed: 42,
+        ..DemoConfig::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scenario_query_matches_the_same_join_computed_in_postgres() -> anyhow::Result<()> {
     let postgres = Postgres::start()?;
-    let fjord = Fjord::start(&format!("{}\n{TEST_DEMO}", postgres.catalog_toml("postgresql"))).await?;
+    let fjord = Fjord::start(&format!(
+        "{}\n{TEST_DEMO}",
+        postgres.catalog_toml("postgresql")
+    ))
+    .await?;
 
     // psql, the way a data engineer connects.
     let (ok, catalogs, stderr) = fjord.psql(&["-At", "-c", "SHOW CATALOGS"]).await?;
     assert!(ok, "{stderr}");
-    assert_eq!(catalogs.lines().collect::<Vec<_>>(), vec!["iceberg", "postgresql"]);
+    assert_eq!(
+        catalogs.lines().collect::<Vec<_>>(),
+        vec!["iceberg", "postgresql"]
+    );
 
-    let (ok, output, stderr) = fjord.psql(&["-At", "-F", "|", "-c", SCENARIO_QUERY]).await?;
+    let (ok, output, stderr) = fjord
+        .psql(&["-At", "-F", "|", "-c", SCENARIO_QUERY])
+        .await?;
     assert!(ok, "{stderr}");
     let from_fjord: Vec<(String, i64)> = output
         .lines()
@@ -42,7 +58,9 @@ async fn the_scenario_query_matches_the_same_join_computed_in_postgres() -> anyh
     let check_config: PostgresCatalogConfig = toml_catalog(&postgres);
     let loader = fjord_postgres::PostgresCatalog::new("check", &check_config, 8192);
     let (schema, batches) = world.interactions.clone();
-    let loaded = loader.create_table_from_batches("public", "lake_interactions", &schema, None, &batches).await?;
+    let loaded = loader
+        .create_table_from_batches("public", "lake_interactions", &schema, None, &batches)
+        .await?;
     assert_eq!(loaded, 20000);
     let direct = postgres.connect("workshop").await?;
     let expected: Vec<(String, i64)> = direct
@@ -63,7 +81,9 @@ async fn the_scenario_query_matches_the_same_join_computed_in_postgres() -> anyh
 
     // The same through tokio-postgres, in the extended protocol with binary results.
     let client = fjord.connect().await?;
-    let rows = client.query(SCENARIO_QUERY.trim_end_matches(';'), &[]).await?;
+    let rows = client
+        .query(SCENARIO_QUERY.trim_end_matches(';'), &[])
+        .await?;
     assert_eq!(rows.len(), expected.len());
     let total: i64 = rows.iter().map(|row| row.get::<_, i64>(1)).sum();
     assert_eq!(total, expected.iter().map(|(_, count)| count).sum::<i64>());
@@ -71,8 +91,12 @@ async fn the_scenario_query_matches_the_same_join_computed_in_postgres() -> anyh
 }
 
 fn toml_catalog(postgres: &Postgres) -> PostgresCatalogConfig {
-    let text = format!("[server]\ndefault_catalog = \"check\"\n{}", postgres.catalog_toml("check"));
-    let config = fjord_config::Config::parse(&text, "check.toml", std::path::Path::new(".")).expect("valid");
+    let text = format!(
+        "[server]\ndefault_catalog = \"check\"\n{}",
+        postgres.catalog_toml("check")
+    );
+    let config =
+        fjord_config::Config::parse(&text, "check.toml", std::path::Path::new(".")).expect("valid");
     match config.catalogs.get("check") {
         Some(fjord_config::CatalogConfig::Postgres(pg)) => pg.clone(),
         _ => unreachable!("a postgres catalog"),
@@ -83,12 +107,29 @@ fn toml_catalog(postgres: &Postgres) -> PostgresCatalogConfig {
 async fn scans_of_the_lake_run_in_several_partitions() -> anyhow::Result<()> {
     let fjord = Fjord::start(&format!("{TEST_DEMO}\n")).await?;
     let client = fjord.connect().await?;
-    client.batch_execute("SET datafusion.execution.target_partitions = 4").await?;
-    let plan = query_text(&client, "EXPLAIN SELECT count(*) FROM iceberg.data_on_eks.cat_interactions_raw").await?;
-    let physical = plan.iter().find(|row| row[0] == "physical_plan").expect("a physical plan")[1].clone();
+    client
+        .batch_execute("SET datafusion.execution.target_partitions = 4")
+        .await?;
+    let plan = query_text(
+        &client,
+        "EXPLAIN SELECT count(*) FROM iceberg.data_on_eks.cat_interactions_raw",
+    )
+    .await?;
+    let physical = plan
+        .iter()
+        .find(|row| row[0] == "physical_plan")
+        .expect("a physical plan")[1]
+        .clone();
     assert!(physical.contains("IcebergScanExec"), "{physical}");
-    assert!(physical.contains("partitions=4"), "the scan should use 4 partitions:\n{physical}");
-    let count = query_text(&client, "SELECT count(*) FROM iceberg.data_on_eks.cat_interactions_raw").await?;
+    assert!(
+        physical.contains("partitions=4"),
+        "the scan should use 4 partitions:\n{physical}"
+    );
+    let count = query_text(
+        &client,
+        "SELECT count(*) FROM iceberg.data_on_eks.cat_interactions_raw",
+    )
+    .await?;
     assert_eq!(count[0][0], "20000");
     fjord.stop().await
 }

@@ -31,10 +31,14 @@ impl AsyncDB for FjordDb {
     type ColumnType = DefaultColumnType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, WireError> {
-        let messages = self.client.simple_query(sql).await.map_err(|error| match error.as_db_error() {
-            Some(db) => WireError(format!("{}: {}", db.code().code(), db.message())),
-            None => WireError(error.to_string()),
-        })?;
+        let messages =
+            self.client
+                .simple_query(sql)
+                .await
+                .map_err(|error| match error.as_db_error() {
+                    Some(db) => WireError(format!("{}: {}", db.code().code(), db.message())),
+                    None => WireError(error.to_string()),
+                })?;
         let mut rows = Vec::new();
         let mut columns = 0;
         let mut saw_rows = false;
@@ -63,7 +67,10 @@ impl AsyncDB for FjordDb {
             }
         }
         if saw_rows {
-            Ok(DBOutput::Rows { types: vec![DefaultColumnType::Any; columns], rows })
+            Ok(DBOutput::Rows {
+                types: vec![DefaultColumnType::Any; columns],
+                rows,
+            })
         } else {
             Ok(DBOutput::StatementComplete(affected))
         }
@@ -102,7 +109,11 @@ async fn sqllogictest_files() -> anyhow::Result<()> {
            INSERT INTO "Mixed Case" VALUES ('quoted', 7);
            CREATE VIEW available_cats AS SELECT 1 AS one;"#,
     )?;
-    let fjord = Fjord::start(&format!("{}\n{TEST_DEMO}", postgres.catalog_toml("postgresql"))).await?;
+    let fjord = Fjord::start(&format!(
+        "{}\n{TEST_DEMO}",
+        postgres.catalog_toml("postgresql")
+    ))
+    .await?;
     let port = fjord.port();
     let directory = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("slt");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&directory)?
@@ -111,7 +122,11 @@ async fn sqllogictest_files() -> anyhow::Result<()> {
         .filter(|path| path.extension().is_some_and(|extension| extension == "slt"))
         .collect();
     files.sort();
-    assert!(!files.is_empty(), "no .slt files in {}", directory.display());
+    assert!(
+        !files.is_empty(),
+        "no .slt files in {}",
+        directory.display()
+    );
     let mut failures = Vec::new();
     for file in &files {
         let mut runner = sqllogictest::Runner::new(move || async move {
@@ -128,6 +143,12 @@ async fn sqllogictest_files() -> anyhow::Result<()> {
             failures.push(format!("{}:\n{error}", file.display()));
         }
     }
-    assert!(failures.is_empty(), "{} of {} files failed:\n{}", failures.len(), files.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} files failed:\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n\n")
+    );
     fjord.stop().await
 }

@@ -30,7 +30,10 @@ pub fn init_logging() {
 
 /// A free TCP port on 127.0.0.1 (bound and released; Postgres needs a number up front).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).map(|address| address.port()).expect("a free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
 }
 
 /// The directory with `initdb` and `pg_ctl`: on PATH, or Debian's versioned directory.
@@ -44,10 +47,19 @@ fn postgres_bin_dir() -> Result<PathBuf> {
         }
     }
     let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|entries| entries.flatten().map(|entry| entry.path().join("bin")).collect())
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|entry| entry.path().join("bin"))
+                .collect()
+        })
         .unwrap_or_default();
     candidates.sort();
-    if let Some(dir) = candidates.into_iter().rev().find(|dir| dir.join("initdb").exists()) {
+    if let Some(dir) = candidates
+        .into_iter()
+        .rev()
+        .find(|dir| dir.join("initdb").exists())
+    {
         return Ok(dir);
     }
     for dir in std::env::var("PATH").unwrap_or_default().split(':') {
@@ -59,7 +71,11 @@ fn postgres_bin_dir() -> Result<PathBuf> {
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|output| String::from_utf8_lossy(&output.stdout).trim() == "0").unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim() == "0")
+        .unwrap_or(false)
 }
 
 /// A throwaway PostgreSQL server.
@@ -78,14 +94,36 @@ impl Postgres {
         // initdb refuses to run as root: run the server as the `postgres` system user then.
         let as_postgres_user = is_root();
         if as_postgres_user {
-            let status = Command::new("chown").args(["-R", "postgres"]).arg(directory.path()).status()?;
+            let status = Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(directory.path())
+                .status()?;
             if !status.success() {
                 bail!("cannot hand the test cluster directory to the postgres user");
             }
         }
-        let postgres = Postgres { port: free_port(), directory, bin, as_postgres_user };
+        let postgres = Postgres {
+            port: free_port(),
+            directory,
+            bin,
+            as_postgres_user,
+        };
         let data = postgres.data_dir();
-        postgres.run("initdb", &["-D", &data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync", "--locale=C"])?;
+        postgres.run(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--locale=C",
+            ],
+        )?;
         postgres.start_server()?;
         postgres.psql_admin("postgres", "CREATE DATABASE workshop")?;
         Ok(postgres)
@@ -104,7 +142,11 @@ impl Postgres {
         } else {
             Command::new(&path)
         };
-        let output = command.args(args).stdin(Stdio::null()).output().with_context(|| format!("running {program}"))?;
+        let output = command
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {program}"))?;
         if !output.status.success() {
             bail!(
                 "{program} failed: {}\n{}",
@@ -119,20 +161,46 @@ impl Postgres {
     pub fn start_server(&self) -> Result<()> {
         let data = self.data_dir();
         let socket_dir = self.directory.path().display().to_string();
-        let log = self.directory.path().join("server.log").display().to_string();
-        let options = format!("-p {} -k {socket_dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100", self.port);
-        self.run("pg_ctl", &["-D", &data, "-o", &options, "-l", &log, "-w", "-t", "60", "start"])
+        let log = self
+            .directory
+            .path()
+            .join("server.log")
+            .display()
+            .to_string();
+        let options = format!(
+            "-p {} -k {socket_dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100",
+            self.port
+        );
+        self.run(
+            "pg_ctl",
+            &[
+                "-D", &data, "-o", &options, "-l", &log, "-w", "-t", "60", "start",
+            ],
+        )
     }
 
     /// Stops the server at once (as a crash or an outage would look to clients).
     pub fn stop_server(&self) -> Result<()> {
-        self.run("pg_ctl", &["-D", &self.data_dir(), "-m", "immediate", "-w", "stop"])
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data_dir(), "-m", "immediate", "-w", "stop"],
+        )
     }
 
     /// Runs SQL as the superuser through the real psql binary.
     pub fn psql_admin(&self, database: &str, sql: &str) -> Result<String> {
         let output = Command::new("psql")
-            .args(["-X", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres", "-At", "-p"])
+            .args([
+                "-X",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-At",
+                "-p",
+            ])
             .arg(self.port.to_string())
             .args(["-d", database, "-c", sql])
             .output()
@@ -146,7 +214,10 @@ impl Postgres {
     /// A direct connection to Postgres (not through fjord), for checks.
     pub async fn connect(&self, database: &str) -> Result<Client> {
         let (client, connection) = tokio_postgres::connect(
-            &format!("host=127.0.0.1 port={} user=postgres dbname={database}", self.port),
+            &format!(
+                "host=127.0.0.1 port={} user=postgres dbname={database}",
+                self.port
+            ),
             NoTls,
         )
         .await?;
@@ -165,7 +236,10 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        let _ = self.run("pg_ctl", &["-D", &self.data_dir(), "-m", "immediate", "-w", "stop"]);
+        let _ = self.run(
+            "pg_ctl",
+            &["-D", &self.data_dir(), "-m", "immediate", "-w", "stop"],
+        );
     }
 }
 
@@ -196,11 +270,18 @@ impl Fjord {
         std::fs::write(&path, &text)?;
         let config = Config::load(&path).map_err(|error| anyhow::anyhow!("{error}"))?;
         let server = RunningServer::start(config).await?;
-        Ok(Fjord { server: Some(server), directory })
+        Ok(Fjord {
+            server: Some(server),
+            directory,
+        })
     }
 
     pub fn port(&self) -> u16 {
-        self.server.as_ref().expect("running").postgres_address.port()
+        self.server
+            .as_ref()
+            .expect("running")
+            .postgres_address
+            .port()
     }
 
     /// A tokio-postgres connection to fjord.
@@ -209,21 +290,59 @@ impl Fjord {
     }
 
     pub async fn connect_to(&self, database: &str) -> Result<Client> {
-        let (client, connection) =
-            tokio_postgres::connect(&format!("host=127.0.0.1 port={} user=tester dbname={database}", self.port()), NoTls).await?;
+        let (client, connection) = tokio_postgres::connect(
+            &format!(
+                "host=127.0.0.1 port={} user=tester dbname={database}",
+                self.port()
+            ),
+            NoTls,
+        )
+        .await?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
         Ok(client)
     }
 
+    /// A connection whose socket the test can close abruptly (by aborting the returned task),
+    /// as a crashed or killed client would.
+    pub async fn connect_abortable(&self) -> Result<(Client, tokio::task::JoinHandle<()>)> {
+        let (client, connection) = tokio_postgres::connect(
+            &format!(
+                "host=127.0.0.1 port={} user=tester dbname=iceberg",
+                self.port()
+            ),
+            NoTls,
+        )
+        .await?;
+        let task = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok((client, task))
+    }
+
     /// Runs the real `psql` against fjord; returns (success, stdout, stderr).
     pub async fn psql(&self, args: &[&str]) -> Result<(bool, String, String)> {
         let port = self.port().to_string();
         let mut command = tokio::process::Command::new("psql");
-        command.args(["-X", "-h", "127.0.0.1", "-p", &port, "-U", "tester", "-d", "iceberg"]).args(args);
+        command
+            .args([
+                "-X",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "tester",
+                "-d",
+                "iceberg",
+            ])
+            .args(args);
         command.env("PGCONNECT_TIMEOUT", "10").stdin(Stdio::null());
-        let output = command.output().await.context("running psql (install postgresql-client)")?;
+        let output = command
+            .output()
+            .await
+            .context("running psql (install postgresql-client)")?;
         Ok((
             output.status.success(),
             String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -251,9 +370,11 @@ pub async fn query_text(client: &Client, sql: &str) -> Result<Vec<Vec<String>>> 
     Ok(messages
         .into_iter()
         .filter_map(|message| match message {
-            tokio_postgres::SimpleQueryMessage::Row(row) => {
-                Some((0..row.len()).map(|i| row.get(i).unwrap_or("NULL").to_string()).collect())
-            }
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| row.get(i).unwrap_or("NULL").to_string())
+                    .collect(),
+            ),
             _ => None,
         })
         .collect())

@@ -177,7 +177,10 @@ impl IcebergCatalogConfig {
             Some(uri) => uri.clone(),
             None => {
                 let warehouse = absolute(base, &self.warehouse);
-                let dir = warehouse.parent().map(Path::to_path_buf).unwrap_or(warehouse);
+                let dir = warehouse
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or(warehouse);
                 format!("sqlite://{}?mode=rwc", dir.join("catalog.db").display())
             }
         }
@@ -335,14 +338,21 @@ impl Config {
 
     /// Parses and validates `text`, naming it `file` in errors.
     pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigError> {
-        let error_at = |key: Option<String>, span: Option<std::ops::Range<usize>>, reason: String| {
-            let (line, column) = span
-                .map(|span| locate::line_and_column(text, span.start))
-                .or_else(|| key.as_deref().and_then(|key| locate::find_key(text, key)))
-                .map(|(line, column)| (Some(line), Some(column)))
-                .unwrap_or((None, None));
-            ConfigError { file: file.to_string(), line, column, key, reason }
-        };
+        let error_at =
+            |key: Option<String>, span: Option<std::ops::Range<usize>>, reason: String| {
+                let (line, column) = span
+                    .map(|span| locate::line_and_column(text, span.start))
+                    .or_else(|| key.as_deref().and_then(|key| locate::find_key(text, key)))
+                    .map(|(line, column)| (Some(line), Some(column)))
+                    .unwrap_or((None, None));
+                ConfigError {
+                    file: file.to_string(),
+                    line,
+                    column,
+                    key,
+                    reason,
+                }
+            };
         let deserializer = toml::Deserializer::new(text);
         let mut config: Config =
             serde_path_to_error::deserialize(deserializer).map_err(|error| {
@@ -351,7 +361,10 @@ impl Config {
                 let inner = error.inner();
                 // Errors inside a tagged catalog table lose toml's span; the key path finds
                 // the line instead.
-                let span = if key.as_deref().is_some_and(|key| key.starts_with("catalogs.")) {
+                let span = if key
+                    .as_deref()
+                    .is_some_and(|key| key.starts_with("catalogs."))
+                {
                     None
                 } else {
                     inner.span()
@@ -362,7 +375,9 @@ impl Config {
         config
             .resolve_secrets()
             .map_err(|(key, reason)| error_at(Some(key), None, reason))?;
-        config.validate().map_err(|(key, reason)| error_at(Some(key), None, reason))?;
+        config
+            .validate()
+            .map_err(|(key, reason)| error_at(Some(key), None, reason))?;
         Ok(config)
     }
 
@@ -375,7 +390,9 @@ impl Config {
                         url.resolve().map_err(|reason| (key("url"), reason))?;
                     }
                     if let Some(password) = &mut pg.password {
-                        password.resolve().map_err(|reason| (key("password"), reason))?;
+                        password
+                            .resolve()
+                            .map_err(|reason| (key("password"), reason))?;
                     }
                 }
                 CatalogConfig::Iceberg(iceberg) => {
@@ -406,8 +423,14 @@ impl Config {
                         .into(),
                 ));
             }
-            if matches!(name.as_str(), "information_schema" | "pg_catalog" | "system") {
-                return Err((format!("catalogs.{name}"), "this catalog name is reserved".into()));
+            if matches!(
+                name.as_str(),
+                "information_schema" | "pg_catalog" | "system"
+            ) {
+                return Err((
+                    format!("catalogs.{name}"),
+                    "this catalog name is reserved".into(),
+                ));
             }
             let key = |field: &str| format!("catalogs.{name}.{field}");
             match catalog {
@@ -428,11 +451,17 @@ impl Config {
                             ));
                         }
                     } else {
-                        for (field, value) in [("host", &pg.host), ("database", &pg.database), ("user", &pg.user)] {
+                        for (field, value) in [
+                            ("host", &pg.host),
+                            ("database", &pg.database),
+                            ("user", &pg.user),
+                        ] {
                             if value.is_none() {
                                 return Err((
                                     key(field),
-                                    format!("missing: a postgres catalog needs `{field}` (or a `url`)"),
+                                    format!(
+                                        "missing: a postgres catalog needs `{field}` (or a `url`)"
+                                    ),
                                 ));
                             }
                         }
@@ -443,10 +472,16 @@ impl Config {
                 }
                 CatalogConfig::Iceberg(iceberg) => {
                     if iceberg.catalog == IcebergCatalogKind::Rest && iceberg.uri.is_none() {
-                        return Err((key("uri"), "a REST catalog needs the catalog's base URL".into()));
+                        return Err((
+                            key("uri"),
+                            "a REST catalog needs the catalog's base URL".into(),
+                        ));
                     }
                     if iceberg.catalog == IcebergCatalogKind::Sql
-                        && iceberg.uri.as_deref().is_some_and(|uri| !uri.starts_with("sqlite://"))
+                        && iceberg
+                            .uri
+                            .as_deref()
+                            .is_some_and(|uri| !uri.starts_with("sqlite://"))
                     {
                         return Err((key("uri"), "the SQL catalog takes a sqlite:// URI".into()));
                     }
@@ -462,7 +497,10 @@ impl Config {
         if !self.catalogs.is_empty() && !self.catalogs.contains_key(&self.server.default_catalog) {
             return Err((
                 "server.default_catalog".into(),
-                format!("no catalog named `{}` is configured", self.server.default_catalog),
+                format!(
+                    "no catalog named `{}` is configured",
+                    self.server.default_catalog
+                ),
             ));
         }
         if self.server.batch_size == 0 {
@@ -476,7 +514,9 @@ impl Config {
         if self.server.target_partitions > 0 {
             self.server.target_partitions
         } else {
-            std::thread::available_parallelism().map(usize::from).unwrap_or(2)
+            std::thread::available_parallelism()
+                .map(usize::from)
+                .unwrap_or(2)
         }
     }
 }
@@ -490,7 +530,11 @@ pub fn is_valid_catalog_name(name: &str) -> bool {
 
 fn absolute(base: &Path, path: &str) -> PathBuf {
     let path = Path::new(path);
-    let joined = if path.is_absolute() { path.to_path_buf() } else { base.join(path) };
+    let joined = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    };
     std::path::absolute(&joined).unwrap_or(joined)
 }
 
@@ -540,7 +584,9 @@ mod tests {
         let config = Config::parse(text, "f.toml", Path::new(".")).unwrap();
         let printed = format!("{config:?}");
         assert!(!printed.contains("hunter2"), "{printed}");
-        let CatalogConfig::Postgres(pg) = &config.catalogs["pg"] else { panic!() };
+        let CatalogConfig::Postgres(pg) = &config.catalogs["pg"] else {
+            panic!()
+        };
         assert_eq!(pg.display_target(), "h:5/d");
     }
 

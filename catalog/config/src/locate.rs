@@ -7,7 +7,10 @@ pub(crate) fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map(|newline| offset - newline).unwrap_or(offset + 1);
+    let column = before
+        .rfind('\n')
+        .map(|newline| offset - newline)
+        .unwrap_or(offset + 1);
     (line, column)
 }
 

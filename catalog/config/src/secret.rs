@@ -58,13 +58,13 @@ pub fn expand_env_references(
                 .find('}')
                 .ok_or_else(|| "unterminated `${` reference (missing `}`)".to_string())?;
             let name = &reference[..end];
-            if name.is_empty()
-                || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            {
-                return Err(format!("`${{{name}}}` is not a valid environment variable reference"));
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!(
+                    "`${{{name}}}` is not a valid environment variable reference"
+                ));
             }
-            let value = lookup(name)
-                .ok_or_else(|| format!("environment variable `{name}` is not set"))?;
+            let value =
+                lookup(name).ok_or_else(|| format!("environment variable `{name}` is not set"))?;
             out.push_str(&value);
             rest = &reference[end + 1..];
         } else {
@@ -83,10 +83,17 @@ mod tests {
     #[test]
     fn expands_references_and_escapes() {
         let lookup = |name: &str| (name == "PW").then(|| "s3cr$t".to_string());
-        assert_eq!(expand_env_references("a${PW}b", lookup).unwrap(), "as3cr$tb");
+        assert_eq!(
+            expand_env_references("a${PW}b", lookup).unwrap(),
+            "as3cr$tb"
+        );
         assert_eq!(expand_env_references("$${PW}", lookup).unwrap(), "${PW}");
         assert_eq!(expand_env_references("pa$$", lookup).unwrap(), "pa$$");
-        assert!(expand_env_references("${NOPE}", lookup).unwrap_err().contains("NOPE"));
+        assert!(
+            expand_env_references("${NOPE}", lookup)
+                .unwrap_err()
+                .contains("NOPE")
+        );
         assert!(expand_env_references("${PW", lookup).is_err());
     }
 }

@@ -43,8 +43,12 @@ impl CatalogHandle {
 
     fn provider(&self) -> Arc<dyn CatalogProvider> {
         match self {
-            CatalogHandle::Iceberg(catalog) => Arc::new(fjord_iceberg::IcebergCatalogProvider(catalog.clone())),
-            CatalogHandle::Postgres(catalog) => Arc::new(fjord_postgres::PostgresCatalogProvider(catalog.clone())),
+            CatalogHandle::Iceberg(catalog) => {
+                Arc::new(fjord_iceberg::IcebergCatalogProvider(catalog.clone()))
+            }
+            CatalogHandle::Postgres(catalog) => {
+                Arc::new(fjord_postgres::PostgresCatalogProvider(catalog.clone()))
+            }
             CatalogHandle::Other(provider) => provider.clone(),
         }
     }
@@ -54,11 +58,18 @@ impl CatalogHandle {
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error("catalog `{catalog}`: {source}")]
-    Iceberg { catalog: String, source: iceberg::Error },
+    Iceberg {
+        catalog: String,
+        source: iceberg::Error,
+    },
     #[error("catalog \"{0}\" does not exist")]
     UnknownCatalog(String),
     #[error("catalog `{catalog}` is a {actual} catalog; {operation} needs an iceberg catalog")]
-    WrongType { catalog: String, actual: &'static str, operation: &'static str },
+    WrongType {
+        catalog: String,
+        actual: &'static str,
+        operation: &'static str,
+    },
 }
 
 impl CatalogError {
@@ -117,12 +128,15 @@ impl CatalogRegistry {
             CatalogConfig::Iceberg(iceberg_config) => {
                 let client = fjord_iceberg::build_catalog(name, iceberg_config, &config.base_dir)
                     .await
-                    .map_err(|source| CatalogError::Iceberg { catalog: name.to_string(), source })?;
+                    .map_err(|source| CatalogError::Iceberg {
+                        catalog: name.to_string(),
+                        source,
+                    })?;
                 CatalogHandle::Iceberg(IcebergCatalog::new(name, client))
             }
-            CatalogConfig::Postgres(postgres_config) => {
-                CatalogHandle::Postgres(PostgresCatalog::new(name, postgres_config, config.server.batch_size))
-            }
+            CatalogConfig::Postgres(postgres_config) => CatalogHandle::Postgres(
+                PostgresCatalog::new(name, postgres_config, config.server.batch_size),
+            ),
         })
     }
 
@@ -135,7 +149,11 @@ impl CatalogRegistry {
     }
 
     /// The Iceberg catalog called `name`, or an error saying why there is none.
-    pub fn iceberg(&self, name: &str, operation: &'static str) -> Result<Arc<IcebergCatalog>, CatalogError> {
+    pub fn iceberg(
+        &self,
+        name: &str,
+        operation: &'static str,
+    ) -> Result<Arc<IcebergCatalog>, CatalogError> {
         match self.get(name) {
             Some(CatalogHandle::Iceberg(catalog)) => Ok(catalog),
             Some(other) => Err(CatalogError::WrongType {
@@ -151,8 +169,12 @@ impl CatalogRegistry {
     /// that `SHOW TABLES` and `information_schema` see tables created by other writers).
     /// Failures are recorded in the catalog's state and logged, never raised.
     pub async fn refresh_all(&self) {
-        let handles: Vec<(String, CatalogHandle)> =
-            self.catalogs.read().iter().map(|(name, handle)| (name.clone(), handle.clone())).collect();
+        let handles: Vec<(String, CatalogHandle)> = self
+            .catalogs
+            .read()
+            .iter()
+            .map(|(name, handle)| (name.clone(), handle.clone()))
+            .collect();
         let refreshes = handles.into_iter().map(|(name, handle)| async move {
             match handle {
                 CatalogHandle::Iceberg(catalog) => {
@@ -178,12 +200,19 @@ impl CatalogRegistry {
                 let (state, last_error) = match handle {
                     CatalogHandle::Postgres(catalog) => match catalog.state() {
                         CatalogState::Available => ("available".to_string(), None),
-                        CatalogState::Unavailable(error) => ("unavailable".to_string(), Some(error)),
+                        CatalogState::Unavailable(error) => {
+                            ("unavailable".to_string(), Some(error))
+                        }
                         CatalogState::Unknown => ("unknown".to_string(), None),
                     },
                     _ => ("available".to_string(), None),
                 };
-                CatalogInfo { name: name.clone(), type_name: handle.type_name(), state, last_error }
+                CatalogInfo {
+                    name: name.clone(),
+                    type_name: handle.type_name(),
+                    state,
+                    last_error,
+                }
             })
             .collect()
     }
@@ -194,7 +223,11 @@ impl CatalogProviderList for CatalogRegistry {
         self
     }
 
-    fn register_catalog(&self, name: String, catalog: Arc<dyn CatalogProvider>) -> Option<Arc<dyn CatalogProvider>> {
+    fn register_catalog(
+        &self,
+        name: String,
+        catalog: Arc<dyn CatalogProvider>,
+    ) -> Option<Arc<dyn CatalogProvider>> {
         self.catalogs
             .write()
             .insert(name, CatalogHandle::Other(catalog))

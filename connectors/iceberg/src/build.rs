@@ -21,8 +21,11 @@ pub async fn build_catalog(
     config: &IcebergCatalogConfig,
     base_dir: &Path,
 ) -> iceberg::Result<Arc<dyn Catalog>> {
-    let mut properties: HashMap<String, String> =
-        config.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut properties: HashMap<String, String> = config
+        .properties
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let warehouse = config.warehouse_location(base_dir);
     let warehouse = if warehouse.contains("://") {
         warehouse
@@ -43,9 +46,20 @@ pub async fn build_catalog(
         };
         put(S3_ENDPOINT, s3.endpoint.clone());
         put(S3_REGION, s3.region.clone());
-        put(S3_ACCESS_KEY_ID, s3.access_key_id.as_ref().map(|s| s.expose().to_string()));
-        put(S3_SECRET_ACCESS_KEY, s3.secret_access_key.as_ref().map(|s| s.expose().to_string()));
-        put(S3_SESSION_TOKEN, s3.session_token.as_ref().map(|s| s.expose().to_string()));
+        put(
+            S3_ACCESS_KEY_ID,
+            s3.access_key_id.as_ref().map(|s| s.expose().to_string()),
+        );
+        put(
+            S3_SECRET_ACCESS_KEY,
+            s3.secret_access_key
+                .as_ref()
+                .map(|s| s.expose().to_string()),
+        );
+        put(
+            S3_SESSION_TOKEN,
+            s3.session_token.as_ref().map(|s| s.expose().to_string()),
+        );
         put(S3_PATH_STYLE_ACCESS, Some(s3.path_style.to_string()));
     }
     let storage = Arc::new(OpenDalResolvingStorageFactory::new());
@@ -60,13 +74,19 @@ pub async fn build_catalog(
             }
             properties.insert("uri".into(), uri);
             properties.insert("warehouse".into(), warehouse);
-            let catalog = SqlCatalogBuilder::default().with_storage_factory(storage).load(name, properties).await?;
+            let catalog = SqlCatalogBuilder::default()
+                .with_storage_factory(storage)
+                .load(name, properties)
+                .await?;
             Ok(Arc::new(catalog))
         }
         IcebergCatalogKind::Rest => {
             properties.insert("uri".into(), config.uri.clone().unwrap_or_default());
             properties.insert("warehouse".into(), warehouse);
-            let catalog = RestCatalogBuilder::default().with_storage_factory(storage).load(name, properties).await?;
+            let catalog = RestCatalogBuilder::default()
+                .with_storage_factory(storage)
+                .load(name, properties)
+                .await?;
             Ok(Arc::new(catalog))
         }
     }

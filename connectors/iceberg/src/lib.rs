@@ -47,7 +47,9 @@ pub struct IcebergCatalog {
 
 impl fmt::Debug for IcebergCatalog {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IcebergCatalog").field("name", &self.name).finish()
+        f.debug_struct("IcebergCatalog")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -74,7 +76,10 @@ impl IcebergCatalog {
         let mut listing = BTreeMap::new();
         for namespace in self.catalog.list_namespaces(None).await? {
             let tables = self.catalog.list_tables(&namespace).await?;
-            let mut names: Vec<String> = tables.iter().map(|table| table.name().to_string()).collect();
+            let mut names: Vec<String> = tables
+                .iter()
+                .map(|table| table.name().to_string())
+                .collect();
             names.sort();
             listing.insert(namespace_name(&namespace), names);
         }
@@ -94,7 +99,9 @@ impl IcebergCatalog {
                 format!("schema \"{}.{schema}\" already exists", self.name),
             ));
         }
-        self.catalog.create_namespace(&namespace, HashMap::new()).await?;
+        self.catalog
+            .create_namespace(&namespace, HashMap::new())
+            .await?;
         self.listing.write().entry(schema.to_string()).or_default();
         Ok(())
     }
@@ -109,7 +116,8 @@ impl IcebergCatalog {
         partition: &[(&str, Transform)],
         properties: HashMap<String, String>,
     ) -> iceberg::Result<Table> {
-        let iceberg_schema: Schema = iceberg::arrow::arrow_schema_to_schema_auto_assign_ids(arrow_schema)?;
+        let iceberg_schema: Schema =
+            iceberg::arrow::arrow_schema_to_schema_auto_assign_ids(arrow_schema)?;
         let partition_spec = if partition.is_empty() {
             None
         } else {
@@ -166,17 +174,27 @@ impl IcebergCatalog {
         Ok(())
     }
 
-    async fn load_table(self: &Arc<Self>, schema: &str, table: &str) -> Result<Option<IcebergTable>> {
+    async fn load_table(
+        self: &Arc<Self>,
+        schema: &str,
+        table: &str,
+    ) -> Result<Option<IcebergTable>> {
         let ident = TableIdent::new(NamespaceIdent::new(schema.to_string()), table.to_string());
         let loaded = match self.catalog.load_table(&ident).await {
             Ok(loaded) => loaded,
-            Err(error) if matches!(error.kind(), ErrorKind::TableNotFound | ErrorKind::NamespaceNotFound) => {
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    ErrorKind::TableNotFound | ErrorKind::NamespaceNotFound
+                ) =>
+            {
                 return Ok(None);
             }
             Err(error) => return Err(to_datafusion_error(error)),
         };
-        let arrow_schema = iceberg::arrow::schema_to_arrow_schema(loaded.metadata().current_schema())
-            .map_err(to_datafusion_error)?;
+        let arrow_schema =
+            iceberg::arrow::schema_to_arrow_schema(loaded.metadata().current_schema())
+                .map_err(to_datafusion_error)?;
         {
             let mut listing = self.listing.write();
             let tables = listing.entry(schema.to_string()).or_default();
@@ -215,7 +233,10 @@ impl CatalogProvider for IcebergCatalogProvider {
     /// Every name gets a provider; whether a table exists is asked of the catalog when a query
     /// names it, so namespaces created by other writers work without a refresh.
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
-        Some(Arc::new(IcebergSchema { catalog: self.0.clone(), name: name.to_string() }))
+        Some(Arc::new(IcebergSchema {
+            catalog: self.0.clone(),
+            name: name.to_string(),
+        }))
     }
 }
 
@@ -232,11 +253,20 @@ impl SchemaProvider for IcebergSchema {
     }
 
     fn table_names(&self) -> Vec<String> {
-        self.catalog.listing.read().get(&self.name).cloned().unwrap_or_default()
+        self.catalog
+            .listing
+            .read()
+            .get(&self.name)
+            .cloned()
+            .unwrap_or_default()
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        Ok(self.catalog.load_table(&self.name, name).await?.map(|table| Arc::new(table) as Arc<dyn TableProvider>))
+        Ok(self
+            .catalog
+            .load_table(&self.name, name)
+            .await?
+            .map(|table| Arc::new(table) as Arc<dyn TableProvider>))
     }
 
     fn table_exist(&self, name: &str) -> bool {
@@ -273,7 +303,10 @@ impl TableProvider for IcebergTable {
         TableType::Base
     }
 
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
         // Filters prune files and row groups; DataFusion still applies them to the rows.
         Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
     }
@@ -309,7 +342,8 @@ impl TableProvider for IcebergTable {
         // iceberg-datafusion's writer projects partition values, writes Parquet in parallel
         // and commits one fast append; it is reached through a catalog view of just this
         // table, so that building it costs one metadata load and not a listing of everything.
-        let provider = single_table::writable_provider(self.catalog.clone(), self.ident.clone()).await?;
+        let provider =
+            single_table::writable_provider(self.catalog.clone(), self.ident.clone()).await?;
         provider.insert_into(state, input, insert_op).await
     }
 }

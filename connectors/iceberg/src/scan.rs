@@ -20,9 +20,9 @@ use datafusion::physical_plan::{
     SendableRecordBatchStream,
 };
 use futures::{StreamExt, TryStreamExt};
+use iceberg::Runtime;
 use iceberg::arrow::ArrowReaderBuilder;
 use iceberg::expr::Predicate;
-use iceberg::Runtime;
 use iceberg::scan::FileScanTask;
 use iceberg::table::Table;
 use iceberg_datafusion::physical_plan::convert_filters_to_predicate;
@@ -70,9 +70,17 @@ impl IcebergScanExec {
         let predicate = convert_filters_to_predicate(filters);
         let mut tasks = Vec::new();
         if table.metadata().current_snapshot().is_some() {
-            let column_names: Vec<String> = schema.fields().iter().map(|field| field.name().clone()).collect();
+            let column_names: Vec<String> = schema
+                .fields()
+                .iter()
+                .map(|field| field.name().clone())
+                .collect();
             let mut builder = table.scan();
-            builder = if column_names.is_empty() { builder.select_empty() } else { builder.select(column_names) };
+            builder = if column_names.is_empty() {
+                builder.select_empty()
+            } else {
+                builder.select(column_names)
+            };
             if let Some(predicate) = &predicate {
                 builder = builder.with_filter(predicate.clone());
             }
@@ -85,7 +93,10 @@ impl IcebergScanExec {
                 .await
                 .map_err(to_datafusion_error)?;
         }
-        let total_rows = tasks.iter().map(|task| task.record_count).sum::<Option<u64>>();
+        let total_rows = tasks
+            .iter()
+            .map(|task| task.record_count)
+            .sum::<Option<u64>>();
         let partitions = split_tasks(tasks, target_partitions.max(1));
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(schema.clone()),
@@ -93,7 +104,16 @@ impl IcebergScanExec {
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
-        Ok(IcebergScanExec { table, schema, partitions, predicate, limit, batch_size, total_rows, properties })
+        Ok(IcebergScanExec {
+            table,
+            schema,
+            partitions,
+            predicate,
+            limit,
+            batch_size,
+            total_rows,
+            properties,
+        })
     }
 
     /// The number of data files each partition reads.
@@ -106,7 +126,8 @@ impl IcebergScanExec {
 /// returns at least one partition (empty when there are no files).
 fn split_tasks(mut tasks: Vec<FileScanTask>, target: usize) -> Vec<Vec<FileScanTask>> {
     let count = target.min(tasks.len()).max(1);
-    let mut partitions: Vec<(u64, Vec<FileScanTask>)> = (0..count).map(|_| (0, Vec::new())).collect();
+    let mut partitions: Vec<(u64, Vec<FileScanTask>)> =
+        (0..count).map(|_| (0, Vec::new())).collect();
     tasks.sort_by(|a, b| b.length.cmp(&a.length));
     for task in tasks {
         let smallest = partitions
@@ -131,7 +152,12 @@ impl DisplayAs for IcebergScanExec {
         if let Some(predicate) = &self.predicate {
             write!(f, ", predicate=[{predicate}]")?;
         }
-        let columns: Vec<&str> = self.schema.fields().iter().map(|field| field.name().as_str()).collect();
+        let columns: Vec<&str> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|field| field.name().as_str())
+            .collect();
         write!(f, ", projection=[{}]", columns.join(", "))
     }
 }
@@ -153,7 +179,10 @@ impl ExecutionPlan for IcebergScanExec {
         vec![]
     }
 
-    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         Ok(self)
     }
 
@@ -161,10 +190,12 @@ impl ExecutionPlan for IcebergScanExec {
         let mut statistics = Statistics::new_unknown(&self.schema);
         let rows = match partition {
             None => self.total_rows,
-            Some(index) => self
-                .partitions
-                .get(index)
-                .and_then(|tasks| tasks.iter().map(|task| task.record_count).sum::<Option<u64>>()),
+            Some(index) => self.partitions.get(index).and_then(|tasks| {
+                tasks
+                    .iter()
+                    .map(|task| task.record_count)
+                    .sum::<Option<u64>>()
+            }),
         };
         if let Some(rows) = rows {
             // Files may hold rows that filters later remove: an upper bound, not exact.
@@ -173,12 +204,14 @@ impl ExecutionPlan for IcebergScanExec {
         Ok(statistics)
     }
 
-    fn execute(&self, partition: usize, _context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
-        let tasks = self
-            .partitions
-            .get(partition)
-            .cloned()
-            .ok_or_else(|| DataFusionError::Internal(format!("IcebergScanExec has no partition {partition}")))?;
+    fn execute(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let tasks = self.partitions.get(partition).cloned().ok_or_else(|| {
+            DataFusionError::Internal(format!("IcebergScanExec has no partition {partition}"))
+        })?;
         let runtime = Runtime::try_current().map_err(to_datafusion_error)?;
         let reader = ArrowReaderBuilder::new(self.table.file_io().clone(), runtime)
             .with_batch_size(self.batch_size)
@@ -197,7 +230,8 @@ impl ExecutionPlan for IcebergScanExec {
                 let batch = RecordBatch::try_new_with_options(
                     schema.clone(),
                     batch.columns().to_vec(),
-                    &datafusion::arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+                    &datafusion::arrow::record_batch::RecordBatchOptions::new()
+                        .with_row_count(Some(batch.num_rows())),
                 )
                 .map_err(|error| DataFusionError::ArrowError(Box::new(error), None));
                 futures::future::ready(batch)
@@ -214,6 +248,9 @@ impl ExecutionPlan for IcebergScanExec {
                 };
                 futures::future::ready(keep)
             });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), batches)))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            batches,
+        )))
     }
 }

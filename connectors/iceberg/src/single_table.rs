@@ -27,28 +27,39 @@ pub(crate) async fn writable_provider(
     catalog: Arc<dyn Catalog>,
     ident: TableIdent,
 ) -> DataFusionResult<Arc<dyn TableProvider>> {
-    let view = Arc::new(SingleTableCatalog { inner: catalog, ident: ident.clone() });
-    let provider = IcebergCatalogProvider::try_new(view).await.map_err(to_datafusion_error)?;
+    let view = Arc::new(SingleTableCatalog {
+        inner: catalog,
+        ident: ident.clone(),
+    });
+    let provider = IcebergCatalogProvider::try_new(view)
+        .await
+        .map_err(to_datafusion_error)?;
     let schema_name = ident.namespace().as_ref().join(".");
-    let schema = provider
-        .schema(&schema_name)
-        .ok_or_else(|| DataFusionError::Internal(format!("schema {schema_name} vanished while writing")))?;
-    schema
-        .table(ident.name())
-        .await?
-        .ok_or_else(|| DataFusionError::Internal(format!("table {} vanished while writing", ident.name())))
+    let schema = provider.schema(&schema_name).ok_or_else(|| {
+        DataFusionError::Internal(format!("schema {schema_name} vanished while writing"))
+    })?;
+    schema.table(ident.name()).await?.ok_or_else(|| {
+        DataFusionError::Internal(format!("table {} vanished while writing", ident.name()))
+    })
 }
 
 #[async_trait]
 impl Catalog for SingleTableCatalog {
-    async fn list_namespaces(&self, parent: Option<&NamespaceIdent>) -> Result<Vec<NamespaceIdent>> {
+    async fn list_namespaces(
+        &self,
+        parent: Option<&NamespaceIdent>,
+    ) -> Result<Vec<NamespaceIdent>> {
         Ok(match parent {
             None => vec![self.ident.namespace().clone()],
             Some(_) => Vec::new(),
         })
     }
 
-    async fn create_namespace(&self, namespace: &NamespaceIdent, properties: HashMap<String, String>) -> Result<Namespace> {
+    async fn create_namespace(
+        &self,
+        namespace: &NamespaceIdent,
+        properties: HashMap<String, String>,
+    ) -> Result<Namespace> {
         self.inner.create_namespace(namespace, properties).await
     }
 
@@ -60,7 +71,11 @@ impl Catalog for SingleTableCatalog {
         self.inner.namespace_exists(namespace).await
     }
 
-    async fn update_namespace(&self, namespace: &NamespaceIdent, properties: HashMap<String, String>) -> Result<()> {
+    async fn update_namespace(
+        &self,
+        namespace: &NamespaceIdent,
+        properties: HashMap<String, String>,
+    ) -> Result<()> {
         self.inner.update_namespace(namespace, properties).await
     }
 
@@ -69,10 +84,18 @@ impl Catalog for SingleTableCatalog {
     }
 
     async fn list_tables(&self, namespace: &NamespaceIdent) -> Result<Vec<TableIdent>> {
-        Ok(if namespace == self.ident.namespace() { vec![self.ident.clone()] } else { Vec::new() })
+        Ok(if namespace == self.ident.namespace() {
+            vec![self.ident.clone()]
+        } else {
+            Vec::new()
+        })
     }
 
-    async fn create_table(&self, namespace: &NamespaceIdent, creation: TableCreation) -> Result<Table> {
+    async fn create_table(
+        &self,
+        namespace: &NamespaceIdent,
+        creation: TableCreation,
+    ) -> Result<Table> {
         self.inner.create_table(namespace, creation).await
     }
 

@@ -8,12 +8,12 @@
 
 use std::sync::Arc;
 
+use arrow::array::NullBufferBuilder;
 use arrow::array::{
     ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder,
     Float64Builder, Int16Builder, Int32Builder, Int64Builder, IntervalMonthDayNanoBuilder,
     ListArray, StringBuilder, Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
 };
-use arrow::array::NullBufferBuilder;
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{Field, IntervalMonthDayNano, SchemaRef};
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
@@ -40,8 +40,15 @@ pub struct BinaryCopyDecoder {
 
 impl BinaryCopyDecoder {
     pub fn new(schema: SchemaRef, kinds: &[PgKind], batch_size: usize) -> Self {
-        let columns = kinds.iter().map(|kind| new_decoder(kind, batch_size)).collect();
-        let names = schema.fields().iter().map(|field| field.name().clone()).collect();
+        let columns = kinds
+            .iter()
+            .map(|kind| new_decoder(kind, batch_size))
+            .collect();
+        let names = schema
+            .fields()
+            .iter()
+            .map(|field| field.name().clone())
+            .collect();
         BinaryCopyDecoder {
             schema,
             columns,
@@ -78,7 +85,10 @@ impl BinaryCopyDecoder {
     /// Ends the stream: the last partial batch, or an error if the data stopped mid-tuple.
     pub fn finish(mut self) -> Result<Vec<RecordBatch>, DecodeError> {
         if !self.pending.is_empty() {
-            return Err(DecodeError::new("", "the COPY data ended in the middle of a row"));
+            return Err(DecodeError::new(
+                "",
+                "the COPY data ended in the middle of a row",
+            ));
         }
         if self.rows > 0 {
             self.flush()?;
@@ -95,7 +105,10 @@ impl BinaryCopyDecoder {
                 return Ok(0);
             }
             if &data[..SIGNATURE.len()] != SIGNATURE {
-                return Err(DecodeError::new("", "the COPY data does not start with PGCOPY"));
+                return Err(DecodeError::new(
+                    "",
+                    "the COPY data does not start with PGCOPY",
+                ));
             }
             let extension = read_i32(&data[SIGNATURE.len() + 4..]) as usize;
             let header_length = SIGNATURE.len() + 8 + extension;
@@ -107,7 +120,9 @@ impl BinaryCopyDecoder {
         }
         while !self.finished {
             let rest = &data[position..];
-            let Some(length) = self.complete_tuple_length(rest)? else { break };
+            let Some(length) = self.complete_tuple_length(rest)? else {
+                break;
+            };
             let field_count = read_i16(rest);
             if field_count == -1 {
                 self.finished = true;
@@ -152,7 +167,10 @@ impl BinaryCopyDecoder {
         if field_count as usize != self.columns.len() {
             return Err(DecodeError::new(
                 "",
-                format!("a row has {field_count} fields, expected {}", self.columns.len()),
+                format!(
+                    "a row has {field_count} fields, expected {}",
+                    self.columns.len()
+                ),
             ));
         }
         let mut offset = 2;
@@ -173,7 +191,11 @@ impl BinaryCopyDecoder {
     }
 
     fn flush(&mut self) -> Result<(), DecodeError> {
-        let arrays: Vec<ArrayRef> = self.columns.iter_mut().map(|column| column.finish()).collect();
+        let arrays: Vec<ArrayRef> = self
+            .columns
+            .iter_mut()
+            .map(|column| column.finish())
+            .collect();
         let options = RecordBatchOptions::new().with_row_count(Some(self.rows));
         let batch = RecordBatch::try_new_with_options(self.schema.clone(), arrays, &options)
             .map_err(|error| DecodeError::new("", error.to_string()))?;
@@ -192,7 +214,10 @@ pub struct DecodeError {
 
 impl DecodeError {
     fn new(column: &str, reason: impl Into<String>) -> Self {
-        DecodeError { column: column.to_string(), reason: reason.into() }
+        DecodeError {
+            column: column.to_string(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -212,7 +237,10 @@ fn expect_length(value: &[u8], length: usize, what: &str) -> Result<(), String> 
     if value.len() == length {
         Ok(())
     } else {
-        Err(format!("a {what} value has {} bytes, expected {length}", value.len()))
+        Err(format!(
+            "a {what} value has {} bytes, expected {length}",
+            value.len()
+        ))
     }
 }
 
@@ -231,21 +259,32 @@ fn new_decoder(kind: &PgKind, capacity: usize) -> Box<dyn ColumnDecoder> {
         PgKind::Oid => Box::new(OidDecoder(Int64Builder::with_capacity(capacity))),
         PgKind::Float4 => Box::new(Float4Decoder(Float32Builder::with_capacity(capacity))),
         PgKind::Float8 => Box::new(Float8Decoder(Float64Builder::with_capacity(capacity))),
-        PgKind::Text | PgKind::AsText => Box::new(TextDecoder { builder: StringBuilder::new(), skip: 0 }),
-        PgKind::Jsonb => Box::new(TextDecoder { builder: StringBuilder::new(), skip: 1 }),
-        PgKind::Uuid => Box::new(UuidDecoder(StringBuilder::with_capacity(capacity, capacity * 36))),
+        PgKind::Text | PgKind::AsText => Box::new(TextDecoder {
+            builder: StringBuilder::new(),
+            skip: 0,
+        }),
+        PgKind::Jsonb => Box::new(TextDecoder {
+            builder: StringBuilder::new(),
+            skip: 1,
+        }),
+        PgKind::Uuid => Box::new(UuidDecoder(StringBuilder::with_capacity(
+            capacity,
+            capacity * 36,
+        ))),
         PgKind::Bytea => Box::new(ByteaDecoder(BinaryBuilder::new())),
         PgKind::Date => Box::new(DateDecoder(Date32Builder::with_capacity(capacity))),
-        PgKind::Time => Box::new(TimeDecoder(Time64MicrosecondBuilder::with_capacity(capacity))),
+        PgKind::Time => Box::new(TimeDecoder(Time64MicrosecondBuilder::with_capacity(
+            capacity,
+        ))),
         PgKind::Timestamp => Box::new(TimestampDecoder {
             builder: TimestampMicrosecondBuilder::with_capacity(capacity),
         }),
         PgKind::TimestampTz => Box::new(TimestampDecoder {
             builder: TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone("UTC"),
         }),
-        PgKind::Interval => {
-            Box::new(IntervalDecoder(IntervalMonthDayNanoBuilder::with_capacity(capacity)))
-        }
+        PgKind::Interval => Box::new(IntervalDecoder(IntervalMonthDayNanoBuilder::with_capacity(
+            capacity,
+        ))),
         PgKind::Numeric { precision, scale } => Box::new(NumericDecoder {
             builder: Decimal128Builder::with_capacity(capacity)
                 .with_precision_and_scale(*precision, *scale)
@@ -282,20 +321,37 @@ macro_rules! fixed_width_decoder {
     };
 }
 
-fixed_width_decoder!(BoolDecoder, BooleanBuilder, 1, "bool", |bytes| bytes[0] != 0);
-fixed_width_decoder!(Int2Decoder, Int16Builder, 2, "int2", |bytes| read_i16(bytes));
-fixed_width_decoder!(Int4Decoder, Int32Builder, 4, "int4", |bytes| read_i32(bytes));
-fixed_width_decoder!(Int8Decoder, Int64Builder, 8, "int8", |bytes| read_i64(bytes));
-fixed_width_decoder!(OidDecoder, Int64Builder, 4, "oid", |bytes| read_i32(bytes) as u32 as i64);
-fixed_width_decoder!(Float4Decoder, Float32Builder, 4, "float4", |bytes| f32::from_bits(
-    read_i32(bytes) as u32
+fixed_width_decoder!(BoolDecoder, BooleanBuilder, 1, "bool", |bytes| bytes[0]
+    != 0);
+fixed_width_decoder!(Int2Decoder, Int16Builder, 2, "int2", |bytes| read_i16(
+    bytes
 ));
-fixed_width_decoder!(Float8Decoder, Float64Builder, 8, "float8", |bytes| f64::from_bits(
-    read_i64(bytes) as u64
+fixed_width_decoder!(Int4Decoder, Int32Builder, 4, "int4", |bytes| read_i32(
+    bytes
 ));
-fixed_width_decoder!(DateDecoder, Date32Builder, 4, "date", |bytes| read_i32(bytes)
-    .saturating_add(PG_EPOCH_DAYS));
-fixed_width_decoder!(TimeDecoder, Time64MicrosecondBuilder, 8, "time", |bytes| read_i64(bytes));
+fixed_width_decoder!(Int8Decoder, Int64Builder, 8, "int8", |bytes| read_i64(
+    bytes
+));
+fixed_width_decoder!(
+    OidDecoder,
+    Int64Builder,
+    4,
+    "oid",
+    |bytes| read_i32(bytes) as u32 as i64
+);
+fixed_width_decoder!(Float4Decoder, Float32Builder, 4, "float4", |bytes| {
+    f32::from_bits(read_i32(bytes) as u32)
+});
+fixed_width_decoder!(Float8Decoder, Float64Builder, 8, "float8", |bytes| {
+    f64::from_bits(read_i64(bytes) as u64)
+});
+fixed_width_decoder!(DateDecoder, Date32Builder, 4, "date", |bytes| read_i32(
+    bytes
+)
+.saturating_add(PG_EPOCH_DAYS));
+fixed_width_decoder!(TimeDecoder, Time64MicrosecondBuilder, 8, "time", |bytes| {
+    read_i64(bytes)
+});
 fixed_width_decoder!(
     IntervalDecoder,
     IntervalMonthDayNanoBuilder,
@@ -320,7 +376,8 @@ impl ColumnDecoder for TextDecoder {
             None => self.builder.append_null(),
             Some(bytes) => {
                 let bytes = bytes.get(self.skip..).ok_or("an empty jsonb value")?;
-                let text = std::str::from_utf8(bytes).map_err(|error| format!("invalid UTF-8: {error}"))?;
+                let text = std::str::from_utf8(bytes)
+                    .map_err(|error| format!("invalid UTF-8: {error}"))?;
                 self.builder.append_value(text);
             }
         }
@@ -340,7 +397,8 @@ impl ColumnDecoder for UuidDecoder {
             Some(bytes) => {
                 let uuid = uuid::Uuid::from_slice(bytes).map_err(|error| error.to_string())?;
                 let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-                self.0.append_value(uuid.hyphenated().encode_lower(&mut text));
+                self.0
+                    .append_value(uuid.hyphenated().encode_lower(&mut text));
             }
         }
         Ok(())
@@ -380,7 +438,8 @@ impl ColumnDecoder for TimestampDecoder {
                 if micros == i64::MAX || micros == i64::MIN {
                     self.builder.append_null();
                 } else {
-                    self.builder.append_value(micros.saturating_add(PG_EPOCH_MICROS));
+                    self.builder
+                        .append_value(micros.saturating_add(PG_EPOCH_MICROS));
                 }
             }
         }
@@ -505,7 +564,9 @@ impl ColumnDecoder for ArrayDecoder {
                 self.element.append(None)?;
             } else {
                 let end = position + length as usize;
-                let element = bytes.get(position..end).ok_or("an array value ends early")?;
+                let element = bytes
+                    .get(position..end)
+                    .ok_or("an array value ends early")?;
                 self.element.append(Some(element))?;
                 position = end;
             }
@@ -547,20 +608,32 @@ mod tests {
     #[test]
     fn numeric_values_keep_their_scale() {
         // 12.5 = digits [12, 5000], weight 0
-        assert_eq!(numeric_to_i128(&numeric(0, 0, 1, &[12, 5000]), 1).unwrap(), Some(125));
+        assert_eq!(
+            numeric_to_i128(&numeric(0, 0, 1, &[12, 5000]), 1).unwrap(),
+            Some(125)
+        );
         // -0.05 at scale 2 = digits [500], weight -1
-        assert_eq!(numeric_to_i128(&numeric(-1, 0x4000, 2, &[500]), 2).unwrap(), Some(-5));
+        assert_eq!(
+            numeric_to_i128(&numeric(-1, 0x4000, 2, &[500]), 2).unwrap(),
+            Some(-5)
+        );
         // 123456789 = [1, 2345, 6789], weight 2, at scale 3
         assert_eq!(
             numeric_to_i128(&numeric(2, 0, 0, &[1, 2345, 6789]), 3).unwrap(),
             Some(123_456_789_000)
         );
         // 0.123456 rounded to scale 4: 0.1235
-        assert_eq!(numeric_to_i128(&numeric(-1, 0, 6, &[1234, 5600]), 4).unwrap(), Some(1235));
+        assert_eq!(
+            numeric_to_i128(&numeric(-1, 0, 6, &[1234, 5600]), 4).unwrap(),
+            Some(1235)
+        );
         // 0 has no digits
         assert_eq!(numeric_to_i128(&numeric(0, 0, 0, &[]), 2).unwrap(), Some(0));
         // NaN
-        assert_eq!(numeric_to_i128(&numeric(0, 0xC000, 0, &[]), 2).unwrap(), None);
+        assert_eq!(
+            numeric_to_i128(&numeric(0, 0xC000, 0, &[]), 2).unwrap(),
+            None
+        );
     }
 
     #[test]
@@ -595,7 +668,10 @@ mod tests {
         let mut batches = decoder.take_ready();
         assert_eq!(batches.len(), 1);
         batches.extend(decoder.finish().unwrap());
-        assert_eq!(batches.iter().map(|batch| batch.num_rows()).sum::<usize>(), 3);
+        assert_eq!(
+            batches.iter().map(|batch| batch.num_rows()).sum::<usize>(),
+            3
+        );
         let ids = batches[1].column(0).as_primitive::<Int32Type>();
         assert_eq!(ids.value(0), 3);
         assert!(batches[0].column(1).is_null(1));

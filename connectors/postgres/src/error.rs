@@ -7,13 +7,25 @@ use datafusion::error::DataFusionError;
 pub enum PostgresError {
     /// The database cannot be reached (refused, timed out, connection lost).
     #[error("catalog `{catalog}` is unavailable: cannot reach PostgreSQL at {target}: {reason}")]
-    Unavailable { catalog: String, target: String, reason: String },
+    Unavailable {
+        catalog: String,
+        target: String,
+        reason: String,
+    },
     /// Postgres answered with an error of its own; `sqlstate` is Postgres's code.
     #[error("catalog `{catalog}`: PostgreSQL error: {message}")]
-    Server { catalog: String, sqlstate: String, message: String },
+    Server {
+        catalog: String,
+        sqlstate: String,
+        message: String,
+    },
     /// The rows Postgres sent could not be decoded.
     #[error("catalog `{catalog}`: cannot decode a value of column `{column}`: {reason}")]
-    Decode { catalog: String, column: String, reason: String },
+    Decode {
+        catalog: String,
+        column: String,
+        reason: String,
+    },
 }
 
 impl PostgresError {
@@ -58,7 +70,11 @@ impl PostgresError {
             Some(source) => format!("{error}: {source}"),
             None => error.to_string(),
         };
-        PostgresError::Unavailable { catalog: catalog.into(), target: target.into(), reason }
+        PostgresError::Unavailable {
+            catalog: catalog.into(),
+            target: target.into(),
+            reason,
+        }
     }
 }
 

@@ -79,7 +79,10 @@ pub struct PostgresCatalog {
 
 impl fmt::Debug for PostgresCatalog {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PostgresCatalog").field("name", &self.name).field("target", &self.pool.target()).finish()
+        f.debug_struct("PostgresCatalog")
+            .field("name", &self.name)
+            .field("target", &self.pool.target())
+            .finish()
     }
 }
 
@@ -120,17 +123,25 @@ impl PostgresCatalog {
     fn record<T>(&self, result: &Result<T, PostgresError>) {
         let state = match result {
             Ok(_) => CatalogState::Available,
-            Err(PostgresError::Unavailable { .. }) => {
-                CatalogState::Unavailable(result.as_ref().err().map(ToString::to_string).unwrap_or_default())
-            }
+            Err(PostgresError::Unavailable { .. }) => CatalogState::Unavailable(
+                result
+                    .as_ref()
+                    .err()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+            ),
             // The database answered: it is reachable even if the statement failed.
             Err(_) => CatalogState::Available,
         };
         let mut guard = self.state.write();
         if guard.0 != state {
             match &state {
-                CatalogState::Available => tracing::info!(catalog = %self.name, target = %self.pool.target(), "postgres catalog available"),
-                CatalogState::Unavailable(error) => tracing::warn!(catalog = %self.name, %error, "postgres catalog unavailable"),
+                CatalogState::Available => {
+                    tracing::info!(catalog = %self.name, target = %self.pool.target(), "postgres catalog available")
+                }
+                CatalogState::Unavailable(error) => {
+                    tracing::warn!(catalog = %self.name, %error, "postgres catalog unavailable")
+                }
                 CatalogState::Unknown => {}
             }
         }
@@ -154,7 +165,11 @@ impl PostgresCatalog {
                AND c.relkind IN ('r', 'v', 'm', 'p', 'f') AND NOT c.relispartition \
              WHERE {SYSTEM_SCHEMA_FILTER} ORDER BY 1, 2"
         );
-        let rows = client.client().query(&query, &[]).await.map_err(|e| self.pool.error(e))?;
+        let rows = client
+            .client()
+            .query(&query, &[])
+            .await
+            .map_err(|e| self.pool.error(e))?;
         let mut listing = Listing::default();
         for row in rows {
             let schema: String = row.get(0);
@@ -170,14 +185,22 @@ impl PostgresCatalog {
     }
 
     fn schema_allowed(&self, schema: &str) -> bool {
-        self.allowed_schemas.as_ref().is_none_or(|allowed| allowed.iter().any(|s| s == schema))
+        self.allowed_schemas
+            .as_ref()
+            .is_none_or(|allowed| allowed.iter().any(|s| s == schema))
     }
 
     /// Loads one table's columns; `None` if it does not exist.
-    async fn load_table(&self, schema: &str, table: &str) -> Result<Option<PostgresTable>, PostgresError> {
+    async fn load_table(
+        &self,
+        schema: &str,
+        table: &str,
+    ) -> Result<Option<PostgresTable>, PostgresError> {
         let result = self.load_columns(schema, table).await;
         self.record(&result);
-        let Some((columns, table_type)) = result? else { return Ok(None) };
+        let Some((columns, table_type)) = result? else {
+            return Ok(None);
+        };
         {
             let mut listing = self.listing.write();
             let tables = listing.schemas.entry(schema.to_string()).or_default();
@@ -186,7 +209,12 @@ impl PostgresCatalog {
                 tables.sort();
             }
         }
-        let schema_ref = Arc::new(Schema::new(columns.iter().map(PgColumn::arrow_field).collect::<Vec<_>>()));
+        let schema_ref = Arc::new(Schema::new(
+            columns
+                .iter()
+                .map(PgColumn::arrow_field)
+                .collect::<Vec<_>>(),
+        ));
         Ok(Some(PostgresTable {
             catalog: self.name.clone(),
             pool: self.pool.clone(),
@@ -215,7 +243,9 @@ impl PostgresCatalog {
             )
             .await
             .map_err(|e| self.pool.error(e))?;
-        let Some(relation) = relation else { return Ok(None) };
+        let Some(relation) = relation else {
+            return Ok(None);
+        };
         let oid: u32 = relation.get(0);
         let relkind: String = relation.get(1);
         let rows = client
@@ -253,7 +283,10 @@ impl PostgresCatalog {
     }
 
     fn schema_provider(self: &Arc<Self>, name: &str) -> Arc<dyn SchemaProvider> {
-        Arc::new(PostgresSchema { catalog: self.clone(), name: name.to_string() })
+        Arc::new(PostgresSchema {
+            catalog: self.clone(),
+            name: name.to_string(),
+        })
     }
 }
 
@@ -293,7 +326,13 @@ impl SchemaProvider for PostgresSchema {
     }
 
     fn table_names(&self) -> Vec<String> {
-        self.catalog.listing.read().schemas.get(&self.name).cloned().unwrap_or_default()
+        self.catalog
+            .listing
+            .read()
+            .schemas
+            .get(&self.name)
+            .cloned()
+            .unwrap_or_default()
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
@@ -339,8 +378,13 @@ impl TableProvider for PostgresTable {
         self.table_type
     }
 
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
-        let translator = FilterTranslator { columns: &self.columns };
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        let translator = FilterTranslator {
+            columns: &self.columns,
+        };
         Ok(filters
             .iter()
             .map(|filter| match translator.translate(filter) {
@@ -367,12 +411,16 @@ impl TableProvider for PostgresTable {
             select_list(&selected),
             qualified_table(&self.schema_name, &self.table_name)
         );
-        let translator = FilterTranslator { columns: &self.columns };
+        let translator = FilterTranslator {
+            columns: &self.columns,
+        };
         let mut conditions = Vec::with_capacity(filters.len());
         for filter in filters {
             // Only filters reported Exact reach here; failing now would silently drop one.
             let condition = translator.translate(filter).ok_or_else(|| {
-                DataFusionError::Internal(format!("filter {filter} was accepted but cannot be translated"))
+                DataFusionError::Internal(format!(
+                    "filter {filter} was accepted but cannot be translated"
+                ))
             })?;
             conditions.push(condition);
         }
@@ -423,7 +471,15 @@ impl PostgresScanExec {
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
-        PostgresScanExec { catalog, pool, query, schema, kinds, batch_size, properties }
+        PostgresScanExec {
+            catalog,
+            pool,
+            query,
+            schema,
+            kinds,
+            batch_size,
+            properties,
+        }
     }
 
     /// The exact statement sent to Postgres.
@@ -434,7 +490,11 @@ impl PostgresScanExec {
 
 impl DisplayAs for PostgresScanExec {
     fn fmt_as(&self, _format: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PostgresScanExec: catalog={}, sql={}", self.catalog, self.query)
+        write!(
+            f,
+            "PostgresScanExec: catalog={}, sql={}",
+            self.catalog, self.query
+        )
     }
 }
 
@@ -455,15 +515,27 @@ impl ExecutionPlan for PostgresScanExec {
         vec![]
     }
 
-    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         Ok(self)
     }
 
-    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
         if partition != 0 {
-            return Err(DataFusionError::Internal(format!("PostgresScanExec has one partition, asked for {partition}")));
+            return Err(DataFusionError::Internal(format!(
+                "PostgresScanExec has one partition, asked for {partition}"
+            )));
         }
-        let batch_size = self.batch_size.min(context.session_config().batch_size()).max(1);
+        let batch_size = self
+            .batch_size
+            .min(context.session_config().batch_size())
+            .max(1);
         let mut builder = RecordBatchReceiverStreamBuilder::new(self.schema.clone(), 2);
         let sender = builder.tx();
         let pool = self.pool.clone();
@@ -476,7 +548,11 @@ impl ExecutionPlan for PostgresScanExec {
         builder.spawn(async move {
             let mut client = pool.get().await?;
             client.mark_busy();
-            let stream = client.client().copy_out(statement.as_str()).await.map_err(|e| pool.error(e))?;
+            let stream = client
+                .client()
+                .copy_out(statement.as_str())
+                .await
+                .map_err(|e| pool.error(e))?;
             futures::pin_mut!(stream);
             let mut decoder = BinaryCopyDecoder::new(schema, &kinds, batch_size);
             let decode_error = |error: DecodeError| PostgresError::Decode {

@@ -8,10 +8,10 @@ use datafusion::arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use futures::SinkExt;
 
+use crate::PostgresCatalog;
 use crate::error::PostgresError;
 use crate::sql::{qualified_table, quote_identifier};
 use crate::types::PG_TYPE_METADATA_KEY;
-use crate::PostgresCatalog;
 
 /// The Postgres type for a column: the field's `fjord.postgres_type` metadata if present
 /// (for uuid, jsonb or numeric(p,s)), otherwise the natural type of its Arrow type.
@@ -30,9 +30,10 @@ pub fn postgres_type_for(field: &Field) -> Option<String> {
         DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "bytea".into(),
         DataType::Date32 | DataType::Date64 => "date".into(),
         DataType::Time64(_) | DataType::Time32(_) => "time".into(),
-        DataType::Timestamp(TimeUnit::Second | TimeUnit::Millisecond | TimeUnit::Microsecond | TimeUnit::Nanosecond, None) => {
-            "timestamp".into()
-        }
+        DataType::Timestamp(
+            TimeUnit::Second | TimeUnit::Millisecond | TimeUnit::Microsecond | TimeUnit::Nanosecond,
+            None,
+        ) => "timestamp".into(),
         DataType::Timestamp(_, Some(_)) => "timestamptz".into(),
         DataType::Decimal128(p, s) => format!("numeric({p},{s})"),
         _ => return None,
@@ -57,15 +58,26 @@ impl PostgresCatalog {
         };
         let mut columns = Vec::new();
         for field in arrow_schema.fields() {
-            let pg_type = postgres_type_for(field)
-                .ok_or_else(|| decode(format!("column `{}` has type {} with no Postgres counterpart", field.name(), field.data_type())))?;
+            let pg_type = postgres_type_for(field).ok_or_else(|| {
+                decode(format!(
+                    "column `{}` has type {} with no Postgres counterpart",
+                    field.name(),
+                    field.data_type()
+                ))
+            })?;
             // Types come from fjord's own metadata or the table above; they are not user text,
             // but keep them to a conservative alphabet all the same.
-            if !pg_type.chars().all(|c| c.is_ascii_alphanumeric() || " (),_".contains(c)) {
+            if !pg_type
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || " (),_".contains(c))
+            {
                 return Err(decode(format!("invalid Postgres type `{pg_type}`")));
             }
             let not_null = if field.is_nullable() { "" } else { " NOT NULL" };
-            columns.push(format!("{} {pg_type}{not_null}", quote_identifier(field.name())));
+            columns.push(format!(
+                "{} {pg_type}{not_null}",
+                quote_identifier(field.name())
+            ));
         }
         if let Some(key) = primary_key {
             columns.push(format!("PRIMARY KEY ({})", quote_identifier(key)));
@@ -79,10 +91,22 @@ impl PostgresCatalog {
             quote_identifier(schema),
             columns.join(", ")
         );
-        client.client().batch_execute(&transaction_sql).await.map_err(|e| pool.error(e))?;
-        let column_list: Vec<String> = arrow_schema.fields().iter().map(|f| quote_identifier(f.name())).collect();
+        client
+            .client()
+            .batch_execute(&transaction_sql)
+            .await
+            .map_err(|e| pool.error(e))?;
+        let column_list: Vec<String> = arrow_schema
+            .fields()
+            .iter()
+            .map(|f| quote_identifier(f.name()))
+            .collect();
         let copy = format!("COPY {target} ({}) FROM STDIN", column_list.join(", "));
-        let sink = client.client().copy_in::<_, bytes::Bytes>(copy.as_str()).await.map_err(|e| pool.error(e))?;
+        let sink = client
+            .client()
+            .copy_in::<_, bytes::Bytes>(copy.as_str())
+            .await
+            .map_err(|e| pool.error(e))?;
         futures::pin_mut!(sink);
         let options = FormatOptions::default().with_display_error(true);
         for batch in batches {
@@ -106,15 +130,23 @@ impl PostgresCatalog {
                 }
                 buffer.put_u8(b'\n');
                 if buffer.len() > 1 << 20 {
-                    sink.send(buffer.split().freeze()).await.map_err(|e| pool.error(e))?;
+                    sink.send(buffer.split().freeze())
+                        .await
+                        .map_err(|e| pool.error(e))?;
                 }
             }
             if !buffer.is_empty() {
-                sink.send(buffer.freeze()).await.map_err(|e| pool.error(e))?;
+                sink.send(buffer.freeze())
+                    .await
+                    .map_err(|e| pool.error(e))?;
             }
         }
         let rows = sink.finish().await.map_err(|e| pool.error(e))?;
-        client.client().batch_execute("COMMIT").await.map_err(|e| pool.error(e))?;
+        client
+            .client()
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| pool.error(e))?;
         client.mark_idle();
         Ok(rows)
     }

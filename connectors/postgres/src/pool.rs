@@ -29,7 +29,10 @@ pub(crate) struct PooledClient {
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool").field("catalog", &self.catalog).field("target", &self.target).finish()
+        f.debug_struct("Pool")
+            .field("catalog", &self.catalog)
+            .field("target", &self.target)
+            .finish()
     }
 }
 
@@ -61,7 +64,12 @@ impl Pool {
 
     /// Borrows a connection, opening one if no healthy idle one is left.
     pub(crate) async fn get(self: &Arc<Self>) -> Result<PooledClient, PostgresError> {
-        let permit = self.permits.clone().acquire_owned().await.expect("pool semaphore is never closed");
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("pool semaphore is never closed");
         loop {
             let candidate = self.idle.lock().pop();
             match candidate {
@@ -93,9 +101,11 @@ impl Pool {
             reason,
         };
         let mut config: tokio_postgres::Config =
-            self.connection_string.parse().map_err(|error: tokio_postgres::Error| {
-                unavailable(format!("invalid connection settings: {error}"))
-            })?;
+            self.connection_string
+                .parse()
+                .map_err(|error: tokio_postgres::Error| {
+                    unavailable(format!("invalid connection settings: {error}"))
+                })?;
         config.connect_timeout(self.connect_timeout);
         config.application_name("fjord");
         let connecting = config.connect(NoTls);
@@ -140,7 +150,9 @@ impl PooledClient {
 
 impl Drop for PooledClient {
     fn drop(&mut self) {
-        let Some(client) = self.client.take() else { return };
+        let Some(client) = self.client.take() else {
+            return;
+        };
         if self.busy {
             // The consumer went away mid-statement: ask Postgres to stop working on it, and
             // close this connection rather than reuse it in an unknown protocol state.

@@ -107,9 +107,15 @@ impl<'a> FilterTranslator<'a> {
                     return None;
                 }
                 let mut sql = self.column_sql(&in_list.expr, false)?;
-                sql.push_str(if in_list.negated { " NOT IN (" } else { " IN (" });
+                sql.push_str(if in_list.negated {
+                    " NOT IN ("
+                } else {
+                    " IN ("
+                });
                 for (index, item) in in_list.list.iter().enumerate() {
-                    let Expr::Literal(value, _) = item else { return None };
+                    let Expr::Literal(value, _) = item else {
+                        return None;
+                    };
                     if index > 0 {
                         sql.push_str(", ");
                     }
@@ -118,7 +124,12 @@ impl<'a> FilterTranslator<'a> {
                 sql.push(')');
                 Some(format!("({sql})"))
             }
-            Expr::Between(Between { expr, negated, low, high }) => {
+            Expr::Between(Between {
+                expr,
+                negated,
+                low,
+                high,
+            }) => {
                 let column = self.column(expr)?;
                 let (Expr::Literal(low, _), Expr::Literal(high, _)) = (low.as_ref(), high.as_ref())
                 else {
@@ -132,7 +143,13 @@ impl<'a> FilterTranslator<'a> {
                     literal_for(column, high)?
                 ))
             }
-            Expr::Like(Like { negated, expr, pattern, escape_char, case_insensitive }) => {
+            Expr::Like(Like {
+                negated,
+                expr,
+                pattern,
+                escape_char,
+                case_insensitive,
+            }) => {
                 let column = self.column(expr)?;
                 if !matches!(column.kind, PgKind::Text) && !column.kind.is_text_view() {
                     return None;
@@ -192,7 +209,9 @@ impl<'a> FilterTranslator<'a> {
     fn comparison(&self, left: &'a Expr, op: Operator, right: &'a Expr) -> Option<String> {
         let (column_expr, column, value, op) = match (self.operand(left)?, self.operand(right)?) {
             (Operand::Column(column), Operand::Literal(value)) => (left, column, value, op),
-            (Operand::Literal(value), Operand::Column(column)) => (right, column, value, op.swap()?),
+            (Operand::Literal(value), Operand::Column(column)) => {
+                (right, column, value, op.swap()?)
+            }
             _ => return None,
         };
         if value.is_null() {
@@ -224,7 +243,10 @@ impl<'a> FilterTranslator<'a> {
         }
         let ordered = !matches!(op, Operator::Eq | Operator::NotEq);
         let column_sql = self.column_sql(column_expr, ordered)?;
-        Some(format!("({column_sql} {symbol} {})", literal_for(column, value)?))
+        Some(format!(
+            "({column_sql} {symbol} {})",
+            literal_for(column, value)?
+        ))
     }
 }
 
@@ -238,10 +260,11 @@ fn literal_for(column: &PgColumn, value: &ScalarValue) -> Option<String> {
         (K::Text, V::Utf8(Some(text)) | V::Utf8View(Some(text)) | V::LargeUtf8(Some(text))) => {
             quote_literal(text)
         }
-        (
-            kind,
-            V::Utf8(Some(text)) | V::Utf8View(Some(text)) | V::LargeUtf8(Some(text)),
-        ) if kind.is_text_view() => quote_literal(text),
+        (kind, V::Utf8(Some(text)) | V::Utf8View(Some(text)) | V::LargeUtf8(Some(text)))
+            if kind.is_text_view() =>
+        {
+            quote_literal(text)
+        }
         (K::Bool, V::Boolean(Some(b))) => Some(if *b { "TRUE" } else { "FALSE" }.to_string()),
         (K::Int2 | K::Int4 | K::Int8 | K::Oid | K::Numeric { .. }, scalar) => match scalar {
             V::Int8(Some(v)) => integer(*v as i128),
@@ -252,7 +275,9 @@ fn literal_for(column: &PgColumn, value: &ScalarValue) -> Option<String> {
             V::UInt16(Some(v)) => integer(*v as i128),
             V::UInt32(Some(v)) => integer(*v as i128),
             V::UInt64(Some(v)) => integer(*v as i128),
-            V::Decimal128(Some(v), _, scale) => Some(format!("{}::numeric", decimal_text(*v, *scale))),
+            V::Decimal128(Some(v), _, scale) => {
+                Some(format!("{}::numeric", decimal_text(*v, *scale)))
+            }
             _ => None,
         },
         (K::Float4 | K::Float8, scalar) => {
@@ -283,7 +308,10 @@ fn literal_for(column: &PgColumn, value: &ScalarValue) -> Option<String> {
             Some(format!("'{}'::timestamp", timestamp_text(nanos / 1000)?))
         }
         (K::TimestampTz, V::TimestampNanosecond(Some(nanos), Some(_))) if nanos % 1000 == 0 => {
-            Some(format!("'{}+00'::timestamptz", timestamp_text(nanos / 1000)?))
+            Some(format!(
+                "'{}+00'::timestamptz",
+                timestamp_text(nanos / 1000)?
+            ))
         }
         _ => None,
     }
@@ -291,7 +319,12 @@ fn literal_for(column: &PgColumn, value: &ScalarValue) -> Option<String> {
 
 fn timestamp_text(micros: i64) -> Option<String> {
     let timestamp = chrono::DateTime::from_timestamp_micros(micros)?;
-    Some(timestamp.naive_utc().format("%Y-%m-%d %H:%M:%S%.6f").to_string())
+    Some(
+        timestamp
+            .naive_utc()
+            .format("%Y-%m-%d %H:%M:%S%.6f")
+            .to_string(),
+    )
 }
 
 fn decimal_text(value: i128, scale: i8) -> String {
@@ -321,7 +354,12 @@ mod tests {
     use datafusion::prelude::{col, lit};
 
     fn column(name: &str, kind: PgKind) -> PgColumn {
-        PgColumn { name: name.into(), type_name: String::new(), kind, nullable: true }
+        PgColumn {
+            name: name.into(),
+            type_name: String::new(),
+            kind,
+            nullable: true,
+        }
     }
 
     #[test]
@@ -337,11 +375,19 @@ mod tests {
             column("name", PgKind::Text),
             column("age", PgKind::Int4),
             column("cat_id", PgKind::Uuid),
-            column("weight_kg", PgKind::Numeric { precision: 4, scale: 1 }),
+            column(
+                "weight_kg",
+                PgKind::Numeric {
+                    precision: 4,
+                    scale: 1,
+                },
+            ),
         ];
         let translator = FilterTranslator { columns: &columns };
         assert_eq!(
-            translator.translate(&col("name").eq(lit("O'Malley"))).unwrap(),
+            translator
+                .translate(&col("name").eq(lit("O'Malley")))
+                .unwrap(),
             r#"("name" = 'O''Malley')"#
         );
         assert_eq!(
@@ -349,7 +395,9 @@ mod tests {
             r#"("name" COLLATE "C" > 'M')"#
         );
         assert_eq!(
-            translator.translate(&lit(3).lt(col("age")).and(col("age").is_not_null())).unwrap(),
+            translator
+                .translate(&lit(3).lt(col("age")).and(col("age").is_not_null()))
+                .unwrap(),
             r#"(("age" > 3) AND ("age" IS NOT NULL))"#
         );
         let id = "5b0e7d3c-1f1a-4c55-9a43-8f1f2a6c1e11";
@@ -358,7 +406,9 @@ mod tests {
             format!(r#"("cat_id" = '{id}'::uuid)"#)
         );
         assert_eq!(
-            translator.translate(&col("cat_id").eq(lit("not-a-uuid"))).unwrap(),
+            translator
+                .translate(&col("cat_id").eq(lit("not-a-uuid")))
+                .unwrap(),
             r#"("cat_id"::text = 'not-a-uuid')"#
         );
         assert_eq!(

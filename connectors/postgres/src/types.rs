@@ -33,7 +33,10 @@ pub enum PgKind {
     Timestamp,
     TimestampTz,
     Interval,
-    Numeric { precision: u8, scale: i8 },
+    Numeric {
+        precision: u8,
+        scale: i8,
+    },
     /// One-dimensional arrays of a mapped element type.
     Array(Box<PgKind>),
     /// Any other type, read through its text output (`column::text`).
@@ -114,7 +117,10 @@ fn numeric_kind(typmod: i32) -> PgKind {
         // Wider than Decimal128 (or a negative scale): exact through text.
         PgKind::AsText
     } else {
-        PgKind::Numeric { precision: precision as u8, scale: scale as i8 }
+        PgKind::Numeric {
+            precision: precision as u8,
+            scale: scale as i8,
+        }
     }
 }
 
@@ -131,7 +137,9 @@ pub struct PgColumn {
 impl PgColumn {
     pub fn arrow_field(&self) -> Field {
         Field::new(&self.name, self.kind.data_type(), self.nullable).with_metadata(
-            [(PG_TYPE_METADATA_KEY.to_string(), self.type_name.clone())].into_iter().collect(),
+            [(PG_TYPE_METADATA_KEY.to_string(), self.type_name.clone())]
+                .into_iter()
+                .collect(),
         )
     }
 }
@@ -145,16 +153,34 @@ mod tests {
         // numeric(4,1): typmod = ((4 << 16) | 1) + 4
         assert_eq!(
             PgKind::from_type(1700, (4 << 16 | 1) + 4, None),
-            PgKind::Numeric { precision: 4, scale: 1 }
+            PgKind::Numeric {
+                precision: 4,
+                scale: 1
+            }
         );
-        assert_eq!(PgKind::from_type(1700, -1, None), PgKind::Numeric { precision: 38, scale: 10 });
-        assert_eq!(PgKind::from_type(1700, (60 << 16 | 2) + 4, None), PgKind::AsText);
+        assert_eq!(
+            PgKind::from_type(1700, -1, None),
+            PgKind::Numeric {
+                precision: 38,
+                scale: 10
+            }
+        );
+        assert_eq!(
+            PgKind::from_type(1700, (60 << 16 | 2) + 4, None),
+            PgKind::AsText
+        );
     }
 
     #[test]
     fn arrays_of_mapped_types_are_lists() {
-        assert_eq!(PgKind::from_type(1007, -1, Some(23)), PgKind::Array(Box::new(PgKind::Int4)));
-        assert_eq!(PgKind::from_type(1009, -1, Some(25)), PgKind::Array(Box::new(PgKind::Text)));
+        assert_eq!(
+            PgKind::from_type(1007, -1, Some(23)),
+            PgKind::Array(Box::new(PgKind::Int4))
+        );
+        assert_eq!(
+            PgKind::from_type(1009, -1, Some(25)),
+            PgKind::Array(Box::new(PgKind::Text))
+        );
         assert_eq!(PgKind::from_type(1002, -1, Some(18)), PgKind::AsText);
         assert_eq!(PgKind::from_type(18, -1, None), PgKind::AsText);
         assert_eq!(PgKind::from_type(869, -1, None), PgKind::AsText);

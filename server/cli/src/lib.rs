@@ -36,12 +36,22 @@ impl RunningServer {
         }
         let server = PgServer::bind(&config.server.postgres_listen, engine.clone())
             .await
-            .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", config.server.postgres_listen))?;
+            .map_err(|error| {
+                anyhow::anyhow!(
+                    "cannot listen on {}: {error}",
+                    config.server.postgres_listen
+                )
+            })?;
         let postgres_address = server.local_addr()?;
         let shutdown = CancellationToken::new();
         let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
         let task = tokio::spawn(server.run(shutdown.clone(), grace));
-        Ok(RunningServer { engine, postgres_address, shutdown, task })
+        Ok(RunningServer {
+            engine,
+            postgres_address,
+            shutdown,
+            task,
+        })
     }
 
     /// The token whose cancellation starts a graceful shutdown.

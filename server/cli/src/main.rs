@@ -75,9 +75,16 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config, ConfigError> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cli.log));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
@@ -86,8 +93,17 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve { config, listen, no_demo } => serve(config, listen, no_demo).await,
-            Command::Demo { config, interactions, days, seed } => demo(config, interactions, days, seed).await,
+            Command::Serve {
+                config,
+                listen,
+                no_demo,
+            } => serve(config, listen, no_demo).await,
+            Command::Demo {
+                config,
+                interactions,
+                days,
+                seed,
+            } => demo(config, interactions, days, seed).await,
             Command::CheckConfig { file } => check_config(file),
         }
     });
@@ -100,7 +116,11 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(path: Option<PathBuf>, listen: Option<String>, no_demo: bool) -> anyhow::Result<ExitCode> {
+async fn serve(
+    path: Option<PathBuf>,
+    listen: Option<String>,
+    no_demo: bool,
+) -> anyhow::Result<ExitCode> {
     let mut config = load_config(path.as_ref())?;
     if let Some(listen) = listen {
         config.server.postgres_listen = listen;
@@ -143,7 +163,12 @@ async fn wait_for_signal() {
     }
 }
 
-async fn demo(path: Option<PathBuf>, interactions: Option<usize>, days: Option<u32>, seed: Option<u64>) -> anyhow::Result<ExitCode> {
+async fn demo(
+    path: Option<PathBuf>,
+    interactions: Option<usize>,
+    days: Option<u32>,
+    seed: Option<u64>,
+) -> anyhow::Result<ExitCode> {
     let mut config = load_config(path.as_ref())?;
     if let Some(interactions) = interactions {
         config.demo.interactions = interactions;
@@ -172,9 +197,14 @@ async fn demo(path: Option<PathBuf>, interactions: Option<usize>, days: Option<u
 fn check_config(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     match load_config(path.as_ref()) {
         Ok(config) => {
-            let name = path.map(|p| p.display().to_string()).unwrap_or_else(|| fjord_config::DEFAULT_CONFIG_NAME.into());
-            let catalogs: Vec<String> =
-                config.catalogs.iter().map(|(name, catalog)| format!("{name} ({})", catalog.type_name())).collect();
+            let name = path
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| fjord_config::DEFAULT_CONFIG_NAME.into());
+            let catalogs: Vec<String> = config
+                .catalogs
+                .iter()
+                .map(|(name, catalog)| format!("{name} ({})", catalog.type_name()))
+                .collect();
             println!("{name}: ok; catalogs: {}", catalogs.join(", "));
             Ok(ExitCode::SUCCESS)
         }

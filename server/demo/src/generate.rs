@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, Date32Builder, Decimal128Builder, Float64Builder, Int32Builder, Int64Builder, RecordBatch,
-    StringBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, Date32Builder, Decimal128Builder, Float64Builder, Int32Builder, Int64Builder,
+    RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use fjord_config::DemoConfig;
@@ -20,7 +20,12 @@ use rand_chacha::ChaCha8Rng;
 use crate::GeneratedTable;
 
 /// The four raw tables, one per Kafka topic.
-pub const RAW_TABLES: [&str; 4] = ["cat_interactions_raw", "cat_wellness_iot_raw", "visitor_checkins_raw", "cafe_orders_raw"];
+pub const RAW_TABLES: [&str; 4] = [
+    "cat_interactions_raw",
+    "cat_wellness_iot_raw",
+    "visitor_checkins_raw",
+    "cafe_orders_raw",
+];
 
 /// End of the generated history: 2026-11-01T00:00:00Z, in microseconds since the epoch.
 pub const HISTORY_END: i64 = 1_793_491_200_000_000;
@@ -32,18 +37,61 @@ const DAY_MICROS: i64 = 86_400_000_000;
 const UTC: &str = "+00:00";
 
 const CAT_NAMES: &[&str] = &[
-    "Whiskers", "Luna", "Milo", "Oliver", "Leo", "Bella", "Simba", "Nala", "Chloe", "Loki", "Mochi", "Pumpkin",
-    "Shadow", "Ginger", "Pepper", "Oreo", "Tiger", "Smokey", "Cleo", "Jasper", "Willow", "Biscuit", "Misty", "Felix",
+    "Whiskers", "Luna", "Milo", "Oliver", "Leo", "Bella", "Simba", "Nala", "Chloe", "Loki",
+    "Mochi", "Pumpkin", "Shadow", "Ginger", "Pepper", "Oreo", "Tiger", "Smokey", "Cleo", "Jasper",
+    "Willow", "Biscuit", "Misty", "Felix",
 ];
 const CAT_ARCHETYPES: &[&str] = &[
-    "Maine Coon", "Siamese", "Tabby", "Persian", "Bengal", "Ragdoll", "Sphynx", "British Shorthair", "Scottish Fold", "Calico",
+    "Maine Coon",
+    "Siamese",
+    "Tabby",
+    "Persian",
+    "Bengal",
+    "Ragdoll",
+    "Sphynx",
+    "British Shorthair",
+    "Scottish Fold",
+    "Calico",
 ];
-const COAT_COLORS: &[&str] = &["black", "white", "orange", "grey", "cream", "brown", "tortoiseshell", "black and white"];
-const VISITOR_FIRST: &[&str] = &["Ada", "Bjorn", "Chen", "Dana", "Emil", "Farah", "Gus", "Hana", "Ivan", "Jonas", "Kari", "Lea", "Mia", "Nils", "Omar", "Pia"];
-const VISITOR_LAST: &[&str] = &["Berg", "Dahl", "Eriksen", "Holm", "Lund", "Moe", "Nilsen", "Strand", "Vik", "Wang"];
-const PERSONAS: &[&str] = &["potential_adopter", "casual_visitor", "family", "cat_lover", "remote_worker"];
-const INTERACTIONS: &[(&str, u32)] = &[("pet", 30), ("play", 20), ("like", 20), ("feed", 15), ("photo", 15)];
-const MENU: &[(&str, i128)] = &[("LATTE", 450), ("CAPPUCCINO", 420), ("TEA", 300), ("CAT_COOKIE", 250), ("CAKE", 550), ("SANDWICH", 890)];
+const COAT_COLORS: &[&str] = &[
+    "black",
+    "white",
+    "orange",
+    "grey",
+    "cream",
+    "brown",
+    "tortoiseshell",
+    "black and white",
+];
+const VISITOR_FIRST: &[&str] = &[
+    "Ada", "Bjorn", "Chen", "Dana", "Emil", "Farah", "Gus", "Hana", "Ivan", "Jonas", "Kari", "Lea",
+    "Mia", "Nils", "Omar", "Pia",
+];
+const VISITOR_LAST: &[&str] = &[
+    "Berg", "Dahl", "Eriksen", "Holm", "Lund", "Moe", "Nilsen", "Strand", "Vik", "Wang",
+];
+const PERSONAS: &[&str] = &[
+    "potential_adopter",
+    "casual_visitor",
+    "family",
+    "cat_lover",
+    "remote_worker",
+];
+const INTERACTIONS: &[(&str, u32)] = &[
+    ("pet", 30),
+    ("play", 20),
+    ("like", 20),
+    ("feed", 15),
+    ("photo", 15),
+];
+const MENU: &[(&str, i128)] = &[
+    ("LATTE", 450),
+    ("CAPPUCCINO", 420),
+    ("TEA", 300),
+    ("CAT_COOKIE", 250),
+    ("CAKE", 550),
+    ("SANDWICH", 890),
+];
 
 /// Everything `fjord demo` writes.
 pub struct DemoWorld {
@@ -58,34 +106,61 @@ pub struct DemoWorld {
 impl DemoWorld {
     pub fn raw_tables(&self) -> Vec<GeneratedTable> {
         vec![
-            (RAW_TABLES[0], self.interactions.0.clone(), self.interactions.1.clone()),
-            (RAW_TABLES[1], self.wellness.0.clone(), self.wellness.1.clone()),
-            (RAW_TABLES[2], self.checkins.0.clone(), self.checkins.1.clone()),
+            (
+                RAW_TABLES[0],
+                self.interactions.0.clone(),
+                self.interactions.1.clone(),
+            ),
+            (
+                RAW_TABLES[1],
+                self.wellness.0.clone(),
+                self.wellness.1.clone(),
+            ),
+            (
+                RAW_TABLES[2],
+                self.checkins.0.clone(),
+                self.checkins.1.clone(),
+            ),
             (RAW_TABLES[3], self.orders.0.clone(), self.orders.1.clone()),
         ]
     }
 
     /// (table, primary key, schema, batches) for Postgres.
-    pub fn postgres_tables(&self) -> Vec<(&'static str, &'static str, SchemaRef, Vec<RecordBatch>)> {
+    pub fn postgres_tables(
+        &self,
+    ) -> Vec<(&'static str, &'static str, SchemaRef, Vec<RecordBatch>)> {
         vec![
             ("cats", "cat_id", self.cats.0.clone(), self.cats.1.clone()),
-            ("visitors", "visitor_id", self.visitors.0.clone(), self.visitors.1.clone()),
+            (
+                "visitors",
+                "visitor_id",
+                self.visitors.0.clone(),
+                self.visitors.1.clone(),
+            ),
         ]
     }
 }
 
 fn rng(seed: u64, stream: u64) -> ChaCha8Rng {
-    ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(stream))
+    ChaCha8Rng::seed_from_u64(
+        seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(stream),
+    )
 }
 
 fn uuid(rng: &mut ChaCha8Rng) -> String {
-    uuid::Builder::from_random_bytes(rng.r#gen()).into_uuid().hyphenated().to_string()
+    uuid::Builder::from_random_bytes(rng.r#gen())
+        .into_uuid()
+        .hyphenated()
+        .to_string()
 }
 
 /// A field whose Postgres type is not the natural one for its Arrow type.
 fn pg_field(name: &str, data_type: DataType, nullable: bool, pg_type: &str) -> Field {
-    Field::new(name, data_type, nullable)
-        .with_metadata(HashMap::from([(fjord_catalog::fjord_postgres_type_key().to_string(), pg_type.to_string())]))
+    Field::new(name, data_type, nullable).with_metadata(HashMap::from([(
+        fjord_catalog::fjord_postgres_type_key().to_string(),
+        pg_type.to_string(),
+    )]))
 }
 
 fn timestamp_type() -> DataType {
@@ -96,17 +171,33 @@ pub fn generate_world(options: &DemoConfig) -> DemoWorld {
     let cats = generate_cats(options);
     let visitors = generate_visitors(options);
     let cat_ids: Vec<String> = cats.1.iter().flat_map(|b| string_column(b, 0)).collect();
-    let visitor_ids: Vec<String> = visitors.1.iter().flat_map(|b| string_column(b, 0)).collect();
+    let visitor_ids: Vec<String> = visitors
+        .1
+        .iter()
+        .flat_map(|b| string_column(b, 0))
+        .collect();
     let interactions = generate_interactions(options, &cat_ids, &visitor_ids);
     let wellness = generate_wellness(options, &cat_ids);
     let checkins = generate_checkins(options, &visitor_ids);
     let orders = generate_orders(options, &visitor_ids);
-    DemoWorld { cats, visitors, interactions, wellness, checkins, orders }
+    DemoWorld {
+        cats,
+        visitors,
+        interactions,
+        wellness,
+        checkins,
+        orders,
+    }
 }
 
 fn string_column(batch: &RecordBatch, index: usize) -> Vec<String> {
     use datafusion::arrow::array::AsArray;
-    batch.column(index).as_string::<i32>().iter().map(|v| v.unwrap_or_default().to_string()).collect()
+    batch
+        .column(index)
+        .as_string::<i32>()
+        .iter()
+        .map(|v| v.unwrap_or_default().to_string())
+        .collect()
 }
 
 fn generate_cats(options: &DemoConfig) -> (SchemaRef, Vec<RecordBatch>) {
@@ -136,16 +227,26 @@ fn generate_cats(options: &DemoConfig) -> (SchemaRef, Vec<RecordBatch>) {
         let mut coats = StringBuilder::new();
         let mut statuses = StringBuilder::new();
         let mut arrived = Date32Builder::new();
-        let mut weights = Decimal128Builder::new().with_precision_and_scale(4, 1).expect("valid decimal");
+        let mut weights = Decimal128Builder::new()
+            .with_precision_and_scale(4, 1)
+            .expect("valid decimal");
         let mut traits = StringBuilder::new();
         for _ in 0..rows {
             number += 1;
             ids.append_value(uuid(&mut rng));
-            names.append_value(format!("{} {}", CAT_NAMES.choose(&mut rng).expect("names"), number));
+            names.append_value(format!(
+                "{} {}",
+                CAT_NAMES.choose(&mut rng).expect("names"),
+                number
+            ));
             ages.append_value(rng.gen_range(0..19));
             archetypes.append_value(CAT_ARCHETYPES.choose(&mut rng).expect("archetypes"));
             coats.append_value(COAT_COLORS.choose(&mut rng).expect("colors"));
-            statuses.append_value(if rng.gen_bool(0.6) { "available" } else { "adopted" });
+            statuses.append_value(if rng.gen_bool(0.6) {
+                "available"
+            } else {
+                "adopted"
+            });
             arrived.append_value(history_end_days - rng.gen_range(1..1095));
             weights.append_value(rng.gen_range(20..=99));
             traits.append_value(format!(
@@ -166,7 +267,8 @@ fn generate_cats(options: &DemoConfig) -> (SchemaRef, Vec<RecordBatch>) {
             Arc::new(weights.finish()),
             Arc::new(traits.finish()),
         ];
-        batches.push(RecordBatch::try_new(schema.clone(), columns).expect("columns match the schema"));
+        batches
+            .push(RecordBatch::try_new(schema.clone(), columns).expect("columns match the schema"));
     }
     (schema, batches)
 }
@@ -190,7 +292,12 @@ fn generate_visitors(options: &DemoConfig) -> (SchemaRef, Vec<RecordBatch>) {
         let last = VISITOR_LAST.choose(&mut rng).expect("names");
         ids.append_value(uuid(&mut rng));
         names.append_value(format!("{first} {last}"));
-        emails.append_value(format!("{}.{}{}@example.com", first.to_lowercase(), last.to_lowercase(), number));
+        emails.append_value(format!(
+            "{}.{}{}@example.com",
+            first.to_lowercase(),
+            last.to_lowercase(),
+            number
+        ));
         personas.append_value(PERSONAS.choose(&mut rng).expect("personas"));
         registered.append_value(HISTORY_END - rng.gen_range(DAY_MICROS..(400 * DAY_MICROS)));
     }
@@ -208,7 +315,9 @@ fn generate_visitors(options: &DemoConfig) -> (SchemaRef, Vec<RecordBatch>) {
 /// Event times, sorted, spread over the history window.
 fn event_times(rng: &mut ChaCha8Rng, count: usize, days: u32) -> Vec<i64> {
     let start = HISTORY_END - days.max(1) as i64 * DAY_MICROS;
-    let mut times: Vec<i64> = (0..count).map(|_| rng.gen_range(start..HISTORY_END)).collect();
+    let mut times: Vec<i64> = (0..count)
+        .map(|_| rng.gen_range(start..HISTORY_END))
+        .collect();
     times.sort_unstable();
     times
 }
@@ -244,15 +353,25 @@ impl KafkaColumns {
         }
     }
 
-    fn append(&mut self, rng: &mut ChaCha8Rng, key: &str, event_time: i64, next_offsets: &mut [i64]) {
-        let partition = (key.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32)) % KAFKA_PARTITIONS as u32) as usize;
+    fn append(
+        &mut self,
+        rng: &mut ChaCha8Rng,
+        key: &str,
+        event_time: i64,
+        next_offsets: &mut [i64],
+    ) {
+        let partition = (key
+            .bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32))
+            % KAFKA_PARTITIONS as u32) as usize;
         let kafka_time = event_time + rng.gen_range(0..2_000_000);
         self.topics.append_value(self.topic);
         self.partitions.append_value(partition as i32);
         self.offsets.append_value(next_offsets[partition]);
         next_offsets[partition] += 1;
         self.timestamps.append_value(kafka_time);
-        self.ingested.append_value(kafka_time + rng.gen_range(200_000..5_000_000));
+        self.ingested
+            .append_value(kafka_time + rng.gen_range(200_000..5_000_000));
     }
 
     fn finish(&mut self, columns: &mut Vec<ArrayRef>) {
@@ -285,7 +404,8 @@ fn event_batches<B>(
         }
         let mut columns = finish(&mut builders);
         kafka.finish(&mut columns);
-        batches.push(RecordBatch::try_new(schema.clone(), columns).expect("columns match the schema"));
+        batches
+            .push(RecordBatch::try_new(schema.clone(), columns).expect("columns match the schema"));
     }
     batches
 }
@@ -302,7 +422,11 @@ fn weighted<'a>(rng: &mut ChaCha8Rng, choices: &'a [(&'a str, u32)]) -> &'a str 
     choices[choices.len() - 1].0
 }
 
-fn generate_interactions(options: &DemoConfig, cats: &[String], visitors: &[String]) -> (SchemaRef, Vec<RecordBatch>) {
+fn generate_interactions(
+    options: &DemoConfig,
+    cats: &[String],
+    visitors: &[String],
+) -> (SchemaRef, Vec<RecordBatch>) {
     let mut fields = vec![
         Field::new("event_id", DataType::Utf8, true),
         Field::new("event_time", timestamp_type(), true),
@@ -315,7 +439,14 @@ fn generate_interactions(options: &DemoConfig, cats: &[String], visitors: &[Stri
     let schema = Arc::new(Schema::new(fields));
     let mut rng = rng(options.seed, 3);
     let times = event_times(&mut rng, options.interactions, options.days);
-    type Builders = (StringBuilder, TimestampMicrosecondBuilder, StringBuilder, StringBuilder, StringBuilder, Int32Builder);
+    type Builders = (
+        StringBuilder,
+        TimestampMicrosecondBuilder,
+        StringBuilder,
+        StringBuilder,
+        StringBuilder,
+        Int32Builder,
+    );
     let builders: Builders = (
         StringBuilder::new(),
         TimestampMicrosecondBuilder::new().with_timezone(UTC),
@@ -368,7 +499,15 @@ fn generate_wellness(options: &DemoConfig, cats: &[String]) -> (SchemaRef, Vec<R
     let schema = Arc::new(Schema::new(fields));
     let mut rng = rng(options.seed, 4);
     let times = event_times(&mut rng, options.interactions / 4, options.days);
-    type Builders = (StringBuilder, TimestampMicrosecondBuilder, StringBuilder, Float64Builder, Int32Builder, Float64Builder, Float64Builder);
+    type Builders = (
+        StringBuilder,
+        TimestampMicrosecondBuilder,
+        StringBuilder,
+        Float64Builder,
+        Int32Builder,
+        Float64Builder,
+        Float64Builder,
+    );
     let builders: Builders = (
         StringBuilder::new(),
         TimestampMicrosecondBuilder::new().with_timezone(UTC),
@@ -391,10 +530,18 @@ fn generate_wellness(options: &DemoConfig, cats: &[String]) -> (SchemaRef, Vec<R
             b.1.append_value(time);
             b.2.append_value(&cat);
             // Mostly healthy cats; a few quiet or thirsty readings for the alert rules.
-            let activity = if rng.gen_bool(0.05) { rng.gen_range(0.0..2.0) } else { rng.gen_range(2.0..10.0) };
+            let activity = if rng.gen_bool(0.05) {
+                rng.gen_range(0.0..2.0)
+            } else {
+                rng.gen_range(2.0..10.0)
+            };
             b.3.append_value(round(activity));
             b.4.append_value(rng.gen_range(120..221));
-            let thirst = if rng.gen_bool(0.03) { rng.gen_range(8.0..14.0) } else { rng.gen_range(0.0..8.0) };
+            let thirst = if rng.gen_bool(0.03) {
+                rng.gen_range(8.0..14.0)
+            } else {
+                rng.gen_range(0.0..8.0)
+            };
             b.5.append_value(round(thirst));
             b.6.append_value(round(rng.gen_range(37.5..39.6)));
             cat
@@ -425,7 +572,12 @@ fn generate_checkins(options: &DemoConfig, visitors: &[String]) -> (SchemaRef, V
     let schema = Arc::new(Schema::new(fields));
     let mut rng = rng(options.seed, 5);
     let times = event_times(&mut rng, options.interactions / 10, options.days);
-    type Builders = (StringBuilder, TimestampMicrosecondBuilder, StringBuilder, StringBuilder);
+    type Builders = (
+        StringBuilder,
+        TimestampMicrosecondBuilder,
+        StringBuilder,
+        StringBuilder,
+    );
     let builders: Builders = (
         StringBuilder::new(),
         TimestampMicrosecondBuilder::new().with_timezone(UTC),
@@ -443,11 +595,20 @@ fn generate_checkins(options: &DemoConfig, visitors: &[String]) -> (SchemaRef, V
             b.0.append_value(uuid(rng));
             b.1.append_value(time);
             b.2.append_value(&visitor);
-            b.3.append_value(if rng.gen_bool(0.5) { "check_in" } else { "check_out" });
+            b.3.append_value(if rng.gen_bool(0.5) {
+                "check_in"
+            } else {
+                "check_out"
+            });
             visitor
         },
         |b: &mut Builders| {
-            vec![Arc::new(b.0.finish()) as ArrayRef, Arc::new(b.1.finish()), Arc::new(b.2.finish()), Arc::new(b.3.finish())]
+            vec![
+                Arc::new(b.0.finish()) as ArrayRef,
+                Arc::new(b.1.finish()),
+                Arc::new(b.2.finish()),
+                Arc::new(b.3.finish()),
+            ]
         },
     );
     (schema, batches)
@@ -467,14 +628,23 @@ fn generate_orders(options: &DemoConfig, visitors: &[String]) -> (SchemaRef, Vec
     let schema = Arc::new(Schema::new(fields));
     let mut rng = rng(options.seed, 6);
     let times = event_times(&mut rng, options.interactions / 20, options.days);
-    type Builders = (StringBuilder, TimestampMicrosecondBuilder, StringBuilder, StringBuilder, StringBuilder, Decimal128Builder);
+    type Builders = (
+        StringBuilder,
+        TimestampMicrosecondBuilder,
+        StringBuilder,
+        StringBuilder,
+        StringBuilder,
+        Decimal128Builder,
+    );
     let builders: Builders = (
         StringBuilder::new(),
         TimestampMicrosecondBuilder::new().with_timezone(UTC),
         StringBuilder::new(),
         StringBuilder::new(),
         StringBuilder::new(),
-        Decimal128Builder::new().with_precision_and_scale(10, 2).expect("valid decimal"),
+        Decimal128Builder::new()
+            .with_precision_and_scale(10, 2)
+            .expect("valid decimal"),
     );
     let batches = event_batches(
         &schema,
@@ -491,7 +661,11 @@ fn generate_orders(options: &DemoConfig, visitors: &[String]) -> (SchemaRef, Vec
                 let (sku, price) = MENU.choose(rng).expect("menu");
                 let quantity: i128 = rng.gen_range(1..3);
                 total += price * quantity;
-                items.push(format!("{{\"sku\": \"{sku}\", \"qty\": {quantity}, \"price\": {}.{:02}}}", price / 100, price % 100));
+                items.push(format!(
+                    "{{\"sku\": \"{sku}\", \"qty\": {quantity}, \"price\": {}.{:02}}}",
+                    price / 100,
+                    price % 100
+                ));
             }
             b.0.append_value(uuid(rng));
             b.1.append_value(time);
@@ -520,7 +694,12 @@ mod tests {
     use super::*;
 
     fn small() -> DemoConfig {
-        DemoConfig { interactions: 1000, cats: 50, visitors: 20, ..DemoConfig::default() }
+        DemoConfig {
+            interactions: 1000,
+            cats: 50,
+            visitors: 20,
+            ..DemoConfig::default()
+        }
     }
 
     #[test]
@@ -538,7 +717,12 @@ mod tests {
         use datafusion::arrow::array::AsArray;
         use datafusion::arrow::datatypes::TimestampMicrosecondType;
         let world = generate_world(&small());
-        let cats: std::collections::HashSet<String> = world.cats.1.iter().flat_map(|b| string_column(b, 0)).collect();
+        let cats: std::collections::HashSet<String> = world
+            .cats
+            .1
+            .iter()
+            .flat_map(|b| string_column(b, 0))
+            .collect();
         for batch in &world.interactions.1 {
             for cat in string_column(batch, 3) {
                 assert!(cats.contains(&cat));
@@ -548,6 +732,14 @@ mod tests {
                 assert!(time < HISTORY_END && time >= HISTORY_END - 30 * DAY_MICROS);
             }
         }
-        assert_eq!(world.interactions.1.iter().map(RecordBatch::num_rows).sum::<usize>(), 1000);
+        assert_eq!(
+            world
+                .interactions
+                .1
+                .iter()
+                .map(RecordBatch::num_rows)
+                .sum::<usize>(),
+            1000
+        );
     }
 }

@@ -45,7 +45,8 @@ pub enum DemoError {
 
 /// Whether the lake already has every raw demo table.
 pub async fn is_built(engine: &Arc<Engine>, options: &DemoConfig) -> Result<bool, DemoError> {
-    let Some(CatalogHandle::Iceberg(iceberg)) = engine.registry().get(&options.iceberg_catalog) else {
+    let Some(CatalogHandle::Iceberg(iceberg)) = engine.registry().get(&options.iceberg_catalog)
+    else {
         return Err(DemoError::NoIcebergCatalog(options.iceberg_catalog.clone()));
     };
     for table in generate::RAW_TABLES {
@@ -57,8 +58,13 @@ pub async fn is_built(engine: &Arc<Engine>, options: &DemoConfig) -> Result<bool
 }
 
 /// Builds whatever part of the demo world is missing. `progress` receives one line per step.
-pub async fn build(engine: &Arc<Engine>, options: &DemoConfig, progress: &(dyn Fn(&str) + Sync)) -> Result<DemoReport, DemoError> {
-    let Some(CatalogHandle::Iceberg(iceberg)) = engine.registry().get(&options.iceberg_catalog) else {
+pub async fn build(
+    engine: &Arc<Engine>,
+    options: &DemoConfig,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<DemoReport, DemoError> {
+    let Some(CatalogHandle::Iceberg(iceberg)) = engine.registry().get(&options.iceberg_catalog)
+    else {
         return Err(DemoError::NoIcebergCatalog(options.iceberg_catalog.clone()));
     };
     let mut report = DemoReport::default();
@@ -77,11 +83,27 @@ pub async fn build(engine: &Arc<Engine>, options: &DemoConfig, progress: &(dyn F
             continue;
         }
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        progress(&format!("{full_name}: writing {rows} rows, partitioned by day(event_time)"));
+        progress(&format!(
+            "{full_name}: writing {rows} rows, partitioned by day(event_time)"
+        ));
         iceberg
-            .create_table(NAMESPACE, table, &schema, &[("event_time", IcebergTransform::Day)], Default::default())
+            .create_table(
+                NAMESPACE,
+                table,
+                &schema,
+                &[("event_time", IcebergTransform::Day)],
+                Default::default(),
+            )
             .await?;
-        let written = session.append_batches(&options.iceberg_catalog, NAMESPACE, table, schema.clone(), batches).await?;
+        let written = session
+            .append_batches(
+                &options.iceberg_catalog,
+                NAMESPACE,
+                table,
+                schema.clone(),
+                batches,
+            )
+            .await?;
         report.written.push((full_name, written));
     }
     match engine.registry().get(&options.postgres_catalog) {
@@ -97,9 +119,17 @@ pub async fn build(engine: &Arc<Engine>, options: &DemoConfig, progress: &(dyn F
                         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
                         progress(&format!("{full_name}: writing {rows} rows"));
                         let written = postgres
-                            .create_table_from_batches("public", table, &schema, Some(key), &batches)
+                            .create_table_from_batches(
+                                "public",
+                                table,
+                                &schema,
+                                Some(key),
+                                &batches,
+                            )
                             .await
-                            .map_err(|error| EngineError::new(error.sqlstate(), error.to_string()))?;
+                            .map_err(|error| {
+                                EngineError::new(error.sqlstate(), error.to_string())
+                            })?;
                         report.written.push((full_name, written as usize));
                     }
                     Err(error) => {
@@ -112,7 +142,10 @@ pub async fn build(engine: &Arc<Engine>, options: &DemoConfig, progress: &(dyn F
             }
         }
         _ => {
-            let reason = format!("no postgres catalog named `{}` is configured", options.postgres_catalog);
+            let reason = format!(
+                "no postgres catalog named `{}` is configured",
+                options.postgres_catalog
+            );
             progress(&format!("skipping the Postgres tables: {reason}"));
             report.postgres_skipped = Some(reason);
         }

@@ -15,22 +15,47 @@ use crate::error::{EngineError, sqlstate};
 /// A statement handled by fjord itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    ShowCatalogs { like: Option<String> },
-    ShowSchemas { catalog: Option<String>, like: Option<String> },
-    ShowTables { catalog: Option<String>, schema: Option<String>, like: Option<String> },
+    ShowCatalogs {
+        like: Option<String>,
+    },
+    ShowSchemas {
+        catalog: Option<String>,
+        like: Option<String>,
+    },
+    ShowTables {
+        catalog: Option<String>,
+        schema: Option<String>,
+        like: Option<String>,
+    },
     /// `SHOW COLUMNS FROM t` and `DESCRIBE t`: the name as written, one to three parts.
-    ShowColumns { name: Vec<String> },
-    Use { catalog: Option<String>, schema: String },
+    ShowColumns {
+        name: Vec<String>,
+    },
+    Use {
+        catalog: Option<String>,
+        schema: String,
+    },
     Begin,
     Commit,
     Rollback,
     /// `SET name = value` for a session variable; `None` resets it to its default.
-    SetVariable { name: String, value: Option<String> },
+    SetVariable {
+        name: String,
+        value: Option<String>,
+    },
     ResetAll,
-    ShowVariable { name: String },
+    ShowVariable {
+        name: String,
+    },
     DiscardAll,
-    CreateSchema { name: Vec<String>, if_not_exists: bool },
-    DropTable { name: Vec<String>, if_exists: bool },
+    CreateSchema {
+        name: Vec<String>,
+        if_not_exists: bool,
+    },
+    DropTable {
+        name: Vec<String>,
+        if_exists: bool,
+    },
 }
 
 /// Significant tokens of a statement (no whitespace or comments), and whether it had any.
@@ -55,8 +80,15 @@ pub fn split_statements(sql: &str) -> Result<Vec<String>, EngineError> {
     let mut line_starts = vec![0usize];
     line_starts.extend(sql.match_indices('\n').map(|(index, _)| index + 1));
     let offset = |line: u64, column: u64| -> usize {
-        let start = line_starts.get((line as usize).saturating_sub(1)).copied().unwrap_or(sql.len());
-        sql[start..].char_indices().nth((column as usize).saturating_sub(1)).map(|(index, _)| start + index).unwrap_or(sql.len())
+        let start = line_starts
+            .get((line as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or(sql.len());
+        sql[start..]
+            .char_indices()
+            .nth((column as usize).saturating_sub(1))
+            .map(|(index, _)| start + index)
+            .unwrap_or(sql.len())
     };
     let mut statements = Vec::new();
     let mut begin = 0usize;
@@ -93,7 +125,11 @@ impl<'a> Cursor<'a> {
 
     fn keyword(&mut self, keyword: Keyword) -> bool {
         match self.peek() {
-            Some(Token::Word(Word { keyword: found, quote_style: None, .. })) if *found == keyword => {
+            Some(Token::Word(Word {
+                keyword: found,
+                quote_style: None,
+                ..
+            })) if *found == keyword => {
                 self.position += 1;
                 true
             }
@@ -103,7 +139,11 @@ impl<'a> Cursor<'a> {
 
     fn word_ci(&mut self, text: &str) -> bool {
         match self.peek() {
-            Some(Token::Word(Word { value, quote_style: None, .. })) if value.eq_ignore_ascii_case(text) => {
+            Some(Token::Word(Word {
+                value,
+                quote_style: None,
+                ..
+            })) if value.eq_ignore_ascii_case(text) => {
                 self.position += 1;
                 true
             }
@@ -152,7 +192,10 @@ impl<'a> Cursor<'a> {
     /// `LIKE 'pattern'` if present.
     fn like(&mut self) -> Result<Option<String>, EngineError> {
         if self.keyword(Keyword::LIKE) {
-            return self.string().map(Some).ok_or_else(|| EngineError::syntax("LIKE needs a quoted pattern"));
+            return self
+                .string()
+                .map(Some)
+                .ok_or_else(|| EngineError::syntax("LIKE needs a quoted pattern"));
         }
         Ok(None)
     }
@@ -179,7 +222,11 @@ impl<'a> Cursor<'a> {
             if part == "," {
                 value.push_str(", ");
             } else {
-                if !value.is_empty() && !value.ends_with(", ") && !value.ends_with('-') && part != "-" {
+                if !value.is_empty()
+                    && !value.ends_with(", ")
+                    && !value.ends_with('-')
+                    && part != "-"
+                {
                     value.push(' ');
                 }
                 value.push_str(&part);
@@ -191,20 +238,35 @@ impl<'a> Cursor<'a> {
 
 /// Recognizes a statement fjord handles itself; `Ok(None)` means "plan it with DataFusion".
 pub fn recognize(tokens: &[Token]) -> Result<Option<Command>, EngineError> {
-    let mut cursor = Cursor { tokens, position: 0 };
+    let mut cursor = Cursor {
+        tokens,
+        position: 0,
+    };
     let command = if cursor.keyword(Keyword::SHOW) {
         recognize_show(&mut cursor)?
     } else if cursor.keyword(Keyword::DESCRIBE) || cursor.keyword(Keyword::DESC) {
-        let name = cursor.qualified_name().ok_or_else(|| EngineError::syntax("DESCRIBE needs a table name"))?;
+        let name = cursor
+            .qualified_name()
+            .ok_or_else(|| EngineError::syntax("DESCRIBE needs a table name"))?;
         Some(Command::ShowColumns { name })
     } else if cursor.keyword(Keyword::USE) {
-        let name = cursor.qualified_name().ok_or_else(|| EngineError::syntax("USE needs catalog.schema or schema"))?;
+        let name = cursor
+            .qualified_name()
+            .ok_or_else(|| EngineError::syntax("USE needs catalog.schema or schema"))?;
         match name.as_slice() {
-            [schema] => Some(Command::Use { catalog: None, schema: schema.clone() }),
-            [catalog, schema] => Some(Command::Use { catalog: Some(catalog.clone()), schema: schema.clone() }),
+            [schema] => Some(Command::Use {
+                catalog: None,
+                schema: schema.clone(),
+            }),
+            [catalog, schema] => Some(Command::Use {
+                catalog: Some(catalog.clone()),
+                schema: schema.clone(),
+            }),
             _ => return Err(EngineError::syntax("USE takes catalog.schema or schema")),
         }
-    } else if cursor.keyword(Keyword::BEGIN) || (cursor.keyword(Keyword::START) && cursor.keyword(Keyword::TRANSACTION)) {
+    } else if cursor.keyword(Keyword::BEGIN)
+        || (cursor.keyword(Keyword::START) && cursor.keyword(Keyword::TRANSACTION))
+    {
         // Options such as ISOLATION LEVEL or READ ONLY change nothing for read queries.
         Some(Command::Begin)
     } else if cursor.keyword(Keyword::COMMIT) || cursor.keyword(Keyword::END) {
@@ -215,31 +277,50 @@ pub fn recognize(tokens: &[Token]) -> Result<Option<Command>, EngineError> {
         if cursor.keyword(Keyword::ALL) {
             Some(Command::DiscardAll)
         } else {
-            return Err(EngineError::new(sqlstate::FEATURE_NOT_SUPPORTED, "only DISCARD ALL is supported"));
+            return Err(EngineError::new(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                "only DISCARD ALL is supported",
+            ));
         }
     } else if cursor.keyword(Keyword::RESET) {
         if cursor.keyword(Keyword::ALL) {
             Some(Command::ResetAll)
         } else {
-            let name = cursor.qualified_name().ok_or_else(|| EngineError::syntax("RESET needs a variable name"))?;
-            Some(Command::SetVariable { name: name.join("."), value: None })
+            let name = cursor
+                .qualified_name()
+                .ok_or_else(|| EngineError::syntax("RESET needs a variable name"))?;
+            Some(Command::SetVariable {
+                name: name.join("."),
+                value: None,
+            })
         }
     } else if cursor.keyword(Keyword::SET) {
         recognize_set(&mut cursor)?
     } else if cursor.keyword(Keyword::CREATE) {
         if cursor.keyword(Keyword::SCHEMA) || cursor.keyword(Keyword::DATABASE) {
-            let if_not_exists = cursor.keyword(Keyword::IF) && cursor.keyword(Keyword::NOT) && cursor.keyword(Keyword::EXISTS);
-            let name = cursor.qualified_name().ok_or_else(|| EngineError::syntax("CREATE SCHEMA needs a name"))?;
+            let if_not_exists = cursor.keyword(Keyword::IF)
+                && cursor.keyword(Keyword::NOT)
+                && cursor.keyword(Keyword::EXISTS);
+            let name = cursor
+                .qualified_name()
+                .ok_or_else(|| EngineError::syntax("CREATE SCHEMA needs a name"))?;
             if !cursor.at_end() {
-                return Err(EngineError::syntax("unexpected text after CREATE SCHEMA name"));
+                return Err(EngineError::syntax(
+                    "unexpected text after CREATE SCHEMA name",
+                ));
             }
-            Some(Command::CreateSchema { name, if_not_exists })
+            Some(Command::CreateSchema {
+                name,
+                if_not_exists,
+            })
         } else {
             None
         }
     } else if cursor.keyword(Keyword::DROP) && cursor.keyword(Keyword::TABLE) {
         let if_exists = cursor.keyword(Keyword::IF) && cursor.keyword(Keyword::EXISTS);
-        let name = cursor.qualified_name().ok_or_else(|| EngineError::syntax("DROP TABLE needs a name"))?;
+        let name = cursor
+            .qualified_name()
+            .ok_or_else(|| EngineError::syntax("DROP TABLE needs a name"))?;
         Some(Command::DropTable { name, if_exists })
     } else {
         None
@@ -254,7 +335,11 @@ fn recognize_show(cursor: &mut Cursor<'_>) -> Result<Option<Command>, EngineErro
     }
     if cursor.keyword(Keyword::SCHEMAS) || cursor.keyword(Keyword::DATABASES) {
         let catalog = if cursor.keyword(Keyword::FROM) || cursor.keyword(Keyword::IN) {
-            Some(cursor.identifier().ok_or_else(|| EngineError::syntax("SHOW SCHEMAS FROM needs a catalog"))?)
+            Some(
+                cursor
+                    .identifier()
+                    .ok_or_else(|| EngineError::syntax("SHOW SCHEMAS FROM needs a catalog"))?,
+            )
         } else {
             None
         };
@@ -266,26 +351,43 @@ fn recognize_show(cursor: &mut Cursor<'_>) -> Result<Option<Command>, EngineErro
             match cursor.qualified_name().as_deref() {
                 Some([schema]) => (None, Some(schema.clone())),
                 Some([catalog, schema]) => (Some(catalog.clone()), Some(schema.clone())),
-                _ => return Err(EngineError::syntax("SHOW TABLES FROM takes catalog.schema or schema")),
+                _ => {
+                    return Err(EngineError::syntax(
+                        "SHOW TABLES FROM takes catalog.schema or schema",
+                    ));
+                }
             }
         } else {
             (None, None)
         };
         let like = cursor.like()?;
-        return Ok(Some(Command::ShowTables { catalog, schema, like }));
+        return Ok(Some(Command::ShowTables {
+            catalog,
+            schema,
+            like,
+        }));
     }
     if cursor.keyword(Keyword::COLUMNS) {
         if !(cursor.keyword(Keyword::FROM) || cursor.keyword(Keyword::IN)) {
             return Err(EngineError::syntax("SHOW COLUMNS needs FROM table"));
         }
-        let name = cursor.qualified_name().ok_or_else(|| EngineError::syntax("SHOW COLUMNS FROM needs a table"))?;
+        let name = cursor
+            .qualified_name()
+            .ok_or_else(|| EngineError::syntax("SHOW COLUMNS FROM needs a table"))?;
         return Ok(Some(Command::ShowColumns { name }));
     }
-    if cursor.keyword(Keyword::TRANSACTION) && cursor.keyword(Keyword::ISOLATION) && cursor.keyword(Keyword::LEVEL) {
-        return Ok(Some(Command::ShowVariable { name: "transaction_isolation".into() }));
+    if cursor.keyword(Keyword::TRANSACTION)
+        && cursor.keyword(Keyword::ISOLATION)
+        && cursor.keyword(Keyword::LEVEL)
+    {
+        return Ok(Some(Command::ShowVariable {
+            name: "transaction_isolation".into(),
+        }));
     }
     if cursor.keyword(Keyword::TIME) && cursor.keyword(Keyword::ZONE) {
-        return Ok(Some(Command::ShowVariable { name: "timezone".into() }));
+        return Ok(Some(Command::ShowVariable {
+            name: "timezone".into(),
+        }));
     }
     if let Some(name) = cursor.qualified_name() {
         let name = name.join(".");
@@ -305,22 +407,35 @@ fn recognize_set(cursor: &mut Cursor<'_>) -> Result<Option<Command>, EngineError
             Some(v) if v.eq_ignore_ascii_case("default") || v.eq_ignore_ascii_case("local") => None,
             Some(v) => Some(v.to_string()),
         };
-        return Ok(Some(Command::SetVariable { name: "timezone".into(), value }));
+        return Ok(Some(Command::SetVariable {
+            name: "timezone".into(),
+            value,
+        }));
     }
-    let Some(name) = cursor.qualified_name() else { return Ok(None) };
+    let Some(name) = cursor.qualified_name() else {
+        return Ok(None);
+    };
     let name = name.join(".");
     if name.starts_with("datafusion.") {
         // DataFusion's own settings go to its planner, which validates them.
         return Ok(None);
     }
     if !(cursor.keyword(Keyword::TO) || matches!(cursor.peek(), Some(Token::Eq))) {
-        return Err(EngineError::syntax(format!("SET {name} needs = or TO and a value")));
+        return Err(EngineError::syntax(format!(
+            "SET {name} needs = or TO and a value"
+        )));
     }
     if matches!(cursor.peek(), Some(Token::Eq)) {
         cursor.position += 1;
     }
-    let value = cursor.rest_as_value().ok_or_else(|| EngineError::syntax(format!("SET {name} needs a value")))?;
-    let value = if value.eq_ignore_ascii_case("default") { None } else { Some(value) };
+    let value = cursor
+        .rest_as_value()
+        .ok_or_else(|| EngineError::syntax(format!("SET {name} needs a value")))?;
+    let value = if value.eq_ignore_ascii_case("default") {
+        None
+    } else {
+        Some(value)
+    };
     Ok(Some(Command::SetVariable { name, value }))
 }
 
@@ -363,22 +478,42 @@ mod tests {
 
     #[test]
     fn recognizes_trino_browsing_statements() {
-        assert_eq!(parse("SHOW CATALOGS"), Some(Command::ShowCatalogs { like: None }));
+        assert_eq!(
+            parse("SHOW CATALOGS"),
+            Some(Command::ShowCatalogs { like: None })
+        );
         assert_eq!(
             parse("show schemas from Iceberg like 'data%';"),
-            Some(Command::ShowSchemas { catalog: Some("iceberg".into()), like: Some("data%".into()) })
+            Some(Command::ShowSchemas {
+                catalog: Some("iceberg".into()),
+                like: Some("data%".into())
+            })
         );
         assert_eq!(
             parse(r#"SHOW TABLES FROM postgresql."Public""#),
-            Some(Command::ShowTables { catalog: Some("postgresql".into()), schema: Some("Public".into()), like: None })
+            Some(Command::ShowTables {
+                catalog: Some("postgresql".into()),
+                schema: Some("Public".into()),
+                like: None
+            })
         );
         assert_eq!(
             parse("DESCRIBE iceberg.data_on_eks.cat_interactions_raw"),
             Some(Command::ShowColumns {
-                name: vec!["iceberg".into(), "data_on_eks".into(), "cat_interactions_raw".into()]
+                name: vec![
+                    "iceberg".into(),
+                    "data_on_eks".into(),
+                    "cat_interactions_raw".into()
+                ]
             })
         );
-        assert_eq!(parse("USE postgresql.public"), Some(Command::Use { catalog: Some("postgresql".into()), schema: "public".into() }));
+        assert_eq!(
+            parse("USE postgresql.public"),
+            Some(Command::Use {
+                catalog: Some("postgresql".into()),
+                schema: "public".into()
+            })
+        );
         assert_eq!(parse("SELECT 1"), None);
         assert_eq!(parse("SHOW datafusion.execution.batch_size"), None);
     }
@@ -387,16 +522,39 @@ mod tests {
     fn recognizes_session_statements() {
         assert_eq!(
             parse("SET application_name = 'psql'"),
-            Some(Command::SetVariable { name: "application_name".into(), value: Some("psql".into()) })
+            Some(Command::SetVariable {
+                name: "application_name".into(),
+                value: Some("psql".into())
+            })
         );
         assert_eq!(
             parse("SET search_path TO public, data_on_eks"),
-            Some(Command::SetVariable { name: "search_path".into(), value: Some("public, data_on_eks".into()) })
+            Some(Command::SetVariable {
+                name: "search_path".into(),
+                value: Some("public, data_on_eks".into())
+            })
         );
-        assert_eq!(parse("SET TIME ZONE 'UTC'"), Some(Command::SetVariable { name: "timezone".into(), value: Some("UTC".into()) }));
-        assert_eq!(parse("SET extra_float_digits = 3"), Some(Command::SetVariable { name: "extra_float_digits".into(), value: Some("3".into()) }));
+        assert_eq!(
+            parse("SET TIME ZONE 'UTC'"),
+            Some(Command::SetVariable {
+                name: "timezone".into(),
+                value: Some("UTC".into())
+            })
+        );
+        assert_eq!(
+            parse("SET extra_float_digits = 3"),
+            Some(Command::SetVariable {
+                name: "extra_float_digits".into(),
+                value: Some("3".into())
+            })
+        );
         assert_eq!(parse("SET datafusion.execution.batch_size = 10"), None);
-        assert_eq!(parse("show transaction isolation level"), Some(Command::ShowVariable { name: "transaction_isolation".into() }));
+        assert_eq!(
+            parse("show transaction isolation level"),
+            Some(Command::ShowVariable {
+                name: "transaction_isolation".into()
+            })
+        );
         assert_eq!(parse("BEGIN READ ONLY"), Some(Command::Begin));
         assert_eq!(parse("DISCARD ALL"), Some(Command::DiscardAll));
     }
@@ -407,7 +565,13 @@ mod tests {
         assert_eq!(statements.len(), 2, "{statements:?}");
         assert_eq!(statements[0], "SELECT ';'");
         let quoted = split_statements("SELECT 'O''Malley; x' AS ü;\nSELECT $$a;b$$").unwrap();
-        assert_eq!(quoted, vec!["SELECT 'O''Malley; x' AS ü".to_string(), "\nSELECT $$a;b$$".to_string()]);
+        assert_eq!(
+            quoted,
+            vec![
+                "SELECT 'O''Malley; x' AS ü".to_string(),
+                "\nSELECT $$a;b$$".to_string()
+            ]
+        );
     }
 
     #[test]

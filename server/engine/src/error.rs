@@ -37,7 +37,11 @@ pub enum ErrorClass {
 
 impl EngineError {
     pub fn new(sqlstate: &str, message: impl Into<String>) -> Self {
-        EngineError { sqlstate: sqlstate.to_string(), message: message.into(), detail: None }
+        EngineError {
+            sqlstate: sqlstate.to_string(),
+            message: message.into(),
+            detail: None,
+        }
     }
 
     pub fn syntax(message: impl Into<String>) -> Self {
@@ -125,9 +129,10 @@ pub fn classify(error: &DataFusionError) -> EngineError {
         DataFusionError::SQL(parser_error, _) => {
             EngineError::new(s::SYNTAX_ERROR, format!("syntax error: {parser_error}"))
         }
-        DataFusionError::NotImplemented(message) => {
-            EngineError::new(s::FEATURE_NOT_SUPPORTED, format!("not supported: {message}"))
-        }
+        DataFusionError::NotImplemented(message) => EngineError::new(
+            s::FEATURE_NOT_SUPPORTED,
+            format!("not supported: {message}"),
+        ),
         DataFusionError::Plan(message) => classify_plan_message(message),
         DataFusionError::SchemaError(schema_error, _) => {
             let message = schema_error.to_string();
@@ -163,9 +168,10 @@ pub fn classify(error: &DataFusionError) -> EngineError {
         DataFusionError::ParquetError(parquet_error) => {
             EngineError::new(s::DATA_EXCEPTION, format!("parquet error: {parquet_error}"))
         }
-        DataFusionError::Configuration(message) => {
-            EngineError::new(s::INVALID_PARAMETER_VALUE, format!("invalid setting: {message}"))
-        }
+        DataFusionError::Configuration(message) => EngineError::new(
+            s::INVALID_PARAMETER_VALUE,
+            format!("invalid setting: {message}"),
+        ),
         DataFusionError::Substrait(message) => EngineError::new(s::INTERNAL_ERROR, message.clone()),
         DataFusionError::Internal(message) => {
             EngineError::new(s::INTERNAL_ERROR, format!("internal error: {message}"))
@@ -216,13 +222,17 @@ fn classify_arrow(error: &ArrowError) -> EngineError {
     use sqlstate as s;
     match error {
         ArrowError::DivideByZero => EngineError::new(s::DIVISION_BY_ZERO, "division by zero"),
-        ArrowError::CastError(message) => {
-            EngineError::new(s::INVALID_TEXT_REPRESENTATION, format!("invalid value: {message}"))
-        }
-        ArrowError::ParseError(message) => {
-            EngineError::new(s::INVALID_TEXT_REPRESENTATION, format!("invalid value: {message}"))
-        }
-        ArrowError::ComputeError(message) if message.contains("Overflow") || message.contains("overflow") => {
+        ArrowError::CastError(message) => EngineError::new(
+            s::INVALID_TEXT_REPRESENTATION,
+            format!("invalid value: {message}"),
+        ),
+        ArrowError::ParseError(message) => EngineError::new(
+            s::INVALID_TEXT_REPRESENTATION,
+            format!("invalid value: {message}"),
+        ),
+        ArrowError::ComputeError(message)
+            if message.contains("Overflow") || message.contains("overflow") =>
+        {
             EngineError::new(s::NUMERIC_VALUE_OUT_OF_RANGE, message.clone())
         }
         ArrowError::ArithmeticOverflow(message) => {
@@ -238,22 +248,36 @@ fn classify_arrow(error: &ArrowError) -> EngineError {
 /// to find the unknown table, column or function a user typed.
 fn classify_plan_message(message: &str) -> EngineError {
     use sqlstate as s;
-    let code = if message.contains("failed to resolve catalog") || message.contains("catalog") && message.contains("not found") {
+    let code = if message.contains("failed to resolve catalog")
+        || message.contains("catalog") && message.contains("not found")
+    {
         s::INVALID_CATALOG_NAME
     } else if message.contains("table '") && message.contains("' not found") {
         s::UNDEFINED_TABLE
-    } else if message.starts_with("No field named") || message.contains("column") && message.contains("not found") {
+    } else if message.starts_with("No field named")
+        || message.contains("column") && message.contains("not found")
+    {
         s::UNDEFINED_COLUMN
-    } else if message.contains("Invalid function") || message.contains("function") && message.contains("not found") {
+    } else if message.contains("Invalid function")
+        || message.contains("function") && message.contains("not found")
+    {
         s::UNDEFINED_FUNCTION
-    } else if message.contains("Cannot infer common") || message.contains("Cannot coerce")
-        || message.contains("No function matches") || message.contains("does not support")
+    } else if message.contains("Cannot infer common")
+        || message.contains("Cannot coerce")
+        || message.contains("No function matches")
+        || message.contains("does not support")
         || message.contains("type mismatch")
     {
         s::DATATYPE_MISMATCH
     } else if message.contains("already exists") {
-        if message.contains("chema") { s::DUPLICATE_SCHEMA } else { s::DUPLICATE_TABLE }
-    } else if message.contains("schema") && message.contains("not found") || message.contains("Schema") && message.contains("does not exist") {
+        if message.contains("chema") {
+            s::DUPLICATE_SCHEMA
+        } else {
+            s::DUPLICATE_TABLE
+        }
+    } else if message.contains("schema") && message.contains("not found")
+        || message.contains("Schema") && message.contains("does not exist")
+    {
         s::INVALID_SCHEMA_NAME
     } else {
         s::SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION
@@ -286,9 +310,14 @@ mod tests {
 
     #[test]
     fn unknown_tables_are_42p01_with_their_name() {
-        let error = classify(&DataFusionError::Plan("table 'iceberg.data_on_eks.nope' not found".into()));
+        let error = classify(&DataFusionError::Plan(
+            "table 'iceberg.data_on_eks.nope' not found".into(),
+        ));
         assert_eq!(error.sqlstate, "42P01");
-        assert_eq!(error.message, "relation \"iceberg.data_on_eks.nope\" does not exist");
+        assert_eq!(
+            error.message,
+            "relation \"iceberg.data_on_eks.nope\" does not exist"
+        );
         assert_eq!(error.class(), ErrorClass::NotFound);
     }
 

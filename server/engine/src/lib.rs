@@ -19,7 +19,9 @@ use datafusion::datasource::provider_as_source;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::dml::InsertOp;
-use datafusion::logical_expr::{DdlStatement, DmlStatement, LogicalPlan, LogicalPlanBuilder, WriteOp, cast, col};
+use datafusion::logical_expr::{
+    DdlStatement, DmlStatement, LogicalPlan, LogicalPlanBuilder, WriteOp, cast, col,
+};
 use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -44,7 +46,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("catalogs", &self.registry.names()).finish()
+        f.debug_struct("Engine")
+            .field("catalogs", &self.registry.names())
+            .finish()
     }
 }
 
@@ -56,8 +60,14 @@ impl Engine {
     }
 
     pub fn with_registry(config: Config, registry: Arc<CatalogRegistry>) -> Arc<Engine> {
-        let runtime = RuntimeEnvBuilder::new().build_arc().expect("the default runtime environment builds");
-        Arc::new(Engine { config: Arc::new(config), registry, runtime })
+        let runtime = RuntimeEnvBuilder::new()
+            .build_arc()
+            .expect("the default runtime environment builds");
+        Arc::new(Engine {
+            config: Arc::new(config),
+            registry,
+            runtime,
+        })
     }
 
     pub fn config(&self) -> &Config {
@@ -129,7 +139,11 @@ pub struct CommandTag {
 
 impl CommandTag {
     pub fn new(command: &str) -> Self {
-        CommandTag { command: command.to_string(), oid: None, rows: None }
+        CommandTag {
+            command: command.to_string(),
+            oid: None,
+            rows: None,
+        }
     }
 
     pub fn with_rows(mut self, rows: usize) -> Self {
@@ -142,7 +156,10 @@ impl CommandTag {
 pub enum Outcome {
     Empty,
     /// Rows, streamed as they are computed; `tag` is the command word for completion.
-    Rows { stream: SendableRecordBatchStream, tag: String },
+    Rows {
+        stream: SendableRecordBatchStream,
+        tag: String,
+    },
     Command(CommandTag),
     TransactionStart(CommandTag),
     TransactionEnd(CommandTag),
@@ -180,8 +197,12 @@ impl Prepared {
     /// Parameter types in `$1, $2, ...` order (numeric, so `$10` follows `$9`); `None` where
     /// DataFusion could not infer one.
     pub fn parameter_types(&self) -> Vec<Option<DataType>> {
-        let PreparedKind::Plan(plan) = &self.kind else { return Vec::new() };
-        let Ok(types) = plan.get_parameter_types() else { return Vec::new() };
+        let PreparedKind::Plan(plan) = &self.kind else {
+            return Vec::new();
+        };
+        let Ok(types) = plan.get_parameter_types() else {
+            return Vec::new();
+        };
         let count = types
             .keys()
             .filter_map(|key| key.strip_prefix('$')?.parse::<usize>().ok())
@@ -204,12 +225,22 @@ impl Prepared {
                 node.apply_expressions(|expression| {
                     expression.apply(|inner| {
                         let (placeholder, data_type) = match inner {
-                            Expr::Cast(Cast { expr, data_type }) | Expr::TryCast(TryCast { expr, data_type }) => (expr.as_ref(), data_type),
+                            Expr::Cast(Cast { expr, data_type })
+                            | Expr::TryCast(TryCast { expr, data_type }) => {
+                                (expr.as_ref(), data_type)
+                            }
                             _ => return Ok(TreeNodeRecursion::Continue),
                         };
                         if let Expr::Placeholder(placeholder) = placeholder {
-                            if let Some(index) = placeholder.id.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
-                                if index >= 1 && index <= ordered.len() && ordered[index - 1].is_none() {
+                            if let Some(index) = placeholder
+                                .id
+                                .strip_prefix('$')
+                                .and_then(|n| n.parse::<usize>().ok())
+                            {
+                                if index >= 1
+                                    && index <= ordered.len()
+                                    && ordered[index - 1].is_none()
+                                {
                                     ordered[index - 1] = Some(data_type.clone());
                                 }
                             }
@@ -224,7 +255,12 @@ impl Prepared {
 }
 
 fn utf8_schema(names: &[&str]) -> SchemaRef {
-    Arc::new(Schema::new(names.iter().map(|name| Field::new(*name, DataType::Utf8, true)).collect::<Vec<_>>()))
+    Arc::new(Schema::new(
+        names
+            .iter()
+            .map(|name| Field::new(*name, DataType::Utf8, true))
+            .collect::<Vec<_>>(),
+    ))
 }
 
 fn command_schema(command: &Command) -> Option<SchemaRef> {
@@ -238,11 +274,22 @@ fn command_schema(command: &Command) -> Option<SchemaRef> {
     }
 }
 
-fn rows_outcome(schema: SchemaRef, columns: Vec<Vec<Option<String>>>, tag: &str) -> Result<Outcome, EngineError> {
-    let arrays: Vec<ArrayRef> = columns.into_iter().map(|values| Arc::new(StringArray::from(values)) as ArrayRef).collect();
-    let batch = RecordBatch::try_new(schema.clone(), arrays).map_err(|e| EngineError::new(sqlstate::INTERNAL_ERROR, e.to_string()))?;
+fn rows_outcome(
+    schema: SchemaRef,
+    columns: Vec<Vec<Option<String>>>,
+    tag: &str,
+) -> Result<Outcome, EngineError> {
+    let arrays: Vec<ArrayRef> = columns
+        .into_iter()
+        .map(|values| Arc::new(StringArray::from(values)) as ArrayRef)
+        .collect();
+    let batch = RecordBatch::try_new(schema.clone(), arrays)
+        .map_err(|e| EngineError::new(sqlstate::INTERNAL_ERROR, e.to_string()))?;
     let stream = MemoryStream::try_new(vec![batch], schema, None)?;
-    Ok(Outcome::Rows { stream: Box::pin(stream), tag: tag.to_string() })
+    Ok(Outcome::Rows {
+        stream: Box::pin(stream),
+        tag: tag.to_string(),
+    })
 }
 
 impl Session {
@@ -252,7 +299,12 @@ impl Session {
 
     /// Applies the client's startup parameters: the database names the default catalog when it
     /// is one (so `psql -d postgresql` starts in that catalog).
-    pub fn set_client(&self, user: Option<&str>, database: Option<&str>, application: Option<&str>) -> Result<(), EngineError> {
+    pub fn set_client(
+        &self,
+        user: Option<&str>,
+        database: Option<&str>,
+        application: Option<&str>,
+    ) -> Result<(), EngineError> {
         let mut variables = self.inner.variables.lock();
         if let Some(user) = user {
             variables.user = user.to_string();
@@ -275,11 +327,25 @@ impl Session {
 
     /// The session's current schema (for `search_path` reporting).
     pub fn current_schema(&self) -> String {
-        self.inner.context.state().config().options().catalog.default_schema.clone()
+        self.inner
+            .context
+            .state()
+            .config()
+            .options()
+            .catalog
+            .default_schema
+            .clone()
     }
 
     pub fn current_catalog(&self) -> String {
-        self.inner.context.state().config().options().catalog.default_catalog.clone()
+        self.inner
+            .context
+            .state()
+            .config()
+            .options()
+            .catalog
+            .default_catalog
+            .clone()
     }
 
     fn set_defaults(&self, catalog: &str, schema: &str) {
@@ -299,10 +365,14 @@ impl Session {
     pub async fn prepare(&self, sql: &str) -> Result<Prepared, EngineError> {
         let tokens = commands::significant_tokens(sql)?;
         if tokens.is_empty() {
-            return Ok(Prepared { kind: PreparedKind::Empty });
+            return Ok(Prepared {
+                kind: PreparedKind::Empty,
+            });
         }
         if let Some(command) = commands::recognize(&tokens)? {
-            return Ok(Prepared { kind: PreparedKind::Command(command) });
+            return Ok(Prepared {
+                kind: PreparedKind::Command(command),
+            });
         }
         let mut statements = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})?;
         if statements.len() != 1 {
@@ -318,11 +388,17 @@ impl Session {
         }
         let state = self.inner.context.state();
         let plan = state.statement_to_plan(statement).await?;
-        Ok(Prepared { kind: PreparedKind::Plan(Box::new(plan)) })
+        Ok(Prepared {
+            kind: PreparedKind::Plan(Box::new(plan)),
+        })
     }
 
     /// Runs a prepared statement with its parameter values, if it has any.
-    pub async fn execute(&self, prepared: &Prepared, parameters: Option<ParamValues>) -> Result<Outcome, EngineError> {
+    pub async fn execute(
+        &self,
+        prepared: &Prepared,
+        parameters: Option<ParamValues>,
+    ) -> Result<Outcome, EngineError> {
         match &prepared.kind {
             PreparedKind::Empty => Ok(Outcome::Empty),
             PreparedKind::Command(command) => self.run_command(command).await,
@@ -354,10 +430,15 @@ impl Session {
                 let name = create.name.clone();
                 if let Some(CatalogHandle::Iceberg(_)) = self.resolve_catalog(&name) {
                     return self
-                        .create_iceberg_table(&name, create.input.as_ref().clone(), create.if_not_exists)
+                        .create_iceberg_table(
+                            &name,
+                            create.input.as_ref().clone(),
+                            create.if_not_exists,
+                        )
                         .await;
                 }
-                self.run_to_completion(plan, CommandTag::new("CREATE TABLE")).await
+                self.run_to_completion(plan, CommandTag::new("CREATE TABLE"))
+                    .await
             }
             LogicalPlan::Ddl(ddl) => {
                 let tag = match ddl {
@@ -370,9 +451,16 @@ impl Session {
                 };
                 self.run_to_completion(plan, CommandTag::new(tag)).await
             }
-            LogicalPlan::Dml(DmlStatement { op: WriteOp::Insert(_), .. }) => {
+            LogicalPlan::Dml(DmlStatement {
+                op: WriteOp::Insert(_),
+                ..
+            }) => {
                 let rows = self.count_rows(plan).await?;
-                Ok(Outcome::Command(CommandTag { command: "INSERT".into(), oid: Some(0), rows: Some(rows) }))
+                Ok(Outcome::Command(CommandTag {
+                    command: "INSERT".into(),
+                    oid: Some(0),
+                    rows: Some(rows),
+                }))
             }
             LogicalPlan::Dml(dml) => {
                 let command = match dml.op {
@@ -385,17 +473,39 @@ impl Session {
             }
             LogicalPlan::Statement(_) => self.run_to_completion(plan, CommandTag::new("SET")).await,
             LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) => {
-                let stream = self.inner.context.execute_logical_plan(plan).await?.execute_stream().await?;
-                Ok(Outcome::Rows { stream, tag: "EXPLAIN".into() })
+                let stream = self
+                    .inner
+                    .context
+                    .execute_logical_plan(plan)
+                    .await?
+                    .execute_stream()
+                    .await?;
+                Ok(Outcome::Rows {
+                    stream,
+                    tag: "EXPLAIN".into(),
+                })
             }
             _ => {
-                let stream = self.inner.context.execute_logical_plan(plan).await?.execute_stream().await?;
-                Ok(Outcome::Rows { stream, tag: "SELECT".into() })
+                let stream = self
+                    .inner
+                    .context
+                    .execute_logical_plan(plan)
+                    .await?
+                    .execute_stream()
+                    .await?;
+                Ok(Outcome::Rows {
+                    stream,
+                    tag: "SELECT".into(),
+                })
             }
         }
     }
 
-    async fn run_to_completion(&self, plan: LogicalPlan, tag: CommandTag) -> Result<Outcome, EngineError> {
+    async fn run_to_completion(
+        &self,
+        plan: LogicalPlan,
+        tag: CommandTag,
+    ) -> Result<Outcome, EngineError> {
         let frame = self.inner.context.execute_logical_plan(plan).await?;
         frame.collect().await?;
         Ok(Outcome::Command(tag))
@@ -403,7 +513,13 @@ impl Session {
 
     /// Runs a write plan and returns the row count it reports.
     async fn count_rows(&self, plan: LogicalPlan) -> Result<usize, EngineError> {
-        let batches = self.inner.context.execute_logical_plan(plan).await?.collect().await?;
+        let batches = self
+            .inner
+            .context
+            .execute_logical_plan(plan)
+            .await?
+            .collect()
+            .await?;
         let mut rows = 0usize;
         for batch in batches {
             if batch.num_columns() == 0 {
@@ -411,15 +527,22 @@ impl Session {
             }
             let column = datafusion::arrow::compute::cast(batch.column(0), &DataType::UInt64)
                 .map_err(|e| EngineError::new(sqlstate::INTERNAL_ERROR, e.to_string()))?;
-            let counts = column.as_any().downcast_ref::<datafusion::arrow::array::UInt64Array>();
-            rows += counts.map(|counts| counts.iter().flatten().sum::<u64>() as usize).unwrap_or(0);
+            let counts = column
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::UInt64Array>();
+            rows += counts
+                .map(|counts| counts.iter().flatten().sum::<u64>() as usize)
+                .unwrap_or(0);
         }
         Ok(rows)
     }
 
     /// The catalog a possibly partial table name refers to in this session.
     fn resolve_catalog(&self, name: &TableReference) -> Option<CatalogHandle> {
-        let catalog = name.catalog().map(str::to_string).unwrap_or_else(|| self.current_catalog());
+        let catalog = name
+            .catalog()
+            .map(str::to_string)
+            .unwrap_or_else(|| self.current_catalog());
         self.inner.engine.registry.get(&catalog)
     }
 
@@ -428,19 +551,42 @@ impl Session {
             [table] => Ok((self.current_catalog(), self.current_schema(), table.clone())),
             [schema, table] => Ok((self.current_catalog(), schema.clone(), table.clone())),
             [catalog, schema, table] => Ok((catalog.clone(), schema.clone(), table.clone())),
-            _ => Err(EngineError::syntax(format!("`{}` is not a table name", parts.join(".")))),
+            _ => Err(EngineError::syntax(format!(
+                "`{}` is not a table name",
+                parts.join(".")
+            ))),
         }
     }
 
     /// `CREATE TABLE [AS]` in an Iceberg catalog: create the table with the query's columns
     /// (types adjusted to what Iceberg stores), then append the query's rows. If the append
     /// fails, the new table is dropped again so that a failed CTAS leaves nothing behind.
-    async fn create_iceberg_table(&self, name: &TableReference, input: LogicalPlan, if_not_exists: bool) -> Result<Outcome, EngineError> {
-        let catalog_name = name.catalog().map(str::to_string).unwrap_or_else(|| self.current_catalog());
-        let schema_name = name.schema().map(str::to_string).unwrap_or_else(|| self.current_schema());
+    async fn create_iceberg_table(
+        &self,
+        name: &TableReference,
+        input: LogicalPlan,
+        if_not_exists: bool,
+    ) -> Result<Outcome, EngineError> {
+        let catalog_name = name
+            .catalog()
+            .map(str::to_string)
+            .unwrap_or_else(|| self.current_catalog());
+        let schema_name = name
+            .schema()
+            .map(str::to_string)
+            .unwrap_or_else(|| self.current_schema());
         let table_name = name.table().to_string();
-        let catalog = self.inner.engine.registry.iceberg(&catalog_name, "CREATE TABLE").map_err(catalog_error)?;
-        if catalog.table_exists(&schema_name, &table_name).await.map_err(iceberg_error)? {
+        let catalog = self
+            .inner
+            .engine
+            .registry
+            .iceberg(&catalog_name, "CREATE TABLE")
+            .map_err(catalog_error)?;
+        if catalog
+            .table_exists(&schema_name, &table_name)
+            .await
+            .map_err(iceberg_error)?
+        {
             if if_not_exists {
                 return Ok(Outcome::Command(CommandTag::new("CREATE TABLE")));
             }
@@ -452,14 +598,25 @@ impl Session {
         let input_schema = input.schema().as_arrow().clone();
         let table_schema = types::iceberg_compatible_schema(&input_schema)?;
         catalog
-            .create_table(&schema_name, &table_name, &table_schema, &[], Default::default())
+            .create_table(
+                &schema_name,
+                &table_name,
+                &table_schema,
+                &[],
+                Default::default(),
+            )
             .await
             .map_err(iceberg_error)?;
-        let is_empty = matches!(&input, LogicalPlan::EmptyRelation(empty) if !empty.produce_one_row);
+        let is_empty =
+            matches!(&input, LogicalPlan::EmptyRelation(empty) if !empty.produce_one_row);
         if is_empty {
             return Ok(Outcome::Command(CommandTag::new("CREATE TABLE")));
         }
-        let reference = TableReference::full(catalog_name.as_str(), schema_name.as_str(), table_name.as_str());
+        let reference = TableReference::full(
+            catalog_name.as_str(),
+            schema_name.as_str(),
+            table_name.as_str(),
+        );
         let result = self.insert_plan(input, reference).await;
         match result {
             Ok(rows) => Ok(Outcome::Command(CommandTag::new("SELECT").with_rows(rows))),
@@ -473,14 +630,22 @@ impl Session {
     }
 
     /// Appends `input`'s rows to a table, each column cast to the table's type; returns the count.
-    async fn insert_plan(&self, input: LogicalPlan, reference: TableReference) -> Result<usize, EngineError> {
+    async fn insert_plan(
+        &self,
+        input: LogicalPlan,
+        reference: TableReference,
+    ) -> Result<usize, EngineError> {
         let provider = self.inner.context.table_provider(reference.clone()).await?;
         let target = provider.schema();
         let source = input.schema().as_arrow().clone();
         if source.fields().len() != target.fields().len() {
             return Err(EngineError::new(
                 sqlstate::DATATYPE_MISMATCH,
-                format!("{} columns given, table {reference} has {}", source.fields().len(), target.fields().len()),
+                format!(
+                    "{} columns given, table {reference} has {}",
+                    source.fields().len(),
+                    target.fields().len()
+                ),
             ));
         }
         let projection = source
@@ -488,11 +653,23 @@ impl Session {
             .iter()
             .zip(target.fields())
             .map(|(source, target)| {
-                cast(col(datafusion::common::Column::from_name(source.name())), target.data_type().clone()).alias(target.name())
+                cast(
+                    col(datafusion::common::Column::from_name(source.name())),
+                    target.data_type().clone(),
+                )
+                .alias(target.name())
             })
             .collect::<Vec<_>>();
-        let plan = LogicalPlanBuilder::from(input).project(projection)?.build()?;
-        let insert = LogicalPlanBuilder::insert_into(plan, reference, provider_as_source(provider), InsertOp::Append)?.build()?;
+        let plan = LogicalPlanBuilder::from(input)
+            .project(projection)?
+            .build()?;
+        let insert = LogicalPlanBuilder::insert_into(
+            plan,
+            reference,
+            provider_as_source(provider),
+            InsertOp::Append,
+        )?
+        .build()?;
         self.count_rows(insert).await
     }
 
@@ -506,8 +683,11 @@ impl Session {
         batches: Vec<RecordBatch>,
     ) -> Result<usize, EngineError> {
         let memory = datafusion::datasource::MemTable::try_new(batch_schema, vec![batches])?;
-        let input = LogicalPlanBuilder::scan("fjord_input", provider_as_source(Arc::new(memory)), None)?.build()?;
-        self.insert_plan(input, TableReference::full(catalog, schema, table)).await
+        let input =
+            LogicalPlanBuilder::scan("fjord_input", provider_as_source(Arc::new(memory)), None)?
+                .build()?;
+        self.insert_plan(input, TableReference::full(catalog, schema, table))
+            .await
     }
 
     async fn run_command(&self, command: &Command) -> Result<Outcome, EngineError> {
@@ -517,7 +697,10 @@ impl Session {
                 let names: Vec<Option<String>> = registry
                     .names()
                     .into_iter()
-                    .filter(|name| like.as_ref().is_none_or(|pattern| commands::like_match(pattern, name)))
+                    .filter(|name| {
+                        like.as_ref()
+                            .is_none_or(|pattern| commands::like_match(pattern, name))
+                    })
                     .map(Some)
                     .collect();
                 rows_outcome(command_schema(command).expect("rows"), vec![names], "SHOW")
@@ -531,12 +714,19 @@ impl Session {
                 names.dedup();
                 let names = names
                     .into_iter()
-                    .filter(|name| like.as_ref().is_none_or(|pattern| commands::like_match(pattern, name)))
+                    .filter(|name| {
+                        like.as_ref()
+                            .is_none_or(|pattern| commands::like_match(pattern, name))
+                    })
                     .map(Some)
                     .collect();
                 rows_outcome(command_schema(command).expect("rows"), vec![names], "SHOW")
             }
-            Command::ShowTables { catalog, schema, like } => {
+            Command::ShowTables {
+                catalog,
+                schema,
+                like,
+            } => {
                 let catalog = catalog.clone().unwrap_or_else(|| self.current_catalog());
                 let schema = schema.clone().unwrap_or_else(|| self.current_schema());
                 let provider = self.catalog_provider(&catalog).await?;
@@ -547,27 +737,38 @@ impl Session {
                     ));
                 }
                 let schema_provider = provider.schema(&schema).ok_or_else(|| {
-                    EngineError::new(sqlstate::INVALID_SCHEMA_NAME, format!("schema \"{catalog}.{schema}\" does not exist"))
+                    EngineError::new(
+                        sqlstate::INVALID_SCHEMA_NAME,
+                        format!("schema \"{catalog}.{schema}\" does not exist"),
+                    )
                 })?;
                 let mut names = schema_provider.table_names();
                 names.sort();
                 let names = names
                     .into_iter()
-                    .filter(|name| like.as_ref().is_none_or(|pattern| commands::like_match(pattern, name)))
+                    .filter(|name| {
+                        like.as_ref()
+                            .is_none_or(|pattern| commands::like_match(pattern, name))
+                    })
                     .map(Some)
                     .collect();
                 rows_outcome(command_schema(command).expect("rows"), vec![names], "SHOW")
             }
             Command::ShowColumns { name } => {
                 let (catalog, schema, table) = self.full_name(name)?;
-                let reference = TableReference::full(catalog.as_str(), schema.as_str(), table.as_str());
+                let reference =
+                    TableReference::full(catalog.as_str(), schema.as_str(), table.as_str());
                 let provider = self.inner.context.table_provider(reference).await?;
                 let table_schema = provider.schema();
                 let mut columns = vec![Vec::new(), Vec::new(), Vec::new(), Vec::new()];
                 for field in table_schema.fields() {
                     columns[0].push(Some(field.name().clone()));
                     columns[1].push(Some(types::sql_type_name(field)));
-                    columns[2].push(Some(if field.is_nullable() { String::new() } else { "not null".into() }));
+                    columns[2].push(Some(if field.is_nullable() {
+                        String::new()
+                    } else {
+                        "not null".into()
+                    }));
                     columns[3].push(Some(String::new()));
                 }
                 rows_outcome(command_schema(command).expect("rows"), columns, "SHOW")
@@ -598,7 +799,11 @@ impl Session {
                     self.set_defaults(&catalog, &schema);
                 }
                 self.inner.variables.lock().set(&name, value.clone());
-                Ok(Outcome::Command(CommandTag::new(if value.is_some() { "SET" } else { "RESET" })))
+                Ok(Outcome::Command(CommandTag::new(if value.is_some() {
+                    "SET"
+                } else {
+                    "RESET"
+                })))
             }
             Command::ResetAll => {
                 self.reset();
@@ -616,24 +821,49 @@ impl Session {
                     self.inner.variables.lock().get(&lowered)
                 };
                 let value = value.ok_or_else(|| {
-                    EngineError::new(sqlstate::UNDEFINED_OBJECT, format!("unrecognized configuration parameter \"{name}\""))
+                    EngineError::new(
+                        sqlstate::UNDEFINED_OBJECT,
+                        format!("unrecognized configuration parameter \"{name}\""),
+                    )
                 })?;
-                rows_outcome(command_schema(command).expect("rows"), vec![vec![Some(value)]], "SHOW")
+                rows_outcome(
+                    command_schema(command).expect("rows"),
+                    vec![vec![Some(value)]],
+                    "SHOW",
+                )
             }
-            Command::CreateSchema { name, if_not_exists } => {
+            Command::CreateSchema {
+                name,
+                if_not_exists,
+            } => {
                 let (catalog, schema) = match name.as_slice() {
                     [schema] => (self.current_catalog(), schema.clone()),
                     [catalog, schema] => (catalog.clone(), schema.clone()),
-                    _ => return Err(EngineError::syntax("CREATE SCHEMA takes catalog.schema or schema")),
+                    _ => {
+                        return Err(EngineError::syntax(
+                            "CREATE SCHEMA takes catalog.schema or schema",
+                        ));
+                    }
                 };
-                let iceberg = registry.iceberg(&catalog, "CREATE SCHEMA").map_err(catalog_error)?;
-                iceberg.create_schema(&schema, *if_not_exists).await.map_err(iceberg_error)?;
+                let iceberg = registry
+                    .iceberg(&catalog, "CREATE SCHEMA")
+                    .map_err(catalog_error)?;
+                iceberg
+                    .create_schema(&schema, *if_not_exists)
+                    .await
+                    .map_err(iceberg_error)?;
                 Ok(Outcome::Command(CommandTag::new("CREATE SCHEMA")))
             }
             Command::DropTable { name, if_exists } => {
                 let (catalog, schema, table) = self.full_name(name)?;
-                let iceberg = registry.iceberg(&catalog, "DROP TABLE").map_err(catalog_error)?;
-                if !iceberg.table_exists(&schema, &table).await.map_err(iceberg_error)? {
+                let iceberg = registry
+                    .iceberg(&catalog, "DROP TABLE")
+                    .map_err(catalog_error)?;
+                if !iceberg
+                    .table_exists(&schema, &table)
+                    .await
+                    .map_err(iceberg_error)?
+                {
                     if *if_exists {
                         return Ok(Outcome::Command(CommandTag::new("DROP TABLE")));
                     }
@@ -642,7 +872,10 @@ impl Session {
                         format!("relation \"{catalog}.{schema}.{table}\" does not exist"),
                     ));
                 }
-                iceberg.drop_table(&schema, &table).await.map_err(iceberg_error)?;
+                iceberg
+                    .drop_table(&schema, &table)
+                    .await
+                    .map_err(iceberg_error)?;
                 Ok(Outcome::Command(CommandTag::new("DROP TABLE")))
             }
         }
@@ -654,28 +887,43 @@ impl Session {
         let mut fresh = SessionVariables::new(&server.default_schema);
         fresh.user = user;
         *self.inner.variables.lock() = fresh;
-        self.set_defaults(&server.default_catalog.clone(), &server.default_schema.clone());
+        self.set_defaults(
+            &server.default_catalog.clone(),
+            &server.default_schema.clone(),
+        );
     }
 
     /// A catalog's provider with a fresh listing, or 3D000 naming it.
-    async fn catalog_provider(&self, name: &str) -> Result<Arc<dyn datafusion::catalog::CatalogProvider>, EngineError> {
+    async fn catalog_provider(
+        &self,
+        name: &str,
+    ) -> Result<Arc<dyn datafusion::catalog::CatalogProvider>, EngineError> {
         let registry = &self.inner.engine.registry;
         match registry.get(name) {
             Some(CatalogHandle::Postgres(postgres)) => {
-                postgres.refresh().await.map_err(|error| EngineError::new(error.sqlstate(), error.to_string()))?;
+                postgres
+                    .refresh()
+                    .await
+                    .map_err(|error| EngineError::new(error.sqlstate(), error.to_string()))?;
             }
             Some(CatalogHandle::Iceberg(iceberg)) => {
                 iceberg.refresh().await.map_err(iceberg_error)?;
             }
             Some(CatalogHandle::Other(_)) => {}
             None => {
-                return Err(EngineError::new(sqlstate::INVALID_CATALOG_NAME, format!("catalog \"{name}\" does not exist")));
+                return Err(EngineError::new(
+                    sqlstate::INVALID_CATALOG_NAME,
+                    format!("catalog \"{name}\" does not exist"),
+                ));
             }
         }
         use datafusion::catalog::CatalogProviderList;
-        registry
-            .catalog(name)
-            .ok_or_else(|| EngineError::new(sqlstate::INVALID_CATALOG_NAME, format!("catalog \"{name}\" does not exist")))
+        registry.catalog(name).ok_or_else(|| {
+            EngineError::new(
+                sqlstate::INVALID_CATALOG_NAME,
+                format!("catalog \"{name}\" does not exist"),
+            )
+        })
     }
 }
 
@@ -684,10 +932,14 @@ fn catalog_error(error: fjord_catalog::CatalogError) -> EngineError {
 }
 
 fn iceberg_error(error: fjord_catalog::IcebergError) -> EngineError {
-    classify(&datafusion::error::DataFusionError::External(Box::new(error)))
+    classify(&datafusion::error::DataFusionError::External(Box::new(
+        error,
+    )))
 }
 
 fn mentions_catalog_views(sql: &str) -> bool {
     let lowered = sql.to_ascii_lowercase();
-    lowered.contains("information_schema") || lowered.contains("pg_catalog") || lowered.contains("show ")
+    lowered.contains("information_schema")
+        || lowered.contains("pg_catalog")
+        || lowered.contains("show ")
 }

@@ -37,10 +37,15 @@ pub(crate) struct SessionVariables {
 
 impl SessionVariables {
     pub(crate) fn new(default_schema: &str) -> Self {
-        let mut values: BTreeMap<String, String> =
-            DEFAULTS.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect();
+        let mut values: BTreeMap<String, String> = DEFAULTS
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
         values.insert("search_path".into(), default_schema.to_string());
-        SessionVariables { user: "fjord".into(), values }
+        SessionVariables {
+            user: "fjord".into(),
+            values,
+        }
     }
 
     /// Sets (or with `None`, resets to its default) a variable. Unknown names are kept too:
@@ -98,6 +103,9 @@ mod tests {
     #[test]
     fn search_path_first_schema() {
         assert_eq!(first_search_path_schema("\"$user\", public"), "public");
-        assert_eq!(first_search_path_schema("data_on_eks, public"), "data_on_eks");
+        assert_eq!(
+            first_search_path_schema("data_on_eks, public"),
+            "data_on_eks"
+        );
     }
 }

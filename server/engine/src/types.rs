@@ -28,7 +28,10 @@ fn data_type_name(data_type: &DataType) -> String {
         DataType::Float16 | DataType::Float32 => "real".into(),
         DataType::Float64 => "double precision".into(),
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "varchar".into(),
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_) => "bytea".into(),
+        DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView
+        | DataType::FixedSizeBinary(_) => "bytea".into(),
         DataType::Date32 | DataType::Date64 => "date".into(),
         DataType::Time32(_) | DataType::Time64(_) => "time".into(),
         DataType::Timestamp(_, None) => "timestamp".into(),
@@ -36,11 +39,18 @@ fn data_type_name(data_type: &DataType) -> String {
         DataType::Interval(_) | DataType::Duration(_) => "interval".into(),
         DataType::Decimal32(p, s) | DataType::Decimal64(p, s) => format!("decimal({p},{s})"),
         DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => format!("decimal({p},{s})"),
-        DataType::List(inner) | DataType::LargeList(inner) | DataType::FixedSizeList(inner, _) | DataType::ListView(inner) | DataType::LargeListView(inner) => {
+        DataType::List(inner)
+        | DataType::LargeList(inner)
+        | DataType::FixedSizeList(inner, _)
+        | DataType::ListView(inner)
+        | DataType::LargeListView(inner) => {
             format!("array({})", data_type_name(inner.data_type()))
         }
         DataType::Struct(fields) => {
-            let inner: Vec<String> = fields.iter().map(|f| format!("{} {}", f.name(), data_type_name(f.data_type()))).collect();
+            let inner: Vec<String> = fields
+                .iter()
+                .map(|f| format!("{} {}", f.name(), data_type_name(f.data_type())))
+                .collect();
             format!("row({})", inner.join(", "))
         }
         DataType::Map(_, _) => "map".into(),
@@ -61,13 +71,24 @@ pub(crate) fn iceberg_compatible_schema(schema: &Schema) -> Result<Schema, Engin
 }
 
 fn iceberg_field(field: &Field) -> Result<Field, EngineError> {
-    Ok(Field::new(field.name(), iceberg_type(field.name(), field.data_type())?, true))
+    Ok(Field::new(
+        field.name(),
+        iceberg_type(field.name(), field.data_type())?,
+        true,
+    ))
 }
 
 fn iceberg_type(name: &str, data_type: &DataType) -> Result<DataType, EngineError> {
     use DataType as T;
     Ok(match data_type {
-        T::Boolean | T::Int32 | T::Int64 | T::Float32 | T::Float64 | T::Date32 | T::Utf8 | T::Binary => data_type.clone(),
+        T::Boolean
+        | T::Int32
+        | T::Int64
+        | T::Float32
+        | T::Float64
+        | T::Date32
+        | T::Utf8
+        | T::Binary => data_type.clone(),
         T::Null | T::Utf8View | T::LargeUtf8 => T::Utf8,
         T::Int8 | T::Int16 | T::UInt8 | T::UInt16 => T::Int32,
         T::UInt32 | T::UInt64 => T::Int64,
@@ -80,17 +101,25 @@ fn iceberg_type(name: &str, data_type: &DataType) -> Result<DataType, EngineErro
         T::Decimal128(p, s) if *p <= 38 => T::Decimal128(*p, *s),
         T::Decimal32(p, s) | T::Decimal64(p, s) => T::Decimal128(*p, *s),
         T::Dictionary(_, value) => iceberg_type(name, value)?,
-        T::List(inner) | T::LargeList(inner) | T::ListView(inner) | T::LargeListView(inner) | T::FixedSizeList(inner, _) => {
-            T::List(Arc::new(iceberg_field(inner)?))
-        }
+        T::List(inner)
+        | T::LargeList(inner)
+        | T::ListView(inner)
+        | T::LargeListView(inner)
+        | T::FixedSizeList(inner, _) => T::List(Arc::new(iceberg_field(inner)?)),
         T::Struct(fields) => {
-            let fields: Fields = fields.iter().map(|f| iceberg_field(f).map(Arc::new)).collect::<Result<Vec<_>, _>>()?.into();
+            let fields: Fields = fields
+                .iter()
+                .map(|f| iceberg_field(f).map(Arc::new))
+                .collect::<Result<Vec<_>, _>>()?
+                .into();
             T::Struct(fields)
         }
         other => {
             return Err(EngineError::new(
                 sqlstate::FEATURE_NOT_SUPPORTED,
-                format!("column \"{name}\" has type {other}, which an Iceberg table cannot store; cast it first"),
+                format!(
+                    "column \"{name}\" has type {other}, which an Iceberg table cannot store; cast it first"
+                ),
             ));
         }
     })

@@ -42,7 +42,11 @@ impl CancelRegistry {
     /// Cancels the query of the connection with this key; unknown keys are ignored, as
     /// PostgreSQL does, so that a guessed key reveals nothing.
     pub(crate) fn cancel(&self, pid: i32, secret: &[u8]) {
-        let target = self.connections.lock().get(&(pid, secret.to_vec())).and_then(Weak::upgrade);
+        let target = self
+            .connections
+            .lock()
+            .get(&(pid, secret.to_vec()))
+            .and_then(Weak::upgrade);
         match target {
             Some(cancel) => {
                 tracing::info!(pid, "cancel request");

@@ -27,8 +27,8 @@ use pgwire::api::results::{
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
-    ClientInfo, ClientPortalStore, DEFAULT_NAME, ErrorHandler, METADATA_APPLICATION_NAME, METADATA_DATABASE,
-    METADATA_USER, PgWireConnectionState, PgWireServerHandlers, Type,
+    ClientInfo, ClientPortalStore, DEFAULT_NAME, ErrorHandler, METADATA_APPLICATION_NAME,
+    METADATA_DATABASE, METADATA_USER, PgWireConnectionState, PgWireServerHandlers, Type,
 };
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::cancel::CancelRequest;
@@ -43,7 +43,8 @@ use crate::cancel::{CancelRegistry, QueryCancel};
 use crate::encode::{canceled, engine_error, pg_fields, query_response};
 
 /// Process ids handed to clients: unique per server process, never reused while it runs.
-static NEXT_PID: LazyLock<AtomicI32> = LazyLock::new(|| AtomicI32::new(1000 + (std::process::id() as i32 % 1000) * 1000));
+static NEXT_PID: LazyLock<AtomicI32> =
+    LazyLock::new(|| AtomicI32::new(1000 + (std::process::id() as i32 % 1000) * 1000));
 
 /// Counts a query as running while alive; shutdown waits for the count to reach zero.
 pub(crate) struct QueryGuard(Arc<AtomicUsize>);
@@ -81,7 +82,9 @@ impl Connection {
     ) -> Self {
         let session = engine.new_session();
         Connection {
-            parser: Arc::new(Parser { session: session.clone() }),
+            parser: Arc::new(Parser {
+                session: session.clone(),
+            }),
             session,
             cancels,
             query_cancel: Arc::new(QueryCancel::default()),
@@ -180,13 +183,19 @@ impl PgWireServerHandlers for ConnectionHandlers {
 
 #[async_trait]
 impl StartupHandler for Connection {
-    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let PgWireFrontendMessage::Startup(startup) = message else { return Ok(()) };
+        let PgWireFrontendMessage::Startup(startup) = message else {
+            return Ok(());
+        };
         protocol_negotiation(client, &startup).await?;
         save_startup_parameters_to_metadata(client, &startup);
         let user = client.metadata().get(METADATA_USER).cloned();
@@ -199,7 +208,11 @@ impl StartupHandler for Connection {
         let pid = NEXT_PID.fetch_add(1, Ordering::Relaxed);
         let secret: i32 = rand_secret();
         client.set_pid_and_secret_key(pid, SecretKey::I32(secret));
-        self.cancels.register(pid, SecretKey::I32(secret).to_bytes().to_vec(), Arc::downgrade(&self.query_cancel));
+        self.cancels.register(
+            pid,
+            SecretKey::I32(secret).to_bytes().to_vec(),
+            Arc::downgrade(&self.query_cancel),
+        );
         tracing::info!(peer = %self.peer, pid, user = user.as_deref().unwrap_or(""), database = database.as_deref().unwrap_or(""), "client connected");
 
         let mut parameters = DefaultServerParameterProvider::default();
@@ -218,14 +231,20 @@ fn rand_secret() -> i32 {
     // randomly seeded hasher is a good enough source without another dependency.
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
     hasher.finish() as i32
 }
 
 #[async_trait]
 impl CancelHandler for Connection {
     async fn on_cancel_request(&self, request: CancelRequest) {
-        self.cancels.cancel(request.pid, &request.secret_key.to_bytes());
+        self.cancels
+            .cancel(request.pid, &request.secret_key.to_bytes());
     }
 }
 
@@ -283,7 +302,10 @@ impl SimpleQueryHandler for Connection {
                 Outcome::Rows { stream, tag } if index + 1 < count => {
                     let schema = stream.schema();
                     let batches: Vec<_> = match Self::cancellable(&cancel, async {
-                        stream.try_collect::<Vec<_>>().await.map_err(EngineError::from)
+                        stream
+                            .try_collect::<Vec<_>>()
+                            .await
+                            .map_err(EngineError::from)
                     })
                     .await
                     {
@@ -297,11 +319,19 @@ impl SimpleQueryHandler for Connection {
                         schema,
                         futures::stream::iter(batches.into_iter().map(Ok)),
                     );
-                    Outcome::Rows { stream: Box::pin(stream), tag }
+                    Outcome::Rows {
+                        stream: Box::pin(stream),
+                        tag,
+                    }
                 }
                 other => other,
             };
-            responses.push(self.response(outcome, &Format::UnifiedText, options.clone(), cancel.clone())?);
+            responses.push(self.response(
+                outcome,
+                &Format::UnifiedText,
+                options.clone(),
+                cancel.clone(),
+            )?);
         }
         Ok(responses)
     }
@@ -316,7 +346,11 @@ fn error_info(error: EngineError) -> pgwire::error::ErrorInfo {
 fn pg_error_info(error: PgWireError) -> pgwire::error::ErrorInfo {
     match error {
         PgWireError::UserError(info) => *info,
-        other => pgwire::error::ErrorInfo::new("ERROR".into(), sqlstate::INTERNAL_ERROR.into(), other.to_string()),
+        other => pgwire::error::ErrorInfo::new(
+            "ERROR".into(),
+            sqlstate::INTERNAL_ERROR.into(),
+            other.to_string(),
+        ),
     }
 }
 
@@ -329,7 +363,12 @@ pub(crate) struct Parser {
 impl QueryParser for Parser {
     type Statement = Prepared;
 
-    async fn parse_sql<C>(&self, _client: &C, sql: &str, _types: &[Option<Type>]) -> PgWireResult<Prepared>
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Prepared>
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
@@ -340,11 +379,20 @@ impl QueryParser for Parser {
         Ok(statement
             .parameter_types()
             .iter()
-            .map(|data_type| data_type.as_ref().and_then(|t| into_pg_type(t).ok()).unwrap_or(Type::UNKNOWN))
+            .map(|data_type| {
+                data_type
+                    .as_ref()
+                    .and_then(|t| into_pg_type(t).ok())
+                    .unwrap_or(Type::UNKNOWN)
+            })
             .collect())
     }
 
-    fn get_result_schema(&self, statement: &Prepared, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+    fn get_result_schema(
+        &self,
+        statement: &Prepared,
+        format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
         match statement.output_schema() {
             Some(schema) => pg_fields(&schema, format.unwrap_or(&Format::UnifiedText), None),
             None => Ok(Vec::new()),
@@ -400,13 +448,19 @@ impl ExtendedQueryHandler for Connection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let fields = self
-            .parser
-            .get_result_schema(&target.statement.statement, Some(&target.result_column_format))?;
+        let fields = self.parser.get_result_schema(
+            &target.statement.statement,
+            Some(&target.result_column_format),
+        )?;
         Ok(DescribePortalResponse::new(fields))
     }
 
-    async fn do_query<C>(&self, client: &mut C, portal: &Portal<Prepared>, _max_rows: usize) -> PgWireResult<Response>
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Prepared>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = Prepared>,
@@ -425,8 +479,14 @@ impl ExtendedQueryHandler for Connection {
         } else {
             None
         };
-        let outcome = Self::cancellable(&cancel, self.session.execute(prepared, parameters)).await?;
-        self.response(outcome, &portal.result_column_format, Self::format_options(client), cancel)
+        let outcome =
+            Self::cancellable(&cancel, self.session.execute(prepared, parameters)).await?;
+        self.response(
+            outcome,
+            &portal.result_column_format,
+            Self::format_options(client),
+            cancel,
+        )
     }
 
     /// Like pgwire's default, except that an Execute without a row limit streams its rows
@@ -457,11 +517,14 @@ impl ExtendedQueryHandler for Connection {
         }
         let mut transaction_status = client.transaction_status();
         client.set_state(PgWireConnectionState::QueryInProgress);
-        let response = ExtendedQueryHandler::do_query(self, client, portal.as_ref(), max_rows).await;
+        let response =
+            ExtendedQueryHandler::do_query(self, client, portal.as_ref(), max_rows).await;
         let result = match response {
             Ok(Response::Query(query)) => send_streamed(client, query).await,
             Ok(Response::EmptyQuery) => client
-                .feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse::new()))
+                .feed(PgWireBackendMessage::EmptyQueryResponse(
+                    EmptyQueryResponse::new(),
+                ))
                 .await
                 .map_err(PgWireError::from),
             Ok(Response::Execution(tag)) => send_execution_response(client, tag).await,
@@ -476,9 +539,15 @@ impl ExtendedQueryHandler for Connection {
             }
             Ok(Response::Error(error)) => {
                 transaction_status = transaction_status.to_error_state();
-                client.send(PgWireBackendMessage::ErrorResponse((*error).into())).await.map_err(PgWireError::from)
+                client
+                    .send(PgWireBackendMessage::ErrorResponse((*error).into()))
+                    .await
+                    .map_err(PgWireError::from)
             }
-            Ok(_) => Err(engine_error(EngineError::new(sqlstate::FEATURE_NOT_SUPPORTED, "COPY is not supported"))),
+            Ok(_) => Err(engine_error(EngineError::new(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                "COPY is not supported",
+            ))),
             Err(error) => Err(error),
         };
         client.set_state(PgWireConnectionState::ReadyForQuery);

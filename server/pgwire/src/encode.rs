@@ -10,8 +10,8 @@ use fjord_engine::EngineError;
 use futures::{Stream, StreamExt};
 use pgwire::api::portal::Format;
 use pgwire::api::results::{FieldInfo, QueryResponse};
-use pgwire::messages::data::DataRow;
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::data::DataRow;
 use pgwire::types::format::FormatOptions;
 use tokio_util::sync::CancellationToken;
 
@@ -69,7 +69,14 @@ fn rows(
         // Counts the query as running until the last row is sent or the stream is dropped.
         _guard: QueryGuard,
     }
-    let state = State { stream, fields, cancel, current: None, done: false, _guard: guard };
+    let state = State {
+        stream,
+        fields,
+        cancel,
+        current: None,
+        done: false,
+        _guard: guard,
+    };
     futures::stream::unfold(state, |mut state| async move {
         loop {
             if state.done {
@@ -93,7 +100,8 @@ fn rows(
                 None => return None,
                 Some(Ok(batch)) => {
                     if batch.num_rows() > 0 {
-                        state.current = Some(Box::new(encode_recordbatch(state.fields.clone(), batch)));
+                        state.current =
+                            Some(Box::new(encode_recordbatch(state.fields.clone(), batch)));
                     }
                 }
                 Some(Err(error)) => {

@@ -93,12 +93,17 @@ impl PgServer {
         }
         drop(self.listener);
         let deadline = tokio::time::Instant::now() + grace;
-        while self.running_queries.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+        while self.running_queries.load(Ordering::SeqCst) > 0
+            && tokio::time::Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let still_running = self.running_queries.load(Ordering::SeqCst);
         if still_running > 0 {
-            tracing::warn!(still_running, "cancelling queries still running after the shutdown grace period");
+            tracing::warn!(
+                still_running,
+                "cancelling queries still running after the shutdown grace period"
+            );
         }
         connections.shutdown().await;
         tracing::info!("postgres wire protocol listener stopped");
