@@ -357,8 +357,21 @@ impl Config {
         let mut config: Config =
             serde_path_to_error::deserialize(deserializer).map_err(|error| {
                 let path = error.path().to_string();
-                let key = (path != "." && !path.is_empty()).then_some(path);
                 let inner = error.inner();
+                let mut key = (path != "." && !path.is_empty()).then_some(path);
+                // Inside a tagged catalog table the path stops at the table: the field's name
+                // is in the message.
+                if let Some(field) = inner
+                    .message()
+                    .strip_prefix("unknown field `")
+                    .and_then(|rest| rest.split('`').next())
+                {
+                    if let Some(table) = &key {
+                        if !table.ends_with(field) {
+                            key = Some(format!("{table}.{field}"));
+                        }
+                    }
+                }
                 // Errors inside a tagged catalog table lose toml's span; the key path finds
                 // the line instead.
                 let span = if key
@@ -602,6 +615,6 @@ mod tests {
         let text = "[catalogs.x]\ntype = \"mysql\"\n";
         let error = Config::parse(text, "f.toml", Path::new(".")).unwrap_err();
         assert!(error.reason.contains("mysql"), "{error}");
-        assert_eq!(error.line, Some(1), "{error}");
+        assert_eq!(error.line, Some(2), "{error}");
     }
 }
