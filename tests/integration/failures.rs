@@ -152,7 +152,6 @@ async fn a_client_that_disconnects_mid_query_stops_the_work_in_postgres() -> any
     let running = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY (SELECT%big%' AND state = 'active'";
     // The client dies: its socket closes without a goodbye.
     socket.abort();
-    drop(rows);
     drop(client);
     // Once fjord notices the client is gone, the statement in Postgres is cancelled.
     let mut still_running = i64::MAX;
@@ -168,4 +167,48 @@ async fn a_client_that_disconnects_mid_query_stops_the_work_in_postgres() -> any
         "the abandoned COPY should have been cancelled"
     );
     fjord.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_running_queries_finish_and_then_refuses_connections() -> anyhow::Result<()> {
+    let postgres = Postgres::start()?;
+    postgres.psql_admin(
+        "workshop",
+        "CREATE VIEW slow AS SELECT 42 AS answer FROM pg_sleep(2)",
+    )?;
+    let fjord = Fjord::start(&postgres.catalog_toml("postgresql")).await?;
+    let port = fjord.port();
+    let client = fjord.connect().await?;
+    let running = tokio::spawn(async move {
+        query_text(&client, "SELECT answer FROM postgresql.public.slow").await
+    });
+    // Wait until the query is really running in Postgres before shutting down.
+    let direct = postgres.connect("workshop").await?;
+    let mut started = false;
+    for _ in 0..100 {
+        let active: i64 = direct
+            .query_one("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY (SELECT%slow%' AND state = 'active' AND pid <> pg_backend_pid()", &[])
+            .await?
+            .get(0);
+        if active > 0 {
+            started = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(started, "the slow query never started");
+    fjord.stop().await?;
+    let rows = running.await??;
+    assert_eq!(
+        rows,
+        vec![vec!["42".to_string()]],
+        "the running query finished during the grace period"
+    );
+    let refused = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port={port} user=late dbname=iceberg"),
+        tokio_postgres::NoTls,
+    )
+    .await;
+    assert!(refused.is_err(), "a stopped server accepts no connections");
+    Ok(())
 }

@@ -87,7 +87,7 @@ async fn settings_are_per_connection() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_stream_before_the_result_is_complete() -> anyhow::Result<()> {
     let fjord = Fjord::start("").await?;
-    let client = fjord.connect().await?;
+    let (client, socket) = fjord.connect_abortable().await?;
     // Ten billion rows cannot be computed before sending: the first ones arriving at all shows
     // that results stream, in the extended protocol...
     let rows = client
@@ -98,7 +98,8 @@ async fn rows_stream_before_the_result_is_complete() -> anyhow::Result<()> {
         let row = rows.next().await.expect("a row")?;
         assert_eq!(row.get::<_, i64>(0), expected);
     }
-    drop(rows);
+    // Hang up: fjord stops computing the rest.
+    socket.abort();
     drop(client);
     // ...and in the simple protocol, through psql's cursor-less fetch of a LIMITed stream.
     let (ok, output, stderr) = fjord

@@ -38,12 +38,12 @@ pub fn free_port() -> u16 {
 
 /// The directory with `initdb` and `pg_ctl`: on PATH, or Debian's versioned directory.
 fn postgres_bin_dir() -> Result<PathBuf> {
-    if let Ok(output) = Command::new("pg_config").arg("--bindir").output() {
-        if output.status.success() {
-            let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
-            if dir.join("initdb").exists() {
-                return Ok(dir);
-            }
+    if let Ok(output) = Command::new("pg_config").arg("--bindir").output()
+        && output.status.success()
+    {
+        let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+        if dir.join("initdb").exists() {
+            return Ok(dir);
         }
     }
     let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")

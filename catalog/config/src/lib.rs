@@ -365,12 +365,10 @@ impl Config {
                     .message()
                     .strip_prefix("unknown field `")
                     .and_then(|rest| rest.split('`').next())
+                    && let Some(table) = &key
+                    && !table.ends_with(field)
                 {
-                    if let Some(table) = &key {
-                        if !table.ends_with(field) {
-                            key = Some(format!("{table}.{field}"));
-                        }
-                    }
+                    key = Some(format!("{table}.{field}"));
                 }
                 // Errors inside a tagged catalog table lose toml's span; the key path finds
                 // the line instead.

@@ -60,7 +60,7 @@ pub enum CatalogError {
     #[error("catalog `{catalog}`: {source}")]
     Iceberg {
         catalog: String,
-        source: iceberg::Error,
+        source: Box<iceberg::Error>,
     },
     #[error("catalog \"{0}\" does not exist")]
     UnknownCatalog(String),
@@ -130,7 +130,7 @@ impl CatalogRegistry {
                     .await
                     .map_err(|source| CatalogError::Iceberg {
                         catalog: name.to_string(),
-                        source,
+                        source: Box::new(source),
                     })?;
                 CatalogHandle::Iceberg(IcebergCatalog::new(name, client))
             }

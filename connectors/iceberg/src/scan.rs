@@ -128,7 +128,7 @@ fn split_tasks(mut tasks: Vec<FileScanTask>, target: usize) -> Vec<Vec<FileScanT
     let count = target.min(tasks.len()).max(1);
     let mut partitions: Vec<(u64, Vec<FileScanTask>)> =
         (0..count).map(|_| (0, Vec::new())).collect();
-    tasks.sort_by(|a, b| b.length.cmp(&a.length));
+    tasks.sort_by_key(|task| std::cmp::Reverse(task.length));
     for task in tasks {
         let smallest = partitions
             .iter_mut()

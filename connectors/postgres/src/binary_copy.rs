@@ -651,7 +651,7 @@ mod tests {
         for (id, name) in [(1, Some("a")), (2, None), (3, Some("ccc"))] {
             data.extend(2i16.to_be_bytes());
             data.extend(4i32.to_be_bytes());
-            data.extend((id as i32).to_be_bytes());
+            data.extend(id.to_be_bytes());
             match name {
                 Some(name) => {
                     data.extend((name.len() as i32).to_be_bytes());

@@ -228,18 +228,17 @@ impl<'a> FilterTranslator<'a> {
             _ => return None,
         };
         // A uuid compared for equality with its canonical spelling can use the column's index.
-        if column.kind == PgKind::Uuid && matches!(op, Operator::Eq | Operator::NotEq) {
-            if let ScalarValue::Utf8(Some(text)) | ScalarValue::Utf8View(Some(text)) = value {
-                if uuid::Uuid::parse_str(text)
-                    .is_ok_and(|parsed| parsed.hyphenated().to_string() == *text)
-                {
-                    return Some(format!(
-                        "({} {symbol} {}::uuid)",
-                        quote_identifier(&column.name),
-                        quote_literal(text)?
-                    ));
-                }
-            }
+        if column.kind == PgKind::Uuid
+            && matches!(op, Operator::Eq | Operator::NotEq)
+            && let ScalarValue::Utf8(Some(text)) | ScalarValue::Utf8View(Some(text)) = value
+            && uuid::Uuid::parse_str(text)
+                .is_ok_and(|parsed| parsed.hyphenated().to_string() == *text)
+        {
+            return Some(format!(
+                "({} {symbol} {}::uuid)",
+                quote_identifier(&column.name),
+                quote_literal(text)?
+            ));
         }
         let ordered = !matches!(op, Operator::Eq | Operator::NotEq);
         let column_sql = self.column_sql(column_expr, ordered)?;

@@ -11,6 +11,24 @@ use fjord_pgwire::PgServer;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// `fjord check-config`: whether the file (or the embedded default) is valid, and what to
+/// print: a summary of its catalogs, or `file:line:column: key ...: reason`.
+pub fn check_config(path: Option<&std::path::Path>) -> Result<String, fjord_config::ConfigError> {
+    let config = match path {
+        Some(path) => Config::load(path)?,
+        None => Config::embedded_default()?,
+    };
+    let name = path
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| fjord_config::DEFAULT_CONFIG_NAME.into());
+    let catalogs: Vec<String> = config
+        .catalogs
+        .iter()
+        .map(|(name, catalog)| format!("{name} ({})", catalog.type_name()))
+        .collect();
+    Ok(format!("{name}: ok; catalogs: {}", catalogs.join(", ")))
+}
+
 /// A running `fjord serve`: its listeners' addresses and a handle to stop it.
 pub struct RunningServer {
     pub engine: Arc<Engine>,

@@ -195,17 +195,9 @@ async fn demo(
 }
 
 fn check_config(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    match load_config(path.as_ref()) {
-        Ok(config) => {
-            let name = path
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| fjord_config::DEFAULT_CONFIG_NAME.into());
-            let catalogs: Vec<String> = config
-                .catalogs
-                .iter()
-                .map(|(name, catalog)| format!("{name} ({})", catalog.type_name()))
-                .collect();
-            println!("{name}: ok; catalogs: {}", catalogs.join(", "));
+    match fjord_cli::check_config(path.as_deref()) {
+        Ok(summary) => {
+            println!("{summary}");
             Ok(ExitCode::SUCCESS)
         }
         Err(error) => {

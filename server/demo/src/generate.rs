@@ -729,7 +729,7 @@ mod tests {
             }
             let times = batch.column(1).as_primitive::<TimestampMicrosecondType>();
             for time in times.iter().flatten() {
-                assert!(time < HISTORY_END && time >= HISTORY_END - 30 * DAY_MICROS);
+                assert!((HISTORY_END - 30 * DAY_MICROS..HISTORY_END).contains(&time));
             }
         }
         assert_eq!(

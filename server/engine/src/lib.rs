@@ -210,10 +210,10 @@ impl Prepared {
             .unwrap_or(0);
         let mut ordered = vec![None; count];
         for (key, data_type) in types {
-            if let Some(index) = key.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
-                if index >= 1 {
-                    ordered[index - 1] = data_type;
-                }
+            if let Some(index) = key.strip_prefix('$').and_then(|n| n.parse::<usize>().ok())
+                && index >= 1
+            {
+                ordered[index - 1] = data_type;
             }
         }
         // `$1::bigint` leaves the placeholder untyped in DataFusion; the cast says what the
@@ -231,19 +231,16 @@ impl Prepared {
                             }
                             _ => return Ok(TreeNodeRecursion::Continue),
                         };
-                        if let Expr::Placeholder(placeholder) = placeholder {
-                            if let Some(index) = placeholder
+                        if let Expr::Placeholder(placeholder) = placeholder
+                            && let Some(index) = placeholder
                                 .id
                                 .strip_prefix('$')
                                 .and_then(|n| n.parse::<usize>().ok())
-                            {
-                                if index >= 1
-                                    && index <= ordered.len()
-                                    && ordered[index - 1].is_none()
-                                {
-                                    ordered[index - 1] = Some(data_type.clone());
-                                }
-                            }
+                            && index >= 1
+                            && index <= ordered.len()
+                            && ordered[index - 1].is_none()
+                        {
+                            ordered[index - 1] = Some(data_type.clone());
                         }
                         Ok(TreeNodeRecursion::Continue)
                     })
@@ -313,14 +310,14 @@ impl Session {
             variables.set("application_name", Some(application.to_string()));
         }
         drop(variables);
-        if let Some(database) = database {
-            if self.inner.engine.registry.get(database).is_some() {
-                let schema = match self.inner.engine.registry.get(database) {
-                    Some(CatalogHandle::Postgres(_)) => "public".to_string(),
-                    _ => self.inner.engine.config.server.default_schema.clone(),
-                };
-                self.set_defaults(database, &schema);
-            }
+        if let Some(database) = database
+            && self.inner.engine.registry.get(database).is_some()
+        {
+            let schema = match self.inner.engine.registry.get(database) {
+                Some(CatalogHandle::Postgres(_)) => "public".to_string(),
+                _ => self.inner.engine.config.server.default_schema.clone(),
+            };
+            self.set_defaults(database, &schema);
         }
         Ok(())
     }

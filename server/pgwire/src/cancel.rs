@@ -26,10 +26,13 @@ impl QueryCancel {
     }
 }
 
-/// Every live connection by (process id, secret key).
+/// (process id, secret key bytes) as sent in BackendKeyData.
+type CancelKey = (i32, Vec<u8>);
+
+/// Every live connection by its cancel key.
 #[derive(Debug, Default)]
 pub(crate) struct CancelRegistry {
-    connections: Mutex<HashMap<(i32, Vec<u8>), Weak<QueryCancel>>>,
+    connections: Mutex<HashMap<CancelKey, Weak<QueryCancel>>>,
 }
 
 impl CancelRegistry {

@@ -252,10 +252,10 @@ impl ErrorHandler for Connection {
     fn on_error<C: ClientInfo>(&self, _client: &C, error: &mut PgWireError) {
         // Errors that pgwire produces itself (protocol violations, unknown portals) keep its
         // codes; a bare API error would otherwise be XX000 without context.
-        if let PgWireError::ApiError(inner) = error {
-            if let Some(engine) = inner.downcast_ref::<EngineError>() {
-                *error = engine_error(engine.clone());
-            }
+        if let PgWireError::ApiError(inner) = error
+            && let Some(engine) = inner.downcast_ref::<EngineError>()
+        {
+            *error = engine_error(engine.clone());
         }
         if let PgWireError::QueryCanceled = error {
             *error = canceled();

@@ -1,0 +1,59 @@
+//! `fjord check-config`: the verdicts an operator gets before deploying a file.
+
+#[test]
+fn check_config_accepts_the_reference_file_and_locates_mistakes() -> anyhow::Result<()> {
+    let reference = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config.toml");
+    let summary = fjord_cli::check_config(Some(&reference)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    assert!(
+        summary.ends_with("ok; catalogs: iceberg (iceberg), postgresql (postgres)"),
+        "{summary}"
+    );
+    assert!(
+        fjord_cli::check_config(None).is_ok(),
+        "the embedded default is valid"
+    );
+
+    let directory = tempfile::tempdir()?;
+    let cases = [
+        (
+            "[server]\npostgres_listen = 5433\n",
+            2,
+            "server.postgres_listen",
+            "invalid type",
+        ),
+        (
+            "[catalogs.crm]\ntype = \"postgres\"\nhost = \"db\"\ndatabase = \"crm\"\nuser = \"u\"\nhots = \"x\"\n",
+            6,
+            "catalogs.crm.hots",
+            "unknown field `hots`",
+        ),
+        (
+            "[catalogs.crm]\ntype = \"postgres\"\nhost = \"db\"\ndatabase = \"crm\"\nuser = \"u\"\npassword = \"${FJORD_CHECK_CONFIG_UNSET}\"\n",
+            6,
+            "catalogs.crm.password",
+            "FJORD_CHECK_CONFIG_UNSET",
+        ),
+        (
+            "[catalogs.lake]\ntype = \"iceberg\"\ncatalog = \"rest\"\nwarehouse = \"s3://b/w\"\n",
+            1,
+            "catalogs.lake.uri",
+            "REST catalog",
+        ),
+        ("[server\n", 1, "", "invalid table header"),
+    ];
+    for (index, (text, line, key, reason)) in cases.iter().enumerate() {
+        let path = directory.path().join(format!("case{index}.toml"));
+        std::fs::write(&path, text)?;
+        let error = fjord_cli::check_config(Some(&path)).expect_err(text);
+        let printed = error.to_string();
+        assert!(
+            printed.starts_with(&format!("{}:{line}", path.display())),
+            "{printed}"
+        );
+        if !key.is_empty() {
+            assert_eq!(error.key.as_deref(), Some(*key), "{printed}");
+        }
+        assert!(printed.contains(reason), "{printed}");
+    }
+    Ok(())
+}
