@@ -4,6 +4,7 @@
 mod config_files;
 mod failures;
 mod live_catalogs;
+mod object_storage;
 mod protocol;
 mod scenario;
 mod slt;

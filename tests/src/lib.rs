@@ -256,12 +256,21 @@ impl Fjord {
     /// Starts fjord with an Iceberg catalog `iceberg` in a fresh warehouse, the given extra
     /// TOML (more catalogs, a `[demo]` table), listening on a free port.
     pub async fn start(extra_toml: &str) -> Result<Fjord> {
+        Self::start_with_catalogs(&format!(
+            "[catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"warehouse\"\n\n{extra_toml}"
+        ))
+        .await
+    }
+
+    /// Starts fjord with exactly the given catalogs (and `[demo]`, if present); one of them must
+    /// be an Iceberg catalog named `iceberg`.
+    pub async fn start_with_catalogs(catalogs_toml: &str) -> Result<Fjord> {
         init_logging();
         let directory = tempfile::Builder::new().prefix("fjord-test-").tempdir()?;
         let mut text = String::from(
-            "[server]\npostgres_listen = \"127.0.0.1:0\"\ndefault_catalog = \"iceberg\"\ndefault_schema = \"data_on_eks\"\nshutdown_grace_seconds = 5\n\n\
-             [catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"warehouse\"\n\n",
+            "[server]\npostgres_listen = \"127.0.0.1:0\"\ndefault_catalog = \"iceberg\"\ndefault_schema = \"data_on_eks\"\nshutdown_grace_seconds = 5\n\n",
         );
+        let extra_toml = catalogs_toml;
         text.push_str(extra_toml);
         if !extra_toml.contains("[demo]") {
             text.push_str("\n[demo]\nbuild_on_start = false\n");
@@ -356,6 +365,86 @@ impl Fjord {
             server.stop().await?;
         }
         Ok(())
+    }
+}
+
+/// The virtualenv with the Python tools tests use (made by scripts/setup-test-env).
+pub fn test_venv() -> Result<PathBuf> {
+    let venv = match std::env::var_os("FJORD_TEST_VENV") {
+        Some(path) => PathBuf::from(path),
+        None => PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+            .join(".cache/fjord/venv"),
+    };
+    if !venv.join("bin/python").exists() {
+        bail!(
+            "the test virtualenv {} is missing: run scripts/setup-test-env",
+            venv.display()
+        );
+    }
+    Ok(venv)
+}
+
+/// An S3-compatible object store (moto's server) on a free loopback port, with a bucket.
+pub struct ObjectStore {
+    pub endpoint: String,
+    child: std::process::Child,
+    venv: PathBuf,
+}
+
+impl ObjectStore {
+    pub async fn start(bucket: &str) -> Result<ObjectStore> {
+        let venv = test_venv()?;
+        let port = free_port();
+        let child = Command::new(venv.join("bin/moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting moto_server (run scripts/setup-test-env)")?;
+        let store = ObjectStore {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            child,
+            venv,
+        };
+        // Ready when it accepts connections.
+        let mut ready = false;
+        for _ in 0..300 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                ready = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        if !ready {
+            bail!("moto_server did not start on port {port}");
+        }
+        store.python(&format!("s3.create_bucket(Bucket='{bucket}')"))?;
+        Ok(store)
+    }
+
+    /// Runs Python with `s3`, a boto3 client for this store, in scope; returns stdout.
+    pub fn python(&self, code: &str) -> Result<String> {
+        let script = format!(
+            "import boto3\ns3 = boto3.client('s3', endpoint_url='{}', aws_access_key_id='test', aws_secret_access_key='test', region_name='us-east-1')\n{code}\n",
+            self.endpoint
+        );
+        let output = Command::new(self.venv.join("bin/python"))
+            .args(["-c", &script])
+            .output()?;
+        if !output.status.success() {
+            bail!("python failed: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+}
+
+impl Drop for ObjectStore {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

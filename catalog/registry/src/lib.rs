@@ -182,10 +182,8 @@ impl CatalogRegistry {
                         tracing::warn!(catalog = %name, %error, "listing the iceberg catalog failed");
                     }
                 }
-                CatalogHandle::Postgres(catalog) => {
-                    // The catalog logs its own state changes.
-                    let _ = catalog.refresh().await;
-                }
+                // The catalog logs its own state changes.
+                CatalogHandle::Postgres(catalog) => catalog.refresh_listing().await,
                 CatalogHandle::Other(_) => {}
             }
         });

@@ -648,7 +648,7 @@ mod tests {
         data.extend_from_slice(SIGNATURE);
         data.extend(0i32.to_be_bytes());
         data.extend(0i32.to_be_bytes());
-        for (id, name) in [(1, Some("a")), (2, None), (3, Some("ccc"))] {
+        for (id, name) in [(1i32, Some("a")), (2, None), (3, Some("ccc"))] {
             data.extend(2i16.to_be_bytes());
             data.extend(4i32.to_be_bytes());
             data.extend(id.to_be_bytes());

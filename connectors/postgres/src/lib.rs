@@ -50,6 +50,9 @@ use sql::{FilterTranslator, qualified_table, select_list};
 const SYSTEM_SCHEMA_FILTER: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') \
      AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'";
 
+/// How long listings trust an "unavailable" verdict before asking the database again.
+const UNAVAILABLE_RETRY: Duration = Duration::from_secs(10);
+
 /// Whether the catalog could be reached the last time it was asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CatalogState {
@@ -155,6 +158,20 @@ impl PostgresCatalog {
         let listing = result?;
         *self.listing.write() = listing;
         Ok(())
+    }
+
+    /// Like [`Self::refresh`], except that a catalog found unavailable within the last
+    /// `UNAVAILABLE_RETRY` is not asked again: listings (SHOW TABLES, information_schema) should
+    /// not wait for a connect timeout on every statement while a source is down. Queries that
+    /// name one of its tables still try at once, so recovery is not delayed.
+    pub async fn refresh_listing(&self) {
+        let recently_failed = matches!(
+            &*self.state.read(),
+            (CatalogState::Unavailable(_), Some(at)) if at.elapsed() < UNAVAILABLE_RETRY
+        );
+        if !recently_failed {
+            let _ = self.refresh().await;
+        }
     }
 
     async fn load_listing(&self) -> Result<Listing, PostgresError> {
