@@ -10,7 +10,8 @@ use fjord_tests::{Fjord, Postgres, query_text};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_table_created_after_start_is_queryable_and_listed() -> anyhow::Result<()> {
     let postgres = Postgres::start()?;
-    let fjord = Fjord::start(&postgres.catalog_toml("postgresql")).await?;
+    // The URL form of a catalog entry, with a `${ENV}` password.
+    let fjord = Fjord::start(&postgres.catalog_url_toml("postgresql")).await?;
     let client = fjord.connect().await?;
     let before = query_text(&client, "SHOW TABLES FROM postgresql.public").await?;
     assert!(before.is_empty(), "{before:?}");

@@ -225,6 +225,15 @@ impl Postgres {
         Ok(client)
     }
 
+    /// The same entry written as one URL, with the password from the environment (HOME: any
+    /// value is accepted by a trust-authenticated test cluster).
+    pub fn catalog_url_toml(&self, name: &str) -> String {
+        format!(
+            "[catalogs.{name}]\ntype = \"postgres\"\nurl = \"postgres://postgres:${{HOME}}@127.0.0.1:{}/workshop\"\n",
+            self.port
+        )
+    }
+
     /// The `[catalogs.<name>]` entry for this server's `workshop` database.
     pub fn catalog_toml(&self, name: &str) -> String {
         format!(

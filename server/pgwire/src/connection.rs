@@ -274,6 +274,7 @@ impl SimpleQueryHandler for Connection {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         self.check_shutdown()?;
+        tracing::debug!(peer = %self.peer, sql = %query, "simple query");
         let cancel = self.query_cancel.start_query();
         let options = Self::format_options(client);
         let statements = match self.session.split_statements(query) {
@@ -372,6 +373,7 @@ impl QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        tracing::debug!(sql, "parse");
         self.session.prepare(sql).await.map_err(engine_error)
     }
 

@@ -19,6 +19,9 @@ use crate::connection::QueryGuard;
 
 /// The pgwire error for an engine error: its SQLSTATE and message, severity ERROR.
 pub(crate) fn engine_error(error: EngineError) -> PgWireError {
+    if error.class() == fjord_engine::ErrorClass::Internal {
+        tracing::warn!(sqlstate = %error.sqlstate, message = %error.message, "internal error sent to a client");
+    }
     let mut info = ErrorInfo::new("ERROR".into(), error.sqlstate, error.message);
     info.detail = error.detail;
     PgWireError::UserError(Box::new(info))
