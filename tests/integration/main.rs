@@ -6,5 +6,6 @@ mod failures;
 mod live_catalogs;
 mod object_storage;
 mod protocol;
+mod psql_meta;
 mod scenario;
 mod slt;

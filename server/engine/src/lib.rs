@@ -7,6 +7,7 @@
 
 mod commands;
 mod error;
+mod pg_catalog;
 mod session_vars;
 mod types;
 
@@ -25,7 +26,7 @@ use datafusion::logical_expr::{
 use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use datafusion::sql::parser::DFParser;
+use datafusion::sql::parser::{DFParser, Statement as DfStatement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use fjord_catalog::{CatalogHandle, CatalogRegistry};
 use fjord_config::Config;
@@ -35,12 +36,15 @@ use parking_lot::Mutex;
 pub use commands::{Command, split_statements};
 pub use error::{EngineError, ErrorClass, classify, sqlstate};
 pub use fjord_catalog;
+pub use pg_catalog::version_string;
 use session_vars::SessionVariables;
 
 /// The catalogs and resources every session shares.
 pub struct Engine {
     config: Arc<Config>,
     registry: Arc<CatalogRegistry>,
+    catalog_list: Arc<pg_catalog::SessionCatalogList>,
+    compatibility_parser: Arc<datafusion_pg_catalog::sql::PostgresCompatibilityParser>,
     runtime: Arc<RuntimeEnv>,
 }
 
@@ -63,9 +67,14 @@ impl Engine {
         let runtime = RuntimeEnvBuilder::new()
             .build_arc()
             .expect("the default runtime environment builds");
+        let catalog_list = Arc::new(pg_catalog::SessionCatalogList::new(registry.clone()));
+        let compatibility_parser =
+            Arc::new(datafusion_pg_catalog::sql::PostgresCompatibilityParser::new());
         Arc::new(Engine {
             config: Arc::new(config),
             registry,
+            catalog_list,
+            compatibility_parser,
             runtime,
         })
     }
@@ -91,14 +100,21 @@ impl Engine {
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(self.runtime.clone())
-            .with_catalog_list(self.registry.clone())
+            .with_catalog_list(self.catalog_list.clone())
             .with_default_features()
             .build();
+        let context = SessionContext::new_with_state(state);
+        let facts = Arc::new(parking_lot::RwLock::new(pg_catalog::SessionFacts {
+            user: "fjord".into(),
+            backend_pid: 0,
+        }));
+        pg_catalog::register_session_functions(&context, facts.clone());
         Session {
             inner: Arc::new(SessionInner {
                 engine: self.clone(),
-                context: SessionContext::new_with_state(state),
+                context,
                 variables: Mutex::new(SessionVariables::new(&server.default_schema)),
+                facts,
             }),
         }
     }
@@ -114,6 +130,7 @@ struct SessionInner {
     engine: Arc<Engine>,
     context: SessionContext,
     variables: Mutex<SessionVariables>,
+    facts: Arc<parking_lot::RwLock<pg_catalog::SessionFacts>>,
 }
 
 /// A statement ready to run: planned by DataFusion or recognized as a fjord command.
@@ -305,6 +322,7 @@ impl Session {
         let mut variables = self.inner.variables.lock();
         if let Some(user) = user {
             variables.user = user.to_string();
+            self.inner.facts.write().user = user.to_string();
         }
         if let Some(application) = application {
             variables.set("application_name", Some(application.to_string()));
@@ -320,6 +338,11 @@ impl Session {
             self.set_defaults(database, &schema);
         }
         Ok(())
+    }
+
+    /// The process id the front door gave this session (`pg_backend_pid()`).
+    pub fn set_backend_pid(&self, pid: i32) {
+        self.inner.facts.write().backend_pid = pid;
     }
 
     /// The session's current schema (for `search_path` reporting).
@@ -371,7 +394,18 @@ impl Session {
                 kind: PreparedKind::Command(command),
             });
         }
-        let mut statements = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})?;
+        let mut statements = if pg_catalog::needs_compatibility_rewrite(sql) {
+            self.inner
+                .engine
+                .compatibility_parser
+                .parse(sql)
+                .map_err(|error| EngineError::syntax(format!("syntax error: {error}")))?
+                .into_iter()
+                .map(|statement| DfStatement::Statement(Box::new(statement)))
+                .collect()
+        } else {
+            DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})?
+        };
         if statements.len() != 1 {
             return Err(EngineError::syntax(format!(
                 "expected one statement, found {}; send several through the simple query protocol",

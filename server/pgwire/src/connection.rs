@@ -208,6 +208,7 @@ impl StartupHandler for Connection {
         let pid = NEXT_PID.fetch_add(1, Ordering::Relaxed);
         let secret: i32 = rand_secret();
         client.set_pid_and_secret_key(pid, SecretKey::I32(secret));
+        self.session.set_backend_pid(pid);
         self.cancels.register(
             pid,
             SecretKey::I32(secret).to_bytes().to_vec(),

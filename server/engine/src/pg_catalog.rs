@@ -1,0 +1,374 @@
+//! `pg_catalog` for clients that browse fjord as if it were PostgreSQL (psql's `\d` family,
+//! drivers' metadata queries), and the session functions they call (`version()`,
+//! `current_database()`, `current_schema()`, `current_user`, `pg_backend_pid()`).
+//!
+//! Each catalog gets its own `pg_catalog` schema, built by datafusion-pg-catalog over that one
+//! catalog: `\dt` in a session lists the tables of the session's current catalog (the
+//! connection's database), in every schema. The schema is resolvable but not listed, so
+//! `SHOW SCHEMAS` and `information_schema` stay about the user's data. One provider per catalog
+//! is shared by every session, so OIDs agree between connections.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::catalog::{CatalogProvider, CatalogProviderList, SchemaProvider};
+use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::datasource::TableType;
+use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
+use datafusion::prelude::SessionContext;
+use datafusion_pg_catalog::pg_catalog::catalog_info::CatalogInfo;
+use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_pg_catalog::pg_catalog::{
+    PgCatalogSchemaProvider, PgCatalogStaticTables, create_current_schemas_udf,
+    create_pg_encoding_to_char_udf, create_pg_get_constraintdef,
+    create_pg_get_partition_ancestors_udf, create_pg_get_partkeydef_udf,
+    create_pg_get_statisticsobjdef_columns_udf, create_pg_get_userbyid_udf,
+    create_pg_relation_is_publishable_udf, create_pg_relation_size_udf,
+    create_pg_stat_get_numscans, create_pg_table_is_visible, create_pg_total_relation_size_udf,
+    format_type, has_privilege_udf, pg_get_expr_udf, quote_ident_udf,
+};
+use fjord_catalog::CatalogRegistry;
+use parking_lot::{Mutex, RwLock};
+
+/// What `version()` says: PostgreSQL's form, which drivers parse, then fjord's own version.
+pub fn version_string() -> String {
+    format!(
+        "PostgreSQL 16.6 (fjord {}) on {}-pc-linux-gnu, compiled by rustc, 64-bit",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::ARCH
+    )
+}
+
+/// The catalog list every session sees: the registry's catalogs, each able to resolve a
+/// `pg_catalog` schema.
+#[derive(Debug)]
+pub(crate) struct SessionCatalogList {
+    registry: Arc<CatalogRegistry>,
+    statics: Option<Arc<PgCatalogStaticTables>>,
+    pg_catalogs: Mutex<HashMap<String, Arc<dyn SchemaProvider>>>,
+}
+
+impl SessionCatalogList {
+    pub(crate) fn new(registry: Arc<CatalogRegistry>) -> Self {
+        let statics = match PgCatalogStaticTables::try_new() {
+            Ok(statics) => Some(Arc::new(statics)),
+            Err(error) => {
+                tracing::warn!(%error, "pg_catalog emulation is unavailable");
+                None
+            }
+        };
+        SessionCatalogList {
+            registry,
+            statics,
+            pg_catalogs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn pg_catalog(&self, catalog: &str) -> Option<Arc<dyn SchemaProvider>> {
+        let statics = self.statics.clone()?;
+        let mut cache = self.pg_catalogs.lock();
+        if let Some(provider) = cache.get(catalog) {
+            return Some(provider.clone());
+        }
+        let view = OneCatalog {
+            registry: self.registry.clone(),
+            name: catalog.to_string(),
+        };
+        let provider =
+            PgCatalogSchemaProvider::try_new(view, statics, EmptyContextProvider).ok()?;
+        let provider: Arc<dyn SchemaProvider> = Arc::new(provider);
+        cache.insert(catalog.to_string(), provider.clone());
+        Some(provider)
+    }
+}
+
+impl CatalogProviderList for SessionCatalogList {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn register_catalog(
+        &self,
+        name: String,
+        catalog: Arc<dyn CatalogProvider>,
+    ) -> Option<Arc<dyn CatalogProvider>> {
+        self.registry.register_catalog(name, catalog)
+    }
+
+    fn catalog_names(&self) -> Vec<String> {
+        self.registry.catalog_names()
+    }
+
+    fn catalog(&self, name: &str) -> Option<Arc<dyn CatalogProvider>> {
+        let inner = self.registry.catalog(name)?;
+        match self.pg_catalog(name) {
+            Some(pg_catalog) => Some(Arc::new(WithPgCatalog { inner, pg_catalog })),
+            None => Some(inner),
+        }
+    }
+}
+
+/// A catalog that also resolves (without listing) its `pg_catalog` schema.
+#[derive(Debug)]
+struct WithPgCatalog {
+    inner: Arc<dyn CatalogProvider>,
+    pg_catalog: Arc<dyn SchemaProvider>,
+}
+
+impl CatalogProvider for WithPgCatalog {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn schema_names(&self) -> Vec<String> {
+        self.inner.schema_names()
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        if name == "pg_catalog" {
+            return Some(self.pg_catalog.clone());
+        }
+        self.inner.schema(name)
+    }
+
+    fn register_schema(
+        &self,
+        name: &str,
+        schema: Arc<dyn SchemaProvider>,
+    ) -> Result<Option<Arc<dyn SchemaProvider>>> {
+        self.inner.register_schema(name, schema)
+    }
+}
+
+/// One catalog of the registry, as datafusion-pg-catalog enumerates it.
+#[derive(Debug, Clone)]
+struct OneCatalog {
+    registry: Arc<CatalogRegistry>,
+    name: String,
+}
+
+impl OneCatalog {
+    fn schema(&self, catalog: &str, schema: &str) -> Option<Arc<dyn SchemaProvider>> {
+        if catalog != self.name {
+            return None;
+        }
+        self.registry.catalog(catalog)?.schema(schema)
+    }
+}
+
+#[async_trait]
+impl CatalogInfo for OneCatalog {
+    async fn catalog_names(&self) -> Result<Vec<String>, DataFusionError> {
+        Ok(vec![self.name.clone()])
+    }
+
+    async fn schema_names(&self, catalog: &str) -> Result<Option<Vec<String>>, DataFusionError> {
+        if catalog != self.name {
+            return Ok(None);
+        }
+        Ok(self
+            .registry
+            .catalog(catalog)
+            .map(|provider| provider.schema_names()))
+    }
+
+    async fn table_names(
+        &self,
+        catalog: &str,
+        schema: &str,
+    ) -> Result<Option<Vec<String>>, DataFusionError> {
+        Ok(self
+            .schema(catalog, schema)
+            .map(|provider| provider.table_names()))
+    }
+
+    async fn table_schema(
+        &self,
+        catalog: &str,
+        schema: &str,
+        table: &str,
+    ) -> Result<Option<SchemaRef>, DataFusionError> {
+        let Some(provider) = self.schema(catalog, schema) else {
+            return Ok(None);
+        };
+        // A table that cannot be loaded right now (its source is down) is left out of the
+        // listing rather than failing the whole metadata query.
+        match provider.table(table).await {
+            Ok(table) => Ok(table.map(|table| table.schema())),
+            Err(error) => {
+                tracing::debug!(catalog, schema, table, %error, "table left out of pg_catalog");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn table_type(
+        &self,
+        catalog: &str,
+        schema: &str,
+        table: &str,
+    ) -> Result<Option<TableType>, DataFusionError> {
+        let Some(provider) = self.schema(catalog, schema) else {
+            return Ok(None);
+        };
+        Ok(provider.table_type(table).await.unwrap_or(None))
+    }
+}
+
+/// What the session functions report; updated by the session as it changes.
+#[derive(Debug)]
+pub(crate) struct SessionFacts {
+    pub(crate) user: String,
+    pub(crate) backend_pid: i32,
+}
+
+/// Registers the functions clients call to learn about the server and their session.
+pub(crate) fn register_session_functions(
+    context: &SessionContext,
+    facts: Arc<RwLock<SessionFacts>>,
+) {
+    for udf in [
+        create_current_schemas_udf(),
+        create_pg_get_userbyid_udf(),
+        has_privilege_udf::create_has_privilege_udf("has_table_privilege"),
+        has_privilege_udf::create_has_privilege_udf("has_schema_privilege"),
+        has_privilege_udf::create_has_privilege_udf("has_database_privilege"),
+        has_privilege_udf::create_has_privilege_udf("has_any_column_privilege"),
+        create_pg_table_is_visible(),
+        format_type::create_format_type_udf(),
+        pg_get_expr_udf::create_pg_get_expr_udf(),
+        create_pg_get_partkeydef_udf(),
+        create_pg_relation_is_publishable_udf(),
+        create_pg_get_statisticsobjdef_columns_udf(),
+        create_pg_encoding_to_char_udf(),
+        create_pg_relation_size_udf(),
+        create_pg_total_relation_size_udf(),
+        create_pg_stat_get_numscans(),
+        create_pg_get_constraintdef(),
+        create_pg_get_partition_ancestors_udf(),
+        quote_ident_udf::create_quote_ident_udf(),
+        quote_ident_udf::create_parse_ident_udf(),
+    ] {
+        context.register_udf(udf);
+    }
+    // psql's \df asks about functions; fjord exposes none of its own in pg_proc.
+    context.register_udf(oid_function(
+        "pg_function_is_visible",
+        DataType::Boolean,
+        ScalarValue::Boolean(Some(true)),
+    ));
+    context.register_udf(oid_function(
+        "pg_get_function_result",
+        DataType::Utf8,
+        ScalarValue::Utf8(Some(String::new())),
+    ));
+    context.register_udf(oid_function(
+        "pg_get_function_arguments",
+        DataType::Utf8,
+        ScalarValue::Utf8(Some(String::new())),
+    ));
+    let version = version_string();
+    context.register_udf(constant_text("version", move || version.clone()));
+    // The state owns these functions: hold it weakly, or no session would ever be freed.
+    let state = Arc::downgrade(&context.state_ref());
+    let catalog_state = state.clone();
+    context.register_udf(constant_text("current_database", move || {
+        catalog_state
+            .upgrade()
+            .map(|state| {
+                state
+                    .read()
+                    .config()
+                    .options()
+                    .catalog
+                    .default_catalog
+                    .clone()
+            })
+            .unwrap_or_default()
+    }));
+    let schema_state = state;
+    context.register_udf(constant_text("current_schema", move || {
+        schema_state
+            .upgrade()
+            .map(|state| {
+                state
+                    .read()
+                    .config()
+                    .options()
+                    .catalog
+                    .default_schema
+                    .clone()
+            })
+            .unwrap_or_default()
+    }));
+    let user_facts = facts.clone();
+    context.register_udf(constant_text("session_user", move || {
+        user_facts.read().user.clone()
+    }));
+    let user_facts = facts.clone();
+    context.register_udf(constant_text("current_user", move || {
+        user_facts.read().user.clone()
+    }));
+    let pid_facts = facts;
+    context.register_udf(create_udf(
+        "pg_backend_pid",
+        vec![],
+        DataType::Int32,
+        Volatility::Stable,
+        Arc::new(move |_: &[ColumnarValue]| {
+            Ok(ColumnarValue::Scalar(ScalarValue::Int32(Some(
+                pid_facts.read().backend_pid,
+            ))))
+        }),
+    ));
+}
+
+/// A function of one OID argument with a fixed answer.
+fn oid_function(name: &str, returns: DataType, value: ScalarValue) -> ScalarUDF {
+    create_udf(
+        name,
+        vec![DataType::Int32],
+        returns,
+        Volatility::Immutable,
+        Arc::new(move |_: &[ColumnarValue]| Ok(ColumnarValue::Scalar(value.clone()))),
+    )
+}
+
+/// A zero-argument function whose value is read when the statement is planned.
+fn constant_text(name: &str, value: impl Fn() -> String + Send + Sync + 'static) -> ScalarUDF {
+    create_udf(
+        name,
+        vec![],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(move |_: &[ColumnarValue]| {
+            Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(value()))))
+        }),
+    )
+}
+
+/// Whether a statement looks like a client's catalog query, which is rewritten by
+/// datafusion-pg-catalog's Postgres compatibility parser (`::regclass`, `OPERATOR(...)`,
+/// `current_user`, `ANY(array)`...) before planning. Other statements are planned as written:
+/// those rewrites are not meant for user queries.
+pub(crate) fn needs_compatibility_rewrite(sql: &str) -> bool {
+    let lowered = sql.to_ascii_lowercase();
+    [
+        "pg_catalog",
+        "pg_class",
+        "pg_namespace",
+        "pg_attribute",
+        "pg_type",
+        "pg_database",
+        "regclass",
+        "operator(",
+        "current_user",
+        "pg_get_",
+        "pg_settings",
+    ]
+    .iter()
+    .any(|marker| lowered.contains(marker))
+}

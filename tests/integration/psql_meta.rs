@@ -1,0 +1,115 @@
+//! psql's meta-commands, through the real psql binary: fjord answers the catalog queries psql
+//! sends as PostgreSQL would for the session's current catalog.
+
+use fjord_tests::{Fjord, Postgres, TEST_DEMO};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_meta_commands_describe_the_current_catalog() -> anyhow::Result<()> {
+    let postgres = Postgres::start()?;
+    let fjord = Fjord::start(&format!(
+        "{}\n{TEST_DEMO}",
+        postgres.catalog_toml("postgresql")
+    ))
+    .await?;
+
+    let (ok, tables, stderr) = fjord.psql(&["-c", "\\dt"]).await?;
+    assert!(ok, "{stderr}");
+    for table in [
+        "cafe_orders_raw",
+        "cat_interactions_raw",
+        "cat_wellness_iot_raw",
+        "visitor_checkins_raw",
+    ] {
+        assert!(tables.contains(table), "\\dt lists {table}:\n{tables}");
+    }
+    assert!(
+        !tables.contains("cats"),
+        "the lake session does not list Postgres tables:\n{tables}"
+    );
+
+    // Connecting to database `postgresql` browses that catalog.
+    let port = fjord.port().to_string();
+    let output = tokio::process::Command::new("psql")
+        .args([
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "tester",
+            "-d",
+            "postgresql",
+            "-c",
+            "\\dt",
+            "-c",
+            "\\d cats",
+        ])
+        .output()
+        .await?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(text.contains("cats") && text.contains("visitors"), "{text}");
+    assert!(text.contains("Table \"public.cats\""), "{text}");
+    assert!(text.contains("archetype"), "{text}");
+
+    let (ok, schemas, stderr) = fjord.psql(&["-c", "\\dn"]).await?;
+    assert!(ok, "{stderr}");
+    assert!(schemas.contains("data_on_eks"), "{schemas}");
+
+    let (ok, databases, stderr) = fjord.psql(&["-c", "\\l"]).await?;
+    assert!(ok, "{stderr}");
+    assert!(databases.contains("iceberg"), "{databases}");
+
+    let (ok, described, stderr) = fjord.psql(&["-c", "\\d cat_interactions_raw"]).await?;
+    assert!(ok, "{stderr}");
+    assert!(
+        described.contains("interaction_type") && described.contains("_kafka_offset"),
+        "{described}"
+    );
+
+    // Empty answers, not errors.
+    for command in ["\\dv", "\\df"] {
+        let (ok, _, stderr) = fjord.psql(&["-c", command]).await?;
+        assert!(ok, "{command}: {stderr}");
+    }
+
+    // \x and \timing are client-side, and work on fjord's rows.
+    let (ok, expanded, stderr) = fjord
+        .psql(&[
+            "-c",
+            "\\x",
+            "-c",
+            "\\timing",
+            "-c",
+            "SELECT 1 AS a, 'b' AS b",
+        ])
+        .await?;
+    assert!(ok, "{stderr}");
+    assert!(
+        expanded.contains("-[ RECORD 1 ]") && expanded.contains("Time:"),
+        "{expanded}"
+    );
+
+    // What drivers ask on connect.
+    let (ok, facts, stderr) = fjord
+        .psql(&[
+            "-At",
+            "-F",
+            "|",
+            "-c",
+            "SELECT pg_catalog.version(), current_database(), current_schema(), current_user",
+        ])
+        .await?;
+    assert!(ok, "{stderr}");
+    assert!(facts.starts_with("PostgreSQL 16.6 (fjord "), "{facts}");
+    assert!(
+        facts.trim_end().ends_with("|iceberg|data_on_eks|tester"),
+        "{facts}"
+    );
+    fjord.stop().await
+}
