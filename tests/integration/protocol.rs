@@ -149,3 +149,62 @@ async fn errors_carry_real_sqlstates() -> anyhow::Result<()> {
     assert!(stderr.contains("42P01"), "{stderr}");
     fjord.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_timeout_cancels_long_queries_with_57014() -> anyhow::Result<()> {
+    let fjord = Fjord::start(&format!("{TEST_DEMO}\n")).await?;
+    let client = fjord.connect().await?;
+    client
+        .batch_execute("SET statement_timeout = '300ms'")
+        .await?;
+    let error = client
+        .simple_query(
+            "SELECT count(*) FROM cat_interactions_raw a, cat_interactions_raw b, cat_interactions_raw c \
+             WHERE a.duration_seconds + b.duration_seconds = c.duration_seconds",
+        )
+        .await
+        .expect_err("the query outlives its timeout");
+    assert_eq!(sqlstate(&error).as_deref(), Some("57014"), "{error:?}");
+    assert!(
+        error
+            .as_db_error()
+            .expect("db error")
+            .message()
+            .contains("statement timeout"),
+        "{error:?}"
+    );
+    // Short queries still run, and RESET removes the limit.
+    assert_eq!(
+        query_text(&client, "SELECT count(*) FROM cat_interactions_raw").await?[0][0],
+        "20000"
+    );
+    client.batch_execute("RESET statement_timeout").await?;
+    assert_eq!(
+        query_text(&client, "SHOW statement_timeout").await?[0][0],
+        "0"
+    );
+    fjord.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_limited_execute_fetches_a_huge_result_in_pieces() -> anyhow::Result<()> {
+    let fjord = Fjord::start("").await?;
+    let mut client = fjord.connect().await?;
+    let transaction = client.transaction().await?;
+    // A portal over ten billion rows, read 1000 at a time: only what is asked for is computed.
+    let portal = transaction
+        .bind("SELECT value FROM range(10000000000)", &[])
+        .await?;
+    let mut next = 0i64;
+    for _ in 0..5 {
+        let rows = transaction.query_portal(&portal, 1000).await?;
+        assert_eq!(rows.len(), 1000);
+        for row in rows {
+            assert_eq!(row.get::<_, i64>(0), next);
+            next += 1;
+        }
+    }
+    transaction.rollback().await?;
+    assert_eq!(query_text(&client, "SELECT 1").await?[0][0], "1");
+    fjord.stop().await
+}

@@ -345,6 +345,13 @@ impl Session {
         self.inner.facts.write().backend_pid = pid;
     }
 
+    /// The session's `statement_timeout`, if one is set (PostgreSQL's forms: milliseconds as
+    /// a number, or a number with `us`, `ms`, `s`, `min`, `h` or `d`; 0 means none).
+    pub fn statement_timeout(&self) -> Option<std::time::Duration> {
+        let value = self.inner.variables.lock().get("statement_timeout")?;
+        session_vars::parse_duration(&value).filter(|duration| !duration.is_zero())
+    }
+
     /// The session's current schema (for `search_path` reporting).
     pub fn current_schema(&self) -> String {
         self.inner

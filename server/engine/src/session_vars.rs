@@ -76,6 +76,26 @@ impl SessionVariables {
     }
 }
 
+/// A PostgreSQL time setting: plain numbers are milliseconds.
+pub(crate) fn parse_duration(value: &str) -> Option<std::time::Duration> {
+    let value = value.trim().trim_matches('\'').trim();
+    let split = value
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let millis = match unit.trim() {
+        "" | "ms" => number,
+        "us" => number / 1000.0,
+        "s" => number * 1000.0,
+        "min" => number * 60_000.0,
+        "h" => number * 3_600_000.0,
+        "d" => number * 86_400_000.0,
+        _ => return None,
+    };
+    (millis >= 0.0).then(|| std::time::Duration::from_micros((millis * 1000.0) as u64))
+}
+
 /// The first schema of a `search_path` value (`"$user", public` gives `public`).
 pub(crate) fn first_search_path_schema(value: &str) -> String {
     value
@@ -98,6 +118,16 @@ mod tests {
         variables.set("timezone", None);
         assert_eq!(variables.get("timezone").as_deref(), Some("UTC"));
         assert_eq!(variables.get("nonexistent"), None);
+    }
+
+    #[test]
+    fn durations_in_postgres_units() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("1500"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("'2s'"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1min"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
+        assert_eq!(parse_duration("soon"), None);
     }
 
     #[test]

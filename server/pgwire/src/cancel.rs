@@ -2,10 +2,12 @@
 //! it received at startup; the matching connection's running query is cancelled.
 
 use std::collections::HashMap;
-use std::sync::Weak;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// The cancellation handle of one connection's current query.
 #[derive(Debug, Default)]
@@ -13,12 +15,50 @@ pub(crate) struct QueryCancel {
     current: Mutex<CancellationToken>,
 }
 
+/// One query's cancellation: by a cancel request, or by `statement_timeout`.
+#[derive(Debug, Clone)]
+pub(crate) struct QueryToken {
+    token: CancellationToken,
+    timed_out: Arc<AtomicBool>,
+    // When the last clone goes (the query and its row stream are done), the timeout timer ends.
+    _done: Arc<DropGuard>,
+}
+
+impl QueryToken {
+    pub(crate) async fn cancelled(&self) {
+        self.token.cancelled().await
+    }
+
+    /// Whether the statement timeout ended the query (rather than a cancel request).
+    pub(crate) fn timed_out(&self) -> bool {
+        self.timed_out.load(Ordering::SeqCst)
+    }
+}
+
 impl QueryCancel {
-    /// A fresh token for the query that starts now.
-    pub(crate) fn start_query(&self) -> CancellationToken {
+    /// A fresh token for the query that starts now, cancelled after `timeout` if given.
+    pub(crate) fn start_query(&self, timeout: Option<Duration>) -> QueryToken {
         let token = CancellationToken::new();
         *self.current.lock() = token.clone();
-        token
+        let done = CancellationToken::new();
+        let timed_out = Arc::new(AtomicBool::new(false));
+        if let Some(timeout) = timeout {
+            let (token, done, timed_out) = (token.clone(), done.clone(), timed_out.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(timeout) => {
+                        timed_out.store(true, Ordering::SeqCst);
+                        token.cancel();
+                    }
+                    _ = done.cancelled() => {}
+                }
+            });
+        }
+        QueryToken {
+            token,
+            timed_out,
+            _done: Arc::new(done.drop_guard()),
+        }
     }
 
     pub(crate) fn cancel(&self) {

@@ -39,8 +39,8 @@ use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::types::format::FormatOptions;
 use tokio_util::sync::CancellationToken;
 
-use crate::cancel::{CancelRegistry, QueryCancel};
-use crate::encode::{canceled, engine_error, pg_fields, query_response};
+use crate::cancel::{CancelRegistry, QueryCancel, QueryToken};
+use crate::encode::{canceled, canceled_by, engine_error, pg_fields, query_response};
 
 /// Process ids handed to clients: unique per server process, never reused while it runs.
 static NEXT_PID: LazyLock<AtomicI32> =
@@ -115,7 +115,7 @@ impl Connection {
         outcome: Outcome,
         format: &Format,
         options: Arc<FormatOptions>,
-        cancel: CancellationToken,
+        cancel: QueryToken,
     ) -> PgWireResult<Response> {
         Ok(match outcome {
             Outcome::Empty => Response::EmptyQuery,
@@ -132,12 +132,12 @@ impl Connection {
 
     /// Runs `future` unless the query is cancelled first.
     async fn cancellable<T>(
-        cancel: &CancellationToken,
+        cancel: &QueryToken,
         future: impl std::future::Future<Output = Result<T, EngineError>>,
     ) -> PgWireResult<T> {
         tokio::select! {
             biased;
-            _ = cancel.cancelled() => Err(canceled()),
+            _ = cancel.cancelled() => Err(canceled_by(cancel)),
             result = future => result.map_err(engine_error),
         }
     }
@@ -276,7 +276,9 @@ impl SimpleQueryHandler for Connection {
     {
         self.check_shutdown()?;
         tracing::debug!(peer = %self.peer, sql = %query, "simple query");
-        let cancel = self.query_cancel.start_query();
+        let cancel = self
+            .query_cancel
+            .start_query(self.session.statement_timeout());
         let options = Self::format_options(client);
         let statements = match self.session.split_statements(query) {
             Ok(statements) => statements,
@@ -471,7 +473,9 @@ impl ExtendedQueryHandler for Connection {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         self.check_shutdown()?;
-        let cancel = self.query_cancel.start_query();
+        let cancel = self
+            .query_cancel
+            .start_query(self.session.statement_timeout());
         let prepared = &portal.statement.statement;
         let inferred = prepared.parameter_types();
         let parameters = if portal.parameter_len() > 0 || !inferred.is_empty() {

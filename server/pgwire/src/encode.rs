@@ -13,8 +13,8 @@ use pgwire::api::results::{FieldInfo, QueryResponse};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::data::DataRow;
 use pgwire::types::format::FormatOptions;
-use tokio_util::sync::CancellationToken;
 
+use crate::cancel::QueryToken;
 use crate::connection::QueryGuard;
 
 /// The pgwire error for an engine error: its SQLSTATE and message, severity ERROR.
@@ -34,6 +34,18 @@ pub(crate) fn canceled() -> PgWireError {
     ))
 }
 
+/// The error for a query ended by its token, worded as PostgreSQL words it.
+pub(crate) fn canceled_by(token: &QueryToken) -> PgWireError {
+    if token.timed_out() {
+        engine_error(EngineError::new(
+            fjord_engine::sqlstate::QUERY_CANCELED,
+            "canceling statement due to statement timeout",
+        ))
+    } else {
+        canceled()
+    }
+}
+
 /// Row descriptions for a result schema in the requested formats.
 pub(crate) fn pg_fields(
     schema: &Schema,
@@ -48,7 +60,7 @@ pub(crate) fn query_response(
     stream: SendableRecordBatchStream,
     fields: Arc<Vec<FieldInfo>>,
     tag: &str,
-    cancel: CancellationToken,
+    cancel: QueryToken,
     guard: QueryGuard,
 ) -> QueryResponse {
     let rows = rows(stream, fields.clone(), cancel, guard);
@@ -60,13 +72,13 @@ pub(crate) fn query_response(
 fn rows(
     stream: SendableRecordBatchStream,
     fields: Arc<Vec<FieldInfo>>,
-    cancel: CancellationToken,
+    cancel: QueryToken,
     guard: QueryGuard,
 ) -> impl Stream<Item = PgWireResult<DataRow>> + Send + 'static {
     struct State {
         stream: SendableRecordBatchStream,
         fields: Arc<Vec<FieldInfo>>,
-        cancel: CancellationToken,
+        cancel: QueryToken,
         current: Option<Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync>>,
         done: bool,
         // Counts the query as running until the last row is sent or the stream is dropped.
@@ -95,7 +107,7 @@ fn rows(
                 biased;
                 _ = state.cancel.cancelled() => {
                     state.done = true;
-                    return Some((Err(canceled()), state));
+                    return Some((Err(canceled_by(&state.cancel)), state));
                 }
                 next = state.stream.next() => next,
             };
