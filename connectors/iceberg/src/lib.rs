@@ -164,6 +164,21 @@ impl IcebergCatalog {
         self.catalog.table_exists(&ident).await
     }
 
+    /// Whether a table exists and has committed data (a current snapshot).
+    pub async fn table_has_data(&self, schema: &str, table: &str) -> iceberg::Result<bool> {
+        let ident = TableIdent::new(NamespaceIdent::new(schema.to_string()), table.to_string());
+        if !self.catalog.table_exists(&ident).await? {
+            return Ok(false);
+        }
+        Ok(self
+            .catalog
+            .load_table(&ident)
+            .await?
+            .metadata()
+            .current_snapshot()
+            .is_some())
+    }
+
     /// Drops a table from the catalog (its files stay, as Iceberg's drop without purge does).
     pub async fn drop_table(&self, schema: &str, table: &str) -> iceberg::Result<()> {
         let ident = TableIdent::new(NamespaceIdent::new(schema.to_string()), table.to_string());

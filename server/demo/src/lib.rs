@@ -50,7 +50,7 @@ pub async fn is_built(engine: &Arc<Engine>, options: &DemoConfig) -> Result<bool
         return Err(DemoError::NoIcebergCatalog(options.iceberg_catalog.clone()));
     };
     for table in generate::RAW_TABLES {
-        if !iceberg.table_exists(NAMESPACE, table).await? {
+        if !iceberg.table_has_data(NAMESPACE, table).await? {
             return Ok(false);
         }
     }
@@ -77,7 +77,7 @@ pub async fn build(
     let session = engine.new_session();
     for (table, schema, batches) in world.raw_tables() {
         let full_name = format!("{}.{NAMESPACE}.{table}", options.iceberg_catalog);
-        if iceberg.table_exists(NAMESPACE, table).await? {
+        if iceberg.table_has_data(NAMESPACE, table).await? {
             progress(&format!("{full_name}: exists, kept as it is"));
             report.kept.push(full_name);
             continue;
@@ -86,15 +86,18 @@ pub async fn build(
         progress(&format!(
             "{full_name}: writing {rows} rows, partitioned by day(event_time)"
         ));
-        iceberg
-            .create_table(
-                NAMESPACE,
-                table,
-                &schema,
-                &[("event_time", IcebergTransform::Day)],
-                Default::default(),
-            )
-            .await?;
+        // A table left empty by an interrupted build is filled, not created again.
+        if !iceberg.table_exists(NAMESPACE, table).await? {
+            iceberg
+                .create_table(
+                    NAMESPACE,
+                    table,
+                    &schema,
+                    &[("event_time", IcebergTransform::Day)],
+                    Default::default(),
+                )
+                .await?;
+        }
         let written = session
             .append_batches(
                 &options.iceberg_catalog,
