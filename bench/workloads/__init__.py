@@ -1,0 +1,1 @@
+"""Benchmark workloads: one module each, with NAME, DESCRIPTION and run(bench)."""
