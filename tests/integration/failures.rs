@@ -212,3 +212,55 @@ async fn shutdown_lets_running_queries_finish_and_then_refuses_connections() -> 
     assert!(refused.is_err(), "a stopped server accepts no connections");
     Ok(())
 }
+
+const LAKE_WITH_DEMO: &str = "[catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"warehouse\"\n\n[demo]\nbuild_on_start = true\ninteractions = 20000\ncats = 300\nvisitors = 60\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_limit_are_refused_with_53300() -> anyhow::Result<()> {
+    let fjord = Fjord::start_full("max_connections = 2", LAKE_WITH_DEMO).await?;
+    let first = fjord.connect().await?;
+    let second = fjord.connect().await?;
+    let error = fjord
+        .connect()
+        .await
+        .expect_err("a third connection is over the limit");
+    let error = error
+        .downcast_ref::<tokio_postgres::Error>()
+        .expect("a driver error");
+    assert_eq!(sqlstate(error).as_deref(), Some("53300"), "{error:?}");
+    // The connections inside the limit are unaffected, and a slot frees when one closes.
+    assert_eq!(query_text(&first, "SELECT 1").await?[0][0], "1");
+    drop(second);
+    let mut reconnected = None;
+    for _ in 0..50 {
+        if let Ok(client) = fjord.connect().await {
+            reconnected = Some(client);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let third = reconnected.expect("a slot frees when a client leaves");
+    assert_eq!(query_text(&third, "SELECT 2").await?[0][0], "2");
+    fjord.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_over_its_memory_limit_fails_alone_with_53200() -> anyhow::Result<()> {
+    let fjord = Fjord::start_full("query_memory_limit = \"1MB\"", LAKE_WITH_DEMO).await?;
+    let client = fjord.connect().await?;
+    // A hash join builds its whole build side in memory: 20k rows of several strings.
+    let error = client
+        .simple_query(
+            "SELECT count(*) FROM cat_interactions_raw a JOIN cat_interactions_raw b \
+             ON a.event_id = b.event_id AND a.visitor_id = b.visitor_id",
+        )
+        .await
+        .expect_err("the join needs more than 1MB");
+    assert_eq!(sqlstate(&error).as_deref(), Some("53200"), "{error:?}");
+    // The connection and the server carry on.
+    assert_eq!(
+        query_text(&client, "SELECT count(*) FROM cat_interactions_raw").await?[0][0],
+        "20000"
+    );
+    fjord.stop().await
+}

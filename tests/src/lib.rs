@@ -274,11 +274,18 @@ impl Fjord {
     /// Starts fjord with exactly the given catalogs (and `[demo]`, if present); one of them must
     /// be an Iceberg catalog named `iceberg`.
     pub async fn start_with_catalogs(catalogs_toml: &str) -> Result<Fjord> {
+        Self::start_full("", catalogs_toml).await
+    }
+
+    /// Starts fjord with extra `[server]` keys and exactly the given catalogs.
+    pub async fn start_full(server_toml: &str, catalogs_toml: &str) -> Result<Fjord> {
         init_logging();
         let directory = tempfile::Builder::new().prefix("fjord-test-").tempdir()?;
         let mut text = String::from(
-            "[server]\npostgres_listen = \"127.0.0.1:0\"\ndefault_catalog = \"iceberg\"\ndefault_schema = \"data_on_eks\"\nshutdown_grace_seconds = 5\n\n",
+            "[server]\npostgres_listen = \"127.0.0.1:0\"\ndefault_catalog = \"iceberg\"\ndefault_schema = \"data_on_eks\"\nshutdown_grace_seconds = 5\n",
         );
+        text.push_str(server_toml);
+        text.push_str("\n\n");
         let extra_toml = catalogs_toml;
         text.push_str(extra_toml);
         if !extra_toml.contains("[demo]") {

@@ -54,6 +54,11 @@ pub struct ServerConfig {
     pub batch_size: usize,
     /// Seconds that shutdown waits for running queries before cancelling them.
     pub shutdown_grace_seconds: u64,
+    /// Client connections served at once; more are refused with SQLSTATE 53300.
+    pub max_connections: usize,
+    /// Memory one connection's query may use ("2GiB", "512MB"; "0" for no limit). Operators
+    /// that can spill to disk do; others fail the query with SQLSTATE 53200.
+    pub query_memory_limit: String,
 }
 
 impl Default for ServerConfig {
@@ -65,6 +70,8 @@ impl Default for ServerConfig {
             target_partitions: 0,
             batch_size: 8192,
             shutdown_grace_seconds: 10,
+            max_connections: 100,
+            query_memory_limit: "2GiB".into(),
         }
     }
 }
@@ -514,6 +521,18 @@ impl Config {
                 ),
             ));
         }
+        if parse_size(&self.server.query_memory_limit).is_none() {
+            return Err((
+                "server.query_memory_limit".into(),
+                format!(
+                    "`{}` is not a size such as \"2GiB\", \"512MB\" or \"0\"",
+                    self.server.query_memory_limit
+                ),
+            ));
+        }
+        if self.server.max_connections == 0 {
+            return Err(("server.max_connections".into(), "must be at least 1".into()));
+        }
         if self.server.batch_size == 0 {
             return Err(("server.batch_size".into(), "must be at least 1".into()));
         }
@@ -529,6 +548,32 @@ impl Config {
                 .map(usize::from)
                 .unwrap_or(2)
         }
+    }
+}
+
+/// A size such as `2GiB`, `512MB`, `64k` or `1048576` (bytes), in bytes.
+pub fn parse_size(text: &str) -> Option<usize> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1024.0 * 1024.0,
+        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    (number >= 0.0).then(|| (number * factor) as usize)
+}
+
+impl ServerConfig {
+    /// The per-connection memory limit in bytes; `None` for no limit.
+    pub fn query_memory_limit_bytes(&self) -> Option<usize> {
+        parse_size(&self.query_memory_limit).filter(|bytes| *bytes > 0)
     }
 }
 
@@ -599,6 +644,21 @@ mod tests {
             panic!()
         };
         assert_eq!(pg.display_target(), "h:5/d");
+    }
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("2GiB"), Some(2 << 30));
+        assert_eq!(parse_size("512MB"), Some(512 << 20));
+        assert_eq!(parse_size("0"), Some(0));
+        assert_eq!(parse_size("lots"), None);
+        let error = Config::parse(
+            "[server]\nquery_memory_limit = \"lots\"\n",
+            "f.toml",
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert_eq!(error.line, Some(2), "{error}");
     }
 
     #[test]

@@ -97,9 +97,18 @@ impl Engine {
             .with_target_partitions(self.config.target_partitions())
             .with_batch_size(server.batch_size);
         config.options_mut().sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
+        // Each connection gets its own memory pool: one query at a time runs on a connection, so
+        // this bounds a query, and a huge one fails alone (53200) instead of starving the rest.
+        let runtime = match server.query_memory_limit_bytes() {
+            Some(limit) => RuntimeEnvBuilder::new()
+                .with_memory_limit(limit, 1.0)
+                .build_arc()
+                .unwrap_or_else(|_| self.runtime.clone()),
+            None => self.runtime.clone(),
+        };
         let state = SessionStateBuilder::new()
             .with_config(config)
-            .with_runtime_env(self.runtime.clone())
+            .with_runtime_env(runtime)
             .with_catalog_list(self.catalog_list.clone())
             .with_default_features()
             .build();

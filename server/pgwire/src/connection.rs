@@ -70,6 +70,8 @@ pub(crate) struct Connection {
     running_queries: Arc<AtomicUsize>,
     shutdown: CancellationToken,
     peer: SocketAddr,
+    /// Past `max_connections`: the startup is answered with 53300 and the connection closed.
+    over_limit: bool,
 }
 
 impl Connection {
@@ -79,6 +81,7 @@ impl Connection {
         running_queries: Arc<AtomicUsize>,
         shutdown: CancellationToken,
         peer: SocketAddr,
+        over_limit: bool,
     ) -> Self {
         let session = engine.new_session();
         Connection {
@@ -91,6 +94,7 @@ impl Connection {
             running_queries,
             shutdown,
             peer,
+            over_limit,
         }
     }
 
@@ -197,6 +201,15 @@ impl StartupHandler for Connection {
             return Ok(());
         };
         protocol_negotiation(client, &startup).await?;
+        if self.over_limit {
+            tracing::warn!(peer = %self.peer, "connection refused: max_connections reached");
+            let info = pgwire::error::ErrorInfo::new(
+                "FATAL".into(),
+                "53300".into(),
+                "sorry, too many clients already".into(),
+            );
+            return Err(PgWireError::UserError(Box::new(info)));
+        }
         save_startup_parameters_to_metadata(client, &startup);
         let user = client.metadata().get(METADATA_USER).cloned();
         let database = client.metadata().get(METADATA_DATABASE).cloned();

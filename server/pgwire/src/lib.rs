@@ -25,10 +25,32 @@ use tokio_util::sync::CancellationToken;
 use cancel::CancelRegistry;
 use connection::{Connection, ConnectionHandlers};
 
+/// Counts a connection as open until its task ends.
+struct ConnectionCount(Arc<AtomicUsize>, usize);
+
+impl ConnectionCount {
+    fn new(counter: &Arc<AtomicUsize>) -> Self {
+        let count = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        ConnectionCount(counter.clone(), count)
+    }
+
+    /// Open connections including this one, when it opened.
+    fn count(&self) -> usize {
+        self.1
+    }
+}
+
+impl Drop for ConnectionCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// A bound Postgres wire listener, ready to [`run`](PgServer::run).
 pub struct PgServer {
     listener: TcpListener,
     engine: Arc<Engine>,
+    open_connections: Arc<AtomicUsize>,
     cancels: Arc<CancelRegistry>,
     running_queries: Arc<AtomicUsize>,
 }
@@ -40,6 +62,7 @@ impl PgServer {
         Ok(PgServer {
             listener,
             engine,
+            open_connections: Arc::new(AtomicUsize::new(0)),
             cancels: Arc::new(CancelRegistry::default()),
             running_queries: Arc::new(AtomicUsize::new(0)),
         })
@@ -69,16 +92,20 @@ impl PgServer {
                         }
                     };
                     let _ = socket.set_nodelay(true);
+                    let open = ConnectionCount::new(&self.open_connections);
+                    let over_limit = open.count() > self.engine.config().server.max_connections;
                     let connection = Arc::new(Connection::new(
                         self.engine.clone(),
                         self.cancels.clone(),
                         self.running_queries.clone(),
                         shutdown.clone(),
                         peer,
+                        over_limit,
                     ));
                     let handlers = ConnectionHandlers::new(connection);
                     connections.spawn(tracing::Instrument::instrument(
                         async move {
+                            let _open = open;
                             tracing::debug!("connection opened");
                             if let Err(error) = pgwire::tokio::process_socket(socket, None, handlers).await {
                                 tracing::debug!(%error, "connection ended with an error");
