@@ -9,3 +9,4 @@ mod protocol;
 mod psql_meta;
 mod scenario;
 mod slt;
+mod sqlalchemy;

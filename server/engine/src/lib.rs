@@ -8,6 +8,7 @@
 mod commands;
 mod error;
 mod pg_catalog;
+mod pg_catalog_tables;
 mod session_vars;
 mod types;
 
@@ -417,7 +418,10 @@ impl Session {
                 .parse(sql)
                 .map_err(|error| EngineError::syntax(format!("syntax error: {error}")))?
                 .into_iter()
-                .map(|statement| DfStatement::Statement(Box::new(statement)))
+                .map(|mut statement| {
+                    pg_catalog::rewrite_catalog_statement(&mut statement);
+                    DfStatement::Statement(Box::new(statement))
+                })
                 .collect()
         } else {
             DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})?

@@ -79,7 +79,11 @@ impl SessionCatalogList {
         };
         let provider =
             PgCatalogSchemaProvider::try_new(view, statics, EmptyContextProvider).ok()?;
-        let provider: Arc<dyn SchemaProvider> = Arc::new(provider);
+        let provider: Arc<dyn SchemaProvider> = Arc::new(WithArrayColumns {
+            inner: Arc::new(provider),
+            registry: self.registry.clone(),
+            catalog: catalog.to_string(),
+        });
         cache.insert(catalog.to_string(), provider.clone());
         Some(provider)
     }
@@ -270,6 +274,77 @@ pub(crate) fn register_session_functions(
         DataType::Utf8,
         ScalarValue::Utf8(Some(String::new())),
     ));
+    // Functions drivers' catalog queries name in branches that never apply to fjord's tables
+    // (no sequences, collations, comments or indexes): they must exist to plan, and answer as
+    // PostgreSQL does for objects without those things.
+    for (name, arguments, returns, value) in [
+        (
+            "pg_get_serial_sequence",
+            Some(2),
+            DataType::Utf8,
+            ScalarValue::Utf8(None),
+        ),
+        (
+            "json_build_object",
+            None,
+            DataType::Utf8,
+            ScalarValue::Utf8(None),
+        ),
+        (
+            "pg_collation_is_visible",
+            Some(1),
+            DataType::Boolean,
+            ScalarValue::Boolean(Some(true)),
+        ),
+        (
+            "pg_type_is_visible",
+            Some(1),
+            DataType::Boolean,
+            ScalarValue::Boolean(Some(true)),
+        ),
+        (
+            "obj_description",
+            None,
+            DataType::Utf8,
+            ScalarValue::Utf8(None),
+        ),
+        (
+            "col_description",
+            Some(2),
+            DataType::Utf8,
+            ScalarValue::Utf8(None),
+        ),
+        (
+            "shobj_description",
+            Some(2),
+            DataType::Utf8,
+            ScalarValue::Utf8(None),
+        ),
+        (
+            "pg_get_indexdef",
+            None,
+            DataType::Utf8,
+            ScalarValue::Utf8(Some(String::new())),
+        ),
+        (
+            "pg_get_viewdef",
+            None,
+            DataType::Utf8,
+            ScalarValue::Utf8(Some(String::new())),
+        ),
+        // A set-returning function in PostgreSQL; only ever applied to the (empty) index and
+        // constraint tables here.
+        (
+            "generate_subscripts",
+            Some(2),
+            DataType::Int32,
+            ScalarValue::Int32(None),
+        ),
+    ] {
+        context.register_udf(ScalarUDF::new_from_impl(FixedAnswer::new(
+            name, arguments, returns, value,
+        )));
+    }
     let version = version_string();
     context.register_udf(constant_text("version", move || version.clone()));
     // The state owns these functions: hold it weakly, or no session would ever be freed.
@@ -371,4 +446,297 @@ pub(crate) fn needs_compatibility_rewrite(sql: &str) -> bool {
     ]
     .iter()
     .any(|marker| lowered.contains(marker))
+}
+
+/// `regclass`, `regtype`, ... and `oid`: integers in fjord's pg_catalog.
+fn is_oid_alias(data_type: &datafusion::sql::sqlparser::ast::DataType) -> bool {
+    use datafusion::sql::sqlparser::ast::DataType as SqlType;
+    match data_type {
+        SqlType::Regclass => true,
+        SqlType::Custom(name, _) => {
+            let name = name.to_string().to_ascii_lowercase();
+            let name = name.trim_start_matches("pg_catalog.");
+            name.starts_with("reg") || name == "oid"
+        }
+        _ => false,
+    }
+}
+
+/// Rewrites that datafusion-pg-catalog's parser leaves to us, for drivers' catalog queries:
+/// `LIKE ... ESCAPE '/'` (DataFusion only knows the backslash) and casts to the OID alias types
+/// (`CAST(x AS REGCLASS)`, `CAST(x AS OID)`), which are integers here.
+pub(crate) fn rewrite_catalog_statement(
+    statement: &mut datafusion::sql::sqlparser::ast::Statement,
+) {
+    use std::ops::ControlFlow;
+
+    use datafusion::sql::sqlparser::ast::{Expr, Value, visit_expressions_mut};
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    let _ = visit_expressions_mut(statement, |expression| {
+        match expression {
+            Expr::Like {
+                pattern,
+                escape_char,
+                ..
+            }
+            | Expr::ILike {
+                pattern,
+                escape_char,
+                ..
+            } => {
+                if let Some(value) = escape_char.clone() {
+                    if let Value::SingleQuotedString(escape) = value {
+                        if escape != "\\" && escape.chars().count() == 1 {
+                            // `c` followed by x means a literal x: the same as `\x`.
+                            let text = format!(
+                                "replace(replace({pattern}, '\\', '\\\\'), '{}', '\\')",
+                                escape.replace('\'', "''")
+                            );
+                            if let Ok(rewritten) = Parser::new(&PostgreSqlDialect {})
+                                .try_with_sql(&text)
+                                .and_then(|mut p| p.parse_expr())
+                            {
+                                **pattern = rewritten;
+                                *escape_char = None;
+                            }
+                        }
+                    }
+                }
+            }
+            Expr::Subquery(query) => aggregate_scalar_subquery(query),
+            // Drivers read optional details (defaults, identity sequences, collations) through
+            // correlated subqueries guarded by CASE. fjord's tables have none of them, so the
+            // subqueries could only answer NULL, and DataFusion cannot plan them there.
+            Expr::Case {
+                conditions,
+                else_result,
+                ..
+            } => {
+                let mut parts: Vec<&mut Expr> = Vec::new();
+                for when in conditions.iter_mut() {
+                    parts.push(&mut when.condition);
+                    parts.push(&mut when.result);
+                }
+                if let Some(else_result) = else_result {
+                    parts.push(else_result.as_mut());
+                }
+                for part in parts {
+                    let _ = visit_expressions_mut(part, |inner| {
+                        if matches!(inner, Expr::Subquery(_)) {
+                            *inner = Expr::value(Value::Null);
+                        }
+                        ControlFlow::<()>::Continue(())
+                    });
+                }
+            }
+            Expr::Cast {
+                expr, data_type, ..
+            } if is_oid_alias(data_type) => {
+                let inner = std::mem::replace(expr.as_mut(), Expr::value(Value::Null));
+                *expression = inner;
+            }
+            _ => {}
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+/// A function that answers the same value whatever its arguments.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct FixedAnswer {
+    name: String,
+    signature: datafusion::logical_expr::Signature,
+    returns: DataType,
+    value: ScalarValue,
+}
+
+impl FixedAnswer {
+    fn new(name: &str, arguments: Option<usize>, returns: DataType, value: ScalarValue) -> Self {
+        use datafusion::logical_expr::Signature;
+        let signature = match arguments {
+            Some(count) => Signature::any(count, Volatility::Immutable),
+            None => Signature::variadic_any(Volatility::Immutable),
+        };
+        FixedAnswer {
+            name: name.to_string(),
+            signature,
+            returns,
+            value,
+        }
+    }
+}
+
+impl datafusion::logical_expr::ScalarUDFImpl for FixedAnswer {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn signature(&self) -> &datafusion::logical_expr::Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arguments: &[DataType]) -> Result<DataType> {
+        Ok(self.returns.clone())
+    }
+
+    fn invoke_with_args(
+        &self,
+        _arguments: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> Result<ColumnarValue> {
+        Ok(ColumnarValue::Scalar(self.value.clone()))
+    }
+}
+
+/// Columns that PostgreSQL types as arrays (`int2vector`, `oidvector`, `int2[]`, `oid[]`) and
+/// datafusion-pg-catalog stores as text: drivers `unnest` them.
+const ARRAY_COLUMNS: &[(&str, &[&str])] = &[
+    (
+        "pg_index",
+        &["indkey", "indcollation", "indclass", "indoption"],
+    ),
+    (
+        "pg_constraint",
+        &[
+            "conkey",
+            "confkey",
+            "conpfeqop",
+            "conppeqop",
+            "conffeqop",
+            "conexclop",
+            "confdelsetcols",
+        ],
+    ),
+];
+
+/// fjord's pg_catalog: datafusion-pg-catalog's, except that the index and constraint tables
+/// (always empty for fjord's tables, which have neither) have their array columns typed as
+/// arrays, so that drivers' queries over them plan.
+#[derive(Debug)]
+struct WithArrayColumns {
+    inner: Arc<dyn SchemaProvider>,
+    registry: Arc<CatalogRegistry>,
+    catalog: String,
+}
+
+#[async_trait]
+impl SchemaProvider for WithArrayColumns {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn table_names(&self) -> Vec<String> {
+        self.inner.table_names()
+    }
+
+    async fn table(
+        &self,
+        name: &str,
+    ) -> Result<Option<Arc<dyn datafusion::catalog::TableProvider>>> {
+        // The tables that describe the user's objects are fjord's own, with stable OIDs.
+        if matches!(name, "pg_namespace" | "pg_class" | "pg_attribute") {
+            let Some(catalog) = self.registry.catalog(&self.catalog) else {
+                return Ok(None);
+            };
+            let key = fjord_catalog::fjord_postgres_type_key();
+            return Ok(Some(match name {
+                "pg_namespace" => {
+                    crate::pg_catalog_tables::pg_namespace(&self.catalog, catalog.as_ref())?
+                }
+                "pg_class" => {
+                    let relations = crate::pg_catalog_tables::relations(catalog.as_ref()).await;
+                    crate::pg_catalog_tables::pg_class(&self.catalog, &relations)?
+                }
+                _ => {
+                    let relations = crate::pg_catalog_tables::relations(catalog.as_ref()).await;
+                    crate::pg_catalog_tables::pg_attribute(&self.catalog, &relations, key)?
+                }
+            }));
+        }
+        let table = self.inner.table(name).await?;
+        let Some((_, columns)) = ARRAY_COLUMNS
+            .iter()
+            .find(|(table_name, _)| *table_name == name)
+        else {
+            return Ok(table);
+        };
+        let Some(table) = table else { return Ok(None) };
+        use datafusion::arrow::datatypes::{Field, Schema};
+        let fields: Vec<Field> = table
+            .schema()
+            .fields()
+            .iter()
+            .map(|field| {
+                if columns.contains(&field.name().as_str()) {
+                    Field::new(
+                        field.name(),
+                        DataType::List(Arc::new(Field::new("item", DataType::Int32, true))),
+                        true,
+                    )
+                } else {
+                    field.as_ref().clone()
+                }
+            })
+            .collect();
+        let empty =
+            datafusion::datasource::MemTable::try_new(Arc::new(Schema::new(fields)), vec![vec![]])?;
+        Ok(Some(Arc::new(empty)))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.inner.table_exist(name)
+    }
+}
+
+/// Wraps a correlated scalar subquery's single output in `max(...)`: DataFusion requires such
+/// subqueries to be aggregated, and PostgreSQL requires them to return at most one row, so the
+/// answer is the same.
+fn aggregate_scalar_subquery(query: &mut datafusion::sql::sqlparser::ast::Query) {
+    use datafusion::sql::sqlparser::ast::{Expr, GroupByExpr, SelectItem, SetExpr};
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return;
+    };
+    if select.projection.len() != 1
+        || !matches!(&select.group_by, GroupByExpr::Expressions(e, _) if e.is_empty())
+    {
+        return;
+    }
+    let expr = match &mut select.projection[0] {
+        SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } => expr,
+        _ => return,
+    };
+    if let Expr::Function(function) = expr {
+        let name = function.name.to_string().to_ascii_lowercase();
+        if [
+            "count",
+            "min",
+            "max",
+            "sum",
+            "avg",
+            "array_agg",
+            "bool_and",
+            "bool_or",
+            "string_agg",
+            "json_agg",
+        ]
+        .iter()
+        .any(|aggregate| name.ends_with(aggregate))
+        {
+            return;
+        }
+    }
+    let text = format!("max({expr})");
+    if let Ok(wrapped) = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(&text)
+        .and_then(|mut parser| parser.parse_expr())
+    {
+        *expr = wrapped;
+    }
 }
