@@ -567,7 +567,7 @@ pub fn parse_size(text: &str) -> Option<usize> {
         "t" | "tb" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
         _ => return None,
     };
-    (number >= 0.0).then(|| (number * factor) as usize)
+    (number >= 0.0).then_some((number * factor) as usize)
 }
 
 impl ServerConfig {

@@ -486,22 +486,22 @@ pub(crate) fn rewrite_catalog_statement(
                 escape_char,
                 ..
             } => {
-                if let Some(value) = escape_char.clone() {
-                    if let Value::SingleQuotedString(escape) = value {
-                        if escape != "\\" && escape.chars().count() == 1 {
-                            // `c` followed by x means a literal x: the same as `\x`.
-                            let text = format!(
-                                "replace(replace({pattern}, '\\', '\\\\'), '{}', '\\')",
-                                escape.replace('\'', "''")
-                            );
-                            if let Ok(rewritten) = Parser::new(&PostgreSqlDialect {})
-                                .try_with_sql(&text)
-                                .and_then(|mut p| p.parse_expr())
-                            {
-                                **pattern = rewritten;
-                                *escape_char = None;
-                            }
-                        }
+                if let Some(value) = escape_char.clone()
+                    && let Value::SingleQuotedString(escape) = value
+                    && escape != "\\"
+                    && escape.chars().count() == 1
+                {
+                    // `c` followed by x means a literal x: the same as `\x`.
+                    let text = format!(
+                        "replace(replace({pattern}, '\\', '\\\\'), '{}', '\\')",
+                        escape.replace('\'', "''")
+                    );
+                    if let Ok(rewritten) = Parser::new(&PostgreSqlDialect {})
+                        .try_with_sql(&text)
+                        .and_then(|mut p| p.parse_expr())
+                    {
+                        **pattern = rewritten;
+                        *escape_char = None;
                     }
                 }
             }
