@@ -63,7 +63,10 @@ async fn psql_meta_commands_describe_the_current_catalog() -> anyhow::Result<()>
 
     let (ok, databases, stderr) = fjord.psql(&["-c", "\\l"]).await?;
     assert!(ok, "{stderr}");
-    assert!(databases.contains("iceberg"), "{databases}");
+    assert!(
+        databases.contains("iceberg") && databases.contains("postgresql"),
+        "every catalog is a database:\n{databases}"
+    );
 
     let (ok, described, stderr) = fjord.psql(&["-c", "\\d cat_interactions_raw"]).await?;
     assert!(ok, "{stderr}");

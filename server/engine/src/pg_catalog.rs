@@ -659,6 +659,14 @@ impl SchemaProvider for WithArrayColumns {
             }));
         }
         let table = self.inner.table(name).await?;
+        if name == "pg_database" {
+            // Every catalog is a database to clients (`\l`, database pickers).
+            let Some(table) = table else { return Ok(None) };
+            return Ok(Some(crate::pg_catalog_tables::pg_database(
+                &table.schema(),
+                &self.registry.names(),
+            )?));
+        }
         let Some((_, columns)) = ARRAY_COLUMNS
             .iter()
             .find(|(table_name, _)| *table_name == name)

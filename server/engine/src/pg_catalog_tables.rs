@@ -65,10 +65,11 @@ fn batch(fields: Vec<Field>, rows: Vec<Vec<Value>>) -> Result<Arc<dyn TableProvi
                 Value::Bool(b) => Some(*b),
                 _ => Some(false),
             }))),
-            _ => Arc::new(StringArray::from_iter(values.map(|v| match v {
+            DataType::Utf8 => Arc::new(StringArray::from_iter(values.map(|v| match v {
                 Value::Text(t) => t.clone(),
                 _ => None,
             }))),
+            other => datafusion::arrow::array::new_null_array(other, rows.len()),
         };
         columns.push(array);
     }
@@ -107,6 +108,39 @@ pub(crate) fn pg_namespace(
             Value::Text(None),
         ]);
     }
+    batch(fields, rows)
+}
+
+/// `pg_database` with one row per catalog, in the column layout `schema` gives.
+pub(crate) fn pg_database(
+    schema: &SchemaRef,
+    catalogs: &[String],
+) -> Result<Arc<dyn TableProvider>> {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|field| field.as_ref().clone())
+        .collect();
+    let rows = catalogs
+        .iter()
+        .map(|catalog| {
+            fields
+                .iter()
+                .map(|field| match (field.name().as_str(), field.data_type()) {
+                    ("oid", _) => Value::Int(stable_oid(&[catalog])),
+                    ("datname", _) => text(catalog),
+                    ("datdba", _) => Value::Int(OWNER),
+                    ("encoding", _) => Value::Int(6),
+                    ("datlocprovider", _) => text("c"),
+                    ("datcollate" | "datctype", _) => text("C"),
+                    ("datallowconn", _) => Value::Bool(true),
+                    ("datconnlimit", _) => Value::Int(-1),
+                    (_, DataType::Utf8) if !field.is_nullable() => text(""),
+                    _ => Value::Text(None),
+                })
+                .collect()
+        })
+        .collect();
     batch(fields, rows)
 }
 
