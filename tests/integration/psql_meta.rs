@@ -75,6 +75,13 @@ async fn psql_meta_commands_describe_the_current_catalog() -> anyhow::Result<()>
         "{described}"
     );
 
+    let (ok, detailed, stderr) = fjord.psql(&["-c", "\\d+ cat_interactions_raw"]).await?;
+    assert!(ok, "{stderr}");
+    assert!(
+        detailed.contains("Storage") && detailed.contains("timestamp with time zone"),
+        "{detailed}"
+    );
+
     // Empty answers, not errors.
     for command in ["\\dv", "\\df"] {
         let (ok, _, stderr) = fjord.psql(&["-c", command]).await?;

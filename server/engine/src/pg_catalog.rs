@@ -506,6 +506,17 @@ pub(crate) fn rewrite_catalog_statement(
                 }
             }
             Expr::Subquery(query) => aggregate_scalar_subquery(query),
+            // `ARRAY(SELECT ...)` (psql's \d+ lists TOAST options with it): fjord's tables have
+            // no storage options, so the array would be empty; NULL reads the same there.
+            Expr::Function(function)
+                if function.name.to_string().eq_ignore_ascii_case("array")
+                    && matches!(
+                        function.args,
+                        datafusion::sql::sqlparser::ast::FunctionArguments::Subquery(_)
+                    ) =>
+            {
+                *expression = Expr::value(Value::Null);
+            }
             // Drivers read optional details (defaults, identity sequences, collations) through
             // correlated subqueries guarded by CASE. fjord's tables have none of them, so the
             // subqueries could only answer NULL, and DataFusion cannot plan them there.

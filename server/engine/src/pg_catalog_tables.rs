@@ -77,6 +77,11 @@ fn batch(fields: Vec<Field>, rows: Vec<Vec<Value>>) -> Result<Arc<dyn TableProvi
     Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
 }
 
+/// PostgreSQL's `text[]` (and `aclitem[]`), as clients concatenate and unnest them.
+fn text_array() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
+}
+
 /// `pg_namespace` for one catalog.
 pub(crate) fn pg_namespace(
     catalog_name: &str,
@@ -211,8 +216,8 @@ pub(crate) fn pg_class(
         int("relrewrite"),
         int("relfrozenxid"),
         int("relminmxid"),
-        Field::new("relacl", DataType::Utf8, true),
-        Field::new("reloptions", DataType::Utf8, true),
+        Field::new("relacl", text_array(), true),
+        Field::new("reloptions", text_array(), true),
         Field::new("relpartbound", DataType::Utf8, true),
     ];
     let rows = relations
