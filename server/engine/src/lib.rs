@@ -458,9 +458,28 @@ impl Session {
                     Some(parameters) => plan.as_ref().clone().with_param_values(parameters)?,
                     None => plan.as_ref().clone(),
                 };
-                self.run_plan(plan).await
+                match self.run_plan(plan).await? {
+                    Outcome::Rows { stream, tag } => {
+                        let stream = match self.time_zone() {
+                            Some(zone) => types::in_time_zone(stream, &zone),
+                            None => stream,
+                        };
+                        Ok(Outcome::Rows { stream, tag })
+                    }
+                    other => Ok(other),
+                }
             }
         }
+    }
+
+    /// The session's TimeZone when it is not UTC: timestamps with a zone are shown in it.
+    fn time_zone(&self) -> Option<String> {
+        let zone = self.inner.variables.lock().get("timezone")?;
+        (!matches!(
+            zone.to_ascii_uppercase().as_str(),
+            "UTC" | "ETC/UTC" | "Z" | "+00:00" | "GMT"
+        ))
+        .then_some(zone)
     }
 
     /// Prepares and runs every statement of `sql`, collecting rows: for tests and tools.
@@ -841,6 +860,11 @@ impl Session {
             Command::Rollback => Ok(Outcome::TransactionEnd(CommandTag::new("ROLLBACK"))),
             Command::SetVariable { name, value } => {
                 let name = name.to_lowercase();
+                if name == "timezone" {
+                    if let Some(zone) = value {
+                        types::check_time_zone(zone)?;
+                    }
+                }
                 if name == "search_path" {
                     let schema = match value {
                         Some(value) => session_vars::first_search_path_schema(value),

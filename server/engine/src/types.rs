@@ -124,3 +124,66 @@ fn iceberg_type(name: &str, data_type: &DataType) -> Result<DataType, EngineErro
         }
     })
 }
+
+/// Rejects a TimeZone that timestamps could not be shown in.
+pub(crate) fn check_time_zone(zone: &str) -> Result<(), EngineError> {
+    use std::str::FromStr;
+    datafusion::arrow::array::timezone::Tz::from_str(zone)
+        .map(|_| ())
+        .map_err(|_| {
+            EngineError::new(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                format!("invalid value for parameter \"TimeZone\": \"{zone}\""),
+            )
+        })
+}
+
+/// The rows of `stream` with every timestamp-with-zone column shown in `zone` (the instants are
+/// unchanged; only the zone they are written in).
+pub(crate) fn in_time_zone(
+    stream: datafusion::physical_plan::SendableRecordBatchStream,
+    zone: &str,
+) -> datafusion::physical_plan::SendableRecordBatchStream {
+    use datafusion::arrow::record_batch::RecordBatch;
+    use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+    use futures::StreamExt;
+    let schema = stream.schema();
+    if !schema
+        .fields()
+        .iter()
+        .any(|field| matches!(field.data_type(), DataType::Timestamp(_, Some(_))))
+    {
+        return stream;
+    }
+    let zone: Arc<str> = Arc::from(zone);
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|field| match field.data_type() {
+            DataType::Timestamp(unit, Some(_)) => field
+                .as_ref()
+                .clone()
+                .with_data_type(DataType::Timestamp(*unit, Some(zone.clone()))),
+            _ => field.as_ref().clone(),
+        })
+        .collect();
+    let converted = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+    let target = converted.clone();
+    let batches = stream.map(move |batch| {
+        let batch = batch?;
+        let columns = batch
+            .columns()
+            .iter()
+            .zip(target.fields())
+            .map(|(column, field)| {
+                if column.data_type() == field.data_type() {
+                    Ok(column.clone())
+                } else {
+                    datafusion::arrow::compute::cast(column, field.data_type())
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(RecordBatch::try_new(target.clone(), columns)?)
+    });
+    Box::pin(RecordBatchStreamAdapter::new(converted, batches))
+}
