@@ -7,6 +7,7 @@ mod live_catalogs;
 mod object_storage;
 mod protocol;
 mod psql_meta;
+mod python_drivers;
 mod scenario;
 mod slt;
 mod sqlalchemy;

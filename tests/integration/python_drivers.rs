@@ -1,0 +1,58 @@
+//! Python drivers that use the binary protocol: psycopg 3 (binary cursors) and asyncpg
+//! (prepared statements, its own type introspection).
+
+use fjord_tests::{Fjord, Postgres, TEST_DEMO, query_text, test_venv};
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg3_binary_and_asyncpg_read_typed_values() -> anyhow::Result<()> {
+    let postgres = Postgres::start()?;
+    let fjord = Fjord::start(&format!(
+        "{}\n{TEST_DEMO}",
+        postgres.catalog_toml("postgresql")
+    ))
+    .await?;
+    let venv = test_venv()?;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/drivers.py");
+    let url = format!("postgresql://analyst@127.0.0.1:{}/iceberg", fjord.port());
+    let output = tokio::process::Command::new(venv.join("bin/python"))
+        .arg(script)
+        .arg(&url)
+        .output()
+        .await?;
+    anyhow::ensure!(
+        output.status.success(),
+        "drivers failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: Value = serde_json::from_slice(&output.stdout)?;
+
+    // The same figures computed by Postgres itself.
+    let direct = postgres.connect("workshop").await?;
+    let row = direct
+        .query_one(
+            "SELECT count(*), min(weight_kg)::text FROM cats WHERE age > 3",
+            &[],
+        )
+        .await?;
+    let (count, weight): (i64, String) = (row.get(0), row.get(1));
+    assert_eq!(result["psycopg"]["count"], count, "{result}");
+    assert_eq!(result["psycopg"]["weight"], weight.as_str(), "{result}");
+    assert_eq!(result["psycopg"]["arrived_type"], "date", "{result}");
+    assert_eq!(result["psycopg"]["registered_tz"], "UTC", "{result}");
+
+    let client = fjord.connect().await?;
+    let likes = query_text(
+        &client,
+        "SELECT count(*) FROM cat_interactions_raw WHERE interaction_type = 'like'",
+    )
+    .await?;
+    assert_eq!(
+        result["asyncpg"]["likes"].to_string(),
+        likes[0][0],
+        "{result}"
+    );
+    assert_eq!(result["asyncpg"]["weight"], weight.as_str(), "{result}");
+    assert_eq!(result["asyncpg"]["date_type"], "date", "{result}");
+    fjord.stop().await
+}
