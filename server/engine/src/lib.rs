@@ -542,30 +542,16 @@ impl Session {
                 Ok(Outcome::Command(CommandTag::new(command).with_rows(rows)))
             }
             LogicalPlan::Statement(_) => self.run_to_completion(plan, CommandTag::new("SET")).await,
-            LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) => {
-                let stream = self
-                    .inner
-                    .context
-                    .execute_logical_plan(plan)
-                    .await?
-                    .execute_stream()
-                    .await?;
-                Ok(Outcome::Rows {
-                    stream,
-                    tag: "EXPLAIN".into(),
-                })
-            }
             _ => {
-                let stream = self
-                    .inner
-                    .context
-                    .execute_logical_plan(plan)
-                    .await?
-                    .execute_stream()
-                    .await?;
+                let tag = match &plan {
+                    LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) => "EXPLAIN",
+                    _ => "SELECT",
+                };
+                let frame = self.inner.context.execute_logical_plan(plan).await?;
+                let stream = frame.execute_stream().await?;
                 Ok(Outcome::Rows {
                     stream,
-                    tag: "SELECT".into(),
+                    tag: tag.into(),
                 })
             }
         }
