@@ -5,6 +5,14 @@ use std::time::Duration;
 
 use fjord_tests::{Fjord, Postgres, TEST_DEMO, free_port, query_text, sqlstate};
 
+/// A 08xxx error that names the catalog that is down.
+fn assert_unavailable(error: &tokio_postgres::Error, catalog: &str) {
+    let code = sqlstate(error).expect("a server error");
+    assert!(code.starts_with("08"), "{code}: {error:?}");
+    let message = error.as_db_error().expect("db error").message();
+    assert!(message.contains(&format!("`{catalog}`")), "{error:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_postgres_catalog_is_08xxx_naming_it_while_the_lake_serves()
 -> anyhow::Result<()> {
@@ -18,16 +26,7 @@ async fn an_unreachable_postgres_catalog_is_08xxx_naming_it_while_the_lake_serve
         .simple_query("SELECT * FROM postgresql.public.cats")
         .await
         .expect_err("the catalog is down");
-    let code = sqlstate(&error).expect("a server error");
-    assert!(code.starts_with("08"), "{code}: {error:?}");
-    assert!(
-        error
-            .as_db_error()
-            .expect("db error")
-            .message()
-            .contains("`postgresql`"),
-        "{error:?}"
-    );
+    assert_unavailable(&error, "postgresql");
     // The other catalog keeps serving on the same connection.
     let rows = query_text(
         &client,
@@ -63,16 +62,7 @@ async fn a_postgres_outage_mid_session_is_a_clean_error_and_queries_resume_after
         .simple_query("SELECT count(*) FROM postgresql.public.t")
         .await
         .expect_err("postgres is down");
-    let code = sqlstate(&error).expect("a server error");
-    assert!(code.starts_with("08"), "{code}: {error:?}");
-    assert!(
-        error
-            .as_db_error()
-            .expect("db error")
-            .message()
-            .contains("`postgresql`"),
-        "{error:?}"
-    );
+    assert_unavailable(&error, "postgresql");
     // The client's own connection to fjord survived.
     assert_eq!(query_text(&client, "SELECT 1").await?[0][0], "1");
 

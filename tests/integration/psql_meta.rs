@@ -28,31 +28,10 @@ async fn psql_meta_commands_describe_the_current_catalog() -> anyhow::Result<()>
     );
 
     // Connecting to database `postgresql` browses that catalog.
-    let port = fjord.port().to_string();
-    let output = tokio::process::Command::new("psql")
-        .args([
-            "-X",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            "tester",
-            "-d",
-            "postgresql",
-            "-c",
-            "\\dt",
-            "-c",
-            "\\d cats",
-        ])
-        .output()
+    let (ok, text, stderr) = fjord
+        .psql_in("postgresql", &["-c", "\\dt", "-c", "\\d cats"])
         .await?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(ok, "{stderr}");
     assert!(text.contains("cats") && text.contains("visitors"), "{text}");
     assert!(text.contains("Table \"public.cats\""), "{text}");
     assert!(text.contains("archetype"), "{text}");

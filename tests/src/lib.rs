@@ -348,6 +348,11 @@ impl Fjord {
 
     /// Runs the real `psql` against fjord; returns (success, stdout, stderr).
     pub async fn psql(&self, args: &[&str]) -> Result<(bool, String, String)> {
+        self.psql_in("iceberg", args).await
+    }
+
+    /// Runs the real `psql` connected to `database` (which names the session's catalog).
+    pub async fn psql_in(&self, database: &str, args: &[&str]) -> Result<(bool, String, String)> {
         let port = self.port().to_string();
         let mut command = tokio::process::Command::new("psql");
         command
@@ -360,7 +365,7 @@ impl Fjord {
                 "-U",
                 "tester",
                 "-d",
-                "iceberg",
+                database,
             ])
             .args(args);
         command.env("PGCONNECT_TIMEOUT", "10").stdin(Stdio::null());

@@ -364,25 +364,22 @@ impl Session {
 
     /// The session's current schema (for `search_path` reporting).
     pub fn current_schema(&self) -> String {
-        self.inner
-            .context
-            .state()
-            .config()
-            .options()
-            .catalog
-            .default_schema
-            .clone()
+        self.read_catalog_option(|options| options.default_schema.clone())
     }
 
     pub fn current_catalog(&self) -> String {
-        self.inner
-            .context
-            .state()
-            .config()
-            .options()
-            .catalog
-            .default_catalog
-            .clone()
+        self.read_catalog_option(|options| options.default_catalog.clone())
+    }
+
+    /// Reads the session's catalog settings in place (`context.state()` would clone the whole
+    /// session state, function registries included, on every statement).
+    fn read_catalog_option(
+        &self,
+        read: impl Fn(&datafusion::config::CatalogOptions) -> String,
+    ) -> String {
+        let state = self.inner.context.state_ref();
+        let state = state.read();
+        read(&state.config().options().catalog)
     }
 
     fn set_defaults(&self, catalog: &str, schema: &str) {
