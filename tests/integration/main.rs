@@ -3,6 +3,7 @@
 
 mod config_files;
 mod failures;
+mod ingest;
 mod live_catalogs;
 mod object_storage;
 mod protocol;

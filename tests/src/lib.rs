@@ -489,3 +489,5 @@ pub async fn query_text(client: &Client, sql: &str) -> Result<Vec<Vec<String>>> 
         })
         .collect())
 }
+
+pub mod kafka;

@@ -5,6 +5,7 @@
 //! every mistake is reported with the file, line and dotted key it concerns. Secrets are written as
 //! `${ENV_VAR}` references and expanded at load into [`Secret`] values, which never print.
 
+mod ingest;
 mod locate;
 mod secret;
 
@@ -14,6 +15,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use ingest::{
+    CommitPolicy, IngestConfig, KafkaConfig, PipelineConfig, SecurityProtocol, ValueFormat,
+    parse_duration,
+};
 pub use secret::{Secret, expand_env_references};
 
 /// The root `config.toml`, compiled in: what `fjord serve` runs when no `--config` is given.
@@ -32,6 +37,8 @@ pub struct Config {
     pub demo: DemoConfig,
     #[serde(default)]
     pub catalogs: BTreeMap<String, CatalogConfig>,
+    /// `[ingest]`: the sidecar; absent when this deployment runs none.
+    pub ingest: Option<IngestConfig>,
     /// Directory that relative paths in the file are resolved against (the file's directory, or
     /// the working directory for the embedded default). Not a key of the file.
     #[serde(skip)]
@@ -428,6 +435,9 @@ impl Config {
                 }
             }
         }
+        if let Some(ingest) = &mut self.ingest {
+            ingest.resolve_secrets()?;
+        }
         Ok(())
     }
 
@@ -535,6 +545,15 @@ impl Config {
         }
         if self.server.batch_size == 0 {
             return Err(("server.batch_size".into(), "must be at least 1".into()));
+        }
+        if let Some(ingest) = &self.ingest {
+            let iceberg: Vec<&str> = self
+                .catalogs
+                .iter()
+                .filter(|(_, catalog)| matches!(catalog, CatalogConfig::Iceberg(_)))
+                .map(|(name, _)| name.as_str())
+                .collect();
+            ingest.validate(&iceberg)?;
         }
         Ok(())
     }

@@ -1,5 +1,9 @@
-//! The `fjord` command line: `serve`, `demo` and `check-config`, and the in-process server that
-//! tests start the same way `fjord serve` does.
+//! The `fjord` command line: `serve`, `demo`, `ingest` and `check-config`, and the in-process
+//! server that tests start the same way `fjord serve` does.
+
+mod command;
+
+pub use command::main;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,7 +30,23 @@ pub fn check_config(path: Option<&std::path::Path>) -> Result<String, fjord_conf
         .iter()
         .map(|(name, catalog)| format!("{name} ({})", catalog.type_name()))
         .collect();
-    Ok(format!("{name}: ok; catalogs: {}", catalogs.join(", ")))
+    let mut summary = format!("{name}: ok; catalogs: {}", catalogs.join(", "));
+    if let Some(ingest) = &config.ingest {
+        let pipelines: Vec<String> = ingest
+            .pipelines
+            .iter()
+            .map(|(name, pipeline)| {
+                format!(
+                    "{name} ({} -> {}.{})",
+                    pipeline.topics.join(", "),
+                    ingest.catalog,
+                    pipeline.table
+                )
+            })
+            .collect();
+        summary.push_str(&format!("; ingest pipelines: {}", pipelines.join(", ")));
+    }
+    Ok(summary)
 }
 
 /// A running `fjord serve`: its listeners' addresses and a handle to stop it.

@@ -1,0 +1,161 @@
+//! `fjord ingest`: the sidecar that keeps Kafka topics landing in Iceberg tables, exactly once.
+//!
+//! Each pipeline of `[ingest.pipelines]` runs a consumer on a thread of its own ([`pipeline`]);
+//! records are decoded into Arrow ([`decode`]), written as Parquet data files and committed with
+//! their Kafka offsets in the snapshot summary ([`table`], [`offsets`]), fenced against other
+//! writers ([`fence`]). Records that cannot be landed go to a dead-letter table
+//! ([`dead_letter`]). An HTTP listener serves `/health` and Prometheus `/metrics` ([`http`]).
+
+pub mod dead_letter;
+pub mod decode;
+pub mod fence;
+mod http;
+pub mod metrics;
+pub mod offsets;
+pub mod pipeline;
+pub mod table;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use fjord_config::{CatalogConfig, Config};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use metrics::Registry;
+pub use pipeline::probe_brokers;
+
+/// Which pipelines a sidecar runs.
+#[derive(Debug, Clone, Default)]
+pub struct IngestOptions {
+    /// Only these pipelines (all when empty).
+    pub pipelines: Vec<String>,
+    /// Overrides `ingest.http_listen` (tests use port 0).
+    pub http_listen: Option<String>,
+}
+
+/// A running sidecar.
+pub struct IngestServer {
+    pub http_address: SocketAddr,
+    pub registry: Registry,
+    shutdown: CancellationToken,
+    pipelines: Vec<(String, JoinHandle<Result<(), String>>)>,
+    http: Option<JoinHandle<()>>,
+}
+
+impl IngestServer {
+    /// Connects to the catalog, starts the HTTP listener and one thread per pipeline.
+    pub async fn start(config: &Config, options: IngestOptions) -> anyhow::Result<IngestServer> {
+        let Some(ingest) = &config.ingest else {
+            anyhow::bail!("the configuration has no [ingest] section: there is nothing to ingest");
+        };
+        let Some(CatalogConfig::Iceberg(iceberg)) = config.catalogs.get(&ingest.catalog) else {
+            anyhow::bail!(
+                "ingest.catalog `{}` is not an Iceberg catalog",
+                ingest.catalog
+            );
+        };
+        for name in &options.pipelines {
+            if !ingest.pipelines.contains_key(name) {
+                anyhow::bail!("no pipeline named `{name}` in [ingest.pipelines]");
+            }
+        }
+        let catalog =
+            fjord_iceberg::build_catalog(&ingest.catalog, iceberg, &config.base_dir).await?;
+        let registry = Registry::default();
+        let shutdown = CancellationToken::new();
+        let listen = options
+            .http_listen
+            .clone()
+            .unwrap_or_else(|| ingest.http_listen.clone());
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .map_err(|error| anyhow::anyhow!("cannot listen on {listen}: {error}"))?;
+        let http_address = listener.local_addr()?;
+        let http = tokio::spawn(http::serve(listener, registry.clone(), shutdown.clone()));
+        let writer_id = format!(
+            "{}-{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let handle = tokio::runtime::Handle::current();
+        let mut pipelines = Vec::new();
+        for (name, pipeline) in &ingest.pipelines {
+            if !options.pipelines.is_empty() && !options.pipelines.contains(name) {
+                continue;
+            }
+            let spec = pipeline::PipelineSpec {
+                name: name.clone(),
+                config: pipeline.clone(),
+                kafka: ingest.kafka.clone(),
+                catalog: catalog.clone(),
+                metrics: registry.pipeline(name),
+                writer_id: writer_id.clone(),
+            };
+            let handle = handle.clone();
+            let token = shutdown.clone();
+            let metrics = spec.metrics.clone();
+            let thread_name = format!("ingest-{name}");
+            let task = tokio::task::spawn_blocking(move || {
+                let result = pipeline::run_pipeline(spec, handle, token);
+                if let Err(error) = &result {
+                    let mut state = metrics.state.lock();
+                    state.running = false;
+                    state.last_error = Some(error.clone());
+                }
+                result
+            });
+            tracing::debug!(thread = %thread_name, "pipeline thread started");
+            pipelines.push((name.clone(), task));
+        }
+        if pipelines.is_empty() {
+            anyhow::bail!("[ingest.pipelines] is empty: there is nothing to ingest");
+        }
+        tracing::info!(%http_address, pipelines = pipelines.len(), writer = %writer_id, "fjord ingest is running");
+        Ok(IngestServer {
+            http_address,
+            registry,
+            shutdown,
+            pipelines,
+            http: Some(http),
+        })
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops every pipeline after its final commit.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+
+    /// Waits until the shutdown token is cancelled and every pipeline has stopped.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        let mut failed = Vec::new();
+        for (name, task) in std::mem::take(&mut self.pipelines) {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => failed.push(format!("{name}: {error}")),
+                Err(error) => failed.push(format!("{name}: {error}")),
+            }
+        }
+        self.shutdown.cancel();
+        if let Some(http) = self.http.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!("pipelines failed: {}", failed.join("; "))
+        }
+    }
+}
+
+impl Drop for IngestServer {
+    /// A sidecar dropped without `stop` (a failing test, say) still stops its pipelines.
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}

@@ -1,0 +1,197 @@
+//! Per-pipeline counters and gauges, rendered in Prometheus' text format.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+
+/// What one pipeline reports. Counters only grow; gauges hold the latest value.
+#[derive(Default)]
+pub struct PipelineMetrics {
+    pub records: AtomicU64,
+    pub bytes: AtomicU64,
+    pub dead_letters: AtomicU64,
+    pub commits: AtomicU64,
+    pub commit_failures: AtomicU64,
+    pub fenced: AtomicU64,
+    pub files: AtomicU64,
+    pub file_bytes: AtomicU64,
+    pub committed_records: AtomicU64,
+    /// Sum of commit latencies in microseconds (with `commits`, the mean).
+    pub commit_micros: AtomicU64,
+    pub state: Mutex<PipelineState>,
+}
+
+/// Gauges and the health of a pipeline.
+#[derive(Debug, Clone, Default)]
+pub struct PipelineState {
+    pub running: bool,
+    /// Partitions assigned to this sidecar, with the lag behind the high watermark.
+    pub lag: BTreeMap<(String, i32), i64>,
+    pub records_per_second: f64,
+    pub bytes_per_second: f64,
+    pub last_commit_seconds: f64,
+    /// Age of the oldest record (by its Kafka timestamp) when its commit became visible.
+    pub last_freshness_seconds: f64,
+    pub last_commit_files: u64,
+    pub last_commit_file_bytes: u64,
+    /// Unix seconds of the last successful commit.
+    pub last_commit_at: Option<f64>,
+    /// The last error, cleared by the next successful commit.
+    pub last_error: Option<String>,
+}
+
+/// All pipelines of a sidecar, by name.
+#[derive(Default, Clone)]
+pub struct Registry {
+    pipelines: Arc<Mutex<BTreeMap<String, Arc<PipelineMetrics>>>>,
+}
+
+impl Registry {
+    pub fn pipeline(&self, name: &str) -> Arc<PipelineMetrics> {
+        self.pipelines
+            .lock()
+            .entry(name.to_string())
+            .or_default()
+            .clone()
+    }
+
+    pub fn snapshot(&self) -> Vec<(String, Arc<PipelineMetrics>)> {
+        self.pipelines
+            .lock()
+            .iter()
+            .map(|(name, metrics)| (name.clone(), metrics.clone()))
+            .collect()
+    }
+
+    /// The Prometheus text exposition of every pipeline.
+    pub fn render(&self) -> String {
+        let pipelines = self.snapshot();
+        let mut out = String::new();
+        let counters: [(&str, &str, fn(&PipelineMetrics) -> u64); 9] = [
+            (
+                "fjord_ingest_records_total",
+                "Records read from Kafka.",
+                |m| m.records.load(Ordering::Relaxed),
+            ),
+            (
+                "fjord_ingest_bytes_total",
+                "Bytes of record values read.",
+                |m| m.bytes.load(Ordering::Relaxed),
+            ),
+            (
+                "fjord_ingest_committed_records_total",
+                "Records committed to the table.",
+                |m| m.committed_records.load(Ordering::Relaxed),
+            ),
+            (
+                "fjord_ingest_dead_letters_total",
+                "Records sent to the dead letters.",
+                |m| m.dead_letters.load(Ordering::Relaxed),
+            ),
+            ("fjord_ingest_commits_total", "Successful commits.", |m| {
+                m.commits.load(Ordering::Relaxed)
+            }),
+            (
+                "fjord_ingest_commit_failures_total",
+                "Commits that failed and will be retried.",
+                |m| m.commit_failures.load(Ordering::Relaxed),
+            ),
+            (
+                "fjord_ingest_fenced_total",
+                "Commits refused because another writer had committed the same partitions.",
+                |m| m.fenced.load(Ordering::Relaxed),
+            ),
+            ("fjord_ingest_files_total", "Data files committed.", |m| {
+                m.files.load(Ordering::Relaxed)
+            }),
+            (
+                "fjord_ingest_file_bytes_total",
+                "Bytes of data files committed.",
+                |m| m.file_bytes.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, help, get) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (pipeline, metrics) in &pipelines {
+                let _ = writeln!(out, "{name}{{pipeline=\"{pipeline}\"}} {}", get(metrics));
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP fjord_ingest_commit_seconds Time spent writing files and committing.\n\
+             # TYPE fjord_ingest_commit_seconds summary"
+        );
+        for (pipeline, metrics) in &pipelines {
+            let _ = writeln!(
+                out,
+                "fjord_ingest_commit_seconds_sum{{pipeline=\"{pipeline}\"}} {}\n\
+                 fjord_ingest_commit_seconds_count{{pipeline=\"{pipeline}\"}} {}",
+                metrics.commit_micros.load(Ordering::Relaxed) as f64 / 1e6,
+                metrics.commits.load(Ordering::Relaxed)
+            );
+        }
+        let gauges: [(&str, &str, fn(&PipelineState) -> f64); 7] = [
+            (
+                "fjord_ingest_records_per_second",
+                "Records read per second over the last few seconds.",
+                |s| s.records_per_second,
+            ),
+            (
+                "fjord_ingest_bytes_per_second",
+                "Bytes read per second over the last few seconds.",
+                |s| s.bytes_per_second,
+            ),
+            (
+                "fjord_ingest_last_commit_seconds",
+                "Duration of the last commit.",
+                |s| s.last_commit_seconds,
+            ),
+            (
+                "fjord_ingest_freshness_seconds",
+                "Age of the oldest record of the last commit (Kafka timestamp to visible).",
+                |s| s.last_freshness_seconds,
+            ),
+            (
+                "fjord_ingest_last_commit_files",
+                "Data files in the last commit.",
+                |s| s.last_commit_files as f64,
+            ),
+            (
+                "fjord_ingest_last_commit_file_bytes",
+                "Bytes of data files in the last commit.",
+                |s| s.last_commit_file_bytes as f64,
+            ),
+            (
+                "fjord_ingest_up",
+                "1 while the pipeline runs and its last commit succeeded.",
+                |s| f64::from(u8::from(s.running && s.last_error.is_none())),
+            ),
+        ];
+        for (name, help, get) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for (pipeline, metrics) in &pipelines {
+                let state = metrics.state.lock();
+                let _ = writeln!(out, "{name}{{pipeline=\"{pipeline}\"}} {}", get(&state));
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP fjord_ingest_consumer_lag Records between the pipeline's position and the \
+             partition's high watermark.\n# TYPE fjord_ingest_consumer_lag gauge"
+        );
+        for (pipeline, metrics) in &pipelines {
+            let state = metrics.state.lock();
+            for ((topic, partition), lag) in &state.lag {
+                let _ = writeln!(
+                    out,
+                    "fjord_ingest_consumer_lag{{pipeline=\"{pipeline}\",topic=\"{topic}\",\
+                     partition=\"{partition}\"}} {lag}"
+                );
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,948 @@
+//! One pipeline: a Kafka consumer on a thread of its own, landing its topics in one table.
+//!
+//! The thread polls librdkafka's consumer, keeps record values in a [`Chunk`], decodes chunks to
+//! Arrow, and commits at the first limit of the commit policy. Every commit carries the offsets
+//! it covers in the snapshot summary and is fenced (see [`LakeTable::commit_fenced`]): a commit
+//! is refused when another writer has committed any of its partitions since this one last
+//! looked. Where reading starts is always the table's record, set in the rebalance callback when
+//! partitions are assigned, so a restart, a crash or a rebalance resumes exactly after the last
+//! committed record.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use arrow::array::RecordBatch;
+use fjord_config::{KafkaConfig, PipelineConfig};
+use iceberg::Catalog;
+use parking_lot::Mutex;
+use rdkafka::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+
+use crate::dead_letter::{DeadLetter, dead_letter_batch, dead_letter_schema};
+use crate::decode::{Chunk, Decoded, decode_json, infer_table_schema};
+use crate::metrics::PipelineMetrics;
+use crate::offsets::{OFFSETS_PROPERTY, Offsets, PIPELINE_PROPERTY, WRITER_PROPERTY};
+use crate::table::{CommitOutcome, Expected, LakeTable};
+
+/// Records decoded at once.
+const CHUNK_RECORDS: usize = 16_384;
+/// Longest a poll waits, so that time-based commits and shutdown are noticed.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+type Key = (String, i32);
+
+pub struct PipelineSpec {
+    pub name: String,
+    pub config: PipelineConfig,
+    pub kafka: KafkaConfig,
+    pub catalog: Arc<dyn Catalog>,
+    pub metrics: Arc<PipelineMetrics>,
+    /// Identifies this sidecar process in snapshot summaries and file names.
+    pub writer_id: String,
+}
+
+/// Runs the pipeline on the calling thread until `shutdown`, committing what it holds before it
+/// returns. Call from a thread outside the Tokio runtime that `handle` belongs to.
+pub fn run_pipeline(
+    spec: PipelineSpec,
+    handle: Handle,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    let topics: Vec<String> = spec.config.topics.clone();
+    let worker = Arc::new(Mutex::new(Worker::new(spec, handle)));
+    let context = IngestContext {
+        worker: worker.clone(),
+    };
+    let consumer: BaseConsumer<IngestContext> = {
+        let config = client_config(&worker.lock().spec.kafka, true);
+        config
+            .create_with_context(context)
+            .map_err(|error| format!("cannot create the Kafka consumer: {error}"))?
+    };
+    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&topic_refs)
+        .map_err(|error| format!("cannot subscribe to {topics:?}: {error}"))?;
+    {
+        let worker = worker.lock();
+        worker.metrics.state.lock().running = true;
+        tracing::info!(pipeline = %worker.spec.name, topics = ?topics, table = %worker.spec.config.table, "pipeline started");
+    }
+    // The worker is locked only between polls: librdkafka runs the rebalance and statistics
+    // callbacks inside `poll`, and they lock it too.
+    let mut last_rates = (Instant::now(), 0u64, 0u64);
+    while !shutdown.is_cancelled() {
+        let mut timeout = POLL_INTERVAL;
+        for _ in 0..CHUNK_RECORDS {
+            let polled = consumer.poll(timeout);
+            timeout = Duration::ZERO;
+            let mut worker = worker.lock();
+            match polled {
+                Some(Ok(message)) => worker.accept(&consumer, &message),
+                Some(Err(error)) => {
+                    tracing::warn!(pipeline = %worker.spec.name, %error, "Kafka consumer error");
+                    break;
+                }
+                None => break,
+            }
+            if worker.paused() {
+                break;
+            }
+        }
+        let mut worker = worker.lock();
+        worker.tick(&consumer);
+        if last_rates.0.elapsed() >= Duration::from_secs(1) {
+            last_rates = worker.update_rates(last_rates);
+        }
+    }
+    {
+        let mut worker = worker.lock();
+        if let Err(error) = worker.commit(&consumer) {
+            tracing::error!(pipeline = %worker.spec.name, %error, "final commit failed; the records will be read again");
+        }
+        worker.shutting_down = true;
+        worker.metrics.state.lock().running = false;
+    }
+    consumer.unsubscribe();
+    drop(consumer);
+    tracing::info!(pipeline = %worker.lock().spec.name, "pipeline stopped");
+    Ok(())
+}
+
+/// librdkafka settings: the user's connection settings plus the ones exactly-once relies on.
+pub(crate) fn client_config(kafka: &KafkaConfig, consumer: bool) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &kafka.bootstrap_servers);
+    config.set("security.protocol", kafka.security_protocol.as_librdkafka());
+    if let Some(mechanism) = &kafka.sasl_mechanism {
+        config.set("sasl.mechanism", mechanism);
+    } else if kafka.security_protocol.uses_sasl() {
+        config.set("sasl.mechanism", "PLAIN");
+    }
+    if let Some(user) = &kafka.sasl_username {
+        config.set("sasl.username", user.expose());
+    }
+    if let Some(password) = &kafka.sasl_password {
+        config.set("sasl.password", password.expose());
+    }
+    if let Some(ca) = &kafka.ssl_ca_location {
+        config.set("ssl.ca.location", ca);
+    }
+    for (key, value) in &kafka.properties {
+        config.set(key, value);
+    }
+    if consumer {
+        config.set("group.id", &kafka.group_id);
+        // Offsets live in the table, never in the group.
+        config.set("enable.auto.commit", "false");
+        config.set("enable.auto.offset.store", "false");
+        config.set("auto.offset.reset", "earliest");
+        // Records of aborted producer transactions are never landed.
+        config.set("isolation.level", "read_committed");
+        config.set("partition.assignment.strategy", "range");
+        config.set("statistics.interval.ms", "1000");
+    }
+    config
+}
+
+struct IngestContext {
+    worker: Arc<Mutex<Worker>>,
+}
+
+impl ClientContext for IngestContext {
+    fn stats(&self, statistics: Statistics) {
+        let mut worker = self.worker.lock();
+        for (topic, stats) in statistics.topics {
+            for (partition, stats) in stats.partitions {
+                // The last stable offset (what read_committed can read); brokers that do not
+                // report it give the high watermark.
+                let end = if stats.ls_offset >= 0 {
+                    stats.ls_offset
+                } else {
+                    stats.hi_offset
+                };
+                if partition >= 0 && end >= 0 {
+                    worker
+                        .high_watermarks
+                        .insert((topic.clone(), partition), end);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for IngestContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let mut worker = self.worker.lock();
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => worker.on_assign(consumer, tpl),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => worker.on_revoke(consumer),
+            other => {
+                tracing::error!(pipeline = %worker.spec.name, error = ?other, "rebalance failed");
+                worker.clear();
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
+
+struct Worker {
+    spec: PipelineSpec,
+    metrics: Arc<PipelineMetrics>,
+    handle: Handle,
+    table: Option<LakeTable>,
+    dead_table: Option<LakeTable>,
+    dead_topic: Option<ThreadedProducer<DefaultProducerContext>>,
+    /// For each assigned partition, the next offset the table records (`None`: nothing yet).
+    /// A commit is valid only while the table still says this.
+    positions: BTreeMap<Key, Option<i64>>,
+    /// Next offset expected per partition after what is buffered.
+    read: BTreeMap<Key, i64>,
+    /// Set when positions could not be read from the table at assignment: partitions are
+    /// paused until they are.
+    positions_unknown: bool,
+    chunk: Chunk,
+    /// Offsets covered by `chunk`.
+    chunk_advance: Offsets,
+    batches: Vec<RecordBatch>,
+    rejected: Vec<DeadLetter>,
+    /// Offsets covered by `batches` and `rejected`.
+    advance: Offsets,
+    buffered_records: usize,
+    buffered_bytes: usize,
+    first_buffered: Option<Instant>,
+    last_record: Instant,
+    oldest_timestamp_ms: Option<i64>,
+    retry_at: Option<Instant>,
+    failures: u32,
+    high_watermarks: BTreeMap<Key, i64>,
+    topic_names: HashMap<String, Arc<str>>,
+    shutting_down: bool,
+}
+
+impl Worker {
+    fn new(spec: PipelineSpec, handle: Handle) -> Self {
+        let dead_topic = spec.config.dead_letter_topic.as_ref().and_then(|_| {
+            client_config(&spec.kafka, false)
+                .create::<ThreadedProducer<DefaultProducerContext>>()
+                .map_err(|error| {
+                    tracing::error!(pipeline = %spec.name, %error, "cannot create the dead-letter producer");
+                })
+                .ok()
+        });
+        Worker {
+            metrics: spec.metrics.clone(),
+            spec,
+            handle,
+            table: None,
+            dead_table: None,
+            dead_topic,
+            positions: BTreeMap::new(),
+            read: BTreeMap::new(),
+            positions_unknown: false,
+            chunk: Chunk::default(),
+            chunk_advance: Offsets::default(),
+            batches: Vec::new(),
+            rejected: Vec::new(),
+            advance: Offsets::default(),
+            buffered_records: 0,
+            buffered_bytes: 0,
+            first_buffered: None,
+            last_record: Instant::now(),
+            oldest_timestamp_ms: None,
+            retry_at: None,
+            failures: 0,
+            high_watermarks: BTreeMap::new(),
+            topic_names: HashMap::new(),
+            shutting_down: false,
+        }
+    }
+
+    fn paused(&self) -> bool {
+        self.retry_at.is_some() || self.positions_unknown
+    }
+
+    /// Loads the table if it exists (it may not until the first records arrive).
+    fn load_table(&mut self) -> Result<(), String> {
+        if self.table.is_some() {
+            return Ok(());
+        }
+        let (schema, name) = self.spec.config.table_parts();
+        let catalog = self.spec.catalog.clone();
+        let (schema, name) = (schema.to_string(), name.to_string());
+        let mut table = self
+            .handle
+            .block_on(async { LakeTable::open(&catalog, &schema, &name).await })
+            .map_err(|error| format!("cannot load {}: {error}", self.spec.config.table))?;
+        if let Some(table) = &mut table {
+            // A table made by someone else gets the metadata columns added.
+            let missing: Vec<_> = crate::decode::meta_fields()
+                .into_iter()
+                .filter(|field| table.arrow_schema().field_with_name(field.name()).is_err())
+                .collect();
+            if !missing.is_empty() {
+                self.handle
+                    .block_on(table.add_columns(&missing))
+                    .map_err(|error| {
+                        format!(
+                            "cannot add the Kafka metadata columns to {}: {error}",
+                            self.spec.config.table
+                        )
+                    })?;
+            }
+        }
+        self.table = table;
+        Ok(())
+    }
+
+    fn table_positions(&mut self) -> Result<Offsets, String> {
+        self.load_table()?;
+        match &mut self.table {
+            None => Ok(Offsets::default()),
+            Some(table) => {
+                self.handle
+                    .block_on(table.reload())
+                    .map_err(|error| format!("cannot load {}: {error}", self.spec.config.table))?;
+                table
+                    .offsets(OFFSETS_PROPERTY)
+                    .map_err(|error| error.to_string())
+            }
+        }
+    }
+
+    fn on_assign(&mut self, consumer: &BaseConsumer<IngestContext>, tpl: &mut TopicPartitionList) {
+        self.clear();
+        let keys: Vec<Key> = tpl
+            .elements()
+            .iter()
+            .map(|element| (element.topic().to_string(), element.partition()))
+            .collect();
+        match self.table_positions() {
+            Ok(offsets) => {
+                for (topic, partition) in &keys {
+                    let next = offsets.get(topic, *partition);
+                    let offset = next.map(Offset::Offset).unwrap_or(Offset::Beginning);
+                    let _ = tpl.set_partition_offset(topic, *partition, offset);
+                    self.positions.insert((topic.clone(), *partition), next);
+                }
+                self.positions_unknown = false;
+                tracing::info!(pipeline = %self.spec.name, partitions = ?self.positions, "partitions assigned; reading from the table's offsets");
+            }
+            Err(error) => {
+                tracing::error!(pipeline = %self.spec.name, %error, "cannot read offsets from the table; partitions stay paused until it can");
+                for key in &keys {
+                    self.positions.insert(key.clone(), None);
+                }
+                self.positions_unknown = true;
+            }
+        }
+        if let Err(error) = consumer.assign(tpl) {
+            tracing::error!(pipeline = %self.spec.name, %error, "cannot assign partitions");
+        }
+        if self.positions_unknown {
+            let _ = consumer.pause(tpl);
+        }
+    }
+
+    fn on_revoke(&mut self, consumer: &BaseConsumer<IngestContext>) {
+        if !self.shutting_down && !self.positions_unknown {
+            // Whatever is buffered is committed now, while these partitions are still ours; a
+            // new owner that already started is protected by the fence.
+            if let Err(error) = self.commit(consumer) {
+                tracing::warn!(pipeline = %self.spec.name, %error, "commit at revocation failed; the new owner reads these records again");
+            }
+        }
+        self.clear();
+        let _ = consumer.unassign();
+        tracing::info!(pipeline = %self.spec.name, "partitions revoked");
+    }
+
+    /// Forgets assignment and buffers.
+    fn clear(&mut self) {
+        self.positions.clear();
+        self.read.clear();
+        self.discard_buffers();
+        self.retry_at = None;
+        self.positions_unknown = false;
+    }
+
+    fn discard_buffers(&mut self) {
+        self.chunk = Chunk::default();
+        self.chunk_advance = Offsets::default();
+        self.batches.clear();
+        self.rejected.clear();
+        self.advance = Offsets::default();
+        self.buffered_records = 0;
+        self.buffered_bytes = 0;
+        self.first_buffered = None;
+        self.oldest_timestamp_ms = None;
+    }
+
+    fn accept(&mut self, consumer: &BaseConsumer<IngestContext>, message: &BorrowedMessage<'_>) {
+        let topic = message.topic();
+        let partition = message.partition();
+        let offset = message.offset();
+        let key = (topic.to_string(), partition);
+        let Some(position) = self.positions.get(&key).copied() else {
+            // Not (or no longer) ours.
+            return;
+        };
+        let next = self.read.get(&key).copied().or(position);
+        if next.is_some_and(|next| offset < next) {
+            // Already in the table or in the buffer: a redelivery.
+            return;
+        }
+        self.read.insert(key, offset + 1);
+        let topic_name = self
+            .topic_names
+            .entry(topic.to_string())
+            .or_insert_with(|| Arc::from(topic))
+            .clone();
+        let timestamp = message.timestamp().to_millis();
+        let value = message.payload().unwrap_or_default();
+        self.metrics
+            .records
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics
+            .bytes
+            .fetch_add(value.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        if self.first_buffered.is_none() {
+            self.first_buffered = Some(Instant::now());
+        }
+        self.last_record = Instant::now();
+        if let Some(ts) = timestamp {
+            self.oldest_timestamp_ms = Some(self.oldest_timestamp_ms.map_or(ts, |o| o.min(ts)));
+        }
+        self.buffered_records += 1;
+        self.buffered_bytes += value.len();
+        let problem = if message.payload().is_none() {
+            Some("the record has no value (a tombstone)".to_string())
+        } else if value.len() > self.spec.config.max_record_bytes() {
+            Some(format!(
+                "the value is {} bytes, more than max_record_bytes ({})",
+                value.len(),
+                self.spec.config.max_record_bytes
+            ))
+        } else {
+            None
+        };
+        if let Some(error) = problem {
+            self.rejected.push(DeadLetter {
+                topic: topic.to_string(),
+                partition,
+                offset,
+                timestamp_ms: timestamp,
+                error,
+                key: message.key().map(<[u8]>::to_vec),
+                value: message
+                    .payload()
+                    .map(|value| value[..value.len().min(1 << 20)].to_vec()),
+            });
+            self.chunk_advance.set(topic, partition, offset + 1);
+            return;
+        }
+        self.chunk.push(
+            topic_name,
+            partition,
+            offset,
+            timestamp,
+            message.key(),
+            value,
+        );
+        self.chunk_advance.set(topic, partition, offset + 1);
+        if self.chunk.len() >= CHUNK_RECORDS {
+            self.decode_chunk(consumer);
+        }
+    }
+
+    /// Decodes the pending chunk into `batches` and `rejected`, adding columns first when
+    /// records bring new fields.
+    fn decode_chunk(&mut self, consumer: &BaseConsumer<IngestContext>) {
+        if self.chunk.is_empty() {
+            let chunk_advance = std::mem::take(&mut self.chunk_advance);
+            self.advance.merge(&chunk_advance);
+            return;
+        }
+        for _ in 0..8 {
+            if let Err(error) = self.ensure_table() {
+                tracing::error!(pipeline = %self.spec.name, %error, "cannot create the table; retrying");
+                self.schedule_retry(consumer, error);
+                return;
+            }
+            let table = self.table.as_ref().expect("ensured above");
+            let decoded = decode_json(
+                &self.chunk,
+                &table.arrow_schema(),
+                self.spec.config.event_time.as_deref(),
+                now_micros(),
+            );
+            match decoded {
+                Ok(Decoded::Rows { batch, rejected }) => {
+                    if let Some(batch) = batch {
+                        self.batches.push(batch);
+                    }
+                    for rejected in rejected {
+                        let row = rejected.row;
+                        self.rejected.push(DeadLetter {
+                            topic: self.chunk.topics[row].to_string(),
+                            partition: self.chunk.partitions[row],
+                            offset: self.chunk.offsets[row],
+                            timestamp_ms: self.chunk.timestamps[row],
+                            error: rejected.error,
+                            key: self.chunk.key(row).map(<[u8]>::to_vec),
+                            value: Some(self.chunk.value(row).to_vec()),
+                        });
+                    }
+                    let chunk_advance = std::mem::take(&mut self.chunk_advance);
+                    self.advance.merge(&chunk_advance);
+                    self.chunk = Chunk::default();
+                    return;
+                }
+                Ok(Decoded::NeedsColumns(fields)) => {
+                    // What is decoded already has the old columns: commit it first.
+                    if let Err(error) = self.commit_decoded(consumer) {
+                        self.schedule_retry(consumer, error);
+                        return;
+                    }
+                    if self.chunk.is_empty() {
+                        // The commit was fenced and the buffers were reset.
+                        return;
+                    }
+                    let names: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
+                    tracing::info!(pipeline = %self.spec.name, columns = ?names, "records bring new fields; adding columns");
+                    let table = self.table.as_mut().expect("ensured above");
+                    if let Err(error) = self.handle.block_on(table.add_columns(&fields)) {
+                        let error = format!("cannot add columns {names:?}: {error}");
+                        self.schedule_retry(consumer, error);
+                        return;
+                    }
+                }
+                Err(error) => {
+                    self.schedule_retry(consumer, format!("decoding failed: {error}"));
+                    return;
+                }
+            }
+        }
+        self.schedule_retry(
+            consumer,
+            "the table's columns kept changing while decoding".into(),
+        );
+    }
+
+    fn ensure_table(&mut self) -> Result<(), String> {
+        self.load_table()?;
+        if self.table.is_some() {
+            return Ok(());
+        }
+        let schema = infer_table_schema(&self.chunk, self.spec.config.event_time.as_deref());
+        let partition = self.spec.config.partition_fields()?;
+        let (schema_name, name) = self.spec.config.table_parts();
+        let catalog = self.spec.catalog.clone();
+        let table = self
+            .handle
+            .block_on(LakeTable::create(
+                &catalog,
+                schema_name,
+                name,
+                &schema,
+                &partition,
+            ))
+            .map_err(|error| format!("cannot create {}: {error}", self.spec.config.table))?;
+        tracing::info!(pipeline = %self.spec.name, table = %self.spec.config.table, columns = table.arrow_schema().fields().len(), "table created from the first records");
+        self.table = Some(table);
+        Ok(())
+    }
+
+    fn schedule_retry(&mut self, consumer: &BaseConsumer<IngestContext>, error: String) {
+        self.failures += 1;
+        let backoff = Duration::from_millis(250 * 2u64.pow(self.failures.min(7)));
+        self.retry_at = Some(Instant::now() + backoff.min(Duration::from_secs(30)));
+        self.metrics
+            .commit_failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.state.lock().last_error = Some(error.clone());
+        tracing::error!(pipeline = %self.spec.name, %error, retry_in = ?backoff, "pipeline paused");
+        if let Ok(assignment) = consumer.assignment() {
+            let _ = consumer.pause(&assignment);
+        }
+    }
+
+    /// Per poll: retries after failures, commits when the policy says so.
+    fn tick(&mut self, consumer: &BaseConsumer<IngestContext>) {
+        if self.positions_unknown {
+            self.retry_positions(consumer);
+            return;
+        }
+        if let Some(at) = self.retry_at {
+            if Instant::now() < at {
+                return;
+            }
+            self.retry_at = None;
+            match self.commit(consumer) {
+                Ok(()) => {
+                    if self.retry_at.is_none() {
+                        self.failures = 0;
+                        if let Ok(assignment) = consumer.assignment() {
+                            let _ = consumer.resume(&assignment);
+                        }
+                        tracing::info!(pipeline = %self.spec.name, "pipeline resumed");
+                    }
+                }
+                Err(error) => self.schedule_retry(consumer, error),
+            }
+            return;
+        }
+        if self.buffered_records == 0 {
+            self.update_lag();
+            return;
+        }
+        let policy = &self.spec.config.commit;
+        let due = self.buffered_records >= policy.max_records
+            || self.buffered_bytes >= policy.max_bytes()
+            || self
+                .first_buffered
+                .is_some_and(|first| first.elapsed() >= policy.interval())
+            || self.last_record.elapsed() >= policy.idle();
+        if due && let Err(error) = self.commit(consumer) {
+            self.schedule_retry(consumer, error);
+        }
+        self.update_lag();
+    }
+
+    fn retry_positions(&mut self, consumer: &BaseConsumer<IngestContext>) {
+        if self.retry_at.is_some_and(|at| Instant::now() < at) {
+            return;
+        }
+        match self.table_positions() {
+            Ok(offsets) => {
+                let mut tpl = TopicPartitionList::new();
+                for ((topic, partition), position) in self.positions.iter_mut() {
+                    *position = offsets.get(topic, *partition);
+                    let offset = position.map(Offset::Offset).unwrap_or(Offset::Beginning);
+                    let _ = tpl.add_partition_offset(topic, *partition, offset);
+                }
+                self.positions_unknown = false;
+                self.retry_at = None;
+                let _ = consumer.assign(&tpl);
+                let _ = consumer.resume(&tpl);
+                tracing::info!(pipeline = %self.spec.name, "offsets read from the table; pipeline resumed");
+            }
+            Err(error) => {
+                self.retry_at = Some(Instant::now() + Duration::from_secs(2));
+                self.metrics.state.lock().last_error = Some(error);
+            }
+        }
+    }
+
+    /// Decodes what is pending and commits everything buffered.
+    fn commit(&mut self, consumer: &BaseConsumer<IngestContext>) -> Result<(), String> {
+        self.decode_chunk(consumer);
+        if self.retry_at.is_some() {
+            return Err(self
+                .metrics
+                .state
+                .lock()
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "decoding failed".into()));
+        }
+        self.commit_decoded(consumer)
+    }
+
+    /// Commits `batches`, `rejected` and `advance`: dead letters first (deduplicated by their
+    /// own offsets), then the table, fenced.
+    fn commit_decoded(&mut self, consumer: &BaseConsumer<IngestContext>) -> Result<(), String> {
+        if self.batches.is_empty() && self.rejected.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        if !self.rejected.is_empty() {
+            self.commit_dead_letters()?;
+        }
+        if self.table.is_none() {
+            // Only dead letters so far and no table to record offsets in: they stay pending
+            // and are recorded with the first commit that has a table. The dead-letter table's
+            // own offsets keep them from being stored twice.
+            self.rejected.clear();
+            return Ok(());
+        }
+        let table = self.table.as_mut().expect("checked above");
+        let expected: Expected = self
+            .advance
+            .0
+            .iter()
+            .flat_map(|(topic, partitions)| {
+                partitions
+                    .keys()
+                    .map(move |partition| (topic.clone(), *partition))
+            })
+            .map(|key| {
+                let position = self.positions.get(&key).copied().flatten();
+                (key, position)
+            })
+            .collect();
+        let rows: usize = self.batches.iter().map(RecordBatch::num_rows).sum();
+        let files = self
+            .handle
+            .block_on(table.write_files(&self.batches, &self.spec.writer_id))
+            .map_err(|error| format!("cannot write data files: {error}"))?;
+        let file_count = files.len() as u64;
+        let file_bytes: u64 = files.iter().map(|file| file.file_size_in_bytes()).sum();
+        let mut properties = HashMap::new();
+        properties.insert(PIPELINE_PROPERTY.to_string(), self.spec.name.clone());
+        properties.insert(WRITER_PROPERTY.to_string(), self.spec.writer_id.clone());
+        let outcome = self
+            .handle
+            .block_on(table.commit_fenced(
+                files,
+                &expected,
+                &self.advance,
+                OFFSETS_PROPERTY,
+                &properties,
+            ))
+            .map_err(|error| format!("commit to {} failed: {error}", self.spec.config.table))?;
+        match outcome {
+            CommitOutcome::Committed { snapshot_id, .. } => {
+                let elapsed = started.elapsed();
+                for (topic, partitions) in &self.advance.0 {
+                    for (partition, next) in partitions {
+                        self.positions
+                            .insert((topic.clone(), *partition), Some(*next));
+                    }
+                }
+                let freshness = self
+                    .oldest_timestamp_ms
+                    .map(|ts| (now_micros() / 1000 - ts) as f64 / 1000.0)
+                    .unwrap_or(0.0);
+                use std::sync::atomic::Ordering::Relaxed;
+                self.metrics.commits.fetch_add(1, Relaxed);
+                self.metrics.files.fetch_add(file_count, Relaxed);
+                self.metrics.file_bytes.fetch_add(file_bytes, Relaxed);
+                self.metrics
+                    .committed_records
+                    .fetch_add(rows as u64, Relaxed);
+                self.metrics
+                    .commit_micros
+                    .fetch_add(elapsed.as_micros() as u64, Relaxed);
+                {
+                    let mut state = self.metrics.state.lock();
+                    state.last_commit_seconds = elapsed.as_secs_f64();
+                    state.last_freshness_seconds = freshness.max(0.0);
+                    state.last_commit_files = file_count;
+                    state.last_commit_file_bytes = file_bytes;
+                    state.last_commit_at = Some(now_micros() as f64 / 1e6);
+                    state.last_error = None;
+                }
+                tracing::info!(
+                    pipeline = %self.spec.name,
+                    table = %self.spec.config.table,
+                    snapshot_id,
+                    rows,
+                    files = file_count,
+                    bytes = file_bytes,
+                    millis = elapsed.as_millis() as u64,
+                    offsets = %self.advance.to_json(),
+                    "committed"
+                );
+                self.discard_buffers();
+                Ok(())
+            }
+            CommitOutcome::Fenced {
+                topic,
+                partition,
+                expected,
+                found,
+                offsets,
+            } => {
+                self.metrics
+                    .fenced
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(
+                    pipeline = %self.spec.name,
+                    %topic, partition, ?expected, ?found,
+                    "another writer committed these partitions first; dropping the buffer and reading again from the table's offsets"
+                );
+                self.reset_to(consumer, &offsets);
+                Ok(())
+            }
+        }
+    }
+
+    /// Drops buffers and rewinds every assigned partition to the table's offsets.
+    fn reset_to(&mut self, consumer: &BaseConsumer<IngestContext>, offsets: &Offsets) {
+        self.discard_buffers();
+        self.read.clear();
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), position) in self.positions.iter_mut() {
+            *position = offsets.get(topic, *partition);
+            let offset = position.map(Offset::Offset).unwrap_or(Offset::Beginning);
+            let _ = tpl.add_partition_offset(topic, *partition, offset);
+        }
+        if !self.shutting_down
+            && tpl.count() > 0
+            && let Err(error) = consumer.assign(&tpl)
+        {
+            tracing::error!(pipeline = %self.spec.name, %error, "cannot rewind partitions");
+        }
+    }
+
+    fn commit_dead_letters(&mut self) -> Result<(), String> {
+        let property = format!("{OFFSETS_PROPERTY}.{}", self.spec.name);
+        let (schema, name) = self.spec.config.dead_letter_parts();
+        let catalog = self.spec.catalog.clone();
+        if self.dead_table.is_none() {
+            let table = self
+                .handle
+                .block_on(async {
+                    match LakeTable::open(&catalog, &schema, &name).await? {
+                        Some(table) => Ok(table),
+                        None => {
+                            LakeTable::create(&catalog, &schema, &name, &dead_letter_schema(), &[])
+                                .await
+                        }
+                    }
+                })
+                .map_err(|error| {
+                    format!("cannot open the dead-letter table {schema}.{name}: {error}")
+                })?;
+            self.dead_table = Some(table);
+        }
+        let pipeline = self.spec.name.clone();
+        let dead = self.dead_table.as_mut().expect("opened above");
+        for _ in 0..10 {
+            self.handle
+                .block_on(dead.reload())
+                .map_err(|error| format!("cannot load the dead-letter table: {error}"))?;
+            let recorded = dead.offsets(&property).map_err(|error| error.to_string())?;
+            let fresh: Vec<&DeadLetter> = self
+                .rejected
+                .iter()
+                .filter(|letter| {
+                    recorded
+                        .get(&letter.topic, letter.partition)
+                        .is_none_or(|next| letter.offset >= next)
+                })
+                .collect();
+            if fresh.is_empty() {
+                return Ok(());
+            }
+            if let Some(producer) = &self.dead_topic
+                && let Some(topic) = &self.spec.config.dead_letter_topic
+            {
+                for letter in &fresh {
+                    let headers = OwnedHeaders::new()
+                        .insert(Header {
+                            key: "fjord.error",
+                            value: Some(letter.error.as_bytes()),
+                        })
+                        .insert(Header {
+                            key: "fjord.source",
+                            value: Some(
+                                format!("{}/{}/{}", letter.topic, letter.partition, letter.offset)
+                                    .as_bytes(),
+                            ),
+                        });
+                    let mut record: BaseRecord<'_, [u8], [u8]> =
+                        BaseRecord::to(topic).headers(headers);
+                    if let Some(key) = &letter.key {
+                        record = record.key(key.as_slice());
+                    }
+                    if let Some(value) = &letter.value {
+                        record = record.payload(value.as_slice());
+                    }
+                    if let Err((error, _)) = producer.send(record) {
+                        return Err(format!("cannot send a dead letter to {topic}: {error}"));
+                    }
+                }
+                producer
+                    .flush(Duration::from_secs(30))
+                    .map_err(|error| format!("cannot flush dead letters to {topic}: {error}"))?;
+            }
+            let batch = dead_letter_batch(&pipeline, &fresh, &dead.arrow_schema(), now_micros())?;
+            let files = self
+                .handle
+                .block_on(dead.write_files(&[batch], &self.spec.writer_id))
+                .map_err(|error| format!("cannot write dead letters: {error}"))?;
+            let mut advance = Offsets::default();
+            let mut expected = Expected::new();
+            for letter in &fresh {
+                let next = advance
+                    .get(&letter.topic, letter.partition)
+                    .unwrap_or(0)
+                    .max(letter.offset + 1);
+                advance.set(&letter.topic, letter.partition, next);
+                expected.insert(
+                    (letter.topic.clone(), letter.partition),
+                    recorded.get(&letter.topic, letter.partition),
+                );
+            }
+            let count = fresh.len() as u64;
+            let mut properties = HashMap::new();
+            properties.insert(PIPELINE_PROPERTY.to_string(), pipeline.clone());
+            properties.insert(WRITER_PROPERTY.to_string(), self.spec.writer_id.clone());
+            let outcome = self
+                .handle
+                .block_on(dead.commit_fenced(files, &expected, &advance, &property, &properties))
+                .map_err(|error| format!("cannot commit dead letters: {error}"))?;
+            if let CommitOutcome::Committed { .. } = outcome {
+                self.metrics
+                    .dead_letters
+                    .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(pipeline = %pipeline, count, "records sent to the dead letters");
+                return Ok(());
+            }
+        }
+        Err("the dead-letter table kept changing under this writer".into())
+    }
+
+    fn update_lag(&mut self) {
+        let mut lag = BTreeMap::new();
+        for (key, position) in &self.positions {
+            if let Some(high) = self.high_watermarks.get(key) {
+                lag.insert(key.clone(), (high - position.unwrap_or(0)).max(0));
+            }
+        }
+        self.metrics.state.lock().lag = lag;
+    }
+
+    fn update_rates(&self, last: (Instant, u64, u64)) -> (Instant, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = Instant::now();
+        let records = self.metrics.records.load(Relaxed);
+        let bytes = self.metrics.bytes.load(Relaxed);
+        let seconds = now.duration_since(last.0).as_secs_f64().max(1e-3);
+        let mut state = self.metrics.state.lock();
+        state.records_per_second = (records - last.1) as f64 / seconds;
+        state.bytes_per_second = (bytes - last.2) as f64 / seconds;
+        (now, records, bytes)
+    }
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or_default()
+}
+
+/// Checks that the brokers answer, for `fjord ingest --check` and start-up logs.
+pub fn probe_brokers(kafka: &KafkaConfig, timeout: Duration) -> KafkaResult<usize> {
+    let consumer: BaseConsumer = client_config(kafka, false).create()?;
+    let metadata = consumer.fetch_metadata(None, timeout)?;
+    Ok(metadata.brokers().len())
+}

@@ -1,0 +1,254 @@
+//! The `fjord` command line itself: argument parsing and the subcommands.
+#![allow(clippy::print_stdout, clippy::print_stderr)] // The CLI's own output.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::RunningServer;
+use clap::{Parser, Subcommand};
+use fjord_config::{Config, ConfigError};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "fjord",
+    version,
+    about = "fjord: one SQL endpoint over Iceberg tables and live PostgreSQL databases",
+    long_about = "fjord serves SQL over the PostgreSQL wire protocol. One statement can join Apache \
+                  Iceberg tables with live PostgreSQL tables, named catalog.schema.table. Catalogs \
+                  are configured in config.toml; without --config, the embedded default runs: a \
+                  local Iceberg warehouse under .fjord/ and a Postgres catalog at 127.0.0.1:5432."
+)]
+struct Cli {
+    /// Log filter, as in RUST_LOG (for example `info` or `fjord_pgwire=debug`). RUST_LOG wins
+    /// when set.
+    #[arg(long, global = true, default_value = "info")]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the query server until SIGINT or SIGTERM.
+    Serve {
+        /// Configuration file; the embedded default (the repository's config.toml) if absent.
+        #[arg(long, short, env = "FJORD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Address of the PostgreSQL wire listener, overriding `server.postgres_listen`.
+        #[arg(long)]
+        listen: Option<String>,
+        /// Do not build the demo world on start, whatever `demo.build_on_start` says.
+        #[arg(long)]
+        no_demo: bool,
+    },
+    /// Build the cat-cafe demo world: raw event tables in the Iceberg catalog and, if the
+    /// Postgres catalog is reachable, `public.cats` and `public.visitors`. Idempotent.
+    Demo {
+        #[arg(long, short, env = "FJORD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Rows of cat_interactions_raw (overrides `demo.interactions`).
+        #[arg(long)]
+        interactions: Option<usize>,
+        /// Days of history (overrides `demo.days`).
+        #[arg(long)]
+        days: Option<u32>,
+        /// Generator seed (overrides `demo.seed`).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// Run the ingest sidecar until SIGINT or SIGTERM: the pipelines of `[ingest]` land their
+    /// Kafka topics in Iceberg tables, exactly once. Serves /health and /metrics over HTTP.
+    Ingest {
+        #[arg(long, short, env = "FJORD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Run only this pipeline (repeatable); all pipelines when absent.
+        #[arg(long = "pipeline", value_name = "NAME")]
+        pipelines: Vec<String>,
+        /// Address of the HTTP listener, overriding `ingest.http_listen`.
+        #[arg(long)]
+        http_listen: Option<String>,
+    },
+    /// Validate a configuration file; exits non-zero with file, line and reason when it is wrong.
+    CheckConfig {
+        /// The file to check; the embedded default if absent.
+        file: Option<PathBuf>,
+    },
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<Config, ConfigError> {
+    match path {
+        Some(path) => Config::load(path),
+        None => Config::embedded_default(),
+    }
+}
+
+/// Parses the process arguments and runs the subcommand: the whole `fjord` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cli.log));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve {
+                config,
+                listen,
+                no_demo,
+            } => serve(config, listen, no_demo).await,
+            Command::Demo {
+                config,
+                interactions,
+                days,
+                seed,
+            } => demo(config, interactions, days, seed).await,
+            Command::Ingest {
+                config,
+                pipelines,
+                http_listen,
+            } => ingest(config, pipelines, http_listen).await,
+            Command::CheckConfig { file } => check_config(file),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(
+    path: Option<PathBuf>,
+    listen: Option<String>,
+    no_demo: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut config = load_config(path.as_ref())?;
+    if let Some(listen) = listen {
+        config.server.postgres_listen = listen;
+    }
+    if no_demo {
+        config.demo.build_on_start = false;
+    }
+    let server = RunningServer::start(config).await?;
+    eprintln!(
+        "fjord is ready: psql -h {} -p {}",
+        server.postgres_address.ip(),
+        server.postgres_address.port()
+    );
+    let shutdown = server.shutdown_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: no new queries; running ones get the grace period");
+        shutdown.cancel();
+        wait_for_signal().await;
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(130);
+    });
+    server.wait().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn ingest(
+    path: Option<PathBuf>,
+    pipelines: Vec<String>,
+    http_listen: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let config = load_config(path.as_ref())?;
+    let options = fjord_ingest::IngestOptions {
+        pipelines,
+        http_listen,
+    };
+    let sidecar = fjord_ingest::IngestServer::start(&config, options).await?;
+    eprintln!(
+        "fjord ingest is running: http://{}/metrics",
+        sidecar.http_address
+    );
+    let shutdown = sidecar.shutdown_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: committing what is buffered");
+        shutdown.cancel();
+        wait_for_signal().await;
+        tracing::warn!("second signal: exiting now; uncommitted records will be read again");
+        std::process::exit(130);
+    });
+    sidecar.wait().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn demo(
+    path: Option<PathBuf>,
+    interactions: Option<usize>,
+    days: Option<u32>,
+    seed: Option<u64>,
+) -> anyhow::Result<ExitCode> {
+    let mut config = load_config(path.as_ref())?;
+    if let Some(interactions) = interactions {
+        config.demo.interactions = interactions;
+    }
+    if let Some(days) = days {
+        config.demo.days = days;
+    }
+    if let Some(seed) = seed {
+        config.demo.seed = seed;
+    }
+    let engine = fjord_engine::Engine::new(config.clone()).await?;
+    let progress = |line: &str| eprintln!("demo: {line}");
+    let report = fjord_demo::build(&engine, &config.demo, &progress).await?;
+    for (table, rows) in &report.written {
+        println!("{table}\t{rows} rows written");
+    }
+    for table in &report.kept {
+        println!("{table}\tkept (already present)");
+    }
+    if let Some(reason) = &report.postgres_skipped {
+        println!("postgres tables skipped: {reason}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check_config(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    match crate::check_config(path.as_deref()) {
+        Ok(summary) => {
+            println!("{summary}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}

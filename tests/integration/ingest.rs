@@ -1,0 +1,548 @@
+//! The ingest sidecar against a real broker (tansu): JSON topics land in Iceberg exactly once and
+//! are queried through fjord serve; bad records land in the dead letters; new fields become
+//! columns; kill -9 and a second sidecar never duplicate or lose a record.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use fjord_config::Config;
+use fjord_ingest::{IngestOptions, IngestServer};
+use fjord_tests::kafka::{IngestProcess, Kafka, produce_with};
+use fjord_tests::{Fjord, query_text};
+
+/// The binary of this test build, run as a separate `fjord ingest` process.
+fn fjord_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_fjord-under-test"))
+}
+
+/// A cat-interactions event as the cafe's producers write it.
+fn interaction(i: u64) -> (String, Vec<u8>) {
+    let cat = format!("00000000-0000-4000-8000-{:012}", i % 97);
+    let kinds = ["pet", "play", "like", "feed", "photo"];
+    // Written by hand: the fields in the producers' order (serde_json's maps would sort them).
+    let value = format!(
+        r#"{{"event_id": "e-{i}", "event_time": "2026-11-{:02}T{:02}:{:02}:00Z", "visitor_id": "00000000-0000-4000-9000-{:012}", "cat_id": "{cat}", "interaction_type": "{}", "duration_seconds": {}}}"#,
+        1 + (i / 1440) % 28,
+        (i / 60) % 24,
+        i % 60,
+        i % 31,
+        kinds[(i % 5) as usize],
+        i % 600
+    );
+    (cat, value.into_bytes())
+}
+
+/// Writes `ingest.toml` beside fjord serve's own config, pointing at the same warehouse and
+/// catalog database, with one pipeline per `(name, topic, table)`.
+fn ingest_config(
+    fjord: &Fjord,
+    kafka: &Kafka,
+    group: &str,
+    pipelines: &[(&str, &str, &str)],
+    extra: &str,
+) -> Result<PathBuf> {
+    let mut text = String::from(
+        "[server]\ndefault_catalog = \"iceberg\"\n[demo]\nbuild_on_start = false\n\
+         [catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"warehouse\"\n\n[ingest]\ncatalog = \"iceberg\"\n",
+    );
+    text.push_str(&kafka.ingest_kafka_toml(group));
+    for (name, topic, table) in pipelines {
+        text.push_str(&format!(
+            "\n[ingest.pipelines.{name}]\ntopics = [\"{topic}\"]\ntable = \"{table}\"\nevent_time = \"event_time\"\n{extra}\n\
+             [ingest.pipelines.{name}.commit]\ninterval = \"300ms\"\nidle = \"100ms\"\n"
+        ));
+    }
+    let path = fjord.directory.path().join("ingest.toml");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+async fn start_sidecar(config: &Path, pipelines: &[&str]) -> Result<IngestServer> {
+    let config = Config::load(config).map_err(|error| anyhow::anyhow!("{error}"))?;
+    IngestServer::start(
+        &config,
+        IngestOptions {
+            pipelines: pipelines.iter().map(|p| p.to_string()).collect(),
+            http_listen: Some("127.0.0.1:0".into()),
+        },
+    )
+    .await
+}
+
+/// Polls `sql` (one integer) through fjord serve until it returns `want`; a missing table counts
+/// as 0.
+async fn wait_for_count(fjord: &Fjord, sql: &str, want: i64, timeout: Duration) -> Result<()> {
+    let client = fjord.connect().await?;
+    let deadline = Instant::now() + timeout;
+    let mut last;
+    loop {
+        match query_text(&client, sql).await {
+            Ok(rows) => {
+                let got: i64 = rows[0][0].parse().context("a count")?;
+                if got == want {
+                    return Ok(());
+                }
+                if got > want {
+                    bail!("{sql}: {got} rows, more than the {want} produced");
+                }
+                last = format!("{got} rows");
+            }
+            Err(error) => last = error.to_string(),
+        }
+        if Instant::now() > deadline {
+            bail!("{sql}: wanted {want} within {timeout:?}, last: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn http_get(address: std::net::SocketAddr, path: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let status: u16 = response
+        .split_whitespace()
+        .nth(1)
+        .context("status")?
+        .parse()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_events_land_once_and_are_queryable_through_fjord_serve() -> Result<()> {
+    let kafka = Kafka::start().await?;
+    kafka.create_topic("cat-interactions", 3).await?;
+    let fjord = Fjord::start("").await?;
+    let config = ingest_config(
+        &fjord,
+        &kafka,
+        "json-e2e",
+        &[(
+            "cat_interactions",
+            "cat-interactions",
+            "data_on_eks.cat_interactions_raw",
+        )],
+        "",
+    )?;
+    let events: Vec<_> = (0..5000).map(interaction).collect();
+    kafka.produce("cat-interactions", &events[..2000]).await?;
+    let sidecar = start_sidecar(&config, &[]).await?;
+    kafka.produce("cat-interactions", &events[2000..]).await?;
+
+    let table = "iceberg.data_on_eks.cat_interactions_raw";
+    wait_for_count(
+        &fjord,
+        &format!("SELECT count(*) FROM {table}"),
+        5000,
+        Duration::from_secs(60),
+    )
+    .await?;
+    let client = fjord.connect().await?;
+    // Every record exactly once, values as produced.
+    let rows = query_text(
+        &client,
+        &format!(
+            "SELECT (SELECT count(*) FROM (SELECT DISTINCT _kafka_partition, _kafka_offset FROM {table})), \
+             sum(duration_seconds), count(DISTINCT event_id), min(event_time), \
+             count(*) FILTER (WHERE interaction_type = 'like') FROM {table}"
+        ),
+    )
+    .await?;
+    let expected_sum: u64 = (0..5000u64).map(|i| i % 600).sum();
+    assert_eq!(rows[0][0], "5000");
+    assert_eq!(rows[0][1], expected_sum.to_string());
+    assert_eq!(rows[0][2], "5000");
+    assert!(rows[0][3].starts_with("2026-11-01 00:00:00"), "{rows:?}");
+    assert_eq!(rows[0][4], "1000");
+    // The table was created with the event-time day partitioning and typed columns.
+    let columns = query_text(
+        &client,
+        "SELECT column_name, data_type FROM information_schema.columns \
+         WHERE table_catalog = 'iceberg' AND table_name = 'cat_interactions_raw' ORDER BY ordinal_position",
+    )
+    .await?;
+    let names: Vec<&str> = columns.iter().map(|row| row[0].as_str()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "event_id",
+            "event_time",
+            "visitor_id",
+            "cat_id",
+            "interaction_type",
+            "duration_seconds",
+            "_kafka_topic",
+            "_kafka_partition",
+            "_kafka_offset",
+            "_kafka_timestamp",
+            "_ingested_at"
+        ]
+    );
+    assert!(
+        columns[1][1].to_lowercase().contains("timestamp"),
+        "{columns:?}"
+    );
+
+    let (status, health) = http_get(sidecar.http_address, "/health").await?;
+    assert_eq!(status, 200, "{health}");
+    let (status, metrics) = http_get(sidecar.http_address, "/metrics").await?;
+    assert_eq!(status, 200);
+    assert!(
+        metrics
+            .contains("fjord_ingest_committed_records_total{pipeline=\"cat_interactions\"} 5000"),
+        "{metrics}"
+    );
+    // Lag comes from the client's statistics, once a second: all caught up, per partition.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, metrics) = http_get(sidecar.http_address, "/metrics").await?;
+        let lags: Vec<&str> = metrics
+            .lines()
+            .filter(|line| line.starts_with("fjord_ingest_consumer_lag{"))
+            .collect();
+        if lags.len() == 3 && lags.iter().all(|line| line.ends_with(" 0")) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("no consumer lag of 0 for the 3 partitions: {lags:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    sidecar.stop().await?;
+
+    // A restart reads nothing twice.
+    let sidecar = start_sidecar(&config, &[]).await?;
+    kafka
+        .produce("cat-interactions", &[interaction(5000)])
+        .await?;
+    wait_for_count(
+        &fjord,
+        &format!("SELECT count(*) FROM {table}"),
+        5001,
+        Duration::from_secs(60),
+    )
+    .await?;
+    sidecar.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_record_goes_to_the_dead_letters_and_the_rest_lands() -> Result<()> {
+    let kafka = Kafka::start().await?;
+    kafka.create_topic("cat-interactions", 1).await?;
+    let fjord = Fjord::start("").await?;
+    let config = ingest_config(
+        &fjord,
+        &kafka,
+        "poison",
+        &[(
+            "cat_interactions",
+            "cat-interactions",
+            "data_on_eks.cat_interactions_raw",
+        )],
+        "max_record_bytes = \"2KiB\"",
+    )?;
+    let mut events: Vec<(String, Vec<u8>)> = (0..100).map(interaction).collect();
+    events.push(("bad".into(), b"{\"event_id\": \"e-broken\", ".to_vec()));
+    events.push((
+        "bad".into(),
+        br#"{"event_id": "e-typed", "duration_seconds": "a long time"}"#.to_vec(),
+    ));
+    events.push(("big".into(), vec![b' '; 4096]));
+    events.extend((100..200).map(interaction));
+    kafka.produce("cat-interactions", &events).await?;
+    let sidecar = start_sidecar(&config, &[]).await?;
+
+    wait_for_count(
+        &fjord,
+        "SELECT count(*) FROM iceberg.data_on_eks.cat_interactions_raw",
+        200,
+        Duration::from_secs(60),
+    )
+    .await?;
+    wait_for_count(
+        &fjord,
+        "SELECT count(*) FROM iceberg.data_on_eks.dead_letters",
+        3,
+        Duration::from_secs(30),
+    )
+    .await?;
+    let client = fjord.connect().await?;
+    let letters = query_text(
+        &client,
+        "SELECT \"offset\", pipeline, topic, error, length(value) FROM iceberg.data_on_eks.dead_letters ORDER BY 1",
+    )
+    .await?;
+    assert_eq!(letters[0][0], "100");
+    assert_eq!(letters[0][1], "cat_interactions");
+    assert_eq!(letters[0][2], "cat-interactions");
+    assert!(letters[0][3].contains("not valid JSON"), "{letters:?}");
+    assert_eq!(letters[1][0], "101");
+    assert!(letters[1][3].contains("duration_seconds"), "{letters:?}");
+    assert_eq!(letters[2][0], "102");
+    assert!(letters[2][3].contains("max_record_bytes"), "{letters:?}");
+    assert_eq!(letters[2][4], "4096");
+    // Everything after the poison records landed.
+    let after = query_text(
+        &client,
+        "SELECT count(*) FROM iceberg.data_on_eks.cat_interactions_raw WHERE _kafka_offset > 102",
+    )
+    .await?;
+    assert_eq!(after[0][0], "100");
+    sidecar.stop().await?;
+
+    // A restart neither re-lands the records nor repeats the dead letters.
+    let sidecar = start_sidecar(&config, &[]).await?;
+    kafka
+        .produce("cat-interactions", &[interaction(200)])
+        .await?;
+    wait_for_count(
+        &fjord,
+        "SELECT count(*) FROM iceberg.data_on_eks.cat_interactions_raw",
+        201,
+        Duration::from_secs(60),
+    )
+    .await?;
+    let letters = query_text(
+        &client,
+        "SELECT count(*) FROM iceberg.data_on_eks.dead_letters",
+    )
+    .await?;
+    assert_eq!(letters[0][0], "3");
+    sidecar.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_fields_become_columns_that_fjord_serve_sees_without_restart() -> Result<()> {
+    let kafka = Kafka::start().await?;
+    kafka.create_topic("cat-wellness-iot", 2).await?;
+    let fjord = Fjord::start("").await?;
+    let config = ingest_config(
+        &fjord,
+        &kafka,
+        "evolve",
+        &[(
+            "wellness",
+            "cat-wellness-iot",
+            "data_on_eks.cat_wellness_iot_raw",
+        )],
+        "",
+    )?;
+    let sidecar = start_sidecar(&config, &[]).await?;
+    let event = |i: u64, extra: Option<&str>| {
+        let mut value = serde_json::json!({
+            "event_id": format!("w-{i}"),
+            "event_time": "2026-11-02T08:00:00Z",
+            "cat_id": format!("cat-{}", i % 7),
+            "activity_level": (i % 10) as f64 + 0.5,
+            "heart_rate_bpm": 120 + i % 40,
+        });
+        if let Some(mood) = extra {
+            value["mood"] = serde_json::json!(mood);
+        }
+        (
+            format!("cat-{}", i % 7),
+            serde_json::to_vec(&value).unwrap(),
+        )
+    };
+    let first: Vec<_> = (0..50).map(|i| event(i, None)).collect();
+    kafka.produce("cat-wellness-iot", &first).await?;
+    let table = "iceberg.data_on_eks.cat_wellness_iot_raw";
+    wait_for_count(
+        &fjord,
+        &format!("SELECT count(*) FROM {table}"),
+        50,
+        Duration::from_secs(60),
+    )
+    .await?;
+    let client = fjord.connect().await?;
+    let before = query_text(&client, &format!("SELECT * FROM {table} LIMIT 1")).await;
+    assert!(before.is_ok());
+
+    let second: Vec<_> = (50..80).map(|i| event(i, Some("sleepy"))).collect();
+    kafka.produce("cat-wellness-iot", &second).await?;
+    wait_for_count(
+        &fjord,
+        &format!("SELECT count(*) FROM {table}"),
+        80,
+        Duration::from_secs(60),
+    )
+    .await?;
+    let moods = query_text(
+        &client,
+        &format!("SELECT mood, count(*) FROM {table} GROUP BY mood ORDER BY mood NULLS FIRST"),
+    )
+    .await?;
+    assert_eq!(
+        moods,
+        vec![
+            vec!["NULL".to_string(), "50".to_string()],
+            vec!["sleepy".to_string(), "30".to_string()]
+        ]
+    );
+    sidecar.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sidecars_for_one_topic_neither_duplicate_nor_lose() -> Result<()> {
+    let kafka = Kafka::start().await?;
+    kafka.create_topic("visitor-checkins", 4).await?;
+    let fjord = Fjord::start("").await?;
+    let config = ingest_config(
+        &fjord,
+        &kafka,
+        "pair",
+        &[(
+            "checkins",
+            "visitor-checkins",
+            "data_on_eks.visitor_checkins_raw",
+        )],
+        "",
+    )?;
+    let checkin = |i: u64| {
+        let value = serde_json::json!({
+            "event_id": format!("c-{i}"),
+            "event_time": "2026-11-03T09:00:00Z",
+            "visitor_id": format!("v-{}", i % 50),
+            "action": if i % 2 == 0 { "check_in" } else { "check_out" },
+        });
+        (format!("v-{}", i % 50), serde_json::to_vec(&value).unwrap())
+    };
+    let first = start_sidecar(&config, &[]).await?;
+    let second = start_sidecar(&config, &[]).await?;
+    let producer = kafka.producer()?;
+    let total = 20_000u64;
+    for round in 0..4 {
+        let batch: Vec<_> = (round * total / 4..(round + 1) * total / 4)
+            .map(checkin)
+            .collect();
+        produce_with(&producer, "visitor-checkins", &batch).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // One leaves mid-stream: the other takes over its partitions from the table's offsets.
+    first.stop().await?;
+    let more: Vec<_> = (total..total + 2000).map(checkin).collect();
+    produce_with(&producer, "visitor-checkins", &more).await?;
+    let table = "iceberg.data_on_eks.visitor_checkins_raw";
+    wait_for_count(
+        &fjord,
+        &format!("SELECT count(*) FROM {table}"),
+        (total + 2000) as i64,
+        Duration::from_secs(120),
+    )
+    .await?;
+    let client = fjord.connect().await?;
+    let distinct = query_text(
+        &client,
+        &format!(
+            "SELECT (SELECT count(*) FROM (SELECT DISTINCT _kafka_partition, _kafka_offset FROM {table})), \
+             (SELECT count(DISTINCT event_id) FROM {table})"
+        ),
+    )
+    .await?;
+    assert_eq!(
+        distinct[0],
+        vec![(total + 2000).to_string(), (total + 2000).to_string()]
+    );
+    second.stop().await?;
+    Ok(())
+}
+
+/// The crash test of the issue: events keep arriving while `fjord ingest` is killed with SIGKILL
+/// at random moments and restarted; at the end every event is in the table exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_moments_loses_and_duplicates_nothing() -> Result<()> {
+    let events: u64 = std::env::var("FJORD_CRASH_TEST_EVENTS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(1_000_000);
+    let kills = 10;
+    let kafka = Kafka::start().await?;
+    kafka.create_topic("cat-interactions", 4).await?;
+    let fjord = Fjord::start("").await?;
+    let config = ingest_config(
+        &fjord,
+        &kafka,
+        "crash",
+        &[(
+            "cat_interactions",
+            "cat-interactions",
+            "data_on_eks.cat_interactions_raw",
+        )],
+        "",
+    )?;
+    let bootstrap = kafka.bootstrap.clone();
+    let producer_task = tokio::spawn(async move {
+        let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("linger.ms", "20")
+            .set("acks", "all")
+            .create()?;
+        let chunk = 20_000u64;
+        let mut next = 0;
+        while next < events {
+            let end = (next + chunk).min(events);
+            let batch: Vec<_> = (next..end).map(interaction).collect();
+            produce_with(&producer, "cat-interactions", &batch).await?;
+            next = end;
+        }
+        anyhow::Ok(())
+    });
+    let mut seed = 0x5eed_u64;
+    let mut random = move |bound: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % bound
+    };
+    for kill in 0..kills {
+        let mut sidecar = IngestProcess::spawn(&fjord_binary(), &config, &[])?;
+        let alive = Duration::from_millis(800 + random(2500));
+        tokio::time::sleep(alive).await;
+        sidecar.kill()?;
+        eprintln!("crash test: kill {} after {alive:?}", kill + 1);
+    }
+    producer_task.await??;
+    let mut sidecar = IngestProcess::spawn(&fjord_binary(), &config, &[])?;
+    let table = "iceberg.data_on_eks.cat_interactions_raw";
+    let result = wait_for_count(
+        &fjord,
+        &format!("SELECT count(*) FROM {table}"),
+        events as i64,
+        Duration::from_secs(600),
+    )
+    .await;
+    let client = fjord.connect().await?;
+    let rows = query_text(
+        &client,
+        &format!(
+            "SELECT (SELECT count(*) FROM {table}), \
+             (SELECT count(*) FROM (SELECT DISTINCT _kafka_partition, _kafka_offset FROM {table}))"
+        ),
+    )
+    .await?;
+    eprintln!(
+        "crash test: produced {events}, table has {} rows, {} distinct (partition, offset)",
+        rows[0][0], rows[0][1]
+    );
+    result?;
+    assert_eq!(rows[0][0], events.to_string(), "duplicates or losses");
+    assert_eq!(rows[0][1], events.to_string(), "duplicates");
+    let status = sidecar.terminate()?;
+    assert!(
+        status.success(),
+        "fjord ingest exited with {status} on SIGTERM"
+    );
+    Ok(())
+}

@@ -1,0 +1,221 @@
+//! A real Kafka-protocol broker for the tests: tansu, started on a free loopback port with
+//! in-memory storage, plus a producer and topic creation through librdkafka.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+
+use crate::free_port;
+
+/// The tansu binary: `$FJORD_TANSU`, the one the setup script installs, or on PATH.
+fn tansu_binary() -> Result<PathBuf> {
+    if let Ok(path) = std::env::var("FJORD_TANSU") {
+        return Ok(PathBuf::from(path));
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    let installed = PathBuf::from(home).join(".cache/fjord/tools/bin/tansu");
+    if installed.exists() {
+        return Ok(installed);
+    }
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let candidate = PathBuf::from(dir).join("tansu");
+        if candidate.exists() {
+            return Ok(candidate);
+        }
+    }
+    bail!("the tansu broker is missing: run scripts/setup-test-env")
+}
+
+/// A tansu broker, killed on drop.
+pub struct Kafka {
+    pub bootstrap: String,
+    child: Child,
+}
+
+impl Kafka {
+    pub async fn start() -> Result<Kafka> {
+        let binary = tansu_binary()?;
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&binary)
+            .args([
+                "broker",
+                "--storage-engine",
+                "memory://tansu/",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let kafka = Kafka {
+            bootstrap: format!("127.0.0.1:{port}"),
+            child,
+        };
+        kafka.wait_ready().await?;
+        Ok(kafka)
+    }
+
+    async fn wait_ready(&self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let bootstrap = self.bootstrap.clone();
+            let ready = tokio::task::spawn_blocking(move || {
+                let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", &bootstrap)
+                    .create()?;
+                rdkafka::consumer::Consumer::fetch_metadata(&consumer, None, Duration::from_secs(2))
+                    .map(|_| ())
+            })
+            .await?;
+            match ready {
+                Ok(()) => return Ok(()),
+                Err(error) if Instant::now() > deadline => {
+                    bail!("tansu did not answer within 30 s: {error}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    /// The TOML of an `[ingest.kafka]` table pointing at this broker.
+    pub fn ingest_kafka_toml(&self, group: &str) -> String {
+        format!(
+            "[ingest.kafka]\nbootstrap_servers = \"{}\"\ngroup_id = \"{group}\"\n",
+            self.bootstrap
+        )
+    }
+
+    pub async fn create_topic(&self, name: &str, partitions: i32) -> Result<()> {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .create()?;
+        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        let results = admin
+            .create_topics([&topic], &AdminOptions::new())
+            .await
+            .context("CreateTopics")?;
+        for result in results {
+            if let Err((topic, code)) = result {
+                bail!("cannot create topic {topic}: {code}");
+            }
+        }
+        Ok(())
+    }
+
+    pub fn producer(&self) -> Result<FutureProducer> {
+        Ok(ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("linger.ms", "5")
+            .set("acks", "all")
+            .create()?)
+    }
+
+    /// Produces `records` (key, value) to `topic` and waits until all are acknowledged.
+    pub async fn produce(&self, topic: &str, records: &[(String, Vec<u8>)]) -> Result<()> {
+        let producer = self.producer()?;
+        produce_with(&producer, topic, records).await
+    }
+}
+
+/// Sends with `producer`, in order, waiting for every acknowledgement.
+pub async fn produce_with(
+    producer: &FutureProducer,
+    topic: &str,
+    records: &[(String, Vec<u8>)],
+) -> Result<()> {
+    let mut pending = Vec::with_capacity(records.len());
+    for (key, value) in records {
+        let record = FutureRecord::to(topic)
+            .key(key.as_str())
+            .payload(value.as_slice());
+        let delivery = producer
+            .send_result(record)
+            .map_err(|(error, _)| anyhow::anyhow!("cannot enqueue: {error}"))?;
+        pending.push(delivery);
+        if pending.len() >= 10_000 {
+            for delivery in pending.drain(..) {
+                delivery
+                    .await?
+                    .map_err(|(error, _)| anyhow::anyhow!("not delivered: {error}"))?;
+            }
+        }
+    }
+    for delivery in pending {
+        delivery
+            .await?
+            .map_err(|(error, _)| anyhow::anyhow!("not delivered: {error}"))?;
+    }
+    producer.flush(Duration::from_secs(30))?;
+    Ok(())
+}
+
+impl Drop for Kafka {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `fjord ingest` as a separate process of the test build's binary, so that tests can kill it.
+pub struct IngestProcess {
+    pub child: Child,
+}
+
+impl IngestProcess {
+    /// Starts `<binary> ingest --config <config> --http-listen 127.0.0.1:0 [args]`.
+    pub fn spawn(
+        binary: &std::path::Path,
+        config: &std::path::Path,
+        args: &[&str],
+    ) -> Result<Self> {
+        let child = Command::new(binary)
+            .arg("--log")
+            .arg("warn")
+            .arg("ingest")
+            .arg("--config")
+            .arg(config)
+            .args(["--http-listen", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        Ok(IngestProcess { child })
+    }
+
+    /// SIGKILL: no final commit, no cleanup.
+    pub fn kill(&mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()?;
+        Ok(self.child.wait()?)
+    }
+}
+
+impl Drop for IngestProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
