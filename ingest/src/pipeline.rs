@@ -64,7 +64,9 @@ pub fn run_pipeline(
         worker: worker.clone(),
     };
     let consumer: BaseConsumer<IngestContext> = {
-        let config = client_config(&worker.lock().spec.kafka, true);
+        let worker = worker.lock();
+        let config = client_config(&worker.spec.kafka, Some(&worker.spec.name));
+        drop(worker);
         config
             .create_with_context(context)
             .map_err(|error| format!("cannot create the Kafka consumer: {error}"))?
@@ -120,7 +122,7 @@ pub fn run_pipeline(
 }
 
 /// librdkafka settings: the user's connection settings plus the ones exactly-once relies on.
-pub(crate) fn client_config(kafka: &KafkaConfig, consumer: bool) -> ClientConfig {
+pub(crate) fn client_config(kafka: &KafkaConfig, consumer: Option<&str>) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", &kafka.bootstrap_servers);
     config.set("security.protocol", kafka.security_protocol.as_librdkafka());
@@ -141,8 +143,16 @@ pub(crate) fn client_config(kafka: &KafkaConfig, consumer: bool) -> ClientConfig
     for (key, value) in &kafka.properties {
         config.set(key, value);
     }
-    if consumer {
+    if let Some(pipeline) = consumer {
         config.set("group.id", &kafka.group_id);
+        if let Some(instance) = &kafka.instance_id {
+            config.set("group.instance.id", format!("{instance}-{pipeline}"));
+        }
+        config.set("session.timeout.ms", kafka.session_timeout_ms.to_string());
+        config.set(
+            "heartbeat.interval.ms",
+            (kafka.session_timeout_ms / 3).max(1000).to_string(),
+        );
         // Offsets live in the table, never in the group.
         config.set("enable.auto.commit", "false");
         config.set("enable.auto.offset.store", "false");
@@ -238,7 +248,7 @@ struct Worker {
 impl Worker {
     fn new(spec: PipelineSpec, handle: Handle) -> Self {
         let dead_topic = spec.config.dead_letter_topic.as_ref().and_then(|_| {
-            client_config(&spec.kafka, false)
+            client_config(&spec.kafka, None)
                 .create::<ThreadedProducer<DefaultProducerContext>>()
                 .map_err(|error| {
                     tracing::error!(pipeline = %spec.name, %error, "cannot create the dead-letter producer");
@@ -942,7 +952,7 @@ fn now_micros() -> i64 {
 
 /// Checks that the brokers answer, for `fjord ingest --check` and start-up logs.
 pub fn probe_brokers(kafka: &KafkaConfig, timeout: Duration) -> KafkaResult<usize> {
-    let consumer: BaseConsumer = client_config(kafka, false).create()?;
+    let consumer: BaseConsumer = client_config(kafka, None).create()?;
     let metadata = consumer.fetch_metadata(None, timeout)?;
     Ok(metadata.brokers().len())
 }

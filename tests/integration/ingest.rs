@@ -74,7 +74,9 @@ async fn start_sidecar(config: &Path, pipelines: &[&str]) -> Result<IngestServer
 /// as 0.
 async fn wait_for_count(fjord: &Fjord, sql: &str, want: i64, timeout: Duration) -> Result<()> {
     let client = fjord.connect().await?;
-    let deadline = Instant::now() + timeout;
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let mut reported = started;
     let mut last;
     loop {
         match query_text(&client, sql).await {
@@ -93,7 +95,19 @@ async fn wait_for_count(fjord: &Fjord, sql: &str, want: i64, timeout: Duration) 
         if Instant::now() > deadline {
             bail!("{sql}: wanted {want} within {timeout:?}, last: {last}");
         }
+        if reported.elapsed() >= Duration::from_secs(15) {
+            reported = Instant::now();
+            eprintln!("waiting {:?} for {want}: {last}", started.elapsed());
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `count(*)` of `table`; 0 while it does not exist.
+async fn row_count(client: &tokio_postgres::Client, table: &str) -> u64 {
+    match query_text(client, &format!("SELECT count(*) FROM {table}")).await {
+        Ok(rows) => rows[0][0].parse().unwrap_or(0),
+        Err(_) => 0,
     }
 }
 
@@ -151,7 +165,7 @@ async fn json_events_land_once_and_are_queryable_through_fjord_serve() -> Result
     let rows = query_text(
         &client,
         &format!(
-            "SELECT (SELECT count(*) FROM (SELECT DISTINCT _kafka_partition, _kafka_offset FROM {table})), \
+            "SELECT (SELECT count(*) FROM (SELECT DISTINCT _kafka_partition, _kafka_offset FROM {table})) AS offsets, \
              sum(duration_seconds), count(DISTINCT event_id), min(event_time), \
              count(*) FILTER (WHERE interaction_type = 'like') FROM {table}"
         ),
@@ -446,8 +460,8 @@ async fn two_sidecars_for_one_topic_neither_duplicate_nor_lose() -> Result<()> {
     let distinct = query_text(
         &client,
         &format!(
-            "SELECT (SELECT count(*) FROM (SELECT DISTINCT _kafka_partition, _kafka_offset FROM {table})), \
-             (SELECT count(DISTINCT event_id) FROM {table})"
+            "SELECT (SELECT count(*) FROM (SELECT DISTINCT _kafka_partition, _kafka_offset FROM {table})) AS offsets, \
+             (SELECT count(DISTINCT event_id) FROM {table}) AS events"
         ),
     )
     .await?;
@@ -482,6 +496,12 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() -> Result<()> {
         )],
         "",
     )?;
+    // The restarted sidecar is the same member of the group (as a pod keeps its name).
+    let text = std::fs::read_to_string(&config)?.replace(
+        "group_id = \"crash\"",
+        "group_id = \"crash\"\ninstance_id = \"crash-test-sidecar\"",
+    );
+    std::fs::write(&config, text)?;
     let bootstrap = kafka.bootstrap.clone();
     let producer_task = tokio::spawn(async move {
         let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
@@ -489,13 +509,18 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() -> Result<()> {
             .set("linger.ms", "20")
             .set("acks", "all")
             .create()?;
-        let chunk = 20_000u64;
+        // Paced over about a minute, so that every kill lands while events keep arriving.
+        let chunk = (events / 100).max(1);
         let mut next = 0;
         while next < events {
             let end = (next + chunk).min(events);
             let batch: Vec<_> = (next..end).map(interaction).collect();
+            let started = Instant::now();
             produce_with(&producer, "cat-interactions", &batch).await?;
             next = end;
+            if let Some(pause) = Duration::from_millis(600).checked_sub(started.elapsed()) {
+                tokio::time::sleep(pause).await;
+            }
         }
         anyhow::Ok(())
     });
@@ -506,16 +531,31 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() -> Result<()> {
         seed ^= seed << 17;
         seed % bound
     };
+    // Each incarnation is killed at a random moment after it has landed something, so that
+    // kills hit mid-stream: between commits, while writing files, while committing.
+    let client = fjord.connect().await?;
+    let table = "iceberg.data_on_eks.cat_interactions_raw";
+    let mut landed = 0;
     for kill in 0..kills {
         let mut sidecar = IngestProcess::spawn(&fjord_binary(), &config, &[])?;
-        let alive = Duration::from_millis(800 + random(2500));
-        tokio::time::sleep(alive).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while row_count(&client, table).await <= landed && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(random(1500))).await;
         sidecar.kill()?;
-        eprintln!("crash test: kill {} after {alive:?}", kill + 1);
+        let now = row_count(&client, table).await;
+        eprintln!("crash test: kill {} with {now} rows landed", kill + 1);
+        assert!(
+            now > landed || now == events,
+            "incarnation {} landed nothing in 60 s",
+            kill + 1
+        );
+        landed = now;
     }
     producer_task.await??;
+    eprintln!("crash test: all {events} events produced");
     let mut sidecar = IngestProcess::spawn(&fjord_binary(), &config, &[])?;
-    let table = "iceberg.data_on_eks.cat_interactions_raw";
     let result = wait_for_count(
         &fjord,
         &format!("SELECT count(*) FROM {table}"),
@@ -523,12 +563,11 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() -> Result<()> {
         Duration::from_secs(600),
     )
     .await;
-    let client = fjord.connect().await?;
     let rows = query_text(
         &client,
         &format!(
-            "SELECT (SELECT count(*) FROM {table}), \
-             (SELECT count(*) FROM (SELECT DISTINCT _kafka_partition, _kafka_offset FROM {table}))"
+            "SELECT (SELECT count(*) FROM {table}) AS total, \
+             (SELECT count(*) FROM (SELECT DISTINCT _kafka_partition, _kafka_offset FROM {table})) AS distinct_offsets"
         ),
     )
     .await?;

@@ -39,6 +39,13 @@ pub struct KafkaConfig {
     /// Consumer group of the sidecars: sidecars in one group share a topic's partitions.
     #[serde(default = "default_group_id")]
     pub group_id: String,
+    /// Static group membership (`group.instance.id`, suffixed with the pipeline's name): a
+    /// sidecar restarted under the same id takes its partitions back at once instead of waiting
+    /// for its old session to time out. Give each sidecar its own stable id (a pod name, say).
+    pub instance_id: Option<String>,
+    /// Milliseconds without a heartbeat before a sidecar's partitions go to the others.
+    #[serde(default = "default_session_timeout_ms")]
+    pub session_timeout_ms: u32,
     #[serde(default)]
     pub security_protocol: SecurityProtocol,
     /// SASL mechanism (`PLAIN` for Confluent Cloud; `SCRAM-SHA-256`, `SCRAM-SHA-512`).
@@ -57,6 +64,9 @@ pub struct KafkaConfig {
 
 fn default_group_id() -> String {
     "fjord-ingest".into()
+}
+fn default_session_timeout_ms() -> u32 {
+    10_000
 }
 
 /// `security.protocol` of librdkafka.
@@ -272,6 +282,12 @@ impl IngestConfig {
                 "must not be empty".into(),
             ));
         }
+        if !(6_000..=300_000).contains(&self.kafka.session_timeout_ms) {
+            return Err((
+                "ingest.kafka.session_timeout_ms".into(),
+                "must be between 6000 and 300000 (the brokers' default bounds)".into(),
+            ));
+        }
         if self.kafka.security_protocol.uses_sasl() {
             for (field, value) in [
                 ("sasl_username", self.kafka.sasl_username.is_some()),
@@ -297,10 +313,14 @@ impl IngestConfig {
                     | "group.id"
                     | "bootstrap.servers"
                     | "partition.assignment.strategy"
+                    | "group.instance.id"
+                    | "session.timeout.ms"
             ) {
                 return Err((
                     format!("ingest.kafka.properties.{key}"),
-                    "fjord sets this property itself (exactly-once depends on it)".into(),
+                    "fjord sets this property itself (from its own keys, or because exactly-once \
+                     depends on it)"
+                        .into(),
                 ));
             }
         }
