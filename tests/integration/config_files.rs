@@ -5,7 +5,13 @@ fn check_config_accepts_the_reference_file_and_locates_mistakes() -> anyhow::Res
     let reference = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config.toml");
     let summary = fjord_cli::check_config(Some(&reference)).map_err(|e| anyhow::anyhow!("{e}"))?;
     assert!(
-        summary.ends_with("ok; catalogs: iceberg (iceberg), postgresql (postgres)"),
+        summary.contains("ok; catalogs: iceberg (iceberg), postgresql (postgres)"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains(
+            "cat_interactions (cat-interactions -> iceberg.data_on_eks.cat_interactions_raw)"
+        ),
         "{summary}"
     );
     assert!(
@@ -40,6 +46,30 @@ fn check_config_accepts_the_reference_file_and_locates_mistakes() -> anyhow::Res
             "REST catalog",
         ),
         ("[server\n", 1, "", "invalid table header"),
+        (
+            "[catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"w\"\n[ingest.kafka]\nbootstrap_servers = \"k:9092\"\n[ingest.pipelines.orders]\ntopics = [\"o\"]\ntable = \"s.orders\"\ncomit = {}\n",
+            9,
+            "ingest.pipelines.orders.comit",
+            "unknown field `comit`",
+        ),
+        (
+            "[catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"w\"\n[ingest.kafka]\nbootstrap_servers = \"k:9092\"\n[ingest.pipelines.orders]\ntopics = [\"o\"]\ntable = \"orders\"\n",
+            8,
+            "ingest.pipelines.orders.table",
+            "schema.table",
+        ),
+        (
+            "[catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"w\"\n[ingest.kafka]\nbootstrap_servers = \"k:9092\"\n[ingest.pipelines.orders]\ntopics = [\"o\"]\ntable = \"s.orders\"\n[ingest.pipelines.orders.commit]\ninterval = \"soon\"\n",
+            10,
+            "ingest.pipelines.orders.commit.interval",
+            "not a duration",
+        ),
+        (
+            "[catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"w\"\n[ingest]\ncatalog = \"lake2\"\n[ingest.kafka]\nbootstrap_servers = \"k:9092\"\n",
+            5,
+            "ingest.catalog",
+            "no Iceberg catalog named `lake2`",
+        ),
     ];
     for (index, (text, line, key, reason)) in cases.iter().enumerate() {
         let path = directory.path().join(format!("case{index}.toml"));
