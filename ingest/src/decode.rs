@@ -144,6 +144,14 @@ pub enum Decoded {
     NeedsColumns(Vec<Field>),
 }
 
+/// Per-pipeline decoding state carried from chunk to chunk.
+#[derive(Debug, Default)]
+pub struct DecodeState {
+    /// Records need normalizing before arrow-json sees them (a text column receives objects,
+    /// arrays, numbers or booleans, which are stored as their JSON text): skip the fast path.
+    pub normalize: bool,
+}
+
 /// Decodes `chunk` into a batch of `table_schema` (record fields plus the metadata columns).
 /// `event_time` names the field that new tables and new columns type as a timestamp.
 pub fn decode_json(
@@ -151,6 +159,7 @@ pub fn decode_json(
     table_schema: &SchemaRef,
     event_time: Option<&str>,
     ingested_at_micros: i64,
+    state: &mut DecodeState,
 ) -> Result<Decoded, String> {
     let data_schema = data_schema(table_schema);
     if chunk.is_empty() {
@@ -159,7 +168,9 @@ pub fn decode_json(
             rejected: Vec::new(),
         });
     }
-    if let Ok(batch) = decode_all(&chunk.values, chunk.len(), &data_schema) {
+    if !state.normalize
+        && let Ok(batch) = decode_all(&chunk.values, chunk.len(), &data_schema)
+    {
         let full = with_meta(&batch, chunk, table_schema, ingested_at_micros)?;
         return Ok(Decoded::Rows {
             batch: Some(full),
@@ -167,15 +178,11 @@ pub fn decode_json(
         });
     }
 
-    // Slow path: one record at a time.
+    // Slow path: look at each record. Invalid ones are rejected, unknown fields collected,
+    // values for text columns that are not text turned into their JSON text.
     let mut rejected = Vec::new();
-    let mut good = Vec::new();
+    let mut candidates: Vec<(usize, Vec<u8>)> = Vec::new();
     let mut new_fields: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
-    let mut single = ReaderBuilder::new(data_schema.clone())
-        .with_strict_mode(true)
-        .with_batch_size(1)
-        .build_decoder()
-        .map_err(|error| error.to_string())?;
     for row in 0..chunk.len() {
         let value = chunk.value(row);
         let parsed: serde_json::Value = match serde_json::from_slice(value) {
@@ -188,7 +195,7 @@ pub fn decode_json(
                 continue;
             }
         };
-        let serde_json::Value::Object(object) = parsed else {
+        let serde_json::Value::Object(mut object) = parsed else {
             rejected.push(Rejected {
                 row,
                 error: format!("the value is a JSON {}, not an object", json_kind(&parsed)),
@@ -196,57 +203,96 @@ pub fn decode_json(
             continue;
         };
         let mut unknown = false;
-        for (name, field_value) in &object {
-            if data_schema.field_with_name(name).is_err() && !META_COLUMNS.contains(&name.as_str())
-            {
-                unknown = true;
-                new_fields
-                    .entry(name.clone())
-                    .or_default()
-                    .push(field_value.clone());
+        let mut changed = false;
+        for (name, field_value) in object.iter_mut() {
+            match data_schema.field_with_name(name) {
+                Ok(field) => {
+                    if field.data_type() == &DataType::Utf8
+                        && !matches!(
+                            field_value,
+                            serde_json::Value::String(_) | serde_json::Value::Null
+                        )
+                    {
+                        *field_value = serde_json::Value::String(field_value.to_string());
+                        changed = true;
+                    }
+                }
+                Err(_) if META_COLUMNS.contains(&name.as_str()) => {}
+                Err(_) => {
+                    unknown = true;
+                    new_fields
+                        .entry(name.clone())
+                        .or_default()
+                        .push(field_value.clone());
+                }
             }
         }
         if unknown {
             continue;
         }
-        let decoded = single
-            .decode(value)
-            .and_then(|_| single.flush())
-            .map_err(|error| clean_arrow_error(&error.to_string()));
-        match decoded {
-            Ok(Some(_)) => good.push(row),
-            Ok(None) => rejected.push(Rejected {
-                row,
-                error: "the value holds no JSON object".into(),
-            }),
-            Err(error) => {
-                // The decoder may hold half a row: start afresh.
-                single = ReaderBuilder::new(data_schema.clone())
-                    .with_strict_mode(true)
-                    .with_batch_size(1)
-                    .build_decoder()
-                    .map_err(|error| error.to_string())?;
-                rejected.push(Rejected { row, error });
-            }
+        if changed {
+            state.normalize = true;
+            let bytes = serde_json::to_vec(&serde_json::Value::Object(object))
+                .map_err(|error| error.to_string())?;
+            candidates.push((row, bytes));
+        } else {
+            candidates.push((row, value.to_vec()));
         }
     }
     if !new_fields.is_empty() {
         return Ok(Decoded::NeedsColumns(infer_fields(new_fields, event_time)));
     }
-    let batch = if good.is_empty() {
-        None
-    } else {
-        let subset = chunk.select(&good);
-        let batch = decode_all(&subset.values, subset.len(), &data_schema)
-            .map_err(|error| format!("records that decoded alone failed together: {error}"))?;
-        Some(with_meta(
+    if candidates.is_empty() {
+        return Ok(Decoded::Rows {
+            batch: None,
+            rejected,
+        });
+    }
+    let joined = |rows: &[(usize, Vec<u8>)]| {
+        let mut buffer = Vec::new();
+        for (_, bytes) in rows {
+            buffer.extend_from_slice(bytes);
+            buffer.push(b'\n');
+        }
+        buffer
+    };
+    // Together first; one by one only when some record does not fit the columns.
+    let good: Vec<(usize, Vec<u8>)> =
+        if decode_all(&joined(&candidates), candidates.len(), &data_schema).is_ok() {
+            candidates
+        } else {
+            let mut good = Vec::new();
+            for (row, bytes) in candidates {
+                match decode_all(&bytes, 1, &data_schema) {
+                    Ok(_) => good.push((row, bytes)),
+                    Err(error) => rejected.push(Rejected {
+                        row,
+                        error: clean_arrow_error(&error),
+                    }),
+                }
+            }
+            good
+        };
+    rejected.sort_by_key(|rejected| rejected.row);
+    if good.is_empty() {
+        return Ok(Decoded::Rows {
+            batch: None,
+            rejected,
+        });
+    }
+    let rows: Vec<usize> = good.iter().map(|(row, _)| *row).collect();
+    let subset = chunk.select(&rows);
+    let batch = decode_all(&joined(&good), good.len(), &data_schema)
+        .map_err(|error| format!("records that decoded alone failed together: {error}"))?;
+    Ok(Decoded::Rows {
+        batch: Some(with_meta(
             &batch,
             &subset,
             table_schema,
             ingested_at_micros,
-        )?)
-    };
-    Ok(Decoded::Rows { batch, rejected })
+        )?),
+        rejected,
+    })
 }
 
 fn decode_all(values: &[u8], rows: usize, schema: &SchemaRef) -> Result<RecordBatch, String> {
@@ -529,9 +575,14 @@ mod tests {
             r#"{"id": 1, "event_time": "2026-11-01T10:00:00Z", "kind": "pet"}"#,
             r#"{"id": 2, "event_time": "2026-11-01T10:00:01.5+01:00"}"#,
         ]);
-        let Decoded::Rows { batch, rejected } =
-            decode_json(&chunk, &table_schema(), Some("event_time"), 5).unwrap()
-        else {
+        let Decoded::Rows { batch, rejected } = decode_json(
+            &chunk,
+            &table_schema(),
+            Some("event_time"),
+            5,
+            &mut DecodeState::default(),
+        )
+        .unwrap() else {
             panic!("no new columns expected")
         };
         assert!(rejected.is_empty());
@@ -556,9 +607,14 @@ mod tests {
             r#"[1, 2]"#,
             r#"{"id": 5}"#,
         ]);
-        let Decoded::Rows { batch, rejected } =
-            decode_json(&chunk, &table_schema(), None, 5).unwrap()
-        else {
+        let Decoded::Rows { batch, rejected } = decode_json(
+            &chunk,
+            &table_schema(),
+            None,
+            5,
+            &mut DecodeState::default(),
+        )
+        .unwrap() else {
             panic!("no new columns expected")
         };
         assert_eq!(batch.unwrap().num_rows(), 2);
@@ -569,10 +625,43 @@ mod tests {
     }
 
     #[test]
+    fn nested_values_for_text_columns_are_stored_as_json_text() {
+        let chunk = chunk_of(&[
+            r#"{"id": 1, "kind": {"sku": "LATTE", "qty": 2}}"#,
+            r#"{"id": 2, "kind": [1, 2]}"#,
+            r#"{"id": 3, "kind": "plain"}"#,
+        ]);
+        let mut state = DecodeState::default();
+        let Decoded::Rows { batch, rejected } =
+            decode_json(&chunk, &table_schema(), None, 5, &mut state).unwrap()
+        else {
+            panic!("no new columns expected")
+        };
+        assert!(rejected.is_empty(), "{rejected:?}");
+        assert!(state.normalize);
+        let batch = batch.unwrap();
+        let kinds = batch
+            .column_by_name("kind")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        assert_eq!(kinds.value(0), r#"{"qty":2,"sku":"LATTE"}"#);
+        assert_eq!(kinds.value(1), "[1,2]");
+        assert_eq!(kinds.value(2), "plain");
+    }
+
+    #[test]
     fn new_fields_ask_for_columns() {
         let chunk = chunk_of(&[r#"{"id": 1, "mood": "happy", "score": 2.5, "tags": ["a"]}"#]);
-        let Decoded::NeedsColumns(fields) = decode_json(&chunk, &table_schema(), None, 5).unwrap()
-        else {
+        let Decoded::NeedsColumns(fields) = decode_json(
+            &chunk,
+            &table_schema(),
+            None,
+            5,
+            &mut DecodeState::default(),
+        )
+        .unwrap() else {
             panic!("new columns expected")
         };
         let names: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();

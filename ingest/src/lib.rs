@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use metrics::Registry;
-pub use pipeline::probe_brokers;
+pub use pipeline::{client_config, probe_brokers};
 
 /// Which pipelines a sidecar runs.
 #[derive(Debug, Clone, Default)]

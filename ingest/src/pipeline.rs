@@ -29,7 +29,7 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use crate::dead_letter::{DeadLetter, dead_letter_batch, dead_letter_schema};
-use crate::decode::{Chunk, Decoded, decode_json, infer_table_schema};
+use crate::decode::{Chunk, DecodeState, Decoded, decode_json, infer_table_schema};
 use crate::metrics::PipelineMetrics;
 use crate::offsets::{OFFSETS_PROPERTY, Offsets, PIPELINE_PROPERTY, WRITER_PROPERTY};
 use crate::table::{CommitOutcome, Expected, LakeTable};
@@ -121,8 +121,9 @@ pub fn run_pipeline(
     Ok(())
 }
 
-/// librdkafka settings: the user's connection settings plus the ones exactly-once relies on.
-pub(crate) fn client_config(kafka: &KafkaConfig, consumer: Option<&str>) -> ClientConfig {
+/// librdkafka settings: the user's connection settings, plus, for the consumer of `pipeline`
+/// (`Some`), the ones exactly-once relies on.
+pub fn client_config(kafka: &KafkaConfig, consumer: Option<&str>) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", &kafka.bootstrap_servers);
     config.set("security.protocol", kafka.security_protocol.as_librdkafka());
@@ -227,6 +228,7 @@ struct Worker {
     /// paused until they are.
     positions_unknown: bool,
     chunk: Chunk,
+    decode_state: DecodeState,
     /// Offsets covered by `chunk`.
     chunk_advance: Offsets,
     batches: Vec<RecordBatch>,
@@ -266,6 +268,7 @@ impl Worker {
             read: BTreeMap::new(),
             positions_unknown: false,
             chunk: Chunk::default(),
+            decode_state: DecodeState::default(),
             chunk_advance: Offsets::default(),
             batches: Vec::new(),
             rejected: Vec::new(),
@@ -500,6 +503,7 @@ impl Worker {
                 &table.arrow_schema(),
                 self.spec.config.event_time.as_deref(),
                 now_micros(),
+                &mut self.decode_state,
             );
             match decoded {
                 Ok(Decoded::Rows { batch, rejected }) => {

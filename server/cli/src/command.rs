@@ -57,6 +57,16 @@ enum Command {
         /// Generator seed (overrides `demo.seed`).
         #[arg(long)]
         seed: Option<u64>,
+        /// After building, produce the cafe's events live into Kafka (`[ingest.kafka]`) until
+        /// SIGINT, for `fjord ingest` to land.
+        #[arg(long)]
+        live: bool,
+        /// Events per second of `--live`, over all four topics.
+        #[arg(long, default_value_t = 50.0, requires = "live")]
+        rate: f64,
+        /// Stop `--live` after this many events.
+        #[arg(long, requires = "live")]
+        events: Option<u64>,
     },
     /// Run the ingest sidecar until SIGINT or SIGTERM: the pipelines of `[ingest]` land their
     /// Kafka topics in Iceberg tables, exactly once. Serves /health and /metrics over HTTP.
@@ -116,7 +126,16 @@ pub fn main() -> ExitCode {
                 interactions,
                 days,
                 seed,
-            } => demo(config, interactions, days, seed).await,
+                live,
+                rate,
+                events,
+            } => {
+                let live = live.then_some(fjord_demo::live::LiveOptions {
+                    rate,
+                    limit: events,
+                });
+                demo(config, interactions, days, seed, live).await
+            }
             Command::Ingest {
                 config,
                 pipelines,
@@ -214,6 +233,7 @@ async fn demo(
     interactions: Option<usize>,
     days: Option<u32>,
     seed: Option<u64>,
+    live: Option<fjord_demo::live::LiveOptions>,
 ) -> anyhow::Result<ExitCode> {
     let mut config = load_config(path.as_ref())?;
     if let Some(interactions) = interactions {
@@ -236,6 +256,28 @@ async fn demo(
     }
     if let Some(reason) = &report.postgres_skipped {
         println!("postgres tables skipped: {reason}");
+    }
+    if let Some(options) = live {
+        let Some(ingest) = &config.ingest else {
+            anyhow::bail!("--live needs [ingest.kafka] in the configuration: where to produce");
+        };
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            token.cancel();
+        });
+        eprintln!(
+            "demo: producing about {} events/s into {} (Ctrl-C stops)",
+            options.rate, ingest.kafka.bootstrap_servers
+        );
+        let produced =
+            fjord_demo::live::run_live(&ingest.kafka, &config.demo, &options, shutdown, &|line| {
+                eprintln!("demo: {line}")
+            })
+            .await
+            .map_err(|error| anyhow::anyhow!(error))?;
+        println!("{produced} live events produced");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -77,14 +77,14 @@ const PERSONAS: &[&str] = &[
     "cat_lover",
     "remote_worker",
 ];
-const INTERACTIONS: &[(&str, u32)] = &[
+pub(crate) const INTERACTIONS: &[(&str, u32)] = &[
     ("pet", 30),
     ("play", 20),
     ("like", 20),
     ("feed", 15),
     ("photo", 15),
 ];
-const MENU: &[(&str, i128)] = &[
+pub(crate) const MENU: &[(&str, i128)] = &[
     ("LATTE", 450),
     ("CAPPUCCINO", 420),
     ("TEA", 300),
@@ -188,6 +188,20 @@ pub fn generate_world(options: &DemoConfig) -> DemoWorld {
         checkins,
         orders,
     }
+}
+
+/// The ids of the world's cats and visitors, without generating the event history.
+pub fn entity_ids(options: &DemoConfig) -> (Vec<String>, Vec<String>) {
+    let cats = generate_cats(options);
+    let visitors = generate_visitors(options);
+    (
+        cats.1.iter().flat_map(|b| string_column(b, 0)).collect(),
+        visitors
+            .1
+            .iter()
+            .flat_map(|b| string_column(b, 0))
+            .collect(),
+    )
 }
 
 fn string_column(batch: &RecordBatch, index: usize) -> Vec<String> {
@@ -410,7 +424,7 @@ fn event_batches<B>(
     batches
 }
 
-fn weighted<'a>(rng: &mut ChaCha8Rng, choices: &'a [(&'a str, u32)]) -> &'a str {
+pub(crate) fn weighted<'a>(rng: &mut ChaCha8Rng, choices: &'a [(&'a str, u32)]) -> &'a str {
     let total: u32 = choices.iter().map(|(_, weight)| weight).sum();
     let mut pick = rng.gen_range(0..total);
     for (choice, weight) in choices {

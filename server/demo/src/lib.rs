@@ -8,6 +8,7 @@
 //! it twice changes nothing.
 
 mod generate;
+pub mod live;
 
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ use fjord_catalog::{CatalogHandle, IcebergTransform};
 use fjord_config::DemoConfig;
 use fjord_engine::{Engine, EngineError};
 
-pub use generate::{DemoWorld, generate_world};
+pub use generate::{DemoWorld, entity_ids, generate_world};
 
 /// The namespace of the raw tables.
 pub const NAMESPACE: &str = "data_on_eks";
