@@ -182,6 +182,37 @@ user = "postgres"
         return psycopg.connect(host="127.0.0.1", port=self.port, user="bench", dbname="iceberg", autocommit=True)
 
 
+class Tansu:
+    """A tansu broker (Kafka protocol) with in-memory storage, for the ingest workloads."""
+
+    def __init__(self):
+        self.bin = os.environ.get("FJORD_TANSU") or str(pathlib.Path.home() / ".cache/fjord/tools/bin/tansu")
+        if not pathlib.Path(self.bin).exists():
+            raise SystemExit("bench: tansu is missing (scripts/install-tansu installs it)")
+        self.port = free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        url = f"tcp://{self.bootstrap}"
+        self.process = subprocess.Popen(
+            [self.bin, "broker", "--storage-engine", "memory://tansu/", "--listener-url", url, "--advertised-listener-url", url],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=dict(os.environ, RUST_LOG="warn"),
+        )
+
+        def ready():
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return True
+            except OSError:
+                return False
+
+        wait_for(ready, 30, "tansu")
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
 class Bench:
     """What a workload gets: the running components and a timer."""
 
@@ -191,6 +222,18 @@ class Bench:
         self.workdir = pathlib.Path(workdir)
         self.postgres = postgres
         self.fjord = fjord
+        self._tansu = None
+
+    @property
+    def tansu(self):
+        """The Kafka broker, started when a workload first asks for it."""
+        if self._tansu is None:
+            self._tansu = Tansu()
+        return self._tansu
+
+    def close(self):
+        if self._tansu is not None:
+            self._tansu.stop()
 
     def median(self, action, repeat=None):
         """Median seconds of `action()` over `repeat` runs after one warm-up run."""
@@ -302,6 +345,7 @@ def main():
                 print(f"bench: {workload.NAME}: {workload.DESCRIPTION}", flush=True)
                 measurements.extend(workload.run(bench))
         finally:
+            bench.close()
             fjord.stop()
             postgres.stop()
     print()

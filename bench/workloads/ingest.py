@@ -1,0 +1,242 @@
+"""Ingest: JSON events from tansu into Iceberg with `fjord ingest` pinned to one core.
+
+Throughput: a topic is filled with small cafe-like events first; the time `fjord ingest` takes
+from its first commit to the last record committed (read from its /metrics) is set beside the
+time a bare librdkafka consumer (confluent-kafka) takes just to read the same events: the floor
+of reading them at all. Freshness: events arrive at a steady rate while marker events record when
+they were produced; a client of fjord serve polls for the markers, and the delay until each is
+visible in a SELECT gives p50 and p99. Files: the mean size of the data files committed under
+that load.
+"""
+
+import json
+import os
+import re
+import statistics
+import subprocess
+import threading
+import time
+import urllib.request
+
+from runner import Measurement, free_port, wait_for
+
+NAME = "ingest"
+DESCRIPTION = "fjord ingest on one core: events/s (vs a bare consumer reading them), freshness p50/p99, file size"
+
+TOPIC = "bench-events"
+PARTITIONS = 4
+
+
+def event(i, kind="event"):
+    return (
+        f'{{"event_id":"e-{i}","event_time":"2026-11-21T10:{(i // 60) % 60:02d}:{i % 60:02d}Z",'
+        f'"visitor_id":"v-{i % 997}","cat_id":"c-{i % 11000}","interaction_type":"like",'
+        f'"duration_seconds":{i % 600},"kind":"{kind}","seq":{i}}}'
+    ).encode()
+
+
+def producer(bootstrap):
+    from confluent_kafka import Producer
+
+    return Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "queue.buffering.max.messages": 1_000_000})
+
+
+def produce(bootstrap, topic, start, count):
+    p = producer(bootstrap)
+    for i in range(start, start + count):
+        while True:
+            try:
+                p.produce(topic, key=str(i % 1000), value=event(i))
+                break
+            except BufferError:
+                p.poll(0.05)
+    p.flush(60)
+
+
+def create_topic(bootstrap, topic):
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(topic, PARTITIONS, 1)]).values():
+        future.result(30)
+
+
+def metrics(port):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    values = {}
+    for line in text.splitlines():
+        match = re.match(r'^(\w+)\{pipeline="bench"\} ([0-9.e+-]+)$', line)
+        if match:
+            values[match.group(1)] = float(match.group(2))
+    return values
+
+
+class Sidecar:
+    def __init__(self, bench, bootstrap, group, table):
+        self.port = free_port()
+        config = bench.fjord.dir / f"ingest-{group}.toml"
+        config.write_text(
+            f"""[server]
+default_catalog = "iceberg"
+[demo]
+build_on_start = false
+[catalogs.iceberg]
+type = "iceberg"
+warehouse = "warehouse"
+[ingest]
+http_listen = "127.0.0.1:{self.port}"
+[ingest.kafka]
+bootstrap_servers = "{bootstrap}"
+group_id = "{group}"
+[ingest.pipelines.bench]
+topics = ["{TOPIC}"]
+table = "{table}"
+event_time = "event_time"
+"""
+        )
+        command = [bench.fjord.bin, "--log", "warn", "ingest", "--config", str(config)]
+        # One core, as the target is stated per core.
+        self.process = subprocess.Popen(["taskset", "-c", "0", *command], stdout=subprocess.DEVNULL)
+        wait_for(self.answers, 30, "fjord ingest")
+
+    def answers(self):
+        try:
+            metrics(self.port)
+            return True
+        except OSError:
+            return False
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=60)
+
+
+def ingest_rate(bench, bootstrap, events):
+    """Seconds per million events, from the first commit to the last record committed."""
+    sidecar = Sidecar(bench, bootstrap, f"rate-{time.monotonic_ns()}", f"bench.events_{time.monotonic_ns()}")
+    first = None
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            values = metrics(sidecar.port)
+            committed = values.get("fjord_ingest_committed_records_total", 0)
+            now = time.monotonic()
+            if committed > 0 and first is None:
+                first = (now, committed)
+            if committed >= events:
+                if first[1] >= events:
+                    raise RuntimeError("one commit held every event: produce more to measure a rate")
+                return (now - first[0]) / (committed - first[1]) * 1e6, values
+            time.sleep(0.05)
+        raise RuntimeError("fjord ingest did not commit every event within 10 minutes")
+    finally:
+        sidecar.stop()
+
+
+def consume_rate(bootstrap, events):
+    """Seconds per million events for a bare consumer that only reads them."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": f"bare-{time.monotonic_ns()}",
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+    })
+    consumer.subscribe([TOPIC])
+    seen, first = 0, None
+    deadline = time.monotonic() + 600
+    while seen < events and time.monotonic() < deadline:
+        for message in consumer.consume(num_messages=10_000, timeout=0.5):
+            if message.error():
+                continue
+            if first is None:
+                first = (time.monotonic(), seen)
+            seen += 1
+    elapsed = time.monotonic() - first[0]
+    consumer.close()
+    return elapsed / (seen - first[1]) * 1e6
+
+
+def freshness(bench, bootstrap, rate, seconds):
+    """p50 and p99 seconds from producing a marker to seeing it in a SELECT through fjord serve,
+    with `rate` events/s arriving; and the mean data file size committed meanwhile."""
+    table = f"bench.fresh_{time.monotonic_ns()}"
+    sidecar = Sidecar(bench, bootstrap, f"fresh-{time.monotonic_ns()}", table)
+    sent = {}
+    stop = threading.Event()
+
+    def load():
+        p = producer(bootstrap)
+        i, marker = 10_000_000, 0
+        started = time.monotonic()
+        while not stop.is_set() and time.monotonic() - started < seconds:
+            tick = time.monotonic()
+            for _ in range(rate // 10):
+                p.produce(TOPIC, key=str(i % 1000), value=event(i))
+                i += 1
+            sent[i] = time.monotonic()
+            p.produce(TOPIC, key="marker", value=event(i, kind="marker"))
+            i += 1
+            marker += 1
+            p.poll(0)
+            time.sleep(max(0.0, 0.1 - (time.monotonic() - tick)))
+        p.flush(60)
+
+    seen = {}
+    try:
+        thread = threading.Thread(target=load)
+        thread.start()
+        with bench.fjord.connect() as conn:
+            deadline = time.monotonic() + seconds + 60
+            while time.monotonic() < deadline:
+                try:
+                    rows = conn.execute(f"SELECT seq FROM iceberg.{table} WHERE kind = 'marker'").fetchall()
+                except Exception:
+                    rows = []
+                now = time.monotonic()
+                for (seq,) in rows:
+                    seen.setdefault(seq, now)
+                if not thread.is_alive() and sent and len(seen) >= len(sent):
+                    break
+                time.sleep(0.05)
+        thread.join()
+        values = metrics(sidecar.port)
+    finally:
+        stop.set()
+        sidecar.stop()
+    delays = sorted(seen[seq] - sent[seq] for seq in sent if seq in seen)
+    if len(delays) < len(sent):
+        raise RuntimeError(f"only {len(delays)} of {len(sent)} markers became visible")
+    p50 = statistics.median(delays)
+    p99 = delays[min(len(delays) - 1, int(len(delays) * 0.99))]
+    files = values.get("fjord_ingest_files_total", 0)
+    mean_file_mb = values.get("fjord_ingest_file_bytes_total", 0) / files / 1e6 if files else 0.0
+    return p50, p99, mean_file_mb
+
+
+def run(bench):
+    tansu = bench.tansu
+    bootstrap = tansu.bootstrap
+    create_topic(bootstrap, TOPIC)
+    events = 300_000 if bench.quick else 2_000_000
+    produce(bootstrap, TOPIC, 0, events)
+    fjord_times, peer_times = [], []
+    for _ in range(1 if bench.quick else 3):
+        seconds, _ = ingest_rate(bench, bootstrap, events)
+        fjord_times.append(seconds)
+        peer_times.append(consume_rate(bootstrap, events))
+    rate = 20_000 if bench.quick else 50_000
+    p50, p99, mean_file_mb = freshness(bench, bootstrap, rate, 10 if bench.quick else 30)
+    median = statistics.median
+    fjord_rate = 1e6 / median(fjord_times)
+    print(f"bench: ingest: {fjord_rate:,.0f} events/s on one core; "
+          f"freshness at {rate:,} events/s: p50 {p50:.2f} s, p99 {p99:.2f} s; mean file {mean_file_mb:.1f} MB", flush=True)
+    return [
+        Measurement(NAME, "s per 1M JSON events, one core", "s", median(fjord_times),
+                    "bare consumer (read only)", median(peer_times), target_absolute=5.0),
+        Measurement(NAME, f"freshness p50 at {rate // 1000}k events/s", "s", p50, "-", None),
+        Measurement(NAME, f"freshness p99 at {rate // 1000}k events/s", "s", p99, "-", None, target_absolute=5.0),
+        Measurement(NAME, f"mean data file at {rate // 1000}k events/s", "MB", mean_file_mb, "-", None),
+    ]
