@@ -319,7 +319,7 @@ fn decode_all(values: &[u8], rows: usize, schema: &SchemaRef) -> Result<RecordBa
 }
 
 /// The table's schema without the metadata columns: what record values decode into.
-fn data_schema(table_schema: &SchemaRef) -> SchemaRef {
+pub(crate) fn data_schema(table_schema: &SchemaRef) -> SchemaRef {
     Arc::new(Schema::new(
         table_schema
             .fields()
@@ -331,7 +331,7 @@ fn data_schema(table_schema: &SchemaRef) -> SchemaRef {
 }
 
 /// Assembles the decoded record columns and the metadata columns in the table's column order.
-fn with_meta(
+pub(crate) fn with_meta(
     data: &RecordBatch,
     chunk: &Chunk,
     table_schema: &SchemaRef,

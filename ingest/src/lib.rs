@@ -6,6 +6,7 @@
 //! writers ([`fence`]). Records that cannot be landed go to a dead-letter table
 //! ([`dead_letter`]). An HTTP listener serves `/health` and Prometheus `/metrics` ([`http`]).
 
+pub mod avro;
 pub mod dead_letter;
 pub mod decode;
 pub mod fence;
@@ -88,6 +89,7 @@ impl IngestServer {
                 name: name.clone(),
                 config: pipeline.clone(),
                 kafka: ingest.kafka.clone(),
+                registry: ingest.schema_registry.clone(),
                 catalog: catalog.clone(),
                 metrics: registry.pipeline(name),
                 writer_id: writer_id.clone(),

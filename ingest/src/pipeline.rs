@@ -45,6 +45,8 @@ pub struct PipelineSpec {
     pub name: String,
     pub config: PipelineConfig,
     pub kafka: KafkaConfig,
+    /// `[ingest.schema_registry]`, for Avro pipelines.
+    pub registry: Option<fjord_config::SchemaRegistryConfig>,
     pub catalog: Arc<dyn Catalog>,
     pub metrics: Arc<PipelineMetrics>,
     /// Identifies this sidecar process in snapshot summaries and file names.
@@ -229,6 +231,8 @@ struct Worker {
     positions_unknown: bool,
     chunk: Chunk,
     decode_state: DecodeState,
+    /// For `format = "avro"`: the registry client and the schemas seen.
+    avro: Option<crate::avro::AvroDecoder>,
     /// Offsets covered by `chunk`.
     chunk_advance: Offsets,
     batches: Vec<RecordBatch>,
@@ -257,6 +261,12 @@ impl Worker {
                 })
                 .ok()
         });
+        let avro = match spec.config.format {
+            fjord_config::ValueFormat::Avro => {
+                spec.registry.clone().map(crate::avro::AvroDecoder::new)
+            }
+            fjord_config::ValueFormat::Json => None,
+        };
         Worker {
             metrics: spec.metrics.clone(),
             spec,
@@ -269,6 +279,7 @@ impl Worker {
             positions_unknown: false,
             chunk: Chunk::default(),
             decode_state: DecodeState::default(),
+            avro,
             chunk_advance: Offsets::default(),
             batches: Vec::new(),
             rejected: Vec::new(),
@@ -491,8 +502,12 @@ impl Worker {
             self.advance.merge(&chunk_advance);
             return;
         }
+        if self.avro.is_some() {
+            self.decode_chunk_avro(consumer);
+            return;
+        }
         for _ in 0..8 {
-            if let Err(error) = self.ensure_table() {
+            if let Err(error) = self.ensure_table(None) {
                 tracing::error!(pipeline = %self.spec.name, %error, "cannot create the table; retrying");
                 self.schedule_retry(consumer, error);
                 return;
@@ -558,12 +573,91 @@ impl Worker {
         );
     }
 
-    fn ensure_table(&mut self) -> Result<(), String> {
+    /// Avro: decode with the writers' schemas, then shape each batch as the table (creating it
+    /// from the first writer schema, adding columns for new fields). Nothing is kept unless the
+    /// whole chunk went through, so a retry never doubles rows.
+    fn decode_chunk_avro(&mut self, consumer: &BaseConsumer<IngestContext>) {
+        let avro = self.avro.as_mut().expect("an Avro pipeline");
+        let decoded = self.handle.block_on(avro.decode(&self.chunk));
+        let (batches, rejected) = match decoded {
+            Ok(decoded) => decoded,
+            Err(error) => {
+                self.schedule_retry(consumer, error);
+                return;
+            }
+        };
+        let mut shaped = Vec::new();
+        let mut conflicts: Vec<(usize, String)> = Vec::new();
+        let mut attempts = 0;
+        'shape: loop {
+            attempts += 1;
+            if attempts > 8 {
+                self.schedule_retry(consumer, "the table's columns kept changing".into());
+                return;
+            }
+            shaped.clear();
+            conflicts.clear();
+            for (batch, rows) in &batches {
+                if let Err(error) = self.ensure_table(Some(batch.schema().as_ref())) {
+                    self.schedule_retry(consumer, error);
+                    return;
+                }
+                let table_schema = self.table.as_ref().expect("ensured").arrow_schema();
+                match crate::avro::conform(batch, rows, &self.chunk, &table_schema, now_micros()) {
+                    Ok(Decoded::Rows { batch, .. }) => shaped.extend(batch),
+                    Ok(Decoded::NeedsColumns(fields)) => {
+                        if let Err(error) = self.commit_decoded(consumer) {
+                            self.schedule_retry(consumer, error);
+                            return;
+                        }
+                        if self.chunk.is_empty() {
+                            return;
+                        }
+                        let table = self.table.as_mut().expect("ensured");
+                        if let Err(error) = self.handle.block_on(table.add_columns(&fields)) {
+                            self.schedule_retry(consumer, format!("cannot add columns: {error}"));
+                            return;
+                        }
+                        continue 'shape;
+                    }
+                    Err(error) => conflicts.extend(rows.iter().map(|row| (*row, error.clone()))),
+                }
+            }
+            break;
+        }
+        self.batches.extend(shaped);
+        let letters = rejected
+            .into_iter()
+            .map(|rejected| (rejected.row, rejected.error))
+            .chain(conflicts);
+        for (row, error) in letters {
+            self.rejected.push(DeadLetter {
+                topic: self.chunk.topics[row].to_string(),
+                partition: self.chunk.partitions[row],
+                offset: self.chunk.offsets[row],
+                timestamp_ms: self.chunk.timestamps[row],
+                error,
+                key: self.chunk.key(row).map(<[u8]>::to_vec),
+                value: Some(self.chunk.value(row).to_vec()),
+            });
+        }
+        let chunk_advance = std::mem::take(&mut self.chunk_advance);
+        self.advance.merge(&chunk_advance);
+        self.chunk = Chunk::default();
+    }
+
+    fn ensure_table(
+        &mut self,
+        writer_schema: Option<&arrow::datatypes::Schema>,
+    ) -> Result<(), String> {
         self.load_table()?;
         if self.table.is_some() {
             return Ok(());
         }
-        let schema = infer_table_schema(&self.chunk, self.spec.config.event_time.as_deref());
+        let schema = match writer_schema {
+            Some(writer) => crate::avro::table_schema_for(writer),
+            None => infer_table_schema(&self.chunk, self.spec.config.event_time.as_deref()),
+        };
         let partition = self.spec.config.partition_fields()?;
         let (schema_name, name) = self.spec.config.table_parts();
         let catalog = self.spec.catalog.clone();

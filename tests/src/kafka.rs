@@ -219,3 +219,113 @@ impl Drop for IngestProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A minimal Confluent-compatible schema registry: the two documented endpoints the sidecar and
+/// the tests use (`POST /subjects/{subject}/versions`, `GET /schemas/ids/{id}`), in memory. No
+/// Confluent-compatible registry can be installed from the package registries this project
+/// reaches, so the tests use this fixture.
+pub struct SchemaRegistry {
+    pub url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct RegistryState {
+    schemas: Vec<String>,
+}
+
+impl SchemaRegistry {
+    pub async fn start() -> Result<SchemaRegistry> {
+        use std::sync::{Arc, Mutex};
+
+        use axum::Json;
+        use axum::extract::{Path, State};
+        use axum::http::StatusCode;
+        use axum::routing::{get, post};
+
+        type Shared = Arc<Mutex<RegistryState>>;
+        async fn register(
+            State(state): State<Shared>,
+            Path(_subject): Path<String>,
+            Json(body): Json<serde_json::Value>,
+        ) -> (StatusCode, Json<serde_json::Value>) {
+            let Some(schema) = body.get("schema").and_then(|s| s.as_str()) else {
+                return (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    Json(serde_json::json!({"error_code": 42201, "message": "Invalid schema"})),
+                );
+            };
+            let mut state = state.lock().expect("registry lock");
+            let id = match state.schemas.iter().position(|known| known == schema) {
+                Some(index) => index + 1,
+                None => {
+                    state.schemas.push(schema.to_string());
+                    state.schemas.len()
+                }
+            };
+            (StatusCode::OK, Json(serde_json::json!({ "id": id })))
+        }
+        async fn by_id(
+            State(state): State<Shared>,
+            Path(id): Path<usize>,
+        ) -> (StatusCode, Json<serde_json::Value>) {
+            let state = state.lock().expect("registry lock");
+            match id.checked_sub(1).and_then(|index| state.schemas.get(index)) {
+                Some(schema) => (
+                    StatusCode::OK,
+                    Json(serde_json::json!({ "schema": schema })),
+                ),
+                None => (
+                    StatusCode::NOT_FOUND,
+                    Json(serde_json::json!({"error_code": 40403, "message": "Schema not found"})),
+                ),
+            }
+        }
+        let state: Shared = Arc::default();
+        let app = axum::Router::new()
+            .route("/subjects/{subject}/versions", post(register))
+            .route("/schemas/ids/{id}", get(by_id))
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(SchemaRegistry { url, task })
+    }
+
+    /// Registers `schema` (Avro JSON) under `subject`; returns its id, as a producer's
+    /// serializer does.
+    pub async fn register(&self, subject: &str, schema: &str) -> Result<u32> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let body = serde_json::json!({ "schema": schema }).to_string();
+        let address = self.url.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(address).await?;
+        stream
+            .write_all(
+                format!(
+                    "POST /subjects/{subject}/versions HTTP/1.0\r\nHost: x\r\nContent-Type: application/vnd.schemaregistry.v1+json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            )
+            .await?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await?;
+        let json = response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body)
+            .context("registry response")?;
+        let parsed: serde_json::Value = serde_json::from_str(json)?;
+        parsed["id"]
+            .as_u64()
+            .map(|id| id as u32)
+            .with_context(|| format!("registry answered {json}"))
+    }
+}
+
+impl Drop for SchemaRegistry {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

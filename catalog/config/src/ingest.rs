@@ -18,6 +18,8 @@ pub struct IngestConfig {
     #[serde(default = "default_ingest_catalog")]
     pub catalog: String,
     pub kafka: KafkaConfig,
+    /// `[ingest.schema_registry]`: where Avro pipelines find their writers' schemas.
+    pub schema_registry: Option<SchemaRegistryConfig>,
     /// `[ingest.pipelines.<name>]`: topics to tables.
     #[serde(default)]
     pub pipelines: BTreeMap<String, PipelineConfig>,
@@ -98,6 +100,17 @@ impl SecurityProtocol {
     }
 }
 
+/// `[ingest.schema_registry]`: a Confluent-compatible schema registry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaRegistryConfig {
+    /// Base URL, such as `http://127.0.0.1:8081` or Confluent Cloud's `https://psrc-....`.
+    pub url: String,
+    /// Basic-auth user (Confluent Cloud's API key).
+    pub username: Option<Secret>,
+    pub password: Option<Secret>,
+}
+
 /// The encoding of record values.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -105,6 +118,9 @@ pub enum ValueFormat {
     /// One JSON object per record.
     #[default]
     Json,
+    /// Avro in the Confluent wire format (magic byte 0, 4-byte schema id, Avro body), with the
+    /// writer's schema from `[ingest.schema_registry]`.
+    Avro,
 }
 
 /// `[ingest.pipelines.<name>]`: one or more topics landing in one Iceberg table.
@@ -266,6 +282,18 @@ impl IngestConfig {
                     .map_err(|reason| (format!("ingest.kafka.{field}"), reason))?;
             }
         }
+        if let Some(registry) = &mut self.schema_registry {
+            for (field, secret) in [
+                ("username", &mut registry.username),
+                ("password", &mut registry.password),
+            ] {
+                if let Some(secret) = secret {
+                    secret
+                        .resolve()
+                        .map_err(|reason| (format!("ingest.schema_registry.{field}"), reason))?;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -274,6 +302,14 @@ impl IngestConfig {
             return Err((
                 "ingest.catalog".into(),
                 format!("no Iceberg catalog named `{}` is configured", self.catalog),
+            ));
+        }
+        if let Some(registry) = &self.schema_registry
+            && !(registry.url.starts_with("http://") || registry.url.starts_with("https://"))
+        {
+            return Err((
+                "ingest.schema_registry.url".into(),
+                "must start with http:// or https://".into(),
             ));
         }
         if self.kafka.bootstrap_servers.trim().is_empty() {
@@ -332,6 +368,13 @@ impl IngestConfig {
                     format!("ingest.pipelines.{name}"),
                     "a pipeline name must start with a lowercase letter and contain only \
                      lowercase letters, digits and underscores"
+                        .into(),
+                ));
+            }
+            if pipeline.format == ValueFormat::Avro && self.schema_registry.is_none() {
+                return Err((
+                    key("format"),
+                    "format \"avro\" needs [ingest.schema_registry] (where the writers' schemas are)"
                         .into(),
                 ));
             }
