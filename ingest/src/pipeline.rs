@@ -526,16 +526,8 @@ impl Worker {
                         self.batches.push(batch);
                     }
                     for rejected in rejected {
-                        let row = rejected.row;
-                        self.rejected.push(DeadLetter {
-                            topic: self.chunk.topics[row].to_string(),
-                            partition: self.chunk.partitions[row],
-                            offset: self.chunk.offsets[row],
-                            timestamp_ms: self.chunk.timestamps[row],
-                            error: rejected.error,
-                            key: self.chunk.key(row).map(<[u8]>::to_vec),
-                            value: Some(self.chunk.value(row).to_vec()),
-                        });
+                        let letter = self.dead_letter(rejected.row, rejected.error);
+                        self.rejected.push(letter);
                     }
                     let chunk_advance = std::mem::take(&mut self.chunk_advance);
                     self.advance.merge(&chunk_advance);
@@ -543,21 +535,7 @@ impl Worker {
                     return;
                 }
                 Ok(Decoded::NeedsColumns(fields)) => {
-                    // What is decoded already has the old columns: commit it first.
-                    if let Err(error) = self.commit_decoded(consumer) {
-                        self.schedule_retry(consumer, error);
-                        return;
-                    }
-                    if self.chunk.is_empty() {
-                        // The commit was fenced and the buffers were reset.
-                        return;
-                    }
-                    let names: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
-                    tracing::info!(pipeline = %self.spec.name, columns = ?names, "records bring new fields; adding columns");
-                    let table = self.table.as_mut().expect("ensured above");
-                    if let Err(error) = self.handle.block_on(table.add_columns(&fields)) {
-                        let error = format!("cannot add columns {names:?}: {error}");
-                        self.schedule_retry(consumer, error);
+                    if !self.add_columns_for(consumer, &fields) {
                         return;
                     }
                 }
@@ -606,16 +584,7 @@ impl Worker {
                 match crate::avro::conform(batch, rows, &self.chunk, &table_schema, now_micros()) {
                     Ok(Decoded::Rows { batch, .. }) => shaped.extend(batch),
                     Ok(Decoded::NeedsColumns(fields)) => {
-                        if let Err(error) = self.commit_decoded(consumer) {
-                            self.schedule_retry(consumer, error);
-                            return;
-                        }
-                        if self.chunk.is_empty() {
-                            return;
-                        }
-                        let table = self.table.as_mut().expect("ensured");
-                        if let Err(error) = self.handle.block_on(table.add_columns(&fields)) {
-                            self.schedule_retry(consumer, format!("cannot add columns: {error}"));
+                        if !self.add_columns_for(consumer, &fields) {
                             return;
                         }
                         continue 'shape;
@@ -631,19 +600,54 @@ impl Worker {
             .map(|rejected| (rejected.row, rejected.error))
             .chain(conflicts);
         for (row, error) in letters {
-            self.rejected.push(DeadLetter {
-                topic: self.chunk.topics[row].to_string(),
-                partition: self.chunk.partitions[row],
-                offset: self.chunk.offsets[row],
-                timestamp_ms: self.chunk.timestamps[row],
-                error,
-                key: self.chunk.key(row).map(<[u8]>::to_vec),
-                value: Some(self.chunk.value(row).to_vec()),
-            });
+            let letter = self.dead_letter(row, error);
+            self.rejected.push(letter);
         }
         let chunk_advance = std::mem::take(&mut self.chunk_advance);
         self.advance.merge(&chunk_advance);
         self.chunk = Chunk::default();
+    }
+
+    /// Record `row` of the pending chunk as a dead letter.
+    fn dead_letter(&self, row: usize, error: String) -> DeadLetter {
+        DeadLetter {
+            topic: self.chunk.topics[row].to_string(),
+            partition: self.chunk.partitions[row],
+            offset: self.chunk.offsets[row],
+            timestamp_ms: self.chunk.timestamps[row],
+            error,
+            key: self.chunk.key(row).map(<[u8]>::to_vec),
+            value: Some(self.chunk.value(row).to_vec()),
+        }
+    }
+
+    /// Schema evolution: commits what is decoded (it has the old columns), then adds `fields`.
+    /// False when decoding this chunk must stop: a retry is scheduled, or a fenced commit
+    /// dropped the chunk.
+    fn add_columns_for(
+        &mut self,
+        consumer: &BaseConsumer<IngestContext>,
+        fields: &[arrow::datatypes::Field],
+    ) -> bool {
+        if let Err(error) = self.commit_decoded(consumer) {
+            self.schedule_retry(consumer, error);
+            return false;
+        }
+        if self.chunk.is_empty() {
+            return false;
+        }
+        let names: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
+        tracing::info!(pipeline = %self.spec.name, columns = ?names, "records bring new fields; adding columns");
+        let table = self
+            .table
+            .as_mut()
+            .expect("a table exists once records decode");
+        if let Err(error) = self.handle.block_on(table.add_columns(fields)) {
+            let error = format!("cannot add columns {names:?}: {error}");
+            self.schedule_retry(consumer, error);
+            return false;
+        }
+        true
     }
 
     fn ensure_table(

@@ -254,13 +254,8 @@ impl CommitPolicy {
 
 /// A duration such as `500ms`, `2s`, `1.5s`, `5m` or `1h`.
 pub fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let seconds = match unit.trim() {
+    let (number, unit) = crate::split_number_unit(text)?;
+    let seconds = match unit {
         "ms" => number / 1000.0,
         "s" => number,
         "m" | "min" => number * 60.0,

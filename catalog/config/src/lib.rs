@@ -572,13 +572,8 @@ impl Config {
 
 /// A size such as `2GiB`, `512MB`, `64k` or `1048576` (bytes), in bytes.
 pub fn parse_size(text: &str) -> Option<usize> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let factor: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+    let (number, unit) = split_number_unit(text)?;
+    let factor: f64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "k" | "kb" | "kib" => 1024.0,
         "m" | "mb" | "mib" => 1024.0 * 1024.0,
@@ -587,6 +582,16 @@ pub fn parse_size(text: &str) -> Option<usize> {
         _ => return None,
     };
     (number >= 0.0).then_some((number * factor) as usize)
+}
+
+/// `"1.5 GiB"` as `(1.5, "GiB")`: a number and the unit after it.
+pub(crate) fn split_number_unit(text: &str) -> Option<(f64, &str)> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    Some((number.parse().ok()?, unit.trim()))
 }
 
 impl ServerConfig {
