@@ -95,9 +95,11 @@ table = "{table}"
 event_time = "event_time"
 """
         )
-        command = [bench.fjord.bin, "--log", "warn", "ingest", "--config", str(config)]
+        command = [bench.fjord.bin, "--log", "info", "ingest", "--config", str(config)]
+        self.log = bench.fjord.dir / f"ingest-{group}.log"
         # One core, as the target is stated per core.
-        self.process = subprocess.Popen(["taskset", "-c", "0", *command], stdout=subprocess.DEVNULL)
+        with open(self.log, "w") as log:
+            self.process = subprocess.Popen(["taskset", "-c", "0", *command], stdout=subprocess.DEVNULL, stderr=log)
         wait_for(self.answers, 30, "fjord ingest")
 
     def answers(self):
@@ -185,22 +187,29 @@ def freshness(bench, bootstrap, rate, seconds):
         p.flush(60)
 
     seen = {}
+    last_error = None
     try:
         thread = threading.Thread(target=load)
         thread.start()
-        with bench.fjord.connect() as conn:
+        conn = bench.fjord.connect()
+        try:
             deadline = time.monotonic() + seconds + 60
             while time.monotonic() < deadline:
                 try:
                     rows = conn.execute(f"SELECT seq FROM iceberg.{table} WHERE kind = 'marker'").fetchall()
-                except Exception:
+                except Exception as error:  # the table appears with the first commit
+                    last_error = error
                     rows = []
+                    conn.close()
+                    conn = bench.fjord.connect()
                 now = time.monotonic()
                 for (seq,) in rows:
                     seen.setdefault(seq, now)
                 if not thread.is_alive() and sent and len(seen) >= len(sent):
                     break
                 time.sleep(0.05)
+        finally:
+            conn.close()
         thread.join()
         values = metrics(sidecar.port)
     finally:
@@ -208,7 +217,8 @@ def freshness(bench, bootstrap, rate, seconds):
         sidecar.stop()
     delays = sorted(seen[seq] - sent[seq] for seq in sent if seq in seen)
     if len(delays) < len(sent):
-        raise RuntimeError(f"only {len(delays)} of {len(sent)} markers became visible")
+        tail = "".join(open(sidecar.log).readlines()[-15:])
+        raise RuntimeError(f"only {len(delays)} of {len(sent)} markers became visible (last error: {last_error})\n{tail}")
     p50 = statistics.median(delays)
     p99 = delays[min(len(delays) - 1, int(len(delays) * 0.99))]
     files = values.get("fjord_ingest_files_total", 0)

@@ -107,3 +107,32 @@ async fn an_iceberg_table_written_by_another_writer_is_queryable_without_restart
     );
     fjord.stop().await
 }
+
+/// A prepared statement run again sees the table as it is then, not as it was when prepared
+/// (a plan pins the Iceberg snapshot it read): JDBC and psycopg's automatic prepares reuse
+/// statements for as long as a connection lives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_statement_sees_rows_committed_after_it_was_prepared() -> anyhow::Result<()> {
+    let fjord = fjord_tests::Fjord::start("").await?;
+    let client = fjord.connect().await?;
+    client
+        .batch_execute(
+            "CREATE SCHEMA iceberg.prep; \
+             CREATE TABLE iceberg.prep.t AS SELECT 1 AS n",
+        )
+        .await?;
+    let count = client
+        .prepare("SELECT count(*) FROM iceberg.prep.t")
+        .await?;
+    let first: i64 = client.query_one(&count, &[]).await?.get(0);
+    assert_eq!(first, 1);
+    let writer = fjord.connect().await?;
+    writer
+        .batch_execute("INSERT INTO iceberg.prep.t SELECT 2 AS n")
+        .await?;
+    let second: i64 = client.query_one(&count, &[]).await?.get(0);
+    assert_eq!(second, 2, "the second execution sees the new snapshot");
+    let third: i64 = client.query_one(&count, &[]).await?.get(0);
+    assert_eq!(third, 2);
+    Ok(())
+}

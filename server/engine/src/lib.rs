@@ -144,9 +144,16 @@ struct SessionInner {
 }
 
 /// A statement ready to run: planned by DataFusion or recognized as a fjord command.
+///
+/// A plan pins the Iceberg snapshots it read when it was made, so a prepared statement that runs
+/// again is planned again from its text: every execution sees the tables as they are then, as
+/// in Postgres.
 #[derive(Debug, Clone)]
 pub struct Prepared {
     kind: PreparedKind,
+    sql: Arc<str>,
+    /// Set by the first execution; later ones plan afresh.
+    executed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Debug, Clone)]
@@ -205,6 +212,14 @@ impl std::fmt::Debug for Outcome {
 }
 
 impl Prepared {
+    fn new(kind: PreparedKind, sql: &str) -> Self {
+        Prepared {
+            kind,
+            sql: Arc::from(sql),
+            executed: Arc::default(),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         matches!(self.kind, PreparedKind::Empty)
     }
@@ -399,14 +414,10 @@ impl Session {
     pub async fn prepare(&self, sql: &str) -> Result<Prepared, EngineError> {
         let tokens = commands::significant_tokens(sql)?;
         if tokens.is_empty() {
-            return Ok(Prepared {
-                kind: PreparedKind::Empty,
-            });
+            return Ok(Prepared::new(PreparedKind::Empty, sql));
         }
         if let Some(command) = commands::recognize(&tokens)? {
-            return Ok(Prepared {
-                kind: PreparedKind::Command(command),
-            });
+            return Ok(Prepared::new(PreparedKind::Command(command), sql));
         }
         let mut statements = if pg_catalog::needs_compatibility_rewrite(sql) {
             self.inner
@@ -436,9 +447,7 @@ impl Session {
         }
         let state = self.inner.context.state();
         let plan = state.statement_to_plan(statement).await?;
-        Ok(Prepared {
-            kind: PreparedKind::Plan(Box::new(plan)),
-        })
+        Ok(Prepared::new(PreparedKind::Plan(Box::new(plan)), sql))
     }
 
     /// Runs a prepared statement with its parameter values, if it has any.
@@ -451,6 +460,19 @@ impl Session {
             PreparedKind::Empty => Ok(Outcome::Empty),
             PreparedKind::Command(command) => self.run_command(command).await,
             PreparedKind::Plan(plan) => {
+                let replanned;
+                let plan = if prepared
+                    .executed
+                    .swap(true, std::sync::atomic::Ordering::SeqCst)
+                {
+                    replanned = self.prepare(&prepared.sql).await?;
+                    match &replanned.kind {
+                        PreparedKind::Plan(plan) => plan,
+                        _ => plan,
+                    }
+                } else {
+                    plan
+                };
                 let plan = match parameters {
                     Some(parameters) => plan.as_ref().clone().with_param_values(parameters)?,
                     None => plan.as_ref().clone(),
