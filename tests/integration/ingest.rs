@@ -536,6 +536,8 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() -> Result<()> {
     let client = fjord.connect().await?;
     let table = "iceberg.data_on_eks.cat_interactions_raw";
     let mut landed = 0;
+    // Kills that hit while events were still missing from the table.
+    let mut mid_stream = 0;
     for kill in 0..kills {
         let mut sidecar = IngestProcess::spawn(&fjord_binary(), &config, &[])?;
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -546,11 +548,9 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() -> Result<()> {
         sidecar.kill()?;
         let now = row_count(&client, table).await;
         eprintln!("crash test: kill {} with {now} rows landed", kill + 1);
-        assert!(
-            now > landed || now == events,
-            "incarnation {} landed nothing in 60 s",
-            kill + 1
-        );
+        if now < events {
+            mid_stream += 1;
+        }
         landed = now;
     }
     producer_task.await??;
@@ -576,6 +576,10 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() -> Result<()> {
         rows[0][0], rows[0][1]
     );
     result?;
+    assert!(
+        mid_stream >= kills / 2,
+        "only {mid_stream} of {kills} kills hit mid-stream: the test did not test much"
+    );
     assert_eq!(rows[0][0], events.to_string(), "duplicates or losses");
     assert_eq!(rows[0][1], events.to_string(), "duplicates");
     let status = sidecar.terminate()?;
