@@ -25,11 +25,17 @@ impl Offsets {
         self.0.get(topic)?.get(&partition).copied()
     }
 
+    /// Called per record: allocates only for a topic not seen before.
     pub fn set(&mut self, topic: &str, partition: i32, next: i64) {
-        self.0
-            .entry(topic.to_string())
-            .or_default()
-            .insert(partition, next);
+        match self.0.get_mut(topic) {
+            Some(partitions) => {
+                partitions.insert(partition, next);
+            }
+            None => {
+                self.0
+                    .insert(topic.to_string(), BTreeMap::from([(partition, next)]));
+            }
+        }
     }
 
     /// Overwrites this map's entries with those of `other`.

@@ -11,6 +11,13 @@ use fjord_ingest::{IngestOptions, IngestServer};
 use fjord_tests::kafka::{IngestProcess, Kafka, produce_with};
 use fjord_tests::{Fjord, query_text};
 
+/// The scenario's interactions pipeline: (name, topic, table).
+const INTERACTIONS_PIPELINE: (&str, &str, &str) = (
+    "cat_interactions",
+    "cat-interactions",
+    "data_on_eks.cat_interactions_raw",
+);
+
 /// The binary of this test build, run as a separate `fjord ingest` process.
 fn fjord_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_fjord-under-test"))
@@ -136,17 +143,7 @@ async fn json_events_land_once_and_are_queryable_through_fjord_serve() -> Result
     let kafka = Kafka::start().await?;
     kafka.create_topic("cat-interactions", 3).await?;
     let fjord = Fjord::start("").await?;
-    let config = ingest_config(
-        &fjord,
-        &kafka,
-        "json-e2e",
-        &[(
-            "cat_interactions",
-            "cat-interactions",
-            "data_on_eks.cat_interactions_raw",
-        )],
-        "",
-    )?;
+    let config = ingest_config(&fjord, &kafka, "json-e2e", &[INTERACTIONS_PIPELINE], "")?;
     let events: Vec<_> = (0..5000).map(interaction).collect();
     kafka.produce("cat-interactions", &events[..2000]).await?;
     let sidecar = start_sidecar(&config, &[]).await?;
@@ -258,11 +255,7 @@ async fn a_poison_record_goes_to_the_dead_letters_and_the_rest_lands() -> Result
         &fjord,
         &kafka,
         "poison",
-        &[(
-            "cat_interactions",
-            "cat-interactions",
-            "data_on_eks.cat_interactions_raw",
-        )],
+        &[INTERACTIONS_PIPELINE],
         "max_record_bytes = \"2KiB\"",
     )?;
     let mut events: Vec<(String, Vec<u8>)> = (0..100).map(interaction).collect();
@@ -485,17 +478,7 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() -> Result<()> {
     let kafka = Kafka::start().await?;
     kafka.create_topic("cat-interactions", 4).await?;
     let fjord = Fjord::start("").await?;
-    let config = ingest_config(
-        &fjord,
-        &kafka,
-        "crash",
-        &[(
-            "cat_interactions",
-            "cat-interactions",
-            "data_on_eks.cat_interactions_raw",
-        )],
-        "",
-    )?;
+    let config = ingest_config(&fjord, &kafka, "crash", &[INTERACTIONS_PIPELINE], "")?;
     // The restarted sidecar is the same member of the group (as a pod keeps its name).
     let text = std::fs::read_to_string(&config)?.replace(
         "group_id = \"crash\"",

@@ -171,15 +171,11 @@ async fn serve(
         server.postgres_address.ip(),
         server.postgres_address.port()
     );
-    let shutdown = server.shutdown_token();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutting down: no new queries; running ones get the grace period");
-        shutdown.cancel();
-        wait_for_signal().await;
-        tracing::warn!("second signal: exiting now");
-        std::process::exit(130);
-    });
+    cancel_on_signal(
+        server.shutdown_token(),
+        "shutting down: no new queries; running ones get the grace period",
+        "second signal: exiting now",
+    );
     server.wait().await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -199,17 +195,29 @@ async fn ingest(
         "fjord ingest is running: http://{}/metrics",
         sidecar.http_address
     );
-    let shutdown = sidecar.shutdown_token();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutting down: committing what is buffered");
-        shutdown.cancel();
-        wait_for_signal().await;
-        tracing::warn!("second signal: exiting now; uncommitted records will be read again");
-        std::process::exit(130);
-    });
+    cancel_on_signal(
+        sidecar.shutdown_token(),
+        "shutting down: committing what is buffered",
+        "second signal: exiting now; uncommitted records will be read again",
+    );
     sidecar.wait().await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGINT or SIGTERM cancels `shutdown` (a graceful stop); a second one exits at once.
+fn cancel_on_signal(
+    shutdown: tokio_util::sync::CancellationToken,
+    first: &'static str,
+    second: &'static str,
+) {
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("{first}");
+        shutdown.cancel();
+        wait_for_signal().await;
+        tracing::warn!("{second}");
+        std::process::exit(130);
+    });
 }
 
 async fn wait_for_signal() {
@@ -262,11 +270,11 @@ async fn demo(
             anyhow::bail!("--live needs [ingest.kafka] in the configuration: where to produce");
         };
         let shutdown = tokio_util::sync::CancellationToken::new();
-        let token = shutdown.clone();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            token.cancel();
-        });
+        cancel_on_signal(
+            shutdown.clone(),
+            "demo: stopping the live events",
+            "second signal: exiting now",
+        );
         eprintln!(
             "demo: producing about {} events/s into {} (Ctrl-C stops)",
             options.rate, ingest.kafka.bootstrap_servers
