@@ -56,6 +56,9 @@ pub struct Chunk {
     pub offsets: Vec<i64>,
     /// Kafka timestamps, milliseconds since the epoch.
     pub timestamps: Vec<Option<i64>>,
+    /// The values as read from Kafka, for records whose `value` was rewritten before decoding
+    /// (Debezium events); dead letters keep these. `None` inside: the record had no value.
+    originals: Vec<Option<Box<[u8]>>>,
 }
 
 impl Chunk {
@@ -80,6 +83,31 @@ impl Chunk {
         self.partitions.push(partition);
         self.offsets.push(offset);
         self.timestamps.push(timestamp);
+    }
+
+    /// Like [`Chunk::push`] for a record whose value was rewritten: `original` is what Kafka
+    /// held. A chunk takes either only this or only `push`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn push_rewritten(
+        &mut self,
+        topic: Arc<str>,
+        partition: i32,
+        offset: i64,
+        timestamp: Option<i64>,
+        key: Option<&[u8]>,
+        value: &[u8],
+        original: Option<&[u8]>,
+    ) {
+        self.push(topic, partition, offset, timestamp, key, value);
+        self.originals.push(original.map(Box::from));
+    }
+
+    /// Record `i`'s value as Kafka held it (`None`: no value).
+    pub fn original(&self, i: usize) -> Option<&[u8]> {
+        match self.originals.get(i) {
+            Some(original) => original.as_deref(),
+            None => Some(self.value(i)),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -121,6 +149,9 @@ impl Chunk {
                 self.key(i),
                 self.value(i),
             );
+            if let Some(original) = self.originals.get(i) {
+                out.originals.push(original.clone());
+            }
         }
         out
     }

@@ -8,6 +8,7 @@
 
 pub mod avro;
 pub mod dead_letter;
+pub mod debezium;
 pub mod decode;
 pub mod fence;
 mod http;

@@ -29,6 +29,7 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use crate::dead_letter::{DeadLetter, dead_letter_batch, dead_letter_schema};
+use crate::debezium::DebeziumState;
 use crate::decode::{Chunk, DecodeState, Decoded, decode_json, infer_table_schema};
 use crate::metrics::PipelineMetrics;
 use crate::offsets::{OFFSETS_PROPERTY, Offsets, PIPELINE_PROPERTY, WRITER_PROPERTY};
@@ -80,7 +81,7 @@ pub fn run_pipeline(
     {
         let worker = worker.lock();
         worker.metrics.state.lock().running = true;
-        tracing::info!(pipeline = %worker.spec.name, topics = ?topics, table = %worker.spec.config.table, "pipeline started");
+        tracing::info!(pipeline = %worker.spec.name, topics = ?topics, table = %worker.spec.config.landing_table(), "pipeline started");
     }
     // The worker is locked only between polls: librdkafka runs the rebalance and statistics
     // callbacks inside `poll`, and they lock it too.
@@ -233,6 +234,8 @@ struct Worker {
     decode_state: DecodeState,
     /// For `format = "avro"`: the registry client and the schemas seen.
     avro: Option<crate::avro::AvroDecoder>,
+    /// For `format = "debezium"`: key columns and column types learnt from the events.
+    debezium: Option<DebeziumState>,
     /// Offsets covered by `chunk`.
     chunk_advance: Offsets,
     batches: Vec<RecordBatch>,
@@ -265,8 +268,10 @@ impl Worker {
             fjord_config::ValueFormat::Avro => {
                 spec.registry.clone().map(crate::avro::AvroDecoder::new)
             }
-            fjord_config::ValueFormat::Json => None,
+            fjord_config::ValueFormat::Json | fjord_config::ValueFormat::Debezium => None,
         };
+        let debezium = (spec.config.format == fjord_config::ValueFormat::Debezium)
+            .then(DebeziumState::default);
         Worker {
             metrics: spec.metrics.clone(),
             spec,
@@ -280,6 +285,7 @@ impl Worker {
             chunk: Chunk::default(),
             decode_state: DecodeState::default(),
             avro,
+            debezium,
             chunk_advance: Offsets::default(),
             batches: Vec::new(),
             rejected: Vec::new(),
@@ -306,13 +312,14 @@ impl Worker {
         if self.table.is_some() {
             return Ok(());
         }
-        let (schema, name) = self.spec.config.table_parts();
+        let (schema, name) = self.spec.config.landing_parts();
         let catalog = self.spec.catalog.clone();
-        let (schema, name) = (schema.to_string(), name.to_string());
         let mut table = self
             .handle
             .block_on(async { LakeTable::open(&catalog, &schema, &name).await })
-            .map_err(|error| format!("cannot load {}: {error}", self.spec.config.table))?;
+            .map_err(|error| {
+                format!("cannot load {}: {error}", self.spec.config.landing_table())
+            })?;
         if let Some(table) = &mut table {
             // A table made by someone else gets the metadata columns added.
             let missing: Vec<_> = crate::decode::meta_fields()
@@ -325,7 +332,7 @@ impl Worker {
                     .map_err(|error| {
                         format!(
                             "cannot add the Kafka metadata columns to {}: {error}",
-                            self.spec.config.table
+                            self.spec.config.landing_table()
                         )
                     })?;
             }
@@ -339,9 +346,9 @@ impl Worker {
         match &mut self.table {
             None => Ok(Offsets::default()),
             Some(table) => {
-                self.handle
-                    .block_on(table.reload())
-                    .map_err(|error| format!("cannot load {}: {error}", self.spec.config.table))?;
+                self.handle.block_on(table.reload()).map_err(|error| {
+                    format!("cannot load {}: {error}", self.spec.config.landing_table())
+                })?;
                 table
                     .offsets(OFFSETS_PROPERTY)
                     .map_err(|error| error.to_string())
@@ -454,7 +461,7 @@ impl Worker {
         }
         self.buffered_records += 1;
         self.buffered_bytes += value.len();
-        let problem = if message.payload().is_none() {
+        let problem = if message.payload().is_none() && self.debezium.is_none() {
             Some("the record has no value (a tombstone)".to_string())
         } else if value.len() > self.spec.config.max_record_bytes() {
             Some(format!(
@@ -480,14 +487,37 @@ impl Worker {
             self.chunk_advance.set(topic, partition, offset + 1);
             return;
         }
-        self.chunk.push(
-            topic_name,
-            partition,
-            offset,
-            timestamp,
-            message.key(),
-            value,
-        );
+        if let Some(debezium) = &mut self.debezium {
+            match debezium.flatten(message.key(), message.payload()) {
+                Ok(row) => self.chunk.push_rewritten(
+                    topic_name,
+                    partition,
+                    offset,
+                    timestamp,
+                    message.key(),
+                    &row,
+                    message.payload(),
+                ),
+                Err(error) => self.rejected.push(DeadLetter {
+                    topic: topic.to_string(),
+                    partition,
+                    offset,
+                    timestamp_ms: timestamp,
+                    error,
+                    key: message.key().map(<[u8]>::to_vec),
+                    value: message.payload().map(<[u8]>::to_vec),
+                }),
+            }
+        } else {
+            self.chunk.push(
+                topic_name,
+                partition,
+                offset,
+                timestamp,
+                message.key(),
+                value,
+            );
+        }
         self.chunk_advance.set(topic, partition, offset + 1);
         if self.chunk.len() >= CHUNK_RECORDS {
             self.decode_chunk(consumer);
@@ -534,7 +564,10 @@ impl Worker {
                     self.chunk = Chunk::default();
                     return;
                 }
-                Ok(Decoded::NeedsColumns(fields)) => {
+                Ok(Decoded::NeedsColumns(mut fields)) => {
+                    if let Some(debezium) = &self.debezium {
+                        fields = fields.iter().map(|field| debezium.hinted(field)).collect();
+                    }
                     if !self.add_columns_for(consumer, &fields) {
                         return;
                     }
@@ -617,7 +650,7 @@ impl Worker {
             timestamp_ms: self.chunk.timestamps[row],
             error,
             key: self.chunk.key(row).map(<[u8]>::to_vec),
-            value: Some(self.chunk.value(row).to_vec()),
+            value: self.chunk.original(row).map(<[u8]>::to_vec),
         }
     }
 
@@ -658,24 +691,42 @@ impl Worker {
         if self.table.is_some() {
             return Ok(());
         }
-        let schema = match writer_schema {
+        let mut schema = match writer_schema {
             Some(writer) => crate::avro::table_schema_for(writer),
             None => infer_table_schema(&self.chunk, self.spec.config.event_time.as_deref()),
         };
+        let mut properties = HashMap::new();
+        if let Some(debezium) = &self.debezium {
+            schema = debezium.table_schema(&schema);
+            let keys = debezium
+                .key_columns
+                .as_ref()
+                .ok_or("no Debezium event with a key has been read yet")?;
+            properties.insert(
+                fjord_iceberg::CDC_KEY_PROPERTY.to_string(),
+                serde_json::to_string(keys).map_err(|error| error.to_string())?,
+            );
+        }
         let partition = self.spec.config.partition_fields()?;
-        let (schema_name, name) = self.spec.config.table_parts();
+        let (schema_name, name) = self.spec.config.landing_parts();
         let catalog = self.spec.catalog.clone();
         let table = self
             .handle
             .block_on(LakeTable::create(
                 &catalog,
-                schema_name,
-                name,
+                &schema_name,
+                &name,
                 &schema,
                 &partition,
+                properties,
             ))
-            .map_err(|error| format!("cannot create {}: {error}", self.spec.config.table))?;
-        tracing::info!(pipeline = %self.spec.name, table = %self.spec.config.table, columns = table.arrow_schema().fields().len(), "table created from the first records");
+            .map_err(|error| {
+                format!(
+                    "cannot create {}: {error}",
+                    self.spec.config.landing_table()
+                )
+            })?;
+        tracing::info!(pipeline = %self.spec.name, table = %self.spec.config.landing_table(), columns = table.arrow_schema().fields().len(), "table created from the first records");
         self.table = Some(table);
         Ok(())
     }
@@ -827,7 +878,12 @@ impl Worker {
                 OFFSETS_PROPERTY,
                 &properties,
             ))
-            .map_err(|error| format!("commit to {} failed: {error}", self.spec.config.table))?;
+            .map_err(|error| {
+                format!(
+                    "commit to {} failed: {error}",
+                    self.spec.config.landing_table()
+                )
+            })?;
         match outcome {
             CommitOutcome::Committed { snapshot_id, .. } => {
                 let elapsed = started.elapsed();
@@ -862,7 +918,7 @@ impl Worker {
                 }
                 tracing::info!(
                     pipeline = %self.spec.name,
-                    table = %self.spec.config.table,
+                    table = %self.spec.config.landing_table(),
                     snapshot_id,
                     rows,
                     files = file_count,
@@ -924,8 +980,15 @@ impl Worker {
                     match LakeTable::open(&catalog, &schema, &name).await? {
                         Some(table) => Ok(table),
                         None => {
-                            LakeTable::create(&catalog, &schema, &name, &dead_letter_schema(), &[])
-                                .await
+                            LakeTable::create(
+                                &catalog,
+                                &schema,
+                                &name,
+                                &dead_letter_schema(),
+                                &[],
+                                HashMap::new(),
+                            )
+                            .await
                         }
                     }
                 })

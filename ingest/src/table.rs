@@ -87,6 +87,7 @@ impl LakeTable {
         name: &str,
         arrow_schema: &ArrowSchema,
         partition: &[(String, String)],
+        mut properties: HashMap<String, String>,
     ) -> iceberg::Result<LakeTable> {
         let lake = IcebergCatalog::new("ingest", catalog.clone());
         lake.create_schema(schema, true).await?;
@@ -94,7 +95,6 @@ impl LakeTable {
             .iter()
             .map(|(transform, column)| Ok((column.as_str(), Transform::from_str(transform)?)))
             .collect::<iceberg::Result<Vec<_>>>()?;
-        let mut properties = HashMap::new();
         properties.insert("fjord.created-by".to_string(), "fjord ingest".to_string());
         match lake
             .create_table(schema, name, arrow_schema, &transforms, properties)

@@ -65,7 +65,7 @@ fn ingest_config(
     Ok(path)
 }
 
-async fn start_sidecar(config: &Path, pipelines: &[&str]) -> Result<IngestServer> {
+pub(crate) async fn start_sidecar(config: &Path, pipelines: &[&str]) -> Result<IngestServer> {
     let config = Config::load(config).map_err(|error| anyhow::anyhow!("{error}"))?;
     IngestServer::start(
         &config,
@@ -79,7 +79,12 @@ async fn start_sidecar(config: &Path, pipelines: &[&str]) -> Result<IngestServer
 
 /// Polls `sql` (one integer) through fjord serve until it returns `want`; a missing table counts
 /// as 0.
-async fn wait_for_count(fjord: &Fjord, sql: &str, want: i64, timeout: Duration) -> Result<()> {
+pub(crate) async fn wait_for_count(
+    fjord: &Fjord,
+    sql: &str,
+    want: i64,
+    timeout: Duration,
+) -> Result<()> {
     let client = fjord.connect().await?;
     let started = Instant::now();
     let deadline = started + timeout;

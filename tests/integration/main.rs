@@ -1,6 +1,7 @@
 //! fjord's integration tests: one binary (every extra test binary links DataFusion again).
 //! Each test starts the real components it needs; see `fjord_tests` for the harness.
 
+mod cdc;
 mod config_files;
 mod failures;
 mod ingest;

@@ -329,3 +329,84 @@ impl Drop for SchemaRegistry {
         self.task.abort();
     }
 }
+
+/// Debezium's PostgreSQL connector relaying a database's changes to Kafka topics
+/// `<prefix>.<schema>.<table>`, as Debezium Server's Kafka sink would: the real connector, run
+/// through its embedded engine by `tests/python/debezium_relay.py`. Killed on drop.
+pub struct DebeziumRelay {
+    child: Child,
+    ready: PathBuf,
+    _directory: tempfile::TempDir,
+}
+
+impl DebeziumRelay {
+    /// Starts capturing `tables` (`schema.table`) of `database` into `kafka`. The replication
+    /// slot and publication are created by the connector.
+    pub fn start(
+        postgres: &crate::Postgres,
+        database: &str,
+        tables: &[&str],
+        prefix: &str,
+        kafka: &Kafka,
+    ) -> Result<DebeziumRelay> {
+        let venv = crate::test_venv()?;
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/debezium_relay.py");
+        let directory = tempfile::Builder::new().prefix("fjord-dbz-").tempdir()?;
+        let ready = directory.path().join("ready");
+        let child = Command::new(venv.join("bin/python"))
+            .arg(&script)
+            .args(["--pg-host", "127.0.0.1"])
+            .args(["--pg-port", &postgres.port.to_string()])
+            .args(["--database", database])
+            .args(["--tables", &tables.join(",")])
+            .args(["--topic-prefix", prefix])
+            .args(["--bootstrap", &kafka.bootstrap])
+            .arg("--offsets-file")
+            .arg(directory.path().join("offsets.dat"))
+            .arg("--ready-file")
+            .arg(&ready)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("cannot start {}", script.display()))?;
+        Ok(DebeziumRelay {
+            child,
+            ready,
+            _directory: directory,
+        })
+    }
+
+    /// Waits until the connector has taken its snapshot and streams changes.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.ready.exists() {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!("the Debezium relay exited before it was ready: {status}");
+            }
+            if Instant::now() > deadline {
+                bail!("the Debezium relay was not ready within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Fails if the relay has died.
+    pub fn check_alive(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("the Debezium relay exited: {status}");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for DebeziumRelay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -168,7 +168,7 @@ impl Postgres {
             .display()
             .to_string();
         let options = format!(
-            "-p {} -k {socket_dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100",
+            "-p {} -k {socket_dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100 -c wal_level=logical",
             self.port
         );
         self.run(

@@ -121,7 +121,14 @@ pub enum ValueFormat {
     /// Avro in the Confluent wire format (magic byte 0, 4-byte schema id, Avro body), with the
     /// writer's schema from `[ingest.schema_registry]`.
     Avro,
+    /// Debezium change events from PostgreSQL, as Kafka Connect's JsonConverter writes them
+    /// (with or without the schema block). They land in a change-log table
+    /// `<table>_changelog`; `table` itself is the current state per primary key.
+    Debezium,
 }
+
+/// What a Debezium pipeline appends to its table's name for the change log it writes.
+pub const CHANGELOG_SUFFIX: &str = "_changelog";
 
 /// `[ingest.pipelines.<name>]`: one or more topics landing in one Iceberg table.
 #[derive(Debug, Clone, Deserialize)]
@@ -155,9 +162,25 @@ fn default_max_record_bytes() -> String {
 }
 
 impl PipelineConfig {
-    /// `(schema, table)` of the target table.
+    /// `(schema, table)` as configured.
     pub fn table_parts(&self) -> (&str, &str) {
         self.table.split_once('.').unwrap_or(("", &self.table))
+    }
+
+    /// `(schema, table)` of the table the pipeline writes: `table` itself, or for Debezium its
+    /// change log `<table>_changelog`.
+    pub fn landing_parts(&self) -> (String, String) {
+        let (schema, table) = self.table_parts();
+        match self.format {
+            ValueFormat::Debezium => (schema.to_string(), format!("{table}{CHANGELOG_SUFFIX}")),
+            _ => (schema.to_string(), table.to_string()),
+        }
+    }
+
+    /// `schema.table` of the table the pipeline writes.
+    pub fn landing_table(&self) -> String {
+        let (schema, table) = self.landing_parts();
+        format!("{schema}.{table}")
     }
 
     /// `(schema, table)` of the dead-letter table.
@@ -381,6 +404,15 @@ impl IngestConfig {
                 return Err((
                     key("table"),
                     format!("`{}` is not of the form schema.table", pipeline.table),
+                ));
+            }
+            if pipeline.format == ValueFormat::Debezium && table.ends_with(CHANGELOG_SUFFIX) {
+                return Err((
+                    key("table"),
+                    format!(
+                        "name the current-state table; fjord writes the change log to `{}{CHANGELOG_SUFFIX}` itself",
+                        pipeline.table
+                    ),
                 ));
             }
             if let Some(other) = tables.insert(&pipeline.table, name) {

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use ingest::{
-    CommitPolicy, IngestConfig, KafkaConfig, PipelineConfig, SchemaRegistryConfig,
-    SecurityProtocol, ValueFormat, parse_duration,
+    CHANGELOG_SUFFIX, CommitPolicy, IngestConfig, KafkaConfig, PipelineConfig,
+    SchemaRegistryConfig, SecurityProtocol, ValueFormat, parse_duration,
 };
 pub use secret::{Secret, expand_env_references};
 

@@ -7,6 +7,7 @@
 //! partitions, and writes go through iceberg-datafusion's own append path.
 
 mod build;
+mod current_state;
 mod scan;
 mod single_table;
 
@@ -30,6 +31,11 @@ use parking_lot::RwLock;
 
 pub use build::build_catalog;
 pub use scan::IcebergScanExec;
+
+/// Table property of a change-log table that `fjord ingest` writes from Debezium events: the
+/// primary-key columns, as a JSON array. fjord serve shows such a table `<name>_changelog` also
+/// as `<name>`, the current state per key.
+pub const CDC_KEY_PROPERTY: &str = "fjord.cdc.key";
 
 /// Converts an Iceberg error for DataFusion, keeping it downcastable for classification.
 pub fn to_datafusion_error(error: iceberg::Error) -> DataFusionError {
@@ -80,6 +86,19 @@ impl IcebergCatalog {
                 .iter()
                 .map(|table| table.name().to_string())
                 .collect();
+            // Change logs written from Debezium events are also shown as their current state.
+            for table in &tables {
+                let Some(base) = table.name().strip_suffix(fjord_config::CHANGELOG_SUFFIX) else {
+                    continue;
+                };
+                if base.is_empty() || names.iter().any(|name| name == base) {
+                    continue;
+                }
+                let loaded = self.catalog.load_table(table).await?;
+                if matches!(current_state::key_columns(&loaded), Ok(Some(_))) {
+                    names.push(base.to_string());
+                }
+            }
             names.sort();
             listing.insert(namespace_name(&namespace), names);
         }
@@ -189,6 +208,32 @@ impl IcebergCatalog {
         Ok(())
     }
 
+    /// `<name>` as the current state of the change log `<name>_changelog`, if that is one.
+    async fn load_current_state(
+        self: &Arc<Self>,
+        schema: &str,
+        name: &str,
+    ) -> Result<Option<Arc<dyn TableProvider>>> {
+        if name.ends_with(fjord_config::CHANGELOG_SUFFIX) {
+            return Ok(None);
+        }
+        let changelog_name = format!("{name}{}", fjord_config::CHANGELOG_SUFFIX);
+        let Some(changelog) = self.load_table(schema, &changelog_name).await? else {
+            return Ok(None);
+        };
+        let Some(keys) = current_state::key_columns(&changelog.table)? else {
+            return Ok(None);
+        };
+        let view = current_state::view(changelog, keys)?;
+        let mut listing = self.listing.write();
+        let tables = listing.entry(schema.to_string()).or_default();
+        if !tables.iter().any(|table| table == name) {
+            tables.push(name.to_string());
+            tables.sort();
+        }
+        Ok(Some(Arc::new(view)))
+    }
+
     async fn load_table(
         self: &Arc<Self>,
         schema: &str,
@@ -277,11 +322,10 @@ impl SchemaProvider for IcebergSchema {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        Ok(self
-            .catalog
-            .load_table(&self.name, name)
-            .await?
-            .map(|table| Arc::new(table) as Arc<dyn TableProvider>))
+        if let Some(table) = self.catalog.load_table(&self.name, name).await? {
+            return Ok(Some(Arc::new(table)));
+        }
+        self.catalog.load_current_state(&self.name, name).await
     }
 
     fn table_exist(&self, name: &str) -> bool {
