@@ -12,6 +12,7 @@ pub mod debezium;
 pub mod decode;
 pub mod fence;
 mod http;
+pub mod maintain;
 pub mod metrics;
 pub mod offsets;
 pub mod pipeline;

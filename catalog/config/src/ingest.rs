@@ -283,6 +283,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         "s" => number,
         "m" | "min" => number * 60.0,
         "h" => number * 3600.0,
+        "d" => number * 86400.0,
         _ => return None,
     };
     (seconds >= 0.0 && seconds.is_finite()).then(|| Duration::from_secs_f64(seconds))

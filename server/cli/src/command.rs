@@ -80,6 +80,27 @@ enum Command {
         #[arg(long)]
         http_listen: Option<String>,
     },
+    /// Expire old snapshots of Iceberg tables. Snapshots the ingest sidecar needs to find its
+    /// Kafka offsets are always kept; data files are not touched (see docs/ingest.md).
+    Maintain {
+        #[arg(long, short, env = "FJORD_CONFIG")]
+        config: Option<PathBuf>,
+        /// The Iceberg catalog to maintain; `ingest.catalog` when absent.
+        #[arg(long)]
+        catalog: Option<String>,
+        /// Only this table, as schema.table (repeatable); every table of the catalog when absent.
+        #[arg(long = "table", value_name = "SCHEMA.TABLE")]
+        tables: Vec<String>,
+        /// Expire snapshots older than this: a number with ms, s, m, h or d.
+        #[arg(long, default_value = "1d")]
+        older_than: String,
+        /// Always keep this many of the newest snapshots of each table.
+        #[arg(long, default_value_t = 100)]
+        retain_last: usize,
+        /// Report what would be expired without committing anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Validate a configuration file; exits non-zero with file, line and reason when it is wrong.
     CheckConfig {
         /// The file to check; the embedded default if absent.
@@ -141,6 +162,14 @@ pub fn main() -> ExitCode {
                 pipelines,
                 http_listen,
             } => ingest(config, pipelines, http_listen).await,
+            Command::Maintain {
+                config,
+                catalog,
+                tables,
+                older_than,
+                retain_last,
+                dry_run,
+            } => maintain(config, catalog, tables, &older_than, retain_last, dry_run).await,
             Command::CheckConfig { file } => check_config(file),
         }
     });
@@ -202,6 +231,55 @@ async fn ingest(
     );
     sidecar.wait().await?;
     Ok(ExitCode::SUCCESS)
+}
+
+async fn maintain(
+    path: Option<PathBuf>,
+    catalog: Option<String>,
+    tables: Vec<String>,
+    older_than: &str,
+    retain_last: usize,
+    dry_run: bool,
+) -> anyhow::Result<ExitCode> {
+    use fjord_ingest::maintain::{ExpirePolicy, expire_in_catalog};
+    let config = load_config(path.as_ref())?;
+    let age = fjord_config::parse_duration(older_than).ok_or_else(|| {
+        anyhow::anyhow!("--older-than `{older_than}` is not a duration such as 12h or 7d")
+    })?;
+    if retain_last == 0 {
+        anyhow::bail!("--retain-last must be at least 1");
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as i64)
+        .unwrap_or_default();
+    let policy = ExpirePolicy {
+        older_than_ms: now_ms - age.as_millis() as i64,
+        retain_last,
+        dry_run,
+    };
+    let results = expire_in_catalog(&config, catalog.as_deref(), &tables, policy).await?;
+    let mut failed = false;
+    for (table, result) in results {
+        match result {
+            Ok(report) => println!(
+                "{table}: {} snapshots -> {}{} (newest {} kept for the Kafka offsets)",
+                report.snapshots_before,
+                report.snapshots_after,
+                if dry_run { " (dry run)" } else { "" },
+                report.kept_for_offsets
+            ),
+            Err(error) => {
+                failed = true;
+                eprintln!("error: {table}: {error}");
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// SIGINT or SIGTERM cancels `shutdown` (a graceful stop); a second one exits at once.
