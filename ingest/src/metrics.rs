@@ -49,6 +49,9 @@ pub struct Registry {
     pipelines: Arc<Mutex<BTreeMap<String, Arc<PipelineMetrics>>>>,
 }
 
+/// A metric's name, help text and how to read it from a pipeline's state.
+type Metric<T, V> = (&'static str, &'static str, fn(&T) -> V);
+
 impl Registry {
     pub fn pipeline(&self, name: &str) -> Arc<PipelineMetrics> {
         self.pipelines
@@ -70,7 +73,7 @@ impl Registry {
     pub fn render(&self) -> String {
         let pipelines = self.snapshot();
         let mut out = String::new();
-        let counters: [(&str, &str, fn(&PipelineMetrics) -> u64); 9] = [
+        let counters: [Metric<PipelineMetrics, u64>; 9] = [
             (
                 "fjord_ingest_records_total",
                 "Records read from Kafka.",
@@ -133,7 +136,7 @@ impl Registry {
                 metrics.commits.load(Ordering::Relaxed)
             );
         }
-        let gauges: [(&str, &str, fn(&PipelineState) -> f64); 7] = [
+        let gauges: [Metric<PipelineState, f64>; 7] = [
             (
                 "fjord_ingest_records_per_second",
                 "Records read per second over the last few seconds.",

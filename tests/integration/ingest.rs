@@ -427,7 +427,7 @@ async fn two_sidecars_for_one_topic_neither_duplicate_nor_lose() -> Result<()> {
             "event_id": format!("c-{i}"),
             "event_time": "2026-11-03T09:00:00Z",
             "visitor_id": format!("v-{}", i % 50),
-            "action": if i % 2 == 0 { "check_in" } else { "check_out" },
+            "action": if i.is_multiple_of(2) { "check_in" } else { "check_out" },
         });
         (format!("v-{}", i % 50), serde_json::to_vec(&value).unwrap())
     };

@@ -1,5 +1,6 @@
 //! fjord's integration tests: one binary (every extra test binary links DataFusion again).
 //! Each test starts the real components it needs; see `fjord_tests` for the harness.
+#![allow(clippy::print_stderr)] // Long tests report their progress.
 
 mod cdc;
 mod config_files;

@@ -49,7 +49,7 @@ pub async fn run_live(
     shutdown: CancellationToken,
     progress: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<u64, String> {
-    if !(options.rate > 0.0) {
+    if options.rate.is_nan() || options.rate <= 0.0 {
         return Err("the rate must be more than 0 events per second".into());
     }
     create_topics(kafka).await?;

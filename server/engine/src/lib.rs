@@ -865,10 +865,10 @@ impl Session {
             Command::Rollback => Ok(Outcome::TransactionEnd(CommandTag::new("ROLLBACK"))),
             Command::SetVariable { name, value } => {
                 let name = name.to_lowercase();
-                if name == "timezone" {
-                    if let Some(zone) = value {
-                        types::check_time_zone(zone)?;
-                    }
+                if name == "timezone"
+                    && let Some(zone) = value
+                {
+                    types::check_time_zone(zone)?;
                 }
                 if name == "search_path" {
                     let schema = match value {
