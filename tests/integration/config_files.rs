@@ -70,6 +70,18 @@ fn check_config_accepts_the_reference_file_and_locates_mistakes() -> anyhow::Res
             "ingest.catalog",
             "no Iceberg catalog named `lake2`",
         ),
+        (
+            "[catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"w\"\n[ingest.kafka]\nbootstrap_servers = \"k:9092\"\n[ingest.pipelines.cats]\ntopics = [\"pg.public.cats\"]\ntable = \"s.cats_changelog\"\nformat = \"debezium\"\n",
+            8,
+            "ingest.pipelines.cats.table",
+            "name the current-state table",
+        ),
+        (
+            "[catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"w\"\n[ingest.kafka]\nbootstrap_servers = \"k:9092\"\n[ingest.pipelines.cats]\ntopics = [\"pg.public.cats\"]\ntable = \"s.cats\"\nformat = \"protobuf\"\n",
+            9,
+            "ingest.pipelines.cats.format",
+            "unknown variant `protobuf`",
+        ),
     ];
     for (index, (text, line, key, reason)) in cases.iter().enumerate() {
         let path = directory.path().join(format!("case{index}.toml"));
