@@ -63,8 +63,13 @@ pub fn run_pipeline(
 ) -> Result<(), String> {
     let topics: Vec<String> = spec.config.topics.clone();
     let worker = Arc::new(Mutex::new(Worker::new(spec, handle)));
-    let context = IngestContext {
-        worker: worker.clone(),
+    let context = {
+        let locked = worker.lock();
+        IngestContext {
+            worker: worker.clone(),
+            pipeline: locked.spec.name.clone(),
+            metrics: locked.metrics.clone(),
+        }
     };
     let consumer: BaseConsumer<IngestContext> = {
         let worker = worker.lock();
@@ -171,9 +176,36 @@ pub fn client_config(kafka: &KafkaConfig, consumer: Option<&str>) -> ClientConfi
 
 struct IngestContext {
     worker: Arc<Mutex<Worker>>,
+    pipeline: String,
+    metrics: Arc<PipelineMetrics>,
 }
 
 impl ClientContext for IngestContext {
+    /// Client errors librdkafka recovers from by itself are logged; the ones that mean the
+    /// pipeline cannot read (wrong credentials, TLS failures, no broker reachable) also show on
+    /// /health until the next successful commit.
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        use rdkafka::types::RDKafkaErrorCode;
+        tracing::error!(pipeline = %self.pipeline, %error, reason, "Kafka client error");
+        let code = error.rdkafka_error_code();
+        let specific = matches!(
+            code,
+            Some(
+                RDKafkaErrorCode::Authentication
+                    | RDKafkaErrorCode::SaslAuthenticationFailed
+                    | RDKafkaErrorCode::SSL
+                    | RDKafkaErrorCode::Fatal
+            )
+        );
+        let mut state = self.metrics.state.lock();
+        // "All brokers are down" follows a failed login too: it must not hide the reason.
+        let unreachable =
+            code == Some(RDKafkaErrorCode::AllBrokersDown) && state.last_error.is_none();
+        if specific || unreachable {
+            state.last_error = Some(format!("Kafka: {reason}"));
+        }
+    }
+
     fn stats(&self, statistics: Statistics) {
         let mut worker = self.worker.lock();
         for (topic, stats) in statistics.topics {

@@ -897,3 +897,46 @@ async fn maintain_expires_snapshots_but_keeps_the_ones_holding_the_offsets() -> 
     assert!(bad.to_string().contains("--older-than `soon`"), "{bad}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sasl_scram_over_tls_lands_events_and_a_wrong_password_shows_on_health() -> Result<()> {
+    let kafka = Kafka::start_secured(Some(("fjord-ingest", "cat-cafe-secret")), true).await?;
+    assert_eq!(kafka.security().map(|s| s.protocol()), Some("sasl_ssl"));
+    kafka.create_topic("cat-interactions", 2).await?;
+    let fjord = Fjord::start("").await?;
+    let config = ingest_config(&fjord, &kafka, "secured", &[INTERACTIONS_PIPELINE], "")?;
+    let events: Vec<_> = (0..2000).map(interaction).collect();
+    kafka.produce("cat-interactions", &events).await?;
+    let sidecar = start_sidecar(&config, &[]).await?;
+    wait_for_count(
+        &fjord,
+        "SELECT count(*) FROM iceberg.data_on_eks.cat_interactions_raw",
+        2000,
+        Duration::from_secs(60),
+    )
+    .await?;
+    let (status, health) = http_get(sidecar.http_address, "/health").await?;
+    assert_eq!(status, 200, "{health}");
+    sidecar.stop().await?;
+
+    // The wrong password: nothing is read, and /health says why.
+    let text = std::fs::read_to_string(&config)?;
+    assert!(text.contains("cat-cafe-secret"));
+    let wrong = config.with_file_name("wrong-password.toml");
+    std::fs::write(&wrong, text.replace("cat-cafe-secret", "not-the-password"))?;
+    let sidecar = start_sidecar(&wrong, &[]).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, health) = http_get(sidecar.http_address, "/health").await?;
+        if status == 503 && health.to_lowercase().contains("authentication") {
+            assert!(!health.contains("not-the-password"), "{health}");
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("/health never reported the failed login: {status} {health}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    sidecar.stop().await?;
+    Ok(())
+}

@@ -36,6 +36,30 @@ fn tansu_binary() -> Result<PathBuf> {
 pub struct Kafka {
     pub bootstrap: String,
     child: Child,
+    /// Set for a broker that wants SASL and/or TLS.
+    security: Option<Security>,
+    proxy: Option<Child>,
+    _directory: Option<tempfile::TempDir>,
+}
+
+/// How clients reach a secured broker.
+#[derive(Debug, Clone)]
+pub struct Security {
+    /// SCRAM-SHA-512 credentials, when the broker authenticates clients.
+    pub sasl: Option<(String, String)>,
+    /// The CA file that signs the TLS listener's certificate, when clients use TLS.
+    pub ca: Option<PathBuf>,
+}
+
+impl Security {
+    pub fn protocol(&self) -> &'static str {
+        match (self.sasl.is_some(), self.ca.is_some()) {
+            (false, false) => "plaintext",
+            (false, true) => "ssl",
+            (true, false) => "sasl_plaintext",
+            (true, true) => "sasl_ssl",
+        }
+    }
 }
 
 impl Kafka {
@@ -62,19 +86,135 @@ impl Kafka {
         let kafka = Kafka {
             bootstrap: format!("127.0.0.1:{port}"),
             child,
+            security: None,
+            proxy: None,
+            _directory: None,
         };
         kafka.wait_ready().await?;
         Ok(kafka)
     }
 
+    /// A broker that authenticates clients with SASL SCRAM-SHA-512 as `user`/`password` (when
+    /// given) and/or listens with TLS (certificates from a throwaway CA).
+    ///
+    /// tansu keeps SASL users only in its SQL storage (not in memory), and its users are created
+    /// over the Kafka protocol by a client that cannot log in itself: so the broker first runs
+    /// without authentication to create the user, then again with it. tansu 0.6 does not
+    /// terminate TLS itself (its --cert/--key are not used), so a TLS proxy
+    /// (`tests/python/tls_proxy.py`) stands in front of it.
+    pub async fn start_secured(sasl: Option<(&str, &str)>, tls: bool) -> Result<Kafka> {
+        let binary = tansu_binary()?;
+        let directory = tempfile::Builder::new().prefix("fjord-tansu-").tempdir()?;
+        let port = free_port();
+        let public_port = if tls { free_port() } else { port };
+        let listen = format!("tcp://127.0.0.1:{port}");
+        let advertised = format!("tcp://127.0.0.1:{public_port}");
+        let broker = |authenticate: bool| {
+            let mut command = Command::new(&binary);
+            command
+                .current_dir(directory.path())
+                .args(["broker", "--storage-engine", "sqlite://tansu.db"])
+                .args([
+                    "--listener-url",
+                    &listen,
+                    "--advertised-listener-url",
+                    &advertised,
+                ])
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            if authenticate {
+                command.arg("--authentication");
+            }
+            command
+                .spawn()
+                .with_context(|| format!("cannot start {}", binary.display()))
+        };
+        if let Some((user, password)) = sasl {
+            let mut open = broker(false)?;
+            wait_for_port(port).await?;
+            let status = Command::new(&binary)
+                .args(["user", "create", "--broker", &listen, user, password])
+                .args(["--mechanism", "scram512"])
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .status()?;
+            open.kill()?;
+            open.wait()?;
+            if !status.success() {
+                bail!("tansu user create failed: {status}");
+            }
+        }
+        let child = broker(sasl.is_some())?;
+        let mut security = Security {
+            sasl: sasl.map(|(user, password)| (user.to_string(), password.to_string())),
+            ca: None,
+        };
+        let proxy = if tls {
+            let (ca, cert, key) = make_certificates(directory.path())?;
+            security.ca = Some(ca);
+            let venv = crate::test_venv()?;
+            let script =
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/tls_proxy.py");
+            Some(
+                Command::new(venv.join("bin/python"))
+                    .arg(script)
+                    .args(["--listen", &format!("127.0.0.1:{public_port}")])
+                    .args(["--target", &format!("127.0.0.1:{port}")])
+                    .arg("--cert")
+                    .arg(cert)
+                    .arg("--key")
+                    .arg(key)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::inherit())
+                    .spawn()
+                    .context("cannot start the TLS proxy")?,
+            )
+        } else {
+            None
+        };
+        let kafka = Kafka {
+            bootstrap: format!("127.0.0.1:{public_port}"),
+            child,
+            security: Some(security),
+            proxy,
+            _directory: Some(directory),
+        };
+        kafka.wait_ready().await?;
+        Ok(kafka)
+    }
+
+    pub fn security(&self) -> Option<&Security> {
+        self.security.as_ref()
+    }
+
+    /// A librdkafka configuration that reaches this broker (credentials and CA included).
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap);
+        if let Some(security) = &self.security {
+            config.set("security.protocol", security.protocol());
+            if let Some((user, password)) = &security.sasl {
+                config
+                    .set("sasl.mechanism", "SCRAM-SHA-512")
+                    .set("sasl.username", user)
+                    .set("sasl.password", password);
+            }
+            if let Some(ca) = &security.ca {
+                config.set("ssl.ca.location", ca.display().to_string());
+            }
+        }
+        config
+    }
+
     async fn wait_ready(&self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let bootstrap = self.bootstrap.clone();
+            let config = self.client_config();
             let ready = tokio::task::spawn_blocking(move || {
-                let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
-                    .set("bootstrap.servers", &bootstrap)
-                    .create()?;
+                let consumer: rdkafka::consumer::BaseConsumer = config.create()?;
                 rdkafka::consumer::Consumer::fetch_metadata(&consumer, None, Duration::from_secs(2))
                     .map(|_| ())
             })
@@ -91,16 +231,29 @@ impl Kafka {
 
     /// The TOML of an `[ingest.kafka]` table pointing at this broker.
     pub fn ingest_kafka_toml(&self, group: &str) -> String {
-        format!(
+        let mut toml = format!(
             "[ingest.kafka]\nbootstrap_servers = \"{}\"\ngroup_id = \"{group}\"\n",
             self.bootstrap
-        )
+        );
+        if let Some(security) = &self.security {
+            toml.push_str(&format!(
+                "security_protocol = \"{}\"\n",
+                security.protocol()
+            ));
+            if let Some((user, password)) = &security.sasl {
+                toml.push_str(&format!(
+                    "sasl_mechanism = \"SCRAM-SHA-512\"\nsasl_username = \"{user}\"\nsasl_password = \"{password}\"\n"
+                ));
+            }
+            if let Some(ca) = &security.ca {
+                toml.push_str(&format!("ssl_ca_location = \"{}\"\n", ca.display()));
+            }
+        }
+        toml
     }
 
     pub async fn create_topic(&self, name: &str, partitions: i32) -> Result<()> {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
-            .create()?;
+        let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
         let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
         let results = admin
             .create_topics([&topic], &AdminOptions::new())
@@ -115,8 +268,8 @@ impl Kafka {
     }
 
     pub fn producer(&self) -> Result<FutureProducer> {
-        Ok(ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
+        Ok(self
+            .client_config()
             .set("linger.ms", "5")
             .set("acks", "all")
             .create()?)
@@ -165,7 +318,102 @@ impl Drop for Kafka {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(proxy) = &mut self.proxy {
+            let _ = proxy.kill();
+            let _ = proxy.wait();
+        }
     }
+}
+
+async fn wait_for_port(port: u16) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if Instant::now() > deadline {
+            bail!("nothing listens on port {port} after 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// A throwaway CA and a server certificate for 127.0.0.1 and localhost, made with openssl:
+/// `(ca.pem, server.pem, server.key)`.
+fn make_certificates(directory: &std::path::Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
+    let run = |args: &[&str]| -> Result<()> {
+        let output = Command::new("openssl")
+            .current_dir(directory)
+            .args(args)
+            .output()
+            .context("running openssl")?;
+        if !output.status.success() {
+            bail!(
+                "openssl {args:?} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(())
+    };
+    std::fs::write(
+        directory.join("server.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+         keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )?;
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=fjord-test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ])?;
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ])?;
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    ])?;
+    Ok((
+        directory.join("ca.pem"),
+        directory.join("server.pem"),
+        directory.join("server.key"),
+    ))
 }
 
 /// `fjord ingest` as a separate process of the test build's binary, so that tests can kill it.
