@@ -10,6 +10,7 @@ mod build;
 mod current_state;
 mod scan;
 mod single_table;
+mod write_input;
 
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
@@ -403,6 +404,7 @@ impl TableProvider for IcebergTable {
         // table, so that building it costs one metadata load and not a listing of everything.
         let provider =
             single_table::writable_provider(self.catalog.clone(), self.ident.clone()).await?;
+        let input = Arc::new(write_input::WriteInputExec::new(input));
         provider.insert_into(state, input, insert_op).await
     }
 }
