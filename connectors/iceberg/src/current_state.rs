@@ -6,18 +6,17 @@
 //! primary key (the table property [`crate::CDC_KEY_PROPERTY`]), the latest change, unless that
 //! change is a delete. "Latest" is the highest source LSN, then the highest Kafka offset
 //! (tombstones carry no LSN and always follow their delete in the key's partition).
+//! Text and binary columns skip Debezium's placeholder for unchanged out-of-line values.
 //!
 //! The view is planned on every statement from the change log's current snapshot, so it is as
 //! fresh as the change log; its cost grows with the change log, not with the state.
 
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::DataType;
 use datafusion::catalog::view::ViewTable;
 use datafusion::common::{DataFusionError, Result};
-use datafusion::datasource::provider_as_source;
-use datafusion::functions_window::expr_fn::row_number;
-use datafusion::logical_expr::{ExprFunctionExt, LogicalPlanBuilder};
-use datafusion::prelude::{ident, lit};
+use datafusion::prelude::SessionContext;
 
 use crate::{CDC_KEY_PROPERTY, IcebergTable};
 
@@ -25,6 +24,8 @@ const OP: &str = "_cdc_op";
 const LSN: &str = "_cdc_lsn";
 const OFFSET: &str = "_kafka_offset";
 const RANK: &str = "__fjord_change_rank";
+/// What Debezium sends for a TOASTed value an update did not change.
+const UNAVAILABLE: &str = "__debezium_unavailable_value";
 
 /// Columns of a change log that describe the change, not the row.
 fn is_change_column(name: &str) -> bool {
@@ -46,7 +47,14 @@ pub(crate) fn key_columns(table: &iceberg::table::Table) -> Result<Option<Vec<St
 }
 
 /// The current-state view over `changelog`, whose key columns are `keys`.
-pub(crate) fn view(changelog: IcebergTable, keys: Vec<String>) -> Result<ViewTable> {
+///
+/// Text and binary columns that Postgres stores out of line (TOAST) are not in the WAL when an
+/// update leaves them unchanged, and Debezium sends the placeholder [`UNAVAILABLE`] instead.
+/// For those columns the view takes the key's latest value that is not the placeholder (a real
+/// NULL counts as a value: it is wrapped in a struct so that `IGNORE NULLS` skips only the
+/// placeholder). A key whose every change has the placeholder (a primary-key change moved the
+/// row while the value was out of line) shows the placeholder.
+pub(crate) async fn view(changelog: IcebergTable, keys: Vec<String>) -> Result<ViewTable> {
     let schema = changelog.schema.clone();
     let name = changelog.ident.name().to_string();
     for column in keys.iter().map(String::as_str).chain([OP, LSN, OFFSET]) {
@@ -56,30 +64,71 @@ pub(crate) fn view(changelog: IcebergTable, keys: Vec<String>) -> Result<ViewTab
             )));
         }
     }
-    let rank = row_number()
-        .partition_by(keys.iter().map(|key| ident(key.as_str())).collect())
-        .order_by(vec![
-            ident(LSN).sort(false, false),
-            ident(OFFSET).sort(false, false),
-        ])
-        .build()?
-        .alias(RANK);
-    let columns: Vec<_> = schema
-        .fields()
-        .iter()
-        .map(|field| field.name().as_str())
-        .filter(|name| !is_change_column(name))
-        .map(ident)
-        .collect();
-    let plan =
-        LogicalPlanBuilder::scan(name.clone(), provider_as_source(Arc::new(changelog)), None)?
-            .window(vec![rank])?
-            .filter(ident(RANK).eq(lit(1u64)).and(ident(OP).not_eq(lit("d"))))?
-            .project(columns)?
-            .build()?;
+    let window = format!(
+        "PARTITION BY {} ORDER BY {} DESC NULLS LAST, {} DESC NULLS LAST \
+         ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING",
+        keys.iter()
+            .map(|key| quote(key))
+            .collect::<Vec<_>>()
+            .join(", "),
+        quote(LSN),
+        quote(OFFSET)
+    );
+    let mut inner = Vec::new();
+    let mut outer = Vec::new();
+    for field in schema.fields() {
+        let column = field.name().as_str();
+        if is_change_column(column) {
+            continue;
+        }
+        let quoted = quote(column);
+        outer.push(quoted.clone());
+        let placeholder = match field.data_type() {
+            _ if keys.iter().any(|key| key == column) => None,
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                Some(format!("'{UNAVAILABLE}'"))
+            }
+            DataType::Binary | DataType::LargeBinary | DataType::BinaryView => {
+                let hex: String = UNAVAILABLE.bytes().map(|b| format!("{b:02x}")).collect();
+                Some(format!("X'{hex}'"))
+            }
+            _ => None,
+        };
+        inner.push(match placeholder {
+            None => quoted,
+            Some(placeholder) => {
+                let latest = format!(
+                    "first_value(CASE WHEN {quoted} = {placeholder} THEN NULL \
+                     ELSE named_struct('v', {quoted}) END) IGNORE NULLS OVER ({window})"
+                );
+                // No change of the key has the value (its primary key was changed while the
+                // value was out of line): the placeholder stays visible rather than a NULL.
+                format!(
+                    "CASE WHEN {latest} IS NULL THEN {quoted} ELSE get_field({latest}, 'v') END \
+                     AS {quoted}"
+                )
+            }
+        });
+    }
+    let sql = format!(
+        "SELECT {} FROM (SELECT {}, {}, row_number() OVER ({window}) AS {RANK} FROM changelog) \
+         WHERE {RANK} = 1 AND {} <> 'd'",
+        outer.join(", "),
+        inner.join(", "),
+        quote(OP),
+        quote(OP)
+    );
+    let context = SessionContext::new();
+    context.register_table("changelog", Arc::new(changelog))?;
+    let plan = context.sql(&sql).await?.into_optimized_plan()?;
     let definition = format!(
         "-- current state of {name}: per ({}), the latest change unless it is a delete",
         keys.join(", ")
     );
     Ok(ViewTable::new(plan, Some(definition)))
+}
+
+/// A SQL identifier, quoted.
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }

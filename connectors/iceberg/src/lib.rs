@@ -225,7 +225,7 @@ impl IcebergCatalog {
         let Some(keys) = current_state::key_columns(&changelog.table)? else {
             return Ok(None);
         };
-        let view = current_state::view(changelog, keys)?;
+        let view = current_state::view(changelog, keys).await?;
         let mut listing = self.listing.write();
         let tables = listing.entry(schema.to_string()).or_default();
         if !tables.iter().any(|table| table == name) {
