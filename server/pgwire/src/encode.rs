@@ -115,6 +115,7 @@ fn rows(
                 None => return None,
                 Some(Ok(batch)) => {
                     if batch.num_rows() > 0 {
+                        let batch = crate::temporal_text::render(batch, &state.fields);
                         state.current =
                             Some(Box::new(encode_recordbatch(state.fields.clone(), batch)));
                     }

@@ -11,6 +11,7 @@
 mod cancel;
 mod connection;
 mod encode;
+mod temporal_text;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
