@@ -44,6 +44,7 @@ pub struct IngestServer {
     shutdown: CancellationToken,
     pipelines: Vec<(String, JoinHandle<Result<(), String>>)>,
     http: Option<JoinHandle<()>>,
+    maintenance: Option<JoinHandle<()>>,
 }
 
 impl IngestServer {
@@ -115,6 +116,24 @@ impl IngestServer {
         if pipelines.is_empty() {
             anyhow::bail!("[ingest.pipelines] is empty: there is nothing to ingest");
         }
+        let maintenance = ingest.maintenance.enabled.then(|| {
+            let mut tables: Vec<(String, String)> = Vec::new();
+            for (name, pipeline) in &ingest.pipelines {
+                if options.pipelines.is_empty() || options.pipelines.contains(name) {
+                    for table in [pipeline.landing_parts(), pipeline.dead_letter_parts()] {
+                        if !tables.contains(&table) {
+                            tables.push(table);
+                        }
+                    }
+                }
+            }
+            tokio::spawn(maintain::run_periodically(
+                catalog.clone(),
+                tables,
+                ingest.maintenance.clone(),
+                shutdown.clone(),
+            ))
+        });
         tracing::info!(%http_address, pipelines = pipelines.len(), writer = %writer_id, "fjord ingest is running");
         Ok(IngestServer {
             http_address,
@@ -122,6 +141,7 @@ impl IngestServer {
             shutdown,
             pipelines,
             http: Some(http),
+            maintenance,
         })
     }
 
@@ -148,6 +168,9 @@ impl IngestServer {
         self.shutdown.cancel();
         if let Some(http) = self.http.take() {
             let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
+        }
+        if let Some(maintenance) = self.maintenance.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), maintenance).await;
         }
         if failed.is_empty() {
             Ok(())

@@ -163,3 +163,60 @@ pub async fn expire_in_catalog(
     }
     Ok(results)
 }
+
+/// The sidecar's own upkeep (`[ingest.maintenance]`): every interval, expires the snapshots of
+/// `tables` (`(schema, table)`; missing ones are skipped) until `shutdown`.
+pub async fn run_periodically(
+    catalog: Arc<dyn Catalog>,
+    tables: Vec<(String, String)>,
+    config: fjord_config::MaintenanceConfig,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let interval = config.interval();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_millis() as i64)
+            .unwrap_or_default();
+        let policy = ExpirePolicy {
+            older_than_ms: now_ms - config.expire_older_than().as_millis() as i64,
+            retain_last: config.retain_last,
+            dry_run: false,
+        };
+        for (schema, table) in &tables {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            let ident =
+                TableIdent::new(iceberg::NamespaceIdent::new(schema.clone()), table.clone());
+            match catalog.table_exists(&ident).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(error) => {
+                    tracing::warn!(%schema, %table, %error, "maintenance: cannot look the table up");
+                    continue;
+                }
+            }
+            match expire_snapshots(&catalog, &ident, policy).await {
+                Ok(report) if report.snapshots_after < report.snapshots_before => {
+                    tracing::info!(
+                        table = %report.table,
+                        before = report.snapshots_before,
+                        after = report.snapshots_after,
+                        kept_for_offsets = report.kept_for_offsets,
+                        "maintenance: snapshots expired"
+                    );
+                }
+                Ok(_) => {}
+                // A commit racing the pipeline's is retried at the next interval.
+                Err(error) => {
+                    tracing::warn!(%schema, %table, %error, "maintenance: snapshot expiry failed")
+                }
+            }
+        }
+    }
+}

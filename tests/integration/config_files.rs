@@ -82,6 +82,12 @@ fn check_config_accepts_the_reference_file_and_locates_mistakes() -> anyhow::Res
             "ingest.pipelines.cats.format",
             "unknown variant `protobuf`",
         ),
+        (
+            "[catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"w\"\n[ingest.kafka]\nbootstrap_servers = \"k:9092\"\n[ingest.maintenance]\nretain_last = 0\n",
+            7,
+            "ingest.maintenance.retain_last",
+            "at least 1",
+        ),
     ];
     for (index, (text, line, key, reason)) in cases.iter().enumerate() {
         let path = directory.path().join(format!("case{index}.toml"));

@@ -955,3 +955,57 @@ async fn sasl_scram_over_tls_lands_events_and_a_wrong_password_shows_on_health()
     sidecar.stop().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sidecar_expires_old_snapshots_by_itself() -> Result<()> {
+    let kafka = Kafka::start().await?;
+    kafka.create_topic("cat-interactions", 1).await?;
+    let fjord = Fjord::start("").await?;
+    let config = ingest_config(
+        &fjord,
+        &kafka,
+        "self-maintained",
+        &[INTERACTIONS_PIPELINE],
+        "",
+    )?;
+    let mut text = std::fs::read_to_string(&config)?;
+    text.push_str(
+        "\n[ingest.maintenance]\ninterval = \"500ms\"\nexpire_older_than = \"0s\"\nretain_last = 2\n",
+    );
+    std::fs::write(&config, text)?;
+    let count_sql = "SELECT count(*) FROM iceberg.data_on_eks.cat_interactions_raw";
+    let sidecar = start_sidecar(&config, &[]).await?;
+    for batch in 0..6u64 {
+        let events: Vec<_> = (batch * 100..(batch + 1) * 100).map(interaction).collect();
+        kafka.produce("cat-interactions", &events).await?;
+        wait_for_count(
+            &fjord,
+            count_sql,
+            (batch as i64 + 1) * 100,
+            Duration::from_secs(60),
+        )
+        .await?;
+    }
+    // Six commits made six snapshots; the sidecar keeps the newest two.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let report = run_maintain(
+            &config,
+            &["--dry-run", "--table", "data_on_eks.cat_interactions_raw"],
+        )?;
+        if report.contains("data_on_eks.cat_interactions_raw: 2 snapshots") {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the sidecar did not expire snapshots: {report}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Nothing was lost, and the pipeline goes on from its offsets.
+    kafka
+        .produce("cat-interactions", &[interaction(600)])
+        .await?;
+    wait_for_count(&fjord, count_sql, 601, Duration::from_secs(60)).await?;
+    sidecar.stop().await?;
+    Ok(())
+}

@@ -23,6 +23,59 @@ pub struct IngestConfig {
     /// `[ingest.pipelines.<name>]`: topics to tables.
     #[serde(default)]
     pub pipelines: BTreeMap<String, PipelineConfig>,
+    /// `[ingest.maintenance]`: snapshot expiry the sidecar runs by itself.
+    #[serde(default)]
+    pub maintenance: MaintenanceConfig,
+}
+
+/// `[ingest.maintenance]`: every `interval`, the sidecar expires the snapshots of its tables
+/// (and their dead-letter tables) older than `expire_older_than`, keeping the newest
+/// `retain_last` and every snapshot its Kafka offsets are read from (as `fjord maintain` does).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceConfig {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default = "default_maintenance_interval")]
+    pub interval: String,
+    #[serde(default = "default_expire_older_than")]
+    pub expire_older_than: String,
+    #[serde(default = "default_retain_last")]
+    pub retain_last: usize,
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> Self {
+        MaintenanceConfig {
+            enabled: true,
+            interval: default_maintenance_interval(),
+            expire_older_than: default_expire_older_than(),
+            retain_last: default_retain_last(),
+        }
+    }
+}
+
+impl MaintenanceConfig {
+    pub fn interval(&self) -> Duration {
+        parse_duration(&self.interval).unwrap_or(Duration::from_secs(3600))
+    }
+
+    pub fn expire_older_than(&self) -> Duration {
+        parse_duration(&self.expire_older_than).unwrap_or(Duration::from_secs(86400))
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_maintenance_interval() -> String {
+    "1h".into()
+}
+fn default_expire_older_than() -> String {
+    "1d".into()
+}
+fn default_retain_last() -> usize {
+    100
 }
 
 fn default_http_listen() -> String {
@@ -378,6 +431,31 @@ impl IngestConfig {
                         .into(),
                 ));
             }
+        }
+        let maintenance = &self.maintenance;
+        if parse_duration(&maintenance.interval).is_none_or(|interval| interval.is_zero()) {
+            return Err((
+                "ingest.maintenance.interval".into(),
+                format!(
+                    "`{}` is not a duration such as \"1h\"",
+                    maintenance.interval
+                ),
+            ));
+        }
+        if parse_duration(&maintenance.expire_older_than).is_none() {
+            return Err((
+                "ingest.maintenance.expire_older_than".into(),
+                format!(
+                    "`{}` is not a duration such as \"1d\"",
+                    maintenance.expire_older_than
+                ),
+            ));
+        }
+        if maintenance.retain_last == 0 {
+            return Err((
+                "ingest.maintenance.retain_last".into(),
+                "must be at least 1: the current snapshot always stays".into(),
+            ));
         }
         let mut tables: BTreeMap<&str, &str> = BTreeMap::new();
         for (name, pipeline) in &self.pipelines {

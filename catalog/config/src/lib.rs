@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use ingest::{
-    CHANGELOG_SUFFIX, CommitPolicy, IngestConfig, KafkaConfig, PipelineConfig,
+    CHANGELOG_SUFFIX, CommitPolicy, IngestConfig, KafkaConfig, MaintenanceConfig, PipelineConfig,
     SchemaRegistryConfig, SecurityProtocol, ValueFormat, parse_duration,
 };
 pub use secret::{Secret, expand_env_references};
