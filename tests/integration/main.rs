@@ -7,6 +7,7 @@ mod config_files;
 mod failures;
 mod ingest;
 mod live_catalogs;
+mod node_drivers;
 mod object_storage;
 mod protocol;
 mod psql_meta;
