@@ -1009,3 +1009,61 @@ async fn the_sidecar_expires_old_snapshots_by_itself() -> Result<()> {
     sidecar.stop().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pyiceberg_reads_what_the_sidecar_landed() -> Result<()> {
+    let kafka = Kafka::start().await?;
+    kafka.create_topic("cat-interactions", 3).await?;
+    let fjord = Fjord::start("").await?;
+    let config = ingest_config(&fjord, &kafka, "pyiceberg", &[INTERACTIONS_PIPELINE], "")?;
+    let sidecar = start_sidecar(&config, &[]).await?;
+    for batch in 0..3u64 {
+        let events: Vec<_> = (batch * 1000..(batch + 1) * 1000)
+            .map(interaction)
+            .collect();
+        kafka.produce("cat-interactions", &events).await?;
+        wait_for_count(
+            &fjord,
+            "SELECT count(*) FROM iceberg.data_on_eks.cat_interactions_raw",
+            (batch as i64 + 1) * 1000,
+            Duration::from_secs(60),
+        )
+        .await?;
+    }
+    sidecar.stop().await?;
+
+    let venv = fjord_tests::test_venv()?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/pyiceberg_check.py");
+    let directory = fjord.directory.path();
+    let output = tokio::process::Command::new(venv.join("bin/python"))
+        .arg(script)
+        .arg("iceberg")
+        .arg(directory.join("catalog.db"))
+        .arg(directory.join("warehouse"))
+        .arg("data_on_eks.cat_interactions_raw")
+        .output()
+        .await?;
+    anyhow::ensure!(
+        output.status.success(),
+        "PyIceberg could not read the table: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    assert_eq!(seen["rows"], 3000, "{seen}");
+    assert_eq!(seen["distinct_offsets"], 3000, "{seen}");
+    assert_eq!(
+        seen["partition_fields"],
+        serde_json::json!(["day"]),
+        "{seen}"
+    );
+    // The offsets in the current snapshot's summary account for every record.
+    let recorded: i64 = seen["snapshot_offsets"]["cat-interactions"]
+        .as_object()
+        .context("offsets of the topic")?
+        .values()
+        .map(|next| next.as_i64().unwrap_or(0))
+        .sum();
+    assert_eq!(recorded, 3000, "{seen}");
+    assert!(seen["snapshots"].as_u64().unwrap_or(0) >= 3, "{seen}");
+    Ok(())
+}
