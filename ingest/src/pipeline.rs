@@ -247,6 +247,21 @@ impl ConsumerContext for IngestContext {
     }
 }
 
+/// A record rejected before decoding, with its raw key and value (at most 1 MiB of it).
+fn dead_letter_of(message: &BorrowedMessage<'_>, error: String) -> DeadLetter {
+    DeadLetter {
+        topic: message.topic().to_string(),
+        partition: message.partition(),
+        offset: message.offset(),
+        timestamp_ms: message.timestamp().to_millis(),
+        error,
+        key: message.key().map(<[u8]>::to_vec),
+        value: message
+            .payload()
+            .map(|value| value[..value.len().min(1 << 20)].to_vec()),
+    }
+}
+
 /// See [`Worker::cursor`].
 struct Cursor {
     topic: Arc<str>,
@@ -548,17 +563,7 @@ impl Worker {
             None
         };
         if let Some(error) = problem {
-            self.rejected.push(DeadLetter {
-                topic: topic.to_string(),
-                partition,
-                offset,
-                timestamp_ms: timestamp,
-                error,
-                key: message.key().map(<[u8]>::to_vec),
-                value: message
-                    .payload()
-                    .map(|value| value[..value.len().min(1 << 20)].to_vec()),
-            });
+            self.rejected.push(dead_letter_of(message, error));
             self.chunk_advance.set(topic, partition, offset + 1);
             return;
         }
@@ -573,15 +578,7 @@ impl Worker {
                     &row,
                     message.payload(),
                 ),
-                Err(error) => self.rejected.push(DeadLetter {
-                    topic: topic.to_string(),
-                    partition,
-                    offset,
-                    timestamp_ms: timestamp,
-                    error,
-                    key: message.key().map(<[u8]>::to_vec),
-                    value: message.payload().map(<[u8]>::to_vec),
-                }),
+                Err(error) => self.rejected.push(dead_letter_of(message, error)),
             }
         } else {
             self.chunk.push(

@@ -790,6 +790,25 @@ async fn avro_with_a_schema_registry_lands_and_evolves() -> Result<()> {
     Ok(())
 }
 
+/// Produces `batches` batches of `size` interactions (numbered from 0) and waits for each to
+/// land in the interactions table before the next, so that each lands in commits of its own.
+async fn land_in_commits(kafka: &Kafka, fjord: &Fjord, batches: u64, size: u64) -> Result<()> {
+    for batch in 0..batches {
+        let events: Vec<_> = (batch * size..(batch + 1) * size)
+            .map(interaction)
+            .collect();
+        kafka.produce(INTERACTIONS_PIPELINE.1, &events).await?;
+        wait_for_count(
+            fjord,
+            &format!("SELECT count(*) FROM iceberg.{}", INTERACTIONS_PIPELINE.2),
+            ((batch + 1) * size) as i64,
+            Duration::from_secs(60),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// Runs `fjord maintain` (the test build's binary) with `args`; its stdout.
 fn run_maintain(config: &Path, args: &[&str]) -> Result<String> {
     let output = std::process::Command::new(fjord_binary())
@@ -817,17 +836,7 @@ async fn maintain_expires_snapshots_but_keeps_the_ones_holding_the_offsets() -> 
     let count_sql = format!("SELECT count(*) FROM {table}");
     let sidecar = start_sidecar(&config, &[]).await?;
     // Several commits, so several snapshots.
-    for batch in 0..5u64 {
-        let events: Vec<_> = (batch * 200..(batch + 1) * 200).map(interaction).collect();
-        kafka.produce("cat-interactions", &events).await?;
-        wait_for_count(
-            &fjord,
-            &count_sql,
-            (batch as i64 + 1) * 200,
-            Duration::from_secs(60),
-        )
-        .await?;
-    }
+    land_in_commits(&kafka, &fjord, 5, 200).await?;
     sidecar.stop().await?;
     // Two commits by someone else on top: their snapshots carry no offsets, so the sidecar
     // finds its offsets two snapshots back. The first leaves out the partition column.
@@ -975,17 +984,7 @@ async fn the_sidecar_expires_old_snapshots_by_itself() -> Result<()> {
     std::fs::write(&config, text)?;
     let count_sql = "SELECT count(*) FROM iceberg.data_on_eks.cat_interactions_raw";
     let sidecar = start_sidecar(&config, &[]).await?;
-    for batch in 0..6u64 {
-        let events: Vec<_> = (batch * 100..(batch + 1) * 100).map(interaction).collect();
-        kafka.produce("cat-interactions", &events).await?;
-        wait_for_count(
-            &fjord,
-            count_sql,
-            (batch as i64 + 1) * 100,
-            Duration::from_secs(60),
-        )
-        .await?;
-    }
+    land_in_commits(&kafka, &fjord, 6, 100).await?;
     // Six commits made six snapshots; the sidecar keeps the newest two.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -1017,19 +1016,7 @@ async fn pyiceberg_reads_what_the_sidecar_landed() -> Result<()> {
     let fjord = Fjord::start("").await?;
     let config = ingest_config(&fjord, &kafka, "pyiceberg", &[INTERACTIONS_PIPELINE], "")?;
     let sidecar = start_sidecar(&config, &[]).await?;
-    for batch in 0..3u64 {
-        let events: Vec<_> = (batch * 1000..(batch + 1) * 1000)
-            .map(interaction)
-            .collect();
-        kafka.produce("cat-interactions", &events).await?;
-        wait_for_count(
-            &fjord,
-            "SELECT count(*) FROM iceberg.data_on_eks.cat_interactions_raw",
-            (batch as i64 + 1) * 1000,
-            Duration::from_secs(60),
-        )
-        .await?;
-    }
+    land_in_commits(&kafka, &fjord, 3, 1000).await?;
     sidecar.stop().await?;
 
     let venv = fjord_tests::test_venv()?;
