@@ -110,20 +110,6 @@ impl Chunk {
         }
     }
 
-    /// Empties the chunk, keeping its buffers for the next records.
-    pub fn clear(&mut self) {
-        self.values.clear();
-        self.value_ends.clear();
-        self.keys.clear();
-        self.key_ends.clear();
-        self.has_key.clear();
-        self.topics.clear();
-        self.partitions.clear();
-        self.offsets.clear();
-        self.timestamps.clear();
-        self.originals.clear();
-    }
-
     pub fn len(&self) -> usize {
         self.offsets.len()
     }

@@ -262,14 +262,6 @@ fn dead_letter_of(message: &BorrowedMessage<'_>, error: String) -> DeadLetter {
     }
 }
 
-/// See [`Worker::cursor`].
-struct Cursor {
-    topic: Arc<str>,
-    partition: i32,
-    position: Option<i64>,
-    read: Option<i64>,
-}
-
 struct Worker {
     spec: PipelineSpec,
     metrics: Arc<PipelineMetrics>,
@@ -282,10 +274,6 @@ struct Worker {
     positions: BTreeMap<Key, Option<i64>>,
     /// Next offset expected per partition after what is buffered.
     read: BTreeMap<Key, i64>,
-    /// The partition of the last record accepted, with its entries of `positions` and `read`
-    /// (its `read` is written back when another partition's record comes, or before positions
-    /// change): records come in runs per partition, and a run then costs no map lookups.
-    cursor: Option<Cursor>,
     /// Set when positions could not be read from the table at assignment: partitions are
     /// paused until they are.
     positions_unknown: bool,
@@ -340,7 +328,6 @@ impl Worker {
             dead_topic,
             positions: BTreeMap::new(),
             read: BTreeMap::new(),
-            cursor: None,
             positions_unknown: false,
             chunk: Chunk::default(),
             decode_state: DecodeState::default(),
@@ -465,7 +452,6 @@ impl Worker {
 
     /// Forgets assignment and buffers.
     fn clear(&mut self) {
-        self.cursor = None;
         self.positions.clear();
         self.read.clear();
         self.discard_buffers();
@@ -474,7 +460,7 @@ impl Worker {
     }
 
     fn discard_buffers(&mut self) {
-        self.chunk.clear();
+        self.chunk = Chunk::default();
         self.chunk_advance = Offsets::default();
         self.batches.clear();
         self.rejected.clear();
@@ -485,55 +471,26 @@ impl Worker {
         self.oldest_timestamp_ms = None;
     }
 
-    /// Writes the cursor's read position back and forgets it.
-    fn park_cursor(&mut self) {
-        if let Some(cursor) = self.cursor.take()
-            && let Some(read) = cursor.read
-        {
-            self.read
-                .insert((cursor.topic.to_string(), cursor.partition), read);
-        }
-    }
-
     fn accept(&mut self, consumer: &BaseConsumer<IngestContext>, message: &BorrowedMessage<'_>) {
         let topic = message.topic();
         let partition = message.partition();
         let offset = message.offset();
-        let same_partition = self
-            .cursor
-            .as_ref()
-            .is_some_and(|cursor| cursor.partition == partition && &*cursor.topic == topic);
-        if !same_partition {
-            self.park_cursor();
-            let key = (topic.to_string(), partition);
-            let Some(position) = self.positions.get(&key).copied() else {
-                // Not (or no longer) ours.
-                return;
-            };
-            let read = self.read.get(&key).copied();
-            let topic_name = match self.topic_names.get(topic) {
-                Some(name) => name.clone(),
-                None => {
-                    let name: Arc<str> = Arc::from(topic);
-                    self.topic_names.insert(topic.to_string(), name.clone());
-                    name
-                }
-            };
-            self.cursor = Some(Cursor {
-                topic: topic_name,
-                partition,
-                position,
-                read,
-            });
-        }
-        let cursor = self.cursor.as_mut().expect("set above");
-        let next = cursor.read.or(cursor.position);
+        let key = (topic.to_string(), partition);
+        let Some(position) = self.positions.get(&key).copied() else {
+            // Not (or no longer) ours.
+            return;
+        };
+        let next = self.read.get(&key).copied().or(position);
         if next.is_some_and(|next| offset < next) {
             // Already in the table or in the buffer: a redelivery.
             return;
         }
-        cursor.read = Some(offset + 1);
-        let topic_name = cursor.topic.clone();
+        self.read.insert(key, offset + 1);
+        let topic_name = self
+            .topic_names
+            .entry(topic.to_string())
+            .or_insert_with(|| Arc::from(topic))
+            .clone();
         let timestamp = message.timestamp().to_millis();
         let value = message.payload().unwrap_or_default();
         self.metrics
@@ -633,7 +590,7 @@ impl Worker {
                     }
                     let chunk_advance = std::mem::take(&mut self.chunk_advance);
                     self.advance.merge(&chunk_advance);
-                    self.chunk.clear();
+                    self.chunk = Chunk::default();
                     return;
                 }
                 Ok(Decoded::NeedsColumns(mut fields)) => {
@@ -710,7 +667,7 @@ impl Worker {
         }
         let chunk_advance = std::mem::take(&mut self.chunk_advance);
         self.advance.merge(&chunk_advance);
-        self.chunk.clear();
+        self.chunk = Chunk::default();
     }
 
     /// Record `row` of the pending chunk as a dead letter.
@@ -865,7 +822,6 @@ impl Worker {
         }
         match self.table_positions() {
             Ok(offsets) => {
-                self.park_cursor();
                 let mut tpl = TopicPartitionList::new();
                 for ((topic, partition), position) in self.positions.iter_mut() {
                     *position = offsets.get(topic, *partition);
@@ -960,7 +916,6 @@ impl Worker {
         match outcome {
             CommitOutcome::Committed { snapshot_id, .. } => {
                 let elapsed = started.elapsed();
-                self.park_cursor();
                 for (topic, partitions) in &self.advance.0 {
                     for (partition, next) in partitions {
                         self.positions
@@ -1028,7 +983,6 @@ impl Worker {
     /// Drops buffers and rewinds every assigned partition to the table's offsets.
     fn reset_to(&mut self, consumer: &BaseConsumer<IngestContext>, offsets: &Offsets) {
         self.discard_buffers();
-        self.cursor = None;
         self.read.clear();
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), position) in self.positions.iter_mut() {
