@@ -262,6 +262,29 @@ fn dead_letter_of(message: &BorrowedMessage<'_>, error: String) -> DeadLetter {
     }
 }
 
+struct GapCheck {
+    expected: i64,
+    rewound: bool,
+}
+
+/// Checks for records skipped by the broker after positioning at the table's offsets.
+fn gap_checks_for(positions: &BTreeMap<Key, Option<i64>>) -> BTreeMap<Key, GapCheck> {
+    positions
+        .iter()
+        .filter_map(|(key, position)| {
+            position.map(|expected| {
+                (
+                    key.clone(),
+                    GapCheck {
+                        expected,
+                        rewound: false,
+                    },
+                )
+            })
+        })
+        .collect()
+}
+
 struct Worker {
     spec: PipelineSpec,
     metrics: Arc<PipelineMetrics>,
@@ -274,6 +297,9 @@ struct Worker {
     positions: BTreeMap<Key, Option<i64>>,
     /// Next offset expected per partition after what is buffered.
     read: BTreeMap<Key, i64>,
+    /// Partitions just positioned at an offset the table records, until their first record
+    /// shows the broker started there (see `accept`).
+    gap_checks: BTreeMap<Key, GapCheck>,
     /// Set when positions could not be read from the table at assignment: partitions are
     /// paused until they are.
     positions_unknown: bool,
@@ -328,6 +354,7 @@ impl Worker {
             dead_topic,
             positions: BTreeMap::new(),
             read: BTreeMap::new(),
+            gap_checks: BTreeMap::new(),
             positions_unknown: false,
             chunk: Chunk::default(),
             decode_state: DecodeState::default(),
@@ -419,6 +446,7 @@ impl Worker {
                     self.positions.insert((topic.clone(), *partition), next);
                 }
                 self.positions_unknown = false;
+                self.gap_checks = gap_checks_for(&self.positions);
                 tracing::info!(pipeline = %self.spec.name, partitions = ?self.positions, "partitions assigned; reading from the table's offsets");
             }
             Err(error) => {
@@ -452,6 +480,7 @@ impl Worker {
 
     /// Forgets assignment and buffers.
     fn clear(&mut self) {
+        self.gap_checks.clear();
         self.positions.clear();
         self.read.clear();
         self.discard_buffers();
@@ -484,6 +513,26 @@ impl Worker {
         if next.is_some_and(|next| offset < next) {
             // Already in the table or in the buffer: a redelivery.
             return;
+        }
+        if let Some(check) = self.gap_checks.get_mut(&key) {
+            // The first record after a seek to `expected`. A broker that answers a fetch from
+            // the middle of a record batch with the next batch (tansu 0.6 does) would make the
+            // commit cover records never read: read the partition again from its start, which
+            // every broker serves from batch boundaries; a gap seen again is real (compaction).
+            if offset > check.expected && !check.rewound {
+                tracing::warn!(pipeline = %self.spec.name, topic, partition, expected = check.expected, offset, "the broker skipped records after a seek; reading the partition again from its start");
+                check.rewound = true;
+                if let Err(error) =
+                    consumer.seek(topic, partition, Offset::Beginning, Duration::from_secs(10))
+                {
+                    tracing::error!(pipeline = %self.spec.name, %error, "cannot rewind the partition");
+                }
+                return;
+            }
+            if offset > check.expected {
+                tracing::warn!(pipeline = %self.spec.name, topic, partition, expected = check.expected, offset, "offsets missing from the partition itself (compacted or transactional); going on");
+            }
+            self.gap_checks.remove(&key);
         }
         self.read.insert(key, offset + 1);
         let topic_name = self
@@ -830,6 +879,7 @@ impl Worker {
                 }
                 self.positions_unknown = false;
                 self.retry_at = None;
+                self.gap_checks = gap_checks_for(&self.positions);
                 let _ = consumer.assign(&tpl);
                 let _ = consumer.resume(&tpl);
                 tracing::info!(pipeline = %self.spec.name, "offsets read from the table; pipeline resumed");
@@ -990,6 +1040,7 @@ impl Worker {
             let offset = position.map(Offset::Offset).unwrap_or(Offset::Beginning);
             let _ = tpl.add_partition_offset(topic, *partition, offset);
         }
+        self.gap_checks = gap_checks_for(&self.positions);
         if !self.shutting_down
             && tpl.count() > 0
             && let Err(error) = consumer.assign(&tpl)
