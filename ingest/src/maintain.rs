@@ -16,7 +16,7 @@ use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, TableIdent};
 
-use crate::offsets::OFFSETS_PROPERTY;
+use crate::offsets::{OFFSETS_PROPERTY, ancestry};
 
 /// Which snapshots may go.
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +27,21 @@ pub struct ExpirePolicy {
     pub retain_last: usize,
     /// Report what would happen without committing.
     pub dry_run: bool,
+}
+
+impl ExpirePolicy {
+    /// Snapshots older than `age` (from now) may go.
+    pub fn older_than(age: std::time::Duration, retain_last: usize, dry_run: bool) -> Self {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_millis() as i64)
+            .unwrap_or_default();
+        ExpirePolicy {
+            older_than_ms: now_ms - age.as_millis() as i64,
+            retain_last,
+            dry_run,
+        }
+    }
 }
 
 /// What expiring one table did (or would do).
@@ -42,22 +57,16 @@ pub struct ExpireReport {
 /// How many snapshots, counted from the current one back along its ancestry, must stay so that
 /// every Kafka offset property recorded in the table is still found by the sidecar's walk.
 pub fn snapshots_needed_for_offsets(table: &Table) -> usize {
-    let metadata = table.metadata();
     let mut needed = 0;
-    let mut seen: Vec<String> = Vec::new();
-    let mut depth = 0;
-    let mut snapshot = metadata.current_snapshot().cloned();
-    while let Some(current) = snapshot {
-        depth += 1;
-        for key in current.summary().additional_properties.keys() {
-            if key.starts_with(OFFSETS_PROPERTY) && !seen.contains(key) {
-                seen.push(key.clone());
-                needed = depth;
+    let mut seen: Vec<&String> = Vec::new();
+    let path = ancestry(table);
+    for (depth, snapshot) in path.iter().enumerate() {
+        for key in snapshot.summary().additional_properties.keys() {
+            if key.starts_with(OFFSETS_PROPERTY) && !seen.contains(&key) {
+                seen.push(key);
+                needed = depth + 1;
             }
         }
-        snapshot = current
-            .parent_snapshot_id()
-            .and_then(|parent| metadata.snapshot_by_id(parent).cloned());
     }
     needed
 }
@@ -75,20 +84,15 @@ pub async fn expire_snapshots(
     let name = format!("{}.{}", ident.namespace().as_ref().join("."), ident.name());
     // Which snapshots go: older than the cutoff and not among the `retain` newest of main's
     // ancestry (iceberg's own selection, computed here as well to report a dry run).
-    let mut survivors = 0;
-    let metadata = table.metadata();
-    let mut snapshot = metadata.current_snapshot().cloned();
-    let mut depth = 0;
-    while let Some(current) = snapshot {
-        depth += 1;
-        if depth <= retain || current.timestamp_ms() >= policy.older_than_ms {
-            survivors += 1;
-        }
-        snapshot = current
-            .parent_snapshot_id()
-            .and_then(|parent| metadata.snapshot_by_id(parent).cloned());
-    }
-    let off_main = before - depth;
+    let path = ancestry(&table);
+    let survivors = path
+        .iter()
+        .enumerate()
+        .filter(|(depth, snapshot)| {
+            *depth < retain || snapshot.timestamp_ms() >= policy.older_than_ms
+        })
+        .count();
+    let off_main = before - path.len();
     if policy.dry_run || survivors + off_main == before {
         return Ok(ExpireReport {
             table: name,
@@ -178,15 +182,8 @@ pub async fn run_periodically(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_millis() as i64)
-            .unwrap_or_default();
-        let policy = ExpirePolicy {
-            older_than_ms: now_ms - config.expire_older_than().as_millis() as i64,
-            retain_last: config.retain_last,
-            dry_run: false,
-        };
+        let policy =
+            ExpirePolicy::older_than(config.expire_older_than(), config.retain_last, false);
         for (schema, table) in &tables {
             if shutdown.is_cancelled() {
                 return;

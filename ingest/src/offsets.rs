@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use iceberg::spec::SnapshotRef;
 use iceberg::table::Table;
 
 /// Snapshot summary property holding the offset map, as JSON.
@@ -84,23 +85,32 @@ impl Offsets {
 /// through parents past snapshots written by others (an `INSERT` through fjord serve, say).
 /// `property` is [`OFFSETS_PROPERTY`] or a per-pipeline variant of it.
 pub fn committed_offsets(table: &Table, property: &str) -> Result<Offsets, String> {
-    let metadata = table.metadata();
-    let mut snapshot = metadata.current_snapshot().cloned();
-    while let Some(current) = snapshot {
-        if let Some(text) = current.summary().additional_properties.get(property) {
+    for snapshot in ancestry(table) {
+        if let Some(text) = snapshot.summary().additional_properties.get(property) {
             return Offsets::from_json(text).map_err(|error| {
                 format!(
                     "snapshot {} of {} has an unreadable `{property}`: {error}",
-                    current.snapshot_id(),
+                    snapshot.snapshot_id(),
                     table.identifier()
                 )
             });
         }
+    }
+    Ok(Offsets::default())
+}
+
+/// The current snapshot and its ancestors, newest first: the path the offsets are read along.
+pub fn ancestry(table: &Table) -> Vec<SnapshotRef> {
+    let metadata = table.metadata();
+    let mut path = Vec::new();
+    let mut snapshot = metadata.current_snapshot().cloned();
+    while let Some(current) = snapshot {
         snapshot = current
             .parent_snapshot_id()
             .and_then(|parent| metadata.snapshot_by_id(parent).cloned());
+        path.push(current);
     }
-    Ok(Offsets::default())
+    path
 }
 
 #[cfg(test)]

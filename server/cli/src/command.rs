@@ -249,15 +249,7 @@ async fn maintain(
     if retain_last == 0 {
         anyhow::bail!("--retain-last must be at least 1");
     }
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as i64)
-        .unwrap_or_default();
-    let policy = ExpirePolicy {
-        older_than_ms: now_ms - age.as_millis() as i64,
-        retain_last,
-        dry_run,
-    };
+    let policy = ExpirePolicy::older_than(age, retain_last, dry_run);
     let results = expire_in_catalog(&config, catalog.as_deref(), &tables, policy).await?;
     let mut failed = false;
     for (table, result) in results {
