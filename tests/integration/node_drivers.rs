@@ -4,7 +4,7 @@ use fjord_tests::{Fjord, Postgres, TEST_DEMO, query_text};
 use serde_json::Value;
 
 /// Where the test script installed node-postgres.
-fn node_modules() -> anyhow::Result<std::path::PathBuf> {
+pub(crate) fn node_modules() -> anyhow::Result<std::path::PathBuf> {
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
     let path = std::path::PathBuf::from(home).join(".cache/fjord/node/node_modules");
     anyhow::ensure!(

@@ -491,3 +491,80 @@ pub async fn query_text(client: &Client, sql: &str) -> Result<Vec<Vec<String>>> 
 }
 
 pub mod kafka;
+
+/// A throwaway CA and a server certificate for 127.0.0.1 and localhost, made with openssl:
+/// `(ca.pem, server.pem, server.key)`.
+pub fn make_certificates(directory: &std::path::Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
+    let run = |args: &[&str]| -> Result<()> {
+        let output = Command::new("openssl")
+            .current_dir(directory)
+            .args(args)
+            .output()
+            .context("running openssl")?;
+        if !output.status.success() {
+            bail!(
+                "openssl {args:?} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(())
+    };
+    std::fs::write(
+        directory.join("server.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+         keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )?;
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=fjord-test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ])?;
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ])?;
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    ])?;
+    Ok((
+        directory.join("ca.pem"),
+        directory.join("server.pem"),
+        directory.join("server.key"),
+    ))
+}

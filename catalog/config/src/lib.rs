@@ -5,6 +5,7 @@
 //! every mistake is reported with the file, line and dotted key it concerns. Secrets are written as
 //! `${ENV_VAR}` references and expanded at load into [`Secret`] values, which never print.
 
+mod access;
 mod ingest;
 mod locate;
 mod secret;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use access::{AuthConfig, AuthMethod, SCRAM_PREFIX, ScramVerifier, TlsConfig};
 pub use ingest::{
     CHANGELOG_SUFFIX, CommitPolicy, IngestConfig, KafkaConfig, MaintenanceConfig, PipelineConfig,
     SchemaRegistryConfig, SecurityProtocol, ValueFormat, parse_duration,
@@ -66,6 +68,10 @@ pub struct ServerConfig {
     /// Memory one connection's query may use ("2GiB", "512MB"; "0" for no limit). Operators
     /// that can spill to disk do; others fail the query with SQLSTATE 53200.
     pub query_memory_limit: String,
+    /// `[server.tls]`: TLS for the listeners; absent means plaintext only.
+    pub tls: Option<TlsConfig>,
+    /// `[server.auth]`: the users who may connect and how they authenticate.
+    pub auth: AuthConfig,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +85,8 @@ impl Default for ServerConfig {
             shutdown_grace_seconds: 10,
             max_connections: 100,
             query_memory_limit: "2GiB".into(),
+            tls: None,
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -407,6 +415,7 @@ impl Config {
     }
 
     fn resolve_secrets(&mut self) -> Result<(), (String, String)> {
+        self.server.auth.resolve_secrets()?;
         for (name, catalog) in &mut self.catalogs {
             let key = |field: &str| format!("catalogs.{name}.{field}");
             match catalog {
@@ -546,6 +555,7 @@ impl Config {
         if self.server.batch_size == 0 {
             return Err(("server.batch_size".into(), "must be at least 1".into()));
         }
+        self.server.auth.validate(self.server.tls.as_ref())?;
         if let Some(ingest) = &self.ingest {
             let iceberg: Vec<&str> = self
                 .catalogs
@@ -608,7 +618,7 @@ pub fn is_valid_catalog_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
-fn absolute(base: &Path, path: &str) -> PathBuf {
+pub(crate) fn absolute(base: &Path, path: &str) -> PathBuf {
     let path = Path::new(path);
     let joined = if path.is_absolute() {
         path.to_path_buf()

@@ -101,6 +101,10 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Print the SCRAM-SHA-256 verifier of a password, for `[server.auth.users]`. The password
+    /// is read from the first line of standard input (`printf '%s' "$PW" | fjord hash-password`);
+    /// the verifier is PostgreSQL's format, so one copied from `pg_authid` works too.
+    HashPassword,
     /// Validate a configuration file; exits non-zero with file, line and reason when it is wrong.
     CheckConfig {
         /// The file to check; the embedded default if absent.
@@ -170,6 +174,7 @@ pub fn main() -> ExitCode {
                 retain_last,
                 dry_run,
             } => maintain(config, catalog, tables, &older_than, retain_last, dry_run).await,
+            Command::HashPassword => hash_password(),
             Command::CheckConfig { file } => check_config(file),
         }
     });
@@ -357,6 +362,21 @@ async fn demo(
             .map_err(|error| anyhow::anyhow!(error))?;
         println!("{produced} live events produced");
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn hash_password() -> anyhow::Result<ExitCode> {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        anyhow::bail!(
+            "no password on standard input: printf '%s' \"$PASSWORD\" | fjord hash-password"
+        );
+    }
+    println!("{}", fjord_pgwire::hash_password(password));
     Ok(ExitCode::SUCCESS)
 }
 

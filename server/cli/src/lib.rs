@@ -30,7 +30,22 @@ pub fn check_config(path: Option<&std::path::Path>) -> Result<String, fjord_conf
         .iter()
         .map(|(name, catalog)| format!("{name} ({})", catalog.type_name()))
         .collect();
-    let mut summary = format!("{name}: ok; catalogs: {}", catalogs.join(", "));
+    // The TLS files are read as `fjord serve` would read them.
+    let access =
+        fjord_pgwire::Access::from_config(&config.server, &config.base_dir).map_err(|reason| {
+            fjord_config::ConfigError {
+                file: name.clone(),
+                line: None,
+                column: None,
+                key: Some("server.tls".into()),
+                reason,
+            }
+        })?;
+    let mut summary = format!(
+        "{name}: ok; catalogs: {}; postgres listener: {}",
+        catalogs.join(", "),
+        access.describe()
+    );
     if let Some(ingest) = &config.ingest {
         let pipelines: Vec<String> = ingest
             .pipelines
@@ -61,6 +76,9 @@ impl RunningServer {
     /// Starts every listener of `config` and returns once they accept connections. The demo
     /// world is built first when `[demo] build_on_start` is set and it is missing.
     pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+        // TLS that cannot start stops the server here: never a silent plaintext fallback.
+        let access = fjord_pgwire::Access::from_config(&config.server, &config.base_dir)
+            .map_err(|error| anyhow::anyhow!("cannot start the postgres listener: {error}"))?;
         let engine = Engine::new(config.clone()).await?;
         if config.demo.build_on_start {
             match fjord_demo::is_built(&engine, &config.demo).await {
@@ -72,7 +90,7 @@ impl RunningServer {
                 Err(error) => tracing::warn!(%error, "not building the demo world"),
             }
         }
-        let server = PgServer::bind(&config.server.postgres_listen, engine.clone())
+        let server = PgServer::bind(&config.server.postgres_listen, engine.clone(), access)
             .await
             .map_err(|error| {
                 anyhow::anyhow!(

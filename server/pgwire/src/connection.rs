@@ -34,11 +34,12 @@ use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::extendedquery::Execute;
 use pgwire::messages::response::EmptyQueryResponse;
-use pgwire::messages::startup::SecretKey;
+use pgwire::messages::startup::{Authentication, SecretKey};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::types::format::FormatOptions;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::{Access, Admission, AuthFailure, Exchange, SCRAM_SHA_256, fatal};
 use crate::cancel::{CancelRegistry, QueryCancel, QueryToken};
 use crate::encode::{canceled, canceled_by, engine_error, pg_fields, query_response};
 
@@ -72,6 +73,9 @@ pub(crate) struct Connection {
     peer: SocketAddr,
     /// Past `max_connections`: the startup is answered with 53300 and the connection closed.
     over_limit: bool,
+    access: Arc<Access>,
+    /// Where this connection's password exchange stands.
+    exchange: parking_lot::Mutex<Exchange>,
 }
 
 impl Connection {
@@ -82,6 +86,7 @@ impl Connection {
         shutdown: CancellationToken,
         peer: SocketAddr,
         over_limit: bool,
+        access: Arc<Access>,
     ) -> Self {
         let session = engine.new_session();
         Connection {
@@ -95,6 +100,8 @@ impl Connection {
             shutdown,
             peer,
             over_limit,
+            access,
+            exchange: parking_lot::Mutex::new(Exchange::Idle),
         }
     }
 
@@ -197,20 +204,129 @@ impl StartupHandler for Connection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let PgWireFrontendMessage::Startup(startup) = message else {
-            return Ok(());
-        };
-        protocol_negotiation(client, &startup).await?;
-        if self.over_limit {
-            tracing::warn!(peer = %self.peer, "connection refused: max_connections reached");
-            let info = pgwire::error::ErrorInfo::new(
-                "FATAL".into(),
-                "53300".into(),
-                "sorry, too many clients already".into(),
-            );
-            return Err(PgWireError::UserError(Box::new(info)));
+        match message {
+            PgWireFrontendMessage::Startup(startup) => {
+                protocol_negotiation(client, &startup).await?;
+                if self.over_limit {
+                    tracing::warn!(peer = %self.peer, "connection refused: max_connections reached");
+                    return Err(startup_error(fatal(
+                        "53300",
+                        "sorry, too many clients already".into(),
+                    )));
+                }
+                save_startup_parameters_to_metadata(client, &startup);
+                let user = client_user(client);
+                match self.access.admit(&self.peer, client.is_secure(), &user) {
+                    Admission::Trusted => self.complete_startup(client).await,
+                    Admission::Refused(reason) => {
+                        tracing::warn!(peer = %self.peer, %user, %reason, "connection refused");
+                        Err(startup_error(fatal("28000", reason)))
+                    }
+                    Admission::Scram => {
+                        client.set_state(PgWireConnectionState::AuthenticationInProgress);
+                        *self.exchange.lock() = Exchange::AwaitingClientFirst;
+                        client
+                            .send(PgWireBackendMessage::Authentication(Authentication::SASL(
+                                vec![SCRAM_SHA_256.to_string()],
+                            )))
+                            .await?;
+                        Ok(())
+                    }
+                    Admission::Cleartext => {
+                        client.set_state(PgWireConnectionState::AuthenticationInProgress);
+                        *self.exchange.lock() = Exchange::AwaitingPassword;
+                        client
+                            .send(PgWireBackendMessage::Authentication(
+                                Authentication::CleartextPassword,
+                            ))
+                            .await?;
+                        Ok(())
+                    }
+                }
+            }
+            PgWireFrontendMessage::PasswordMessageFamily(message) => {
+                let user = client_user(client);
+                let exchange = std::mem::take(&mut *self.exchange.lock());
+                let outcome = match exchange {
+                    Exchange::AwaitingClientFirst => {
+                        let initial = message
+                            .into_sasl_initial_response()
+                            .map_err(|_| malformed("expected a SASLInitialResponse message"))?;
+                        if initial.auth_method != SCRAM_SHA_256 {
+                            return Err(malformed("the client chose a SASL mechanism not offered"));
+                        }
+                        let data = initial.data.unwrap_or_default();
+                        match self.access.scram_first(&user, &data) {
+                            Ok((server_first, pending)) => {
+                                *self.exchange.lock() =
+                                    Exchange::AwaitingClientFinal(Box::new(pending));
+                                client
+                                    .send(PgWireBackendMessage::Authentication(
+                                        Authentication::SASLContinue(server_first.into()),
+                                    ))
+                                    .await?;
+                                return Ok(());
+                            }
+                            Err(failure) => Err(failure),
+                        }
+                    }
+                    Exchange::AwaitingClientFinal(pending) => {
+                        let response = message
+                            .into_sasl_response()
+                            .map_err(|_| malformed("expected a SASLResponse message"))?;
+                        match self.access.scram_final(&pending, &response.data) {
+                            Ok(server_final) => {
+                                client
+                                    .feed(PgWireBackendMessage::Authentication(
+                                        Authentication::SASLFinal(server_final.into()),
+                                    ))
+                                    .await?;
+                                Ok(())
+                            }
+                            Err(failure) => Err(failure),
+                        }
+                    }
+                    Exchange::AwaitingPassword => {
+                        let password = message
+                            .into_password()
+                            .map_err(|_| malformed("expected a password message"))?;
+                        if self.access.check_password(&user, &password.password) {
+                            Ok(())
+                        } else {
+                            Err(AuthFailure::Failed)
+                        }
+                    }
+                    Exchange::Idle => Err(AuthFailure::Malformed("unexpected password message")),
+                };
+                match outcome {
+                    Ok(()) => self.complete_startup(client).await,
+                    Err(AuthFailure::Malformed(reason)) => {
+                        tracing::warn!(peer = %self.peer, %user, reason, "authentication aborted");
+                        Err(malformed(reason))
+                    }
+                    Err(AuthFailure::Failed) => {
+                        tracing::warn!(peer = %self.peer, %user, "password authentication failed");
+                        Err(startup_error(fatal(
+                            "28P01",
+                            format!("password authentication failed for user \"{user}\""),
+                        )))
+                    }
+                }
+            }
+            _ => Ok(()),
         }
-        save_startup_parameters_to_metadata(client, &startup);
+    }
+}
+
+impl Connection {
+    /// After authentication: binds the session to the client and sends the server's
+    /// parameters, the cancel key and ReadyForQuery.
+    async fn complete_startup<C>(&self, client: &mut C) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
         let user = client.metadata().get(METADATA_USER).cloned();
         let database = client.metadata().get(METADATA_DATABASE).cloned();
         let application = client.metadata().get(METADATA_APPLICATION_NAME).cloned();
@@ -227,7 +343,7 @@ impl StartupHandler for Connection {
             SecretKey::I32(secret).to_bytes().to_vec(),
             Arc::downgrade(&self.query_cancel),
         );
-        tracing::info!(peer = %self.peer, pid, user = user.as_deref().unwrap_or(""), database = database.as_deref().unwrap_or(""), "client connected");
+        tracing::info!(peer = %self.peer, pid, user = user.as_deref().unwrap_or(""), database = database.as_deref().unwrap_or(""), tls = client.is_secure(), "client connected");
 
         let mut parameters = DefaultServerParameterProvider::default();
         parameters.server_version = format!("16.6 (fjord {})", env!("CARGO_PKG_VERSION"));
@@ -238,6 +354,24 @@ impl StartupHandler for Connection {
         parameters.default_transaction_read_only = false;
         finish_authentication(client, &parameters).await
     }
+}
+
+/// The user name of the startup message.
+fn client_user<C: ClientInfo>(client: &C) -> String {
+    client
+        .metadata()
+        .get(METADATA_USER)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn startup_error(info: pgwire::error::ErrorInfo) -> PgWireError {
+    PgWireError::UserError(Box::new(info))
+}
+
+/// A startup message that breaks the protocol: FATAL 08P01.
+fn malformed(reason: &str) -> PgWireError {
+    startup_error(fatal("08P01", reason.to_string()))
 }
 
 fn rand_secret() -> i32 {

@@ -8,6 +8,7 @@
 //!
 //! **Invariant:** this crate and the other front doors are the only ones that import pgwire.
 
+mod access;
 mod cancel;
 mod connection;
 mod encode;
@@ -23,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub use access::{Access, hash_password};
 use cancel::CancelRegistry;
 use connection::{Connection, ConnectionHandlers};
 
@@ -54,15 +56,22 @@ pub struct PgServer {
     open_connections: Arc<AtomicUsize>,
     cancels: Arc<CancelRegistry>,
     running_queries: Arc<AtomicUsize>,
+    access: Arc<Access>,
 }
 
 impl PgServer {
-    /// Binds the listener; port 0 picks a free port (see [`Self::local_addr`]).
-    pub async fn bind(address: &str, engine: Arc<Engine>) -> std::io::Result<PgServer> {
+    /// Binds the listener; port 0 picks a free port (see [`Self::local_addr`]). `access` holds
+    /// the TLS and password rules ([`Access::from_config`]).
+    pub async fn bind(
+        address: &str,
+        engine: Arc<Engine>,
+        access: Access,
+    ) -> std::io::Result<PgServer> {
         let listener = TcpListener::bind(address).await?;
         Ok(PgServer {
             listener,
             engine,
+            access: Arc::new(access),
             open_connections: Arc::new(AtomicUsize::new(0)),
             cancels: Arc::new(CancelRegistry::default()),
             running_queries: Arc::new(AtomicUsize::new(0)),
@@ -78,7 +87,7 @@ impl PgServer {
     pub async fn run(self, shutdown: CancellationToken, grace: Duration) -> std::io::Result<()> {
         let mut connections = JoinSet::new();
         let address = self.local_addr()?;
-        tracing::info!(%address, "postgres wire protocol listening");
+        tracing::info!(%address, access = %self.access.describe(), "postgres wire protocol listening");
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -102,13 +111,15 @@ impl PgServer {
                         shutdown.clone(),
                         peer,
                         over_limit,
+                        self.access.clone(),
                     ));
                     let handlers = ConnectionHandlers::new(connection);
+                    let tls = self.access.tls();
                     connections.spawn(tracing::Instrument::instrument(
                         async move {
                             let _open = open;
                             tracing::debug!("connection opened");
-                            if let Err(error) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                            if let Err(error) = pgwire::tokio::process_socket(socket, tls, handlers).await {
                                 tracing::debug!(%error, "connection ended with an error");
                             }
                             tracing::debug!("connection closed");
