@@ -88,6 +88,24 @@ fn check_config_accepts_the_reference_file_and_locates_mistakes() -> anyhow::Res
             "ingest.maintenance.retain_last",
             "at least 1",
         ),
+        (
+            "[server.auth.users]\nalice = \"SCRAM-SHA-256$4096:YPgGz8rhfdfsHmC8bgboxA==$DmQaWx9TJ95eVcXWC2ucskPtTysN7JxYnBMCfQrlTDU=:jadGBlg2DyxtYnKsFCmDqCw1RZ/xgD4ufqyU+eFRyy4=\"\nbob = \"hunter2\"\n",
+            3,
+            "server.auth.users.bob",
+            "never a password",
+        ),
+        (
+            "[server.auth]\nmethod = \"password\"\n",
+            2,
+            "server.auth.method",
+            "needs [server.tls]",
+        ),
+        (
+            "[server.auth]\nmethod = \"md5\"\n",
+            2,
+            "server.auth.method",
+            "unknown variant `md5`",
+        ),
     ];
     for (index, (text, line, key, reason)) in cases.iter().enumerate() {
         let path = directory.path().join(format!("case{index}.toml"));
