@@ -208,3 +208,53 @@ async fn row_limited_execute_fetches_a_huge_result_in_pieces() -> anyhow::Result
     assert_eq!(query_text(&client, "SELECT 1").await?[0][0], "1");
     fjord.stop().await
 }
+
+/// Statements that read no table are planned once per session and run again; nothing they
+/// return may go stale: not the clock, not random numbers, not session settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reused_plans_of_constant_statements_never_go_stale() -> anyhow::Result<()> {
+    let fjord = Fjord::start("").await?;
+    let client = fjord.connect().await?;
+    let prepared = client
+        .prepare("SELECT 20 + 22 AS answer, upper('ok') AS status")
+        .await?;
+    for _ in 0..3 {
+        let row = client.query_one(&prepared, &[]).await?;
+        assert_eq!(row.get::<_, i64>(0), 42);
+        assert_eq!(row.get::<_, &str>(1), "OK");
+        assert_eq!(query_text(&client, "SELECT 20 + 22").await?[0][0], "42");
+    }
+
+    // The clock and random numbers are evaluated on every run, in both protocols.
+    let clock = client.prepare("SELECT now()::text").await?;
+    let first: String = client.query_one(&clock, &[]).await?.get(0);
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let second: String = client.query_one(&clock, &[]).await?.get(0);
+    assert_ne!(first, second);
+    let first = query_text(&client, "SELECT now()::text").await?;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    assert_ne!(first, query_text(&client, "SELECT now()::text").await?);
+    let random = (
+        query_text(&client, "SELECT random()").await?,
+        query_text(&client, "SELECT random()").await?,
+    );
+    assert_ne!(random.0, random.1);
+
+    // Settings changed between two runs of the same text apply to the second.
+    let sql = "SELECT current_schema(), arrow_cast(0, 'Timestamp(Second, Some(\"UTC\"))')";
+    let before = query_text(&client, sql).await?;
+    client
+        .batch_execute("SET search_path = elsewhere; SET TIME ZONE 'Europe/Oslo'")
+        .await?;
+    let after = query_text(&client, sql).await?;
+    assert_eq!(before[0], ["data_on_eks", "1970-01-01 00:00:00+00"]);
+    assert_eq!(after[0], ["elsewhere", "1970-01-01 01:00:00+01"]);
+    // A setting that planning reads: the reused plan must be dropped.
+    let sum = "SELECT 0.1 + 0.2";
+    assert_eq!(query_text(&client, sum).await?[0][0], "0.30000000000000004");
+    client
+        .batch_execute("SET datafusion.sql_parser.parse_float_as_decimal = true")
+        .await?;
+    assert_eq!(query_text(&client, sum).await?[0][0], "0.3");
+    fjord.stop().await
+}

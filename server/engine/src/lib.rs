@@ -6,6 +6,7 @@
 //! Sessions share the catalogs and the memory pool; settings (`SET`, `USE`) are per session.
 
 mod commands;
+mod constant_plans;
 mod error;
 mod pg_catalog;
 mod pg_catalog_tables;
@@ -125,6 +126,7 @@ impl Engine {
                 context,
                 variables: Mutex::new(SessionVariables::new(&server.default_schema)),
                 facts,
+                constant_plans: Mutex::default(),
             }),
         }
     }
@@ -141,6 +143,7 @@ struct SessionInner {
     context: SessionContext,
     variables: Mutex<SessionVariables>,
     facts: Arc<parking_lot::RwLock<pg_catalog::SessionFacts>>,
+    constant_plans: Mutex<constant_plans::ConstantPlans>,
 }
 
 /// A statement ready to run: planned by DataFusion or recognized as a fjord command.
@@ -161,6 +164,8 @@ enum PreparedKind {
     Empty,
     Command(Command),
     Plan(Box<LogicalPlan>),
+    /// A query that reads no table: planned once per session (see `constant_plans`).
+    Constant(Arc<constant_plans::ConstantPlan>),
 }
 
 /// The completion tag of a statement that returns no rows, as Postgres spells it.
@@ -229,6 +234,7 @@ impl Prepared {
         match &self.kind {
             PreparedKind::Empty => None,
             PreparedKind::Command(command) => command_schema(command),
+            PreparedKind::Constant(plan) => Some(plan.schema()),
             PreparedKind::Plan(plan) => match plan.as_ref() {
                 LogicalPlan::Dml(_) | LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) => None,
                 plan => Some(Arc::new(plan.schema().as_arrow().clone())),
@@ -412,6 +418,9 @@ impl Session {
 
     /// Plans one statement.
     pub async fn prepare(&self, sql: &str) -> Result<Prepared, EngineError> {
+        if let Some(plan) = self.inner.constant_plans.lock().get(sql) {
+            return Ok(Prepared::new(PreparedKind::Constant(plan), sql));
+        }
         let tokens = commands::significant_tokens(sql)?;
         if tokens.is_empty() {
             return Ok(Prepared::new(PreparedKind::Empty, sql));
@@ -447,6 +456,16 @@ impl Session {
         }
         let state = self.inner.context.state();
         let plan = state.statement_to_plan(statement).await?;
+        if constant_plans::is_constant(&plan) {
+            let physical = state.create_physical_plan(&plan).await?;
+            let task = Arc::new(datafusion::execution::TaskContext::from(&state));
+            let constant = Arc::new(constant_plans::ConstantPlan::new(physical, task));
+            self.inner
+                .constant_plans
+                .lock()
+                .insert(sql, constant.clone());
+            return Ok(Prepared::new(PreparedKind::Constant(constant), sql));
+        }
         Ok(Prepared::new(PreparedKind::Plan(Box::new(plan)), sql))
     }
 
@@ -456,9 +475,35 @@ impl Session {
         prepared: &Prepared,
         parameters: Option<ParamValues>,
     ) -> Result<Outcome, EngineError> {
+        let changes_session = match &prepared.kind {
+            PreparedKind::Command(_) => true,
+            PreparedKind::Plan(plan) => matches!(
+                plan.as_ref(),
+                LogicalPlan::Statement(_)
+                    | LogicalPlan::Ddl(_)
+                    | LogicalPlan::Dml(_)
+                    | LogicalPlan::Copy(_)
+            ),
+            PreparedKind::Empty | PreparedKind::Constant(_) => false,
+        };
+        if changes_session {
+            // Planning may have read what this statement changes.
+            self.inner.constant_plans.lock().clear();
+        }
         match &prepared.kind {
             PreparedKind::Empty => Ok(Outcome::Empty),
             PreparedKind::Command(command) => self.run_command(command).await,
+            PreparedKind::Constant(plan) => {
+                let stream = plan.execute()?;
+                let stream = match self.time_zone() {
+                    Some(zone) => types::in_time_zone(stream, &zone),
+                    None => stream,
+                };
+                Ok(Outcome::Rows {
+                    stream,
+                    tag: "SELECT".into(),
+                })
+            }
             PreparedKind::Plan(plan) => {
                 let replanned;
                 let plan = if prepared
