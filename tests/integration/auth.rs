@@ -17,9 +17,9 @@ fn fjord_binary() -> PathBuf {
 }
 
 /// `fjord serve` as a child process with its log in a file.
-struct Serve {
-    child: Child,
-    port: u16,
+pub(crate) struct Serve {
+    pub(crate) child: Child,
+    pub(crate) port: u16,
     log: PathBuf,
     _directory: tempfile::TempDir,
 }
@@ -27,7 +27,7 @@ struct Serve {
 impl Serve {
     /// Starts fjord with `server_toml` appended to `[server]` and waits until it accepts
     /// connections.
-    fn start(server_toml: &str) -> Result<Serve> {
+    pub(crate) fn start(server_toml: &str) -> Result<Serve> {
         let directory = tempfile::Builder::new().prefix("fjord-auth-").tempdir()?;
         let port = free_port();
         let config = directory.path().join("config.toml");
@@ -103,7 +103,11 @@ impl Serve {
         ))
     }
 
-    async fn connect(&self, user: &str, password: &str) -> Result<tokio_postgres::Client> {
+    pub(crate) async fn connect(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> Result<tokio_postgres::Client> {
         let mut config = tokio_postgres::Config::new();
         config
             .host("127.0.0.1")
