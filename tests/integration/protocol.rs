@@ -314,3 +314,60 @@ async fn reused_plans_of_constant_statements_never_go_stale() -> anyhow::Result<
     assert_eq!(query_text(&client, sum).await?[0][0], "0.3");
     fjord.stop().await
 }
+
+/// Unaliased result columns are named as PostgreSQL names them (clients show and key rows by
+/// these names), checked against a real PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn result_columns_are_named_as_postgres_names_them() -> anyhow::Result<()> {
+    let postgres = fjord_tests::Postgres::start()?;
+    let fjord = Fjord::start("").await?;
+    let fjord_client = fjord.connect().await?;
+    let postgres_client = postgres.connect("postgres").await?;
+    let statements = [
+        "SELECT 1",
+        "SELECT upper('x'), 'a' || 'b', CASE WHEN true THEN 1 END, 1::text",
+        "SELECT a, count(*), sum(a) AS total, max(a) FROM (VALUES (1), (2)) v(a) GROUP BY a ORDER BY a",
+        "SELECT coalesce(NULL, 1), length('abc'), now()::date",
+        "SELECT 1 UNION ALL SELECT 2",
+        "SELECT DISTINCT lower('A') LIMIT 1",
+        "SELECT (SELECT 1 AS x), (SELECT 2), CAST('1' AS integer), DATE '2026-11-01', 2.5::numeric",
+        "SELECT x::bigint, v.x + 1, -x, v.* FROM (VALUES (1)) v(x)",
+        "SELECT EXTRACT(year FROM DATE '2026-11-01'), ARRAY[1, 2], 'a' LIKE 'a', NOT true",
+        // Repeated names, which DataFusion alone refuses.
+        "SELECT 1, 1::text, (SELECT 1), (SELECT 1), count(*), count(*) FROM (VALUES (1)) v(x)",
+    ];
+    for sql in statements {
+        let names = |statement: &tokio_postgres::Statement| -> Vec<String> {
+            statement
+                .columns()
+                .iter()
+                .map(|column| column.name().to_string())
+                .collect()
+        };
+        let expected = names(&postgres_client.prepare(sql).await?);
+        let described = names(&fjord_client.prepare(sql).await?);
+        assert_eq!(described, expected, "{sql}");
+        // The simple protocol's row description says the same.
+        let messages = fjord_client.simple_query(sql).await?;
+        let columns: Vec<String> = messages
+            .iter()
+            .find_map(|message| match message {
+                tokio_postgres::SimpleQueryMessage::RowDescription(columns) => Some(
+                    columns
+                        .iter()
+                        .map(|c| c.name().to_string())
+                        .collect::<Vec<_>>(),
+                ),
+                tokio_postgres::SimpleQueryMessage::Row(row) => Some(
+                    row.columns()
+                        .iter()
+                        .map(|c| c.name().to_string())
+                        .collect::<Vec<_>>(),
+                ),
+                _ => None,
+            })
+            .unwrap_or_default();
+        assert_eq!(columns, expected, "{sql}");
+    }
+    fjord.stop().await
+}

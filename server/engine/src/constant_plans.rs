@@ -26,11 +26,21 @@ const CAPACITY: usize = 64;
 pub(crate) struct ConstantPlan {
     plan: Arc<dyn ExecutionPlan>,
     task: Arc<TaskContext>,
+    /// Result column names as Postgres gives them (see `column_names`).
+    names: Option<Arc<[String]>>,
 }
 
 impl ConstantPlan {
-    pub(crate) fn new(plan: Arc<dyn ExecutionPlan>, task: Arc<TaskContext>) -> Self {
-        ConstantPlan { plan, task }
+    pub(crate) fn new(
+        plan: Arc<dyn ExecutionPlan>,
+        task: Arc<TaskContext>,
+        names: Option<Arc<[String]>>,
+    ) -> Self {
+        ConstantPlan { plan, task, names }
+    }
+
+    pub(crate) fn names(&self) -> Option<Arc<[String]>> {
+        self.names.clone()
     }
 
     pub(crate) fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {

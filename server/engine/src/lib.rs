@@ -5,6 +5,7 @@
 //! rows are encoded, the same SQL text goes through the same code whatever the protocol.
 //! Sessions share the catalogs and the memory pool; settings (`SET`, `USE`) are per session.
 
+mod column_names;
 mod commands;
 mod constant_plans;
 mod error;
@@ -157,6 +158,8 @@ pub struct Prepared {
     sql: Arc<str>,
     /// Set by the first execution; later ones plan afresh.
     executed: Arc<std::sync::atomic::AtomicBool>,
+    /// Result column names as Postgres gives them, where they differ from DataFusion's.
+    names: Option<Arc<[String]>>,
 }
 
 #[derive(Debug, Clone)]
@@ -218,10 +221,30 @@ impl std::fmt::Debug for Outcome {
 
 impl Prepared {
     fn new(kind: PreparedKind, sql: &str) -> Self {
+        let names = match &kind {
+            PreparedKind::Constant(plan) => plan.names(),
+            _ => None,
+        };
         Prepared {
             kind,
             sql: Arc::from(sql),
             executed: Arc::default(),
+            names,
+        }
+    }
+
+    fn with_names(mut self, names: Option<Arc<[String]>>) -> Self {
+        self.names = names;
+        self
+    }
+
+    /// `schema` with the client-facing column names.
+    fn named(&self, schema: SchemaRef) -> SchemaRef {
+        match &self.names {
+            Some(names) if names.len() == schema.fields().len() => {
+                column_names::renamed_schema(&schema, names)
+            }
+            _ => schema,
         }
     }
 
@@ -229,15 +252,23 @@ impl Prepared {
         matches!(self.kind, PreparedKind::Empty)
     }
 
+    /// The result stream with the client-facing column names.
+    fn client_named(&self, stream: SendableRecordBatchStream) -> SendableRecordBatchStream {
+        match &self.names {
+            Some(names) => column_names::rename(stream, names),
+            None => stream,
+        }
+    }
+
     /// The schema of the rows this statement returns, `None` if it returns none.
     pub fn output_schema(&self) -> Option<SchemaRef> {
         match &self.kind {
             PreparedKind::Empty => None,
             PreparedKind::Command(command) => command_schema(command),
-            PreparedKind::Constant(plan) => Some(plan.schema()),
+            PreparedKind::Constant(plan) => Some(self.named(plan.schema())),
             PreparedKind::Plan(plan) => match plan.as_ref() {
                 LogicalPlan::Dml(_) | LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) => None,
-                plan => Some(Arc::new(plan.schema().as_arrow().clone())),
+                plan => Some(self.named(Arc::new(plan.schema().as_arrow().clone()))),
             },
         }
     }
@@ -455,18 +486,34 @@ impl Session {
             self.inner.engine.registry.refresh_all().await;
         }
         let state = self.inner.context.state();
-        let plan = state.statement_to_plan(statement).await?;
+        let syntax = statement.clone();
+        let plan = match state.statement_to_plan(statement).await {
+            Err(error)
+                if error
+                    .to_string()
+                    .contains("require unique expression names") =>
+            {
+                // Postgres allows select items with the same name; see `column_names`.
+                let mut aliased = syntax.clone();
+                if !column_names::alias_select_items(&mut aliased) {
+                    return Err(error.into());
+                }
+                state.statement_to_plan(aliased).await?
+            }
+            planned => planned?,
+        };
+        let names = column_names::postgres_names(&syntax, plan.schema());
         if constant_plans::is_constant(&plan) {
             let physical = state.create_physical_plan(&plan).await?;
             let task = Arc::new(datafusion::execution::TaskContext::from(&state));
-            let constant = Arc::new(constant_plans::ConstantPlan::new(physical, task));
+            let constant = Arc::new(constant_plans::ConstantPlan::new(physical, task, names));
             self.inner
                 .constant_plans
                 .lock()
                 .insert(sql, constant.clone());
             return Ok(Prepared::new(PreparedKind::Constant(constant), sql));
         }
-        Ok(Prepared::new(PreparedKind::Plan(Box::new(plan)), sql))
+        Ok(Prepared::new(PreparedKind::Plan(Box::new(plan)), sql).with_names(names))
     }
 
     /// Runs a prepared statement with its parameter values, if it has any.
@@ -500,7 +547,7 @@ impl Session {
                     None => stream,
                 };
                 Ok(Outcome::Rows {
-                    stream,
+                    stream: prepared.client_named(stream),
                     tag: "SELECT".into(),
                 })
             }
@@ -528,7 +575,10 @@ impl Session {
                             Some(zone) => types::in_time_zone(stream, &zone),
                             None => stream,
                         };
-                        Ok(Outcome::Rows { stream, tag })
+                        Ok(Outcome::Rows {
+                            stream: prepared.client_named(stream),
+                            tag,
+                        })
                     }
                     other => Ok(other),
                 }
