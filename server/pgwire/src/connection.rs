@@ -22,7 +22,8 @@ use pgwire::api::query::{
     ExtendedQueryHandler, SimpleQueryHandler, send_execution_response, send_query_response,
 };
 use pgwire::api::results::{
-    DescribePortalResponse, DescribeStatementResponse, FieldInfo, QueryResponse, Response, Tag,
+    DescribePortalResponse, DescribeResponse, DescribeStatementResponse, FieldInfo, QueryResponse,
+    Response, Tag,
 };
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
@@ -32,7 +33,10 @@ use pgwire::api::{
 };
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::cancel::CancelRequest;
-use pgwire::messages::extendedquery::Execute;
+use pgwire::messages::data::{NoData, ParameterDescription, RowDescription};
+use pgwire::messages::extendedquery::{
+    Bind, BindComplete, Describe, Execute, Parse, ParseComplete,
+};
 use pgwire::messages::response::EmptyQueryResponse;
 use pgwire::messages::startup::{Authentication, SecretKey};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
@@ -641,6 +645,96 @@ impl ExtendedQueryHandler for Connection {
             Self::format_options(client),
             cancel,
         )
+    }
+
+    /// Like pgwire's default, but the reply waits in the write buffer for Sync or Flush, as a
+    /// Postgres backend's does: one write per round trip instead of one per message.
+    async fn on_parse<C>(&self, client: &mut C, message: Parse) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let statement = StoredStatement::parse(client, &message, self.query_parser()).await?;
+        client.portal_store().put_statement(Arc::new(statement));
+        client
+            .feed(PgWireBackendMessage::ParseComplete(ParseComplete::new()))
+            .await?;
+        Ok(())
+    }
+
+    /// Like pgwire's default, with the reply buffered until Sync or Flush (see `on_parse`).
+    async fn on_bind<C>(&self, client: &mut C, message: Bind) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.statement_name.as_deref().unwrap_or(DEFAULT_NAME);
+        let statement = client
+            .portal_store()
+            .get_statement(name)
+            .ok_or_else(|| PgWireError::StatementNotFound(name.to_owned()))?;
+        let portal = Portal::try_new(&message, statement)?;
+        client.portal_store().put_portal(Arc::new(portal));
+        client
+            .feed(PgWireBackendMessage::BindComplete(BindComplete::new()))
+            .await?;
+        Ok(())
+    }
+
+    /// Like pgwire's default, with the reply buffered until Sync or Flush (see `on_parse`).
+    async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        let (parameters, fields) = match message.target_type {
+            b'S' => {
+                let statement = client
+                    .portal_store()
+                    .get_statement(name)
+                    .ok_or_else(|| PgWireError::StatementNotFound(name.to_owned()))?;
+                let response = self.do_describe_statement(client, &statement).await?;
+                (response.parameters().map(<[Type]>::to_vec), response)
+            }
+            b'P' => {
+                let portal = client
+                    .portal_store()
+                    .get_portal(name)
+                    .ok_or_else(|| PgWireError::PortalNotFound(name.to_owned()))?;
+                let response = self.do_describe_portal(client, &portal).await?;
+                (
+                    None,
+                    DescribeStatementResponse::new(Vec::new(), response.fields().to_vec()),
+                )
+            }
+            other => return Err(PgWireError::InvalidTargetType(other)),
+        };
+        if let Some(parameters) = parameters {
+            client
+                .feed(PgWireBackendMessage::ParameterDescription(
+                    ParameterDescription::new(parameters.iter().map(Type::oid).collect()),
+                ))
+                .await?;
+        }
+        if fields.fields().is_empty() {
+            client
+                .feed(PgWireBackendMessage::NoData(NoData::new()))
+                .await?;
+        } else {
+            client
+                .feed(PgWireBackendMessage::RowDescription(RowDescription::new(
+                    fields.fields().iter().map(Into::into).collect(),
+                )))
+                .await?;
+        }
+        Ok(())
     }
 
     /// Like pgwire's default, except that an Execute without a row limit streams its rows
