@@ -59,6 +59,24 @@ async fn settings_are_per_connection() -> anyhow::Result<()> {
         query_text(&second, "SHOW application_name").await?[0][0],
         ""
     );
+    // current_setting() reads the same per-session values, and knows what it does not know.
+    assert_eq!(
+        query_text(
+            &first,
+            "SELECT current_setting('application_name'), current_setting('nope', true) IS NULL"
+        )
+        .await?[0],
+        ["dashboard", "t"]
+    );
+    assert_eq!(
+        query_text(&second, "SELECT current_setting('application_name')").await?[0][0],
+        ""
+    );
+    let error = second
+        .simple_query("SELECT current_setting('no_such_setting')")
+        .await
+        .expect_err("unknown setting");
+    assert_eq!(sqlstate(&error).as_deref(), Some("42704"));
     assert_eq!(
         query_text(&first, "SHOW datafusion.execution.batch_size").await?[0][1],
         "17"

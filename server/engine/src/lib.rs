@@ -121,11 +121,13 @@ impl Engine {
             backend_pid: 0,
         }));
         pg_catalog::register_session_functions(&context, facts.clone());
+        let variables = Arc::new(Mutex::new(SessionVariables::new(&server.default_schema)));
+        context.register_udf(session_vars::CurrentSetting::udf(variables.clone()));
         Session {
             inner: Arc::new(SessionInner {
                 engine: self.clone(),
                 context,
-                variables: Mutex::new(SessionVariables::new(&server.default_schema)),
+                variables,
                 facts,
                 constant_plans: Mutex::default(),
             }),
@@ -142,7 +144,7 @@ pub struct Session {
 struct SessionInner {
     engine: Arc<Engine>,
     context: SessionContext,
-    variables: Mutex<SessionVariables>,
+    variables: Arc<Mutex<SessionVariables>>,
     facts: Arc<parking_lot::RwLock<pg_catalog::SessionFacts>>,
     constant_plans: Mutex<constant_plans::ConstantPlans>,
 }

@@ -139,3 +139,116 @@ mod tests {
         );
     }
 }
+
+/// `current_setting(name [, missing_ok])`: a session variable as text, as `SHOW` gives it.
+/// An unknown name is `42704`, or NULL when `missing_ok` is true.
+#[derive(Debug)]
+pub(crate) struct CurrentSetting {
+    variables: std::sync::Arc<parking_lot::Mutex<SessionVariables>>,
+    signature: datafusion::logical_expr::Signature,
+}
+
+impl CurrentSetting {
+    pub(crate) fn udf(
+        variables: std::sync::Arc<parking_lot::Mutex<SessionVariables>>,
+    ) -> datafusion::logical_expr::ScalarUDF {
+        use datafusion::arrow::datatypes::DataType;
+        use datafusion::logical_expr::{Signature, TypeSignature, Volatility};
+        datafusion::logical_expr::ScalarUDF::new_from_impl(CurrentSetting {
+            variables,
+            signature: Signature::one_of(
+                vec![
+                    TypeSignature::Exact(vec![DataType::Utf8]),
+                    TypeSignature::Exact(vec![DataType::Utf8, DataType::Boolean]),
+                ],
+                Volatility::Stable,
+            ),
+        })
+    }
+}
+
+impl PartialEq for CurrentSetting {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.variables, &other.variables)
+    }
+}
+
+impl Eq for CurrentSetting {}
+
+impl std::hash::Hash for CurrentSetting {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::sync::Arc::as_ptr(&self.variables).hash(state);
+    }
+}
+
+impl datafusion::logical_expr::ScalarUDFImpl for CurrentSetting {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn name(&self) -> &str {
+        "current_setting"
+    }
+
+    fn signature(&self) -> &datafusion::logical_expr::Signature {
+        &self.signature
+    }
+
+    fn return_type(
+        &self,
+        _arguments: &[datafusion::arrow::datatypes::DataType],
+    ) -> datafusion::error::Result<datafusion::arrow::datatypes::DataType> {
+        Ok(datafusion::arrow::datatypes::DataType::Utf8)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> datafusion::error::Result<datafusion::logical_expr::ColumnarValue> {
+        use datafusion::arrow::array::{Array, AsArray, StringArray};
+        use datafusion::logical_expr::ColumnarValue;
+        let rows = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let names = arrays[0].as_string::<i32>();
+        let missing_ok = arrays.get(1).map(|array| array.as_boolean().clone());
+        let variables = self.variables.lock();
+        let mut values = Vec::with_capacity(rows);
+        for row in 0..names.len() {
+            if names.is_null(row) {
+                values.push(None);
+                continue;
+            }
+            let name = names.value(row);
+            match variables.get(name) {
+                Some(value) => values.push(Some(value)),
+                None if missing_ok
+                    .as_ref()
+                    .is_some_and(|ok| ok.is_valid(row) && ok.value(row)) =>
+                {
+                    values.push(None)
+                }
+                None => {
+                    return Err(datafusion::error::DataFusionError::External(Box::new(
+                        crate::error::EngineError::new(
+                            crate::error::sqlstate::UNDEFINED_OBJECT,
+                            format!("unrecognized configuration parameter \"{name}\""),
+                        ),
+                    )));
+                }
+            }
+        }
+        let array: StringArray = values.into_iter().collect();
+        if rows == 1
+            && array.len() == 1
+            && args
+                .args
+                .iter()
+                .all(|arg| matches!(arg, ColumnarValue::Scalar(_)))
+        {
+            return Ok(ColumnarValue::Scalar(
+                datafusion::common::ScalarValue::try_from_array(&array, 0)?,
+            ));
+        }
+        Ok(ColumnarValue::Array(std::sync::Arc::new(array)))
+    }
+}
