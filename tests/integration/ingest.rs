@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::process::fjord_binary;
 use anyhow::{Context, Result, bail};
 use fjord_config::Config;
 use fjord_ingest::{IngestOptions, IngestServer};
@@ -17,11 +18,6 @@ const INTERACTIONS_PIPELINE: (&str, &str, &str) = (
     "cat-interactions",
     "data_on_eks.cat_interactions_raw",
 );
-
-/// The binary of this test build, run as a separate `fjord ingest` process.
-fn fjord_binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_fjord-under-test"))
-}
 
 /// A cat-interactions event as the cafe's producers write it.
 fn interaction(i: u64) -> (String, Vec<u8>) {

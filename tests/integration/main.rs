@@ -10,6 +10,7 @@ mod ingest;
 mod live_catalogs;
 mod node_drivers;
 mod object_storage;
+mod process;
 mod protocol;
 mod psql_meta;
 mod python_drivers;

@@ -232,7 +232,7 @@ async fn row_limited_execute_fetches_a_huge_result_in_pieces() -> anyhow::Result
 /// computed and encoded. Prints fjord's peak resident memory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_million_rows_fetched_in_pieces_keep_memory_bounded() -> anyhow::Result<()> {
-    let serve = crate::auth::Serve::start("")?;
+    let serve = crate::process::Serve::start("")?;
     let peak = |pid: u32| -> anyhow::Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
         let line = status
