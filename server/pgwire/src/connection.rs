@@ -35,7 +35,8 @@ use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::data::{NoData, ParameterDescription, RowDescription};
 use pgwire::messages::extendedquery::{
-    Bind, BindComplete, Describe, Execute, Parse, ParseComplete,
+    Bind, BindComplete, Describe, Execute, Parse, ParseComplete, TARGET_TYPE_BYTE_PORTAL,
+    TARGET_TYPE_BYTE_STATEMENT,
 };
 use pgwire::messages::response::EmptyQueryResponse;
 use pgwire::messages::startup::{Authentication, SecretKey};
@@ -43,7 +44,7 @@ use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::types::format::FormatOptions;
 use tokio_util::sync::CancellationToken;
 
-use crate::access::{Access, Admission, AuthFailure, Exchange, SCRAM_SHA_256, fatal};
+use crate::access::{Access, Admission, AuthFailure, Exchange, SCRAM_SHA_256, fatal, random_bytes};
 use crate::cancel::{CancelRegistry, QueryCancel, QueryToken};
 use crate::encode::{canceled, canceled_by, engine_error, pg_fields, query_response};
 
@@ -339,7 +340,8 @@ impl Connection {
             .map_err(engine_error)?;
 
         let pid = NEXT_PID.fetch_add(1, Ordering::Relaxed);
-        let secret: i32 = rand_secret();
+        // The cancel key must be unguessable by other clients.
+        let secret = i32::from_ne_bytes(random_bytes::<4>());
         client.set_pid_and_secret_key(pid, SecretKey::I32(secret));
         self.session.set_backend_pid(pid);
         self.cancels.register(
@@ -376,20 +378,6 @@ fn startup_error(info: pgwire::error::ErrorInfo) -> PgWireError {
 /// A startup message that breaks the protocol: FATAL 08P01.
 fn malformed(reason: &str) -> PgWireError {
     startup_error(fatal("08P01", reason.to_string()))
-}
-
-fn rand_secret() -> i32 {
-    // The cancel key only has to be unguessable by other clients; the standard library's
-    // randomly seeded hasher is a good enough source without another dependency.
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    hasher.finish() as i32
 }
 
 #[async_trait]
@@ -695,7 +683,7 @@ impl ExtendedQueryHandler for Connection {
     {
         let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
         let (parameters, fields) = match message.target_type {
-            b'S' => {
+            TARGET_TYPE_BYTE_STATEMENT => {
                 let statement = client
                     .portal_store()
                     .get_statement(name)
@@ -703,7 +691,7 @@ impl ExtendedQueryHandler for Connection {
                 let response = self.do_describe_statement(client, &statement).await?;
                 (response.parameters().map(<[Type]>::to_vec), response)
             }
-            b'P' => {
+            TARGET_TYPE_BYTE_PORTAL => {
                 let portal = client
                     .portal_store()
                     .get_portal(name)
