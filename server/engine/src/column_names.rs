@@ -84,6 +84,11 @@ pub(crate) fn postgres_names(statement: &DfStatement, schema: &DFSchema) -> Opti
     Some(names.into())
 }
 
+/// Whether the statement is a query, the only kind whose result columns get names here.
+pub(crate) fn is_query(statement: &DfStatement) -> bool {
+    matches!(statement, DfStatement::Statement(inner) if matches!(inner.as_ref(), Statement::Query(_)))
+}
+
 /// Prefix of the aliases [`alias_select_items`] gives.
 const INTERNAL_ALIAS: &str = "__fjord_column_";
 
@@ -91,8 +96,8 @@ const INTERNAL_ALIAS: &str = "__fjord_column_";
 /// DataFusion refuses two select items with the same name (`SELECT 1, 1::text`,
 /// `SELECT x::bigint, v.*`), which Postgres allows; planning again with these aliases gets past
 /// that, and [`postgres_names`] on the original statement still names the columns.
-pub(crate) fn alias_select_items(statement: &mut DfStatement) -> bool {
-    fn alias(body: &mut SetExpr, changed: &mut bool) {
+pub(crate) fn alias_select_items(statement: &mut DfStatement) {
+    fn alias(body: &mut SetExpr) {
         match body {
             SetExpr::Select(select) => {
                 for (position, item) in select.projection.iter_mut().enumerate() {
@@ -101,27 +106,22 @@ pub(crate) fn alias_select_items(statement: &mut DfStatement) -> bool {
                             expr: expression.clone(),
                             alias: Ident::with_quote('"', format!("{INTERNAL_ALIAS}{position}")),
                         };
-                        *changed = true;
                     }
                 }
             }
-            SetExpr::Query(query) => alias(&mut query.body, changed),
+            SetExpr::Query(query) => alias(&mut query.body),
             SetExpr::SetOperation { left, right, .. } => {
-                alias(left, changed);
-                alias(right, changed);
+                alias(left);
+                alias(right);
             }
             _ => {}
         }
     }
-    let DfStatement::Statement(statement) = statement else {
-        return false;
-    };
-    let Statement::Query(query) = statement.as_mut() else {
-        return false;
-    };
-    let mut changed = false;
-    alias(&mut query.body, &mut changed);
-    changed
+    if let DfStatement::Statement(statement) = statement
+        && let Statement::Query(query) = statement.as_mut()
+    {
+        alias(&mut query.body);
+    }
 }
 
 /// The select list that names a query's columns: the first branch of a set operation.

@@ -488,7 +488,9 @@ impl Session {
             self.inner.engine.registry.refresh_all().await;
         }
         let state = self.inner.context.state();
-        let syntax = statement.clone();
+        // Only a query's syntax names result columns; other statements (a large INSERT ...
+        // VALUES) are not copied for it.
+        let syntax = column_names::is_query(&statement).then(|| statement.clone());
         let plan = match state.statement_to_plan(statement).await {
             Err(error)
                 if error
@@ -496,15 +498,15 @@ impl Session {
                     .contains("require unique expression names") =>
             {
                 // Postgres allows select items with the same name; see `column_names`.
-                let mut aliased = syntax.clone();
-                if !column_names::alias_select_items(&mut aliased) {
-                    return Err(error.into());
-                }
+                let mut aliased = syntax.clone().ok_or(error)?;
+                column_names::alias_select_items(&mut aliased);
                 state.statement_to_plan(aliased).await?
             }
             planned => planned?,
         };
-        let names = column_names::postgres_names(&syntax, plan.schema());
+        let names = syntax
+            .as_ref()
+            .and_then(|syntax| column_names::postgres_names(syntax, plan.schema()));
         if constant_plans::is_constant(&plan) {
             let physical = state.create_physical_plan(&plan).await?;
             let task = Arc::new(datafusion::execution::TaskContext::from(&state));
