@@ -1,11 +1,13 @@
 //! Python drivers that use the binary protocol: psycopg 3 (binary cursors) and asyncpg
-//! (prepared statements, its own type introspection).
+//! (prepared statements, its own type introspection); and the server-side cursors of psycopg2,
+//! psycopg 3 and SQLAlchemy (`DECLARE` / `FETCH` / `MOVE` / `CLOSE`).
 
 use fjord_tests::{Fjord, Postgres, TEST_DEMO, query_text, test_venv};
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn psycopg3_binary_and_asyncpg_read_typed_values() -> anyhow::Result<()> {
+async fn python_drivers_read_typed_values_and_stream_through_server_cursors() -> anyhow::Result<()>
+{
     let postgres = Postgres::start()?;
     let fjord = Fjord::start(&format!(
         "{}\n{TEST_DEMO}",
@@ -54,5 +56,24 @@ async fn psycopg3_binary_and_asyncpg_read_typed_values() -> anyhow::Result<()> {
     );
     assert_eq!(result["asyncpg"]["weight"], weight.as_str(), "{result}");
     assert_eq!(result["asyncpg"]["date_type"], "date", "{result}");
+
+    let all: i64 =
+        query_text(&client, "SELECT count(*) FROM cat_interactions_raw").await?[0][0].parse()?;
+    let positive: i64 = likes[0][0].parse()?;
+    assert!(positive > 1000 && positive < all, "{positive} of {all}");
+    assert_eq!(result["psycopg2_named"]["rows"], positive, "{result}");
+    assert_eq!(result["psycopg2_named"]["distinct"], positive, "{result}");
+    assert_eq!(result["psycopg_server"]["rows"], positive, "{result}");
+    assert_eq!(
+        result["psycopg_server"]["columns"],
+        serde_json::json!(["event_id", "duration_seconds"]),
+        "{result}"
+    );
+    assert_eq!(
+        result["psycopg_server"]["first_duration_type"], "int",
+        "{result}"
+    );
+    assert_eq!(result["psycopg_server"]["held_count"], all, "{result}");
+    assert_eq!(result["sqlalchemy_stream"]["rows"], all, "{result}");
     fjord.stop().await
 }

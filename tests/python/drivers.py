@@ -1,5 +1,6 @@
-"""psycopg 3 in binary mode and asyncpg with prepared statements, against fjord. Prints one JSON
-document of what they read; the Rust test checks it."""
+"""psycopg 3 in binary mode and asyncpg with prepared statements, and the server-side cursors of
+psycopg2, psycopg 3 and SQLAlchemy, against fjord. Prints one JSON document of what they read;
+the Rust test checks it."""
 
 import asyncio
 import json
@@ -7,6 +8,8 @@ import sys
 
 import asyncpg
 import psycopg
+import psycopg2
+import sqlalchemy
 
 url = sys.argv[1]
 result = {}
@@ -39,4 +42,47 @@ async def with_asyncpg():
 
 
 result["asyncpg"] = asyncio.run(with_asyncpg())
+
+# Server-side cursors read a large result a piece at a time (DECLARE, then FETCH FORWARD n).
+INTERACTIONS = "SELECT event_id, duration_seconds FROM iceberg.data_on_eks.cat_interactions_raw"
+
+# psycopg2's named cursor: DECLARE ... WITHOUT HOLD in the transaction psycopg2 opens.
+connection = psycopg2.connect(url)
+with connection.cursor(name="interactions") as cursor:
+    cursor.itersize = 700
+    cursor.execute(INTERACTIONS + " WHERE interaction_type = %s", ("like",))
+    ids = [row[0] for row in cursor]
+connection.commit()
+connection.close()
+result["psycopg2_named"] = {"rows": len(ids), "distinct": len(set(ids))}
+
+# psycopg 3's ServerCursor, binary, with a parameter bound through the extended protocol;
+# `scroll` sends MOVE.
+with psycopg.connect(url) as connection:
+    with connection.cursor(name="binary_interactions", binary=True) as cursor:
+        cursor.execute(INTERACTIONS + " WHERE interaction_type = %s ORDER BY event_id", ("like",))
+        first = cursor.fetchmany(10)
+        cursor.scroll(5)
+        rest = cursor.fetchall()
+        description = [column.name for column in cursor.description]
+    with connection.cursor(name="held", withhold=True) as cursor:
+        cursor.execute("SELECT count(*) FROM iceberg.data_on_eks.cat_interactions_raw")
+        connection.commit()
+        held = cursor.fetchone()[0]
+result["psycopg_server"] = {
+    "rows": len(first) + 5 + len(rest),
+    "first_duration_type": type(first[0][1]).__name__,
+    "columns": description,
+    "held_count": held,
+}
+
+# SQLAlchemy's stream_results, which uses psycopg2's named cursors.
+engine = sqlalchemy.create_engine(url.replace("postgresql://", "postgresql+psycopg2://"))
+with engine.connect() as connection:
+    streamed = connection.execution_options(stream_results=True, max_row_buffer=500).execute(
+        sqlalchemy.text(INTERACTIONS)
+    )
+    result["sqlalchemy_stream"] = {"rows": sum(1 for _ in streamed)}
+engine.dispose()
+
 print(json.dumps(result))

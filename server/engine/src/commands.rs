@@ -56,6 +56,40 @@ pub enum Command {
         name: Vec<String>,
         if_exists: bool,
     },
+    /// `FETCH` (rows) or `MOVE` (skip, `fetch: false`) on a cursor that `DECLARE` opened.
+    Fetch {
+        cursor: String,
+        movement: Movement,
+        fetch: bool,
+    },
+    /// `CLOSE name`, or `CLOSE ALL` (`None`).
+    CloseCursor {
+        name: Option<String>,
+    },
+}
+
+/// How far a `FETCH` or `MOVE` goes. Cursors read forward only, so every movement ends at or
+/// after the current position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Movement {
+    /// The next `n` rows (`FETCH n`, `NEXT`, `FORWARD n`).
+    Next(u64),
+    /// Every remaining row (`ALL`, `FORWARD ALL`).
+    All,
+    /// Row `n`, counting from 1 (`ABSOLUTE n`, `FIRST`).
+    Absolute(u64),
+    /// The row `n` after the current one (`RELATIVE n`).
+    Relative(u64),
+    /// The last row (`LAST`).
+    Last,
+}
+
+/// `DECLARE name ... CURSOR [WITH HOLD] FOR query`, with the query as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclareCursor {
+    pub name: String,
+    pub hold: bool,
+    pub query: String,
 }
 
 /// Significant tokens of a statement (no whitespace or comments), and whether it had any.
@@ -76,27 +110,14 @@ pub fn split_statements(sql: &str) -> Result<Vec<String>, EngineError> {
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
         .tokenize_with_location()
         .map_err(|error| EngineError::syntax(format!("syntax error: {error}")))?;
-    // Byte offset of each line start, to turn (line, column) locations into offsets.
-    let mut line_starts = vec![0usize];
-    line_starts.extend(sql.match_indices('\n').map(|(index, _)| index + 1));
-    let offset = |line: u64, column: u64| -> usize {
-        let start = line_starts
-            .get((line as usize).saturating_sub(1))
-            .copied()
-            .unwrap_or(sql.len());
-        sql[start..]
-            .char_indices()
-            .nth((column as usize).saturating_sub(1))
-            .map(|(index, _)| start + index)
-            .unwrap_or(sql.len())
-    };
+    let offsets = SourceOffsets::new(sql);
     let mut statements = Vec::new();
     let mut begin = 0usize;
     let mut significant = false;
     for token in tokens {
         match &token.token {
             Token::SemiColon => {
-                let at = offset(token.span.start.line, token.span.start.column);
+                let at = offsets.offset(token.span.start.line, token.span.start.column);
                 if significant {
                     statements.push(sql[begin..at].to_string());
                 }
@@ -111,6 +132,103 @@ pub fn split_statements(sql: &str) -> Result<Vec<String>, EngineError> {
         statements.push(sql[begin..].to_string());
     }
     Ok(statements)
+}
+
+/// Turns the tokenizer's (line, column) locations into byte offsets of the text.
+struct SourceOffsets<'a> {
+    sql: &'a str,
+    line_starts: Vec<usize>,
+}
+
+impl<'a> SourceOffsets<'a> {
+    fn new(sql: &'a str) -> Self {
+        let mut line_starts = vec![0usize];
+        line_starts.extend(sql.match_indices('\n').map(|(index, _)| index + 1));
+        SourceOffsets { sql, line_starts }
+    }
+
+    fn offset(&self, line: u64, column: u64) -> usize {
+        let sql = self.sql;
+        let start = self
+            .line_starts
+            .get((line as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or(sql.len());
+        sql[start..]
+            .char_indices()
+            .nth((column as usize).saturating_sub(1))
+            .map(|(index, _)| start + index)
+            .unwrap_or(sql.len())
+    }
+}
+
+/// Whether a statement starts with `DECLARE` (see [`recognize_declare`]).
+pub fn is_declare(tokens: &[Token]) -> bool {
+    matches!(
+        tokens.first(),
+        Some(Token::Word(Word {
+            keyword: Keyword::DECLARE,
+            quote_style: None,
+            ..
+        }))
+    )
+}
+
+/// Reads `DECLARE name [BINARY] [ASENSITIVE | INSENSITIVE] [[NO] SCROLL] CURSOR
+/// [{WITH | WITHOUT} HOLD] FOR query`, keeping the query's text exactly as written.
+pub fn recognize_declare(sql: &str) -> Result<DeclareCursor, EngineError> {
+    let located = Tokenizer::new(&PostgreSqlDialect {}, sql)
+        .tokenize_with_location()
+        .map_err(|error| EngineError::syntax(format!("syntax error: {error}")))?;
+    let located: Vec<_> = located
+        .into_iter()
+        .filter(|token| !matches!(token.token, Token::Whitespace(_)))
+        .collect();
+    let tokens: Vec<Token> = located.iter().map(|token| token.token.clone()).collect();
+    let mut cursor = Cursor {
+        tokens: &tokens,
+        position: 0,
+    };
+    if !cursor.keyword(Keyword::DECLARE) {
+        return Err(EngineError::syntax("expected DECLARE"));
+    }
+    let name = cursor
+        .identifier()
+        .ok_or_else(|| EngineError::syntax("DECLARE needs a cursor name"))?;
+    if cursor.keyword(Keyword::BINARY) {
+        return Err(EngineError::new(
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            "BINARY cursors are not supported; ask for binary results through the extended protocol",
+        ));
+    }
+    let _ = cursor.keyword(Keyword::ASENSITIVE) || cursor.keyword(Keyword::INSENSITIVE);
+    if cursor.keyword(Keyword::SCROLL) {
+        return Err(EngineError::new(
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            "SCROLL cursors are not supported: fjord cursors read forward only",
+        ));
+    }
+    let _ = cursor.keyword(Keyword::NO) && cursor.keyword(Keyword::SCROLL);
+    if !cursor.keyword(Keyword::CURSOR) {
+        return Err(EngineError::syntax("DECLARE needs CURSOR after the name"));
+    }
+    let hold = cursor.keyword(Keyword::WITH);
+    if (hold || cursor.keyword(Keyword::WITHOUT)) && !cursor.keyword(Keyword::HOLD) {
+        return Err(EngineError::syntax("expected HOLD after WITH or WITHOUT"));
+    }
+    if !cursor.keyword(Keyword::FOR) {
+        return Err(EngineError::syntax("DECLARE CURSOR needs FOR and a query"));
+    }
+    let start = located
+        .get(cursor.position)
+        .filter(|token| !matches!(token.token, Token::EOF | Token::SemiColon))
+        .ok_or_else(|| EngineError::syntax("DECLARE CURSOR needs a query after FOR"))?;
+    let offsets = SourceOffsets::new(sql);
+    let query = sql[offsets.offset(start.span.start.line, start.span.start.column)..]
+        .trim_end()
+        .trim_end_matches(';')
+        .to_string();
+    Ok(DeclareCursor { name, hold, query })
 }
 
 struct Cursor<'a> {
@@ -316,6 +434,24 @@ pub fn recognize(tokens: &[Token]) -> Result<Option<Command>, EngineError> {
         } else {
             None
         }
+    } else if cursor.keyword(Keyword::FETCH) {
+        Some(recognize_fetch(&mut cursor, true)?)
+    } else if cursor.word_ci("MOVE") {
+        Some(recognize_fetch(&mut cursor, false)?)
+    } else if cursor.keyword(Keyword::CLOSE) {
+        let name = if cursor.keyword(Keyword::ALL) {
+            None
+        } else {
+            Some(
+                cursor
+                    .identifier()
+                    .ok_or_else(|| EngineError::syntax("CLOSE needs a cursor name or ALL"))?,
+            )
+        };
+        if !cursor.at_end() {
+            return Err(EngineError::syntax("unexpected text after CLOSE"));
+        }
+        Some(Command::CloseCursor { name })
     } else if cursor.keyword(Keyword::DROP) && cursor.keyword(Keyword::TABLE) {
         let if_exists = cursor.keyword(Keyword::IF) && cursor.keyword(Keyword::EXISTS);
         let name = cursor
@@ -326,6 +462,86 @@ pub fn recognize(tokens: &[Token]) -> Result<Option<Command>, EngineError> {
         None
     };
     Ok(command)
+}
+
+/// `FETCH [direction] [FROM | IN] name` and the same for `MOVE`, as PostgreSQL reads them.
+fn recognize_fetch(cursor: &mut Cursor<'_>, fetch: bool) -> Result<Command, EngineError> {
+    let verb = if fetch { "FETCH" } else { "MOVE" };
+    let backward = || {
+        EngineError::new(
+            sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "cursor can only scan forward: fjord cursors do not move backward",
+        )
+    };
+    let count = |cursor: &mut Cursor<'_>| -> Result<Option<i64>, EngineError> {
+        let negative = matches!(cursor.peek(), Some(Token::Minus));
+        if negative || matches!(cursor.peek(), Some(Token::Plus)) {
+            cursor.position += 1;
+        }
+        match cursor.peek() {
+            Some(Token::Number(number, _)) => {
+                cursor.position += 1;
+                let value: i64 = number.parse().map_err(|_| {
+                    EngineError::syntax(format!(
+                        "{verb} needs a whole number of rows, not {number}"
+                    ))
+                })?;
+                Ok(Some(if negative { -value } else { value }))
+            }
+            _ if negative => Err(EngineError::syntax(format!(
+                "{verb} needs a number after -"
+            ))),
+            _ => Ok(None),
+        }
+    };
+    let forward = |n: i64| -> Result<u64, EngineError> { u64::try_from(n).map_err(|_| backward()) };
+    let movement = if cursor.keyword(Keyword::NEXT) {
+        Movement::Next(1)
+    } else if cursor.keyword(Keyword::PRIOR) || cursor.keyword(Keyword::BACKWARD) {
+        return Err(backward());
+    } else if cursor.keyword(Keyword::FIRST) {
+        Movement::Absolute(1)
+    } else if cursor.keyword(Keyword::LAST) {
+        Movement::Last
+    } else if cursor.keyword(Keyword::ABSOLUTE) {
+        let n = count(cursor)?
+            .ok_or_else(|| EngineError::syntax(format!("{verb} ABSOLUTE needs a row number")))?;
+        if n <= 0 {
+            return Err(backward());
+        }
+        Movement::Absolute(n as u64)
+    } else if cursor.keyword(Keyword::RELATIVE) {
+        let n = count(cursor)?
+            .ok_or_else(|| EngineError::syntax(format!("{verb} RELATIVE needs a row count")))?;
+        if n <= 0 && fetch {
+            return Err(backward());
+        }
+        Movement::Relative(forward(n)?)
+    } else if cursor.keyword(Keyword::ALL) {
+        Movement::All
+    } else if cursor.keyword(Keyword::FORWARD) {
+        if cursor.keyword(Keyword::ALL) {
+            Movement::All
+        } else {
+            Movement::Next(forward(count(cursor)?.unwrap_or(1))?)
+        }
+    } else {
+        Movement::Next(forward(count(cursor)?.unwrap_or(1))?)
+    };
+    let _ = cursor.keyword(Keyword::FROM) || cursor.keyword(Keyword::IN);
+    let name = cursor
+        .identifier()
+        .ok_or_else(|| EngineError::syntax(format!("{verb} needs a cursor name")))?;
+    if !cursor.at_end() {
+        return Err(EngineError::syntax(format!(
+            "unexpected text after {verb} {name}"
+        )));
+    }
+    Ok(Command::Fetch {
+        cursor: name,
+        movement,
+        fetch,
+    })
 }
 
 fn recognize_show(cursor: &mut Cursor<'_>) -> Result<Option<Command>, EngineError> {

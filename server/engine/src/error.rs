@@ -88,6 +88,9 @@ pub mod sqlstate {
     pub const INVALID_PARAMETER_VALUE: &str = "22023";
     pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
     pub const ACTIVE_SQL_TRANSACTION: &str = "25001";
+    pub const INVALID_TRANSACTION_STATE: &str = "25000";
+    pub const NO_ACTIVE_SQL_TRANSACTION: &str = "25P01";
+    pub const INVALID_CURSOR_NAME: &str = "34000";
     pub const INVALID_CATALOG_NAME: &str = "3D000";
     pub const INVALID_SCHEMA_NAME: &str = "3F000";
     pub const SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION: &str = "42000";
@@ -98,10 +101,12 @@ pub mod sqlstate {
     pub const UNDEFINED_OBJECT: &str = "42704";
     pub const DUPLICATE_SCHEMA: &str = "42P06";
     pub const DUPLICATE_TABLE: &str = "42P07";
+    pub const DUPLICATE_CURSOR: &str = "42P03";
     pub const AMBIGUOUS_COLUMN: &str = "42702";
     pub const DATATYPE_MISMATCH: &str = "42804";
     pub const INSUFFICIENT_RESOURCES: &str = "53000";
     pub const OUT_OF_MEMORY: &str = "53200";
+    pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
     pub const QUERY_CANCELED: &str = "57014";
     pub const ADMIN_SHUTDOWN: &str = "57P01";
     pub const SYSTEM_ERROR: &str = "58000";

@@ -8,6 +8,7 @@
 mod column_names;
 mod commands;
 mod constant_plans;
+mod cursors;
 mod error;
 mod pg_catalog;
 mod pg_catalog_tables;
@@ -130,6 +131,7 @@ impl Engine {
                 variables,
                 facts,
                 constant_plans: Mutex::default(),
+                cursors: Mutex::default(),
             }),
         }
     }
@@ -147,6 +149,7 @@ struct SessionInner {
     variables: Arc<Mutex<SessionVariables>>,
     facts: Arc<parking_lot::RwLock<pg_catalog::SessionFacts>>,
     constant_plans: Mutex<constant_plans::ConstantPlans>,
+    cursors: Mutex<cursors::Cursors>,
 }
 
 /// A statement ready to run: planned by DataFusion or recognized as a fjord command.
@@ -162,6 +165,8 @@ pub struct Prepared {
     executed: Arc<std::sync::atomic::AtomicBool>,
     /// Result column names as Postgres gives them, where they differ from DataFusion's.
     names: Option<Arc<[String]>>,
+    /// For `FETCH`: the rows' schema, which is its cursor's.
+    cursor_schema: Option<SchemaRef>,
 }
 
 #[derive(Debug, Clone)]
@@ -171,6 +176,12 @@ enum PreparedKind {
     Plan(Box<LogicalPlan>),
     /// A query that reads no table: planned once per session (see `constant_plans`).
     Constant(Arc<constant_plans::ConstantPlan>),
+    /// `DECLARE name CURSOR FOR query`, with the query prepared (it may have parameters).
+    Declare {
+        name: String,
+        hold: bool,
+        query: Box<Prepared>,
+    },
 }
 
 /// The completion tag of a statement that returns no rows, as Postgres spells it.
@@ -232,6 +243,7 @@ impl Prepared {
             sql: Arc::from(sql),
             executed: Arc::default(),
             names,
+            cursor_schema: None,
         }
     }
 
@@ -265,8 +277,11 @@ impl Prepared {
     /// The schema of the rows this statement returns, `None` if it returns none.
     pub fn output_schema(&self) -> Option<SchemaRef> {
         match &self.kind {
-            PreparedKind::Empty => None,
-            PreparedKind::Command(command) => command_schema(command),
+            PreparedKind::Empty | PreparedKind::Declare { .. } => None,
+            PreparedKind::Command(command) => self
+                .cursor_schema
+                .clone()
+                .or_else(|| command_schema(command)),
             PreparedKind::Constant(plan) => Some(self.named(plan.schema())),
             PreparedKind::Plan(plan) => match plan.as_ref() {
                 LogicalPlan::Dml(_) | LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) => None,
@@ -278,6 +293,9 @@ impl Prepared {
     /// Parameter types in `$1, $2, ...` order (numeric, so `$10` follows `$9`); `None` where
     /// DataFusion could not infer one.
     pub fn parameter_types(&self) -> Vec<Option<DataType>> {
+        if let PreparedKind::Declare { query, .. } = &self.kind {
+            return query.parameter_types();
+        }
         let PreparedKind::Plan(plan) = &self.kind else {
             return Vec::new();
         };
@@ -416,6 +434,11 @@ impl Session {
         session_vars::parse_duration(&value).filter(|duration| !duration.is_zero())
     }
 
+    /// The schema of cursor `name`'s rows, if it is open (a Describe of it as a portal).
+    pub fn cursor_schema(&self, name: &str) -> Option<SchemaRef> {
+        self.inner.cursors.lock().schema(name).ok()
+    }
+
     /// The session's current schema (for `search_path` reporting).
     pub fn current_schema(&self) -> String {
         self.read_catalog_option(|options| options.default_schema.clone())
@@ -458,8 +481,33 @@ impl Session {
         if tokens.is_empty() {
             return Ok(Prepared::new(PreparedKind::Empty, sql));
         }
+        if commands::is_declare(&tokens) {
+            let declare = commands::recognize_declare(sql)?;
+            let query = Box::pin(self.prepare(&declare.query)).await?;
+            if query.output_schema().is_none() {
+                return Err(EngineError::syntax(
+                    "DECLARE CURSOR needs a query that returns rows",
+                ));
+            }
+            let kind = PreparedKind::Declare {
+                name: declare.name,
+                hold: declare.hold,
+                query: Box::new(query),
+            };
+            return Ok(Prepared::new(kind, sql));
+        }
         if let Some(command) = commands::recognize(&tokens)? {
-            return Ok(Prepared::new(PreparedKind::Command(command), sql));
+            let cursor_schema = match &command {
+                Command::Fetch {
+                    cursor,
+                    fetch: true,
+                    ..
+                } => Some(self.inner.cursors.lock().schema(cursor)?),
+                _ => None,
+            };
+            let mut prepared = Prepared::new(PreparedKind::Command(command), sql);
+            prepared.cursor_schema = cursor_schema;
+            return Ok(prepared);
         }
         let mut statements = if pg_catalog::needs_compatibility_rewrite(sql) {
             self.inner
@@ -527,6 +575,7 @@ impl Session {
         parameters: Option<ParamValues>,
     ) -> Result<Outcome, EngineError> {
         let changes_session = match &prepared.kind {
+            PreparedKind::Command(Command::Fetch { .. } | Command::CloseCursor { .. }) => false,
             PreparedKind::Command(_) => true,
             PreparedKind::Plan(plan) => matches!(
                 plan.as_ref(),
@@ -535,7 +584,7 @@ impl Session {
                     | LogicalPlan::Dml(_)
                     | LogicalPlan::Copy(_)
             ),
-            PreparedKind::Empty | PreparedKind::Constant(_) => false,
+            PreparedKind::Empty | PreparedKind::Constant(_) | PreparedKind::Declare { .. } => false,
         };
         if changes_session {
             // Planning may have read what this statement changes.
@@ -544,6 +593,17 @@ impl Session {
         match &prepared.kind {
             PreparedKind::Empty => Ok(Outcome::Empty),
             PreparedKind::Command(command) => self.run_command(command).await,
+            PreparedKind::Declare { name, hold, query } => {
+                match Box::pin(self.execute(query, parameters)).await? {
+                    Outcome::Rows { stream, .. } => {
+                        self.inner.cursors.lock().declare(name, *hold, stream)?;
+                        Ok(Outcome::Command(CommandTag::new("DECLARE CURSOR")))
+                    }
+                    _ => Err(EngineError::syntax(
+                        "DECLARE CURSOR needs a query that returns rows",
+                    )),
+                }
+            }
             PreparedKind::Constant(plan) => {
                 let stream = plan.execute()?;
                 let stream = match self.time_zone() {
@@ -959,9 +1019,48 @@ impl Session {
                 self.set_defaults(&catalog, schema);
                 Ok(Outcome::Command(CommandTag::new("USE")))
             }
-            Command::Begin => Ok(Outcome::TransactionStart(CommandTag::new("BEGIN"))),
-            Command::Commit => Ok(Outcome::TransactionEnd(CommandTag::new("COMMIT"))),
-            Command::Rollback => Ok(Outcome::TransactionEnd(CommandTag::new("ROLLBACK"))),
+            Command::Begin => {
+                self.inner.cursors.lock().begin();
+                Ok(Outcome::TransactionStart(CommandTag::new("BEGIN")))
+            }
+            Command::Commit => {
+                self.inner.cursors.lock().end_transaction(true);
+                Ok(Outcome::TransactionEnd(CommandTag::new("COMMIT")))
+            }
+            Command::Rollback => {
+                self.inner.cursors.lock().end_transaction(false);
+                Ok(Outcome::TransactionEnd(CommandTag::new("ROLLBACK")))
+            }
+            Command::Fetch {
+                cursor,
+                movement,
+                fetch,
+            } => {
+                let stream = self.inner.cursors.lock().fetch(cursor, *movement)?;
+                if *fetch {
+                    return Ok(Outcome::Rows {
+                        stream,
+                        tag: "FETCH".into(),
+                    });
+                }
+                let rows = cursors::count_rows(stream).await?;
+                Ok(Outcome::Command(
+                    CommandTag::new("MOVE").with_rows(rows as usize),
+                ))
+            }
+            Command::CloseCursor { name } => {
+                let mut cursors = self.inner.cursors.lock();
+                match name {
+                    Some(name) => {
+                        cursors.close(name)?;
+                        Ok(Outcome::Command(CommandTag::new("CLOSE CURSOR")))
+                    }
+                    None => {
+                        cursors.close_all();
+                        Ok(Outcome::Command(CommandTag::new("CLOSE CURSOR ALL")))
+                    }
+                }
+            }
             Command::SetVariable { name, value } => {
                 let name = name.to_lowercase();
                 if name == "timezone"
@@ -990,6 +1089,7 @@ impl Session {
             }
             Command::DiscardAll => {
                 self.reset();
+                self.inner.cursors.lock().close_all();
                 Ok(Outcome::Command(CommandTag::new("DISCARD ALL")))
             }
             Command::ShowVariable { name } => {

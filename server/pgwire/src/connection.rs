@@ -692,15 +692,20 @@ impl ExtendedQueryHandler for Connection {
                 (response.parameters().map(<[Type]>::to_vec), response)
             }
             TARGET_TYPE_BYTE_PORTAL => {
-                let portal = client
-                    .portal_store()
-                    .get_portal(name)
-                    .ok_or_else(|| PgWireError::PortalNotFound(name.to_owned()))?;
-                let response = self.do_describe_portal(client, &portal).await?;
-                (
-                    None,
-                    DescribeStatementResponse::new(Vec::new(), response.fields().to_vec()),
-                )
+                let fields = match client.portal_store().get_portal(name) {
+                    Some(portal) => self
+                        .do_describe_portal(client, &portal)
+                        .await?
+                        .fields()
+                        .to_vec(),
+                    // A cursor that DECLARE opened is a portal too (psycopg 3's server-side
+                    // cursors describe it by name).
+                    None => match self.session.cursor_schema(name) {
+                        Some(schema) => pg_fields(&schema, &Format::UnifiedText, None)?,
+                        None => return Err(PgWireError::PortalNotFound(name.to_owned())),
+                    },
+                };
+                (None, DescribeStatementResponse::new(Vec::new(), fields))
             }
             other => return Err(PgWireError::InvalidTargetType(other)),
         };
