@@ -42,6 +42,25 @@ async fn python_drivers_read_typed_values_and_stream_through_server_cursors() ->
     assert_eq!(result["psycopg"]["weight"], weight.as_str(), "{result}");
     assert_eq!(result["psycopg"]["arrived_type"], "date", "{result}");
     assert_eq!(result["psycopg"]["registered_tz"], "UTC", "{result}");
+    // uuid and jsonb columns are described as such and sent in their binary forms.
+    let first = direct
+        .query_one(
+            "SELECT cat_id::text, traits::text FROM cats ORDER BY name LIMIT 1",
+            &[],
+        )
+        .await?;
+    let (cat_id, traits): (String, String) = (first.get(0), first.get(1));
+    assert_eq!(result["psycopg"]["uuid_type"], "UUID", "{result}");
+    assert_eq!(result["psycopg"]["jsonb_type"], "dict", "{result}");
+    assert_eq!(result["psycopg"]["cat_id"], cat_id.as_str(), "{result}");
+    assert_eq!(result["psycopg"]["found_by_uuid"], true, "{result}");
+    assert_eq!(result["asyncpg"]["uuid_type"], "UUID", "{result}");
+    assert_eq!(result["asyncpg"]["cat_id"], cat_id.as_str(), "{result}");
+    assert_eq!(
+        result["asyncpg"]["traits"],
+        serde_json::from_str::<Value>(&traits)?,
+        "{result}"
+    );
 
     let client = fjord.connect().await?;
     let likes = query_text(

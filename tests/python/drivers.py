@@ -28,6 +28,18 @@ with psycopg.connect(url, autocommit=True) as connection:
         "arrived_type": type(arrived).__name__,
         "registered_tz": str(registered.tzinfo),
     }
+    # uuid and jsonb arrive as those types, and a uuid goes back as a parameter.
+    cursor.execute("SELECT cat_id, traits, name FROM postgresql.public.cats ORDER BY name LIMIT 1")
+    cat_id, traits, name = cursor.fetchone()
+    cursor.execute("SELECT name FROM postgresql.public.cats WHERE cat_id = %s", (cat_id,))
+    result["psycopg"].update(
+        {
+            "uuid_type": type(cat_id).__name__,
+            "jsonb_type": type(traits).__name__,
+            "cat_id": str(cat_id),
+            "found_by_uuid": cursor.fetchone()[0] == name,
+        }
+    )
 
 
 async def with_asyncpg():
@@ -37,8 +49,16 @@ async def with_asyncpg():
     )
     likes = await statement.fetchval("like", 0)
     row = await connection.fetchrow("SELECT min(weight_kg) AS w, max(arrived_on) AS d FROM postgresql.public.cats")
+    cat = await connection.fetchrow("SELECT cat_id, traits FROM postgresql.public.cats ORDER BY name LIMIT 1")
     await connection.close()
-    return {"likes": likes, "weight": str(row["w"]), "date_type": type(row["d"]).__name__}
+    return {
+        "likes": likes,
+        "weight": str(row["w"]),
+        "date_type": type(row["d"]).__name__,
+        "uuid_type": type(cat["cat_id"]).__name__,
+        "cat_id": str(cat["cat_id"]),
+        "traits": json.loads(cat["traits"]),
+    }
 
 
 result["asyncpg"] = asyncio.run(with_asyncpg())

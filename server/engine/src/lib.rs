@@ -42,6 +42,7 @@ pub use error::{EngineError, ErrorClass, classify, sqlstate};
 pub use fjord_catalog;
 pub use pg_catalog::version_string;
 use session_vars::SessionVariables;
+pub use types::{TextCarried, text_carried_type};
 
 /// The catalogs and resources every session shares.
 pub struct Engine {

@@ -16,6 +16,29 @@ pub(crate) fn sql_type_name(field: &Field) -> String {
     data_type_name(field.data_type())
 }
 
+/// A Postgres type whose values fjord carries as text (a Postgres catalog's uuid, json and jsonb
+/// columns): clients are told the real type, so drivers decode the values as that type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextCarried {
+    Uuid,
+    Json,
+    Jsonb,
+}
+
+/// The type a text column really holds, when it is one of [`TextCarried`]. The type travels in
+/// field metadata, so a column passed through unchanged keeps it; an expression over it is text.
+pub fn text_carried_type(field: &Field) -> Option<TextCarried> {
+    if !matches!(field.data_type(), DataType::Utf8) {
+        return None;
+    }
+    match field.metadata().get(fjord_postgres_type_key())?.as_str() {
+        "uuid" => Some(TextCarried::Uuid),
+        "json" => Some(TextCarried::Json),
+        "jsonb" => Some(TextCarried::Jsonb),
+        _ => None,
+    }
+}
+
 fn data_type_name(data_type: &DataType) -> String {
     match data_type {
         DataType::Null => "unknown".into(),

@@ -621,7 +621,10 @@ impl ExtendedQueryHandler for Connection {
             let mut types: Vec<Option<DataType>> = inferred.clone();
             types.resize(types.len().max(portal.parameter_len()), None);
             let references: Vec<Option<&DataType>> = types.iter().map(Option::as_ref).collect();
-            Some(deserialize_parameters(portal, &references)?)
+            match text_carried_parameters(portal)? {
+                Some(portal) => Some(deserialize_parameters(&portal, &references)?),
+                None => Some(deserialize_parameters(portal, &references)?),
+            }
         } else {
             None
         };
@@ -795,6 +798,70 @@ impl ExtendedQueryHandler for Connection {
         client.set_transaction_status(transaction_status);
         result
     }
+}
+
+/// A copy of `portal` with its uuid, json and jsonb parameters as text, which is how the engine
+/// carries those types (see `text_carried`); `None` when it has none. The binary forms are
+/// turned to text here: a uuid's 16 bytes to its canonical spelling, a jsonb's version byte
+/// dropped.
+fn text_carried_parameters(portal: &Portal<Prepared>) -> PgWireResult<Option<Portal<Prepared>>> {
+    let declared = &portal.statement.parameter_types;
+    let carried = |index: usize| {
+        matches!(
+            declared.get(index),
+            Some(Some(Type::UUID | Type::JSON | Type::JSONB))
+        )
+    };
+    let count = portal.parameter_len();
+    if !(0..count).any(carried) {
+        return Ok(None);
+    }
+    let mut types = declared.clone();
+    let mut parameters = portal.parameters.clone();
+    let mut formats = Vec::with_capacity(count);
+    for index in 0..count {
+        let binary = portal.parameter_format.is_binary(index);
+        if !carried(index) {
+            formats.push(i16::from(binary));
+            continue;
+        }
+        if binary && let Some(bytes) = &parameters[index] {
+            let text = match declared[index] {
+                Some(Type::UUID) => uuid::Uuid::from_slice(bytes)
+                    .map_err(|_| invalid_parameter(index, "a uuid must be 16 bytes"))?
+                    .hyphenated()
+                    .to_string(),
+                Some(Type::JSONB) => match bytes.split_first() {
+                    Some((1, json)) => String::from_utf8(json.to_vec())
+                        .map_err(|_| invalid_parameter(index, "jsonb is not UTF-8"))?,
+                    _ => return Err(invalid_parameter(index, "unsupported jsonb version")),
+                },
+                _ => String::from_utf8(bytes.to_vec())
+                    .map_err(|_| invalid_parameter(index, "json is not UTF-8"))?,
+            };
+            parameters[index] = Some(text.into_bytes().into());
+        }
+        types[index] = Some(Type::TEXT);
+        formats.push(0);
+    }
+    let statement = StoredStatement::new(
+        portal.statement.id.clone(),
+        portal.statement.statement.clone(),
+        types,
+    );
+    let mut copy = Portal::new_cursor(portal.name.clone(), Arc::new(statement));
+    copy.parameter_format = Format::Individual(formats);
+    copy.parameters = parameters;
+    copy.result_column_format = portal.result_column_format.clone();
+    copy.state = portal.state.clone();
+    Ok(Some(copy))
+}
+
+fn invalid_parameter(index: usize, reason: &str) -> PgWireError {
+    engine_error(EngineError::new(
+        sqlstate::INVALID_PARAMETER_VALUE,
+        format!("parameter ${}: {reason}", index + 1),
+    ))
 }
 
 async fn send_streamed<C>(client: &mut C, query: QueryResponse) -> PgWireResult<()>

@@ -52,7 +52,8 @@ pub(crate) fn pg_fields(
     format: &Format,
     options: Option<Arc<FormatOptions>>,
 ) -> PgWireResult<Vec<FieldInfo>> {
-    arrow_schema_to_pg_fields(schema, format, options)
+    let fields = arrow_schema_to_pg_fields(schema, format, options)?;
+    Ok(crate::text_carried::describe(schema, fields))
 }
 
 /// A query response whose rows are encoded batch by batch as the client reads them.
@@ -116,6 +117,13 @@ fn rows(
                 Some(Ok(batch)) => {
                     if batch.num_rows() > 0 {
                         let batch = crate::temporal_text::render(batch, &state.fields);
+                        let batch = match crate::text_carried::binary_forms(batch, &state.fields) {
+                            Ok(batch) => batch,
+                            Err(error) => {
+                                state.done = true;
+                                return Some((Err(error), state));
+                            }
+                        };
                         state.current =
                             Some(Box::new(encode_recordbatch(state.fields.clone(), batch)));
                     }

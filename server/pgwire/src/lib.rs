@@ -13,6 +13,7 @@ mod cancel;
 mod connection;
 mod encode;
 mod temporal_text;
+mod text_carried;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
