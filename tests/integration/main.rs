@@ -17,3 +17,4 @@ mod python_drivers;
 mod scenario;
 mod slt;
 mod sqlalchemy;
+mod superset;

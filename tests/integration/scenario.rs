@@ -4,7 +4,7 @@
 use fjord_config::{DemoConfig, PostgresCatalogConfig};
 use fjord_tests::{Fjord, Postgres, TEST_DEMO, query_text};
 
-const SCENARIO_QUERY: &str = "SELECT p.archetype, COUNT(*) AS like_count
+pub(crate) const SCENARIO_QUERY: &str = "SELECT p.archetype, COUNT(*) AS like_count
 FROM iceberg.data_on_eks.cat_interactions_raw AS i
 JOIN postgresql.public.cats AS p ON i.cat_id = p.cat_id
 WHERE i.interaction_type = 'like'

@@ -7,16 +7,19 @@ status and an excerpt of the response body.
 usage: superset_check.py --url http://127.0.0.1:8088 --sqlalchemy-uri postgresql://u@host:port/db
            [--expect-schema NAME]... [--expect-table SCHEMA.TABLE]...
            [--query SQL --expect-rows N]... [--schema NAME] [--database-name NAME]
-           [--username admin --password admin]
+           [--username admin --password admin] [--wait SECONDS] [--rows-json FILE]
 
 --query and --expect-rows pair up in order; --schema is the SQL Lab schema the queries run in.
-Table metadata is fetched (and previewed) for every --expect-table.
+Table metadata is fetched (and previewed) for every --expect-table. --wait polls GET /health for
+up to SECONDS before starting (Superset takes a while to come up); --rows-json writes the rows
+each --query returned, as a JSON list of lists of row objects, for the caller to compare.
 """
 
 import argparse
 import http.cookiejar
 import json
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -114,6 +117,8 @@ def parse_args():
     parser.add_argument("--query-limit", type=int, default=1000, help="SQL Lab row limit")
     parser.add_argument("--no-preview", action="store_true", help="skip table preview queries")
     parser.add_argument("--timeout", type=float, default=60)
+    parser.add_argument("--wait", type=float, default=0, help="seconds to wait for /health")
+    parser.add_argument("--rows-json", help="file to write the queries' rows to")
     args = parser.parse_args()
     if len(args.expect_rows) > len(args.query):
         parser.error("more --expect-rows than --query")
@@ -239,6 +244,7 @@ def run_query(superset, database_id, sql, schema, limit):
 
 
 def run_queries(superset, database_id, args):
+    results = []
     for index, sql in enumerate(args.query):
         reply = run_query(superset, database_id, sql, args.schema, args.query_limit)
         rows = reply.get("data") or []
@@ -248,12 +254,34 @@ def run_queries(superset, database_id, args):
             raise CheckFailed(
                 f"query {sql!r}: expected {args.expect_rows[index]} rows, got {len(rows)}"
             )
+        results.append(rows)
+    if args.rows_json:
+        with open(args.rows_json, "w") as out:
+            json.dump(results, out)
+
+
+def wait_for_health(url, seconds):
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise CheckFailed(f"Superset at {url} did not answer /health within {seconds:.0f} s")
+        time.sleep(0.5)
 
 
 def main():
     args = parse_args()
     superset = Superset(args.url, args.timeout)
     try:
+        if args.wait:
+            started = time.monotonic()
+            wait_for_health(args.url, args.wait)
+            step("health", f"ok after {time.monotonic() - started:.1f} s")
         csrf = superset.login(args.username, args.password)
         step("login", f"ok as {args.username}, csrf token {'yes' if csrf else 'no'}")
         database_id = register_database(superset, args)

@@ -7,16 +7,23 @@ installed; the `superset` command is looked up next to that interpreter, then on
 The setup commands (`superset db upgrade`, `superset fab create-admin`, `superset init`) run in
 this one process against one app instance, which saves loading Superset three times; their
 output goes to WORK_DIR/setup.log. Once setup has succeeded, later runs with the same WORK_DIR
-skip it.
+skip it. With --template DIR, the set-up metadata database is also saved in DIR and copied from
+there by later runs, so a fresh WORK_DIR costs a file copy instead of the setup; a template made
+by another Superset version is ignored and replaced. The admin user in a template is the one of
+the run that made it.
 
-usage: superset_serve.py WORK_DIR PORT [--username admin] [--password admin]
+usage: superset_serve.py WORK_DIR PORT [--template DIR] [--username admin] [--password admin]
 """
 
 import argparse
+import importlib.metadata
 import os
 import shutil
 import sys
 import time
+
+DATABASE_FILE = "superset.db"
+DONE_MARKER = "setup-done"
 
 CONFIG = """\
 import logging
@@ -39,7 +46,7 @@ def superset_command():
     return found
 
 
-def setup(work_dir, log_path, username, password):
+def setup(log_path, username, password):
     """Runs the setup commands with stdout and stderr sent to log_path."""
     steps = [
         ["db", "upgrade"],
@@ -88,10 +95,26 @@ def setup(work_dir, log_path, username, password):
     print(f"superset_serve: setup done: {summary}", file=sys.stderr, flush=True)
 
 
+def is_ready(directory, version):
+    """Whether directory holds a metadata database set up by this Superset version."""
+    try:
+        with open(os.path.join(directory, DONE_MARKER)) as marker:
+            done = marker.read().strip() == version
+    except OSError:
+        return False
+    return done and os.path.exists(os.path.join(directory, DATABASE_FILE))
+
+
+def mark_ready(directory, version):
+    with open(os.path.join(directory, DONE_MARKER), "w") as marker:
+        marker.write(version + "\n")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("work_dir")
     parser.add_argument("port", type=int)
+    parser.add_argument("--template", help="directory keeping a set-up metadata database")
     parser.add_argument("--username", default="admin")
     parser.add_argument("--password", default="admin")
     args = parser.parse_args()
@@ -99,8 +122,7 @@ def main():
     work_dir = os.path.abspath(args.work_dir)
     os.makedirs(work_dir, exist_ok=True)
     config_path = os.path.join(work_dir, "superset_config.py")
-    database_path = os.path.join(work_dir, "superset.db")
-    done_marker = os.path.join(work_dir, "setup-done")
+    database_path = os.path.join(work_dir, DATABASE_FILE)
     with open(config_path, "w") as config:
         config.write(
             CONFIG.format(
@@ -114,11 +136,24 @@ def main():
     os.chdir(work_dir)
     superset = superset_command()
 
-    if not os.path.exists(done_marker):
-        if os.path.exists(database_path):
-            os.remove(database_path)
-        setup(work_dir, os.path.join(work_dir, "setup.log"), args.username, args.password)
-        open(done_marker, "w").close()
+    version = importlib.metadata.version("apache-superset")
+    template = os.path.abspath(args.template) if args.template else None
+    if not is_ready(work_dir, version):
+        if template and is_ready(template, version):
+            shutil.copyfile(os.path.join(template, DATABASE_FILE), database_path)
+            print(f"superset_serve: metadata database copied from {template}", file=sys.stderr,
+                  flush=True)
+        else:
+            if os.path.exists(database_path):
+                os.remove(database_path)
+            setup(os.path.join(work_dir, "setup.log"), args.username, args.password)
+        mark_ready(work_dir, version)
+        if template and not is_ready(template, version):
+            os.makedirs(template, exist_ok=True)
+            partial = os.path.join(template, f"{DATABASE_FILE}.{os.getpid()}")
+            shutil.copyfile(database_path, partial)
+            os.replace(partial, os.path.join(template, DATABASE_FILE))
+            mark_ready(template, version)
 
     print(f"superset_serve: starting web server on 127.0.0.1:{args.port}", file=sys.stderr,
           flush=True)

@@ -14,6 +14,7 @@ mod pg_catalog;
 mod pg_catalog_tables;
 mod session_vars;
 mod types;
+mod untyped_literals;
 
 use std::sync::Arc;
 
@@ -111,11 +112,14 @@ impl Engine {
                 .unwrap_or_else(|_| self.runtime.clone()),
             None => self.runtime.clone(),
         };
+        let mut analyzer_rules = datafusion::optimizer::Analyzer::new().rules;
+        analyzer_rules.insert(0, Arc::new(untyped_literals::UntypedLiterals));
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)
             .with_catalog_list(self.catalog_list.clone())
             .with_default_features()
+            .with_analyzer_rules(analyzer_rules)
             .build();
         let context = SessionContext::new_with_state(state);
         let facts = Arc::new(parking_lot::RwLock::new(pg_catalog::SessionFacts {
