@@ -93,8 +93,8 @@ impl Superset {
 
 fn tail(path: &std::path::Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    let start = text.len().saturating_sub(4000);
-    text[text.floor_char_boundary(start)..].to_string()
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(60)..].join("\n")
 }
 
 /// A SQL Lab row's values in column order, as text (Superset returns JSON numbers and strings).
