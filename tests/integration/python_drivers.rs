@@ -96,3 +96,80 @@ async fn python_drivers_read_typed_values_and_stream_through_server_cursors() ->
     assert_eq!(result["sqlalchemy_stream"]["rows"], all, "{result}");
     fjord.stop().await
 }
+
+/// pgcli, through its own code (tests/python/pgcli_check.py): the queries behind its completions
+/// and the backslash commands, in the live catalog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgcli_completes_and_describes_tables() -> anyhow::Result<()> {
+    let postgres = Postgres::start()?;
+    let fjord = Fjord::start(&format!(
+        "{}\n{TEST_DEMO}",
+        postgres.catalog_toml("postgresql")
+    ))
+    .await?;
+    let venv = test_venv()?;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/pgcli_check.py");
+    let url = format!("postgresql://analyst@127.0.0.1:{}/postgresql", fjord.port());
+    let output = tokio::process::Command::new(venv.join("bin/python"))
+        .arg(script)
+        .arg(&url)
+        .output()
+        .await?;
+    anyhow::ensure!(
+        output.status.success(),
+        "pgcli failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: Value = serde_json::from_slice(&output.stdout)?;
+    assert_eq!(
+        result["tables"],
+        serde_json::json!([["public", "cats"], ["public", "visitors"]]),
+        "{result}"
+    );
+    assert_eq!(
+        result["completer_tables"],
+        serde_json::json!(["cats", "visitors"]),
+        "{result}"
+    );
+    assert_eq!(
+        result["databases"],
+        serde_json::json!(["iceberg", "postgresql"]),
+        "{result}"
+    );
+    assert_eq!(result["search_path"][0], "public", "{result}");
+    let dt = &result["dt"][0];
+    assert_eq!(dt["rows"].as_array().map(Vec::len), Some(2), "{result}");
+    let columns = &result["d_cats"][0]["rows"];
+    let types: Vec<(&str, &str)> = columns
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|row| (row[0].as_str().unwrap_or(""), row[1].as_str().unwrap_or("")))
+        .collect();
+    assert!(types.contains(&("cat_id", "uuid")), "{types:?}");
+    assert!(types.contains(&("traits", "jsonb")), "{types:?}");
+    assert!(types.contains(&("weight_kg", "numeric(4,1)")), "{types:?}");
+
+    // The query's rows are Postgres's own answer.
+    let direct = postgres.connect("workshop").await?;
+    let expected: Vec<Vec<String>> = direct
+        .query(
+            "SELECT archetype, count(*)::text FROM cats GROUP BY archetype ORDER BY archetype",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| vec![row.get(0), row.get(1)])
+        .collect();
+    assert_eq!(
+        result["query"][0]["rows"],
+        serde_json::json!(expected),
+        "{result}"
+    );
+    assert_eq!(
+        result["query"][0]["status"],
+        format!("SELECT {}", expected.len()),
+        "{result}"
+    );
+    fjord.stop().await
+}
