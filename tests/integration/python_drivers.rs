@@ -173,3 +173,99 @@ async fn pgcli_completes_and_describes_tables() -> anyhow::Result<()> {
     );
     fjord.stop().await
 }
+
+/// PostgreSQL's JDBC driver (DBeaver's), in a JVM through JPype: the metadata calls a SQL IDE
+/// makes and a prepared statement read with a fetch size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jdbc_metadata_and_fetch_size_work_as_dbeaver_uses_them() -> anyhow::Result<()> {
+    let postgres = Postgres::start()?;
+    let fjord = Fjord::start(&format!(
+        "{}\n{TEST_DEMO}",
+        postgres.catalog_toml("postgresql")
+    ))
+    .await?;
+    let venv = test_venv()?;
+    let jar = jdbc_driver_jar()?;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/jdbc_check.py");
+    let url = format!(
+        "jdbc:postgresql://127.0.0.1:{}/postgresql?user=analyst",
+        fjord.port()
+    );
+    let output = tokio::process::Command::new(venv.join("bin/python"))
+        .arg(script)
+        .arg(&url)
+        .arg(&jar)
+        .output()
+        .await?;
+    anyhow::ensure!(
+        output.status.success(),
+        "JDBC failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: Value = serde_json::from_slice(&output.stdout)?;
+    assert_eq!(result["product"], "PostgreSQL", "{result}");
+    assert_eq!(
+        result["catalogs"],
+        serde_json::json!([{"TABLE_CAT": "postgresql"}]),
+        "{result}"
+    );
+    let schemas: Vec<&str> = result["schemas"]
+        .as_array()
+        .expect("schemas")
+        .iter()
+        .filter_map(|schema| schema["TABLE_SCHEM"].as_str())
+        .collect();
+    assert!(schemas.contains(&"public"), "{result}");
+    assert_eq!(
+        result["tables"],
+        serde_json::json!([
+            {"TABLE_SCHEM": "public", "TABLE_NAME": "cats", "TABLE_TYPE": "TABLE"},
+            {"TABLE_SCHEM": "public", "TABLE_NAME": "visitors", "TABLE_TYPE": "TABLE"}
+        ]),
+        "{result}"
+    );
+    let column = |name: &str| {
+        result["columns"]
+            .as_array()
+            .and_then(|columns| columns.iter().find(|column| column["COLUMN_NAME"] == name))
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(column("cat_id")["TYPE_NAME"], "uuid", "{result}");
+    assert_eq!(column("cat_id")["IS_NULLABLE"], "NO", "{result}");
+    assert_eq!(column("weight_kg")["TYPE_NAME"], "numeric", "{result}");
+    assert_eq!(column("weight_kg")["COLUMN_SIZE"], "4", "{result}");
+    assert_eq!(column("weight_kg")["DECIMAL_DIGITS"], "1", "{result}");
+    assert_eq!(column("traits")["TYPE_NAME"], "jsonb", "{result}");
+    for empty in ["primary_keys", "imported_keys", "exported_keys", "indexes"] {
+        assert_eq!(result[empty], serde_json::json!([]), "{empty}: {result}");
+    }
+    assert!(result["type_info"].as_u64().unwrap_or(0) > 0, "{result}");
+    assert_eq!(
+        result["result_types"],
+        serde_json::json!(["text", "numeric", "uuid", "jsonb", "date"]),
+        "{result}"
+    );
+    // The rows read 25 at a time are Postgres's own answer.
+    let direct = postgres.connect("workshop").await?;
+    let names: Vec<String> = direct
+        .query("SELECT name FROM cats WHERE age > 3 ORDER BY name", &[])
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(names.len() > 25, "{}", names.len());
+    assert_eq!(result["names"], serde_json::json!(names), "{result}");
+    fjord.stop().await
+}
+
+/// pgJDBC's jar, from Debian's libpostgresql-jdbc-java (scripts/setup-test-env installs it).
+fn jdbc_driver_jar() -> anyhow::Result<std::path::PathBuf> {
+    let jar = std::path::PathBuf::from("/usr/share/java/postgresql.jar");
+    anyhow::ensure!(
+        jar.exists(),
+        "{} is missing: run scripts/setup-test-env",
+        jar.display()
+    );
+    Ok(jar)
+}

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
 use datafusion::catalog::{CatalogProvider, CatalogProviderList, SchemaProvider};
 use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::datasource::TableType;
@@ -345,6 +345,23 @@ pub(crate) fn register_session_functions(
             name, arguments, returns, value,
         )));
     }
+    // information_schema._pg_expandarray: set-returning in PostgreSQL, a record of element `x`
+    // and position `n`. pgJDBC's getPrimaryKeys applies it to pg_index.indkey only.
+    let expanded = DataType::Struct(
+        vec![
+            Field::new("x", DataType::Int32, true),
+            Field::new("n", DataType::Int32, true),
+        ]
+        .into(),
+    );
+    if let Ok(null) = ScalarValue::try_from(&expanded) {
+        context.register_udf(ScalarUDF::new_from_impl(FixedAnswer::new(
+            "_pg_expandarray",
+            Some(1),
+            expanded,
+            null,
+        )));
+    }
     let version = version_string();
     context.register_udf(constant_text("version", move || version.clone()));
     // The state owns these functions: hold it weakly, or no session would ever be freed.
@@ -506,6 +523,24 @@ pub(crate) fn rewrite_catalog_statement(
                 }
             }
             Expr::Subquery(query) => aggregate_scalar_subquery(query),
+            // `(record).field` (pgJDBC reads `(_pg_expandarray(indkey)).n`): DataFusion takes a
+            // field by a quoted name only. (`t.column[1]` is a compound access too, on a
+            // name rather than a parenthesized value, and stays as it is.)
+            Expr::CompoundFieldAccess { root, access_chain }
+                if matches!(**root, Expr::Nested(_)) =>
+            {
+                for access in access_chain.iter_mut() {
+                    if let datafusion::sql::sqlparser::ast::AccessExpr::Dot(Expr::Identifier(
+                        field,
+                    )) = access
+                    {
+                        let name = field.value.clone();
+                        *access = datafusion::sql::sqlparser::ast::AccessExpr::Dot(Expr::value(
+                            Value::SingleQuotedString(name),
+                        ));
+                    }
+                }
+            }
             // `ARRAY(SELECT ...)` (psql's \d+ lists TOAST options with it): fjord's tables have
             // no storage options, so the array would be empty; NULL reads the same there.
             Expr::Function(function)
@@ -670,6 +705,12 @@ impl SchemaProvider for WithArrayColumns {
             }));
         }
         let table = self.inner.table(name).await?;
+        if name == "pg_settings" {
+            let Some(table) = table else { return Ok(None) };
+            return Ok(Some(crate::pg_catalog_tables::pg_settings(
+                &table.schema(),
+            )?));
+        }
         if name == "pg_database" {
             // Every catalog is a database to clients (`\l`, database pickers).
             let Some(table) = table else { return Ok(None) };

@@ -149,6 +149,59 @@ pub(crate) fn pg_database(
     batch(fields, rows)
 }
 
+/// `pg_settings` with the server's fixed settings, which drivers read there (pgJDBC asks for
+/// `max_index_keys` before listing foreign keys). Settings a session can change are read with
+/// `SHOW` or `current_setting()`.
+pub(crate) fn pg_settings(schema: &SchemaRef) -> Result<Arc<dyn TableProvider>> {
+    const FIXED: &[&str] = &[
+        "block_size",
+        "integer_datetimes",
+        "lc_collate",
+        "lc_ctype",
+        "max_function_args",
+        "max_identifier_length",
+        "max_index_keys",
+        "server_encoding",
+        "server_version",
+        "server_version_num",
+        "standard_conforming_strings",
+    ];
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|field| field.as_ref().clone())
+        .collect();
+    let rows = FIXED
+        .iter()
+        .map(|name| {
+            let setting = match *name {
+                "block_size" => "8192",
+                "max_function_args" => "100",
+                "max_index_keys" => "32",
+                other => crate::session_vars::default_value(other).unwrap_or(""),
+            };
+            fields
+                .iter()
+                .map(|field| match field.name().as_str() {
+                    "name" => text(name),
+                    "setting" | "reset_val" | "boot_val" => text(setting),
+                    "context" => text("internal"),
+                    "source" => text("default"),
+                    "category" => text("Preset Options"),
+                    "vartype" => text(match setting {
+                        "on" | "off" => "bool",
+                        _ if setting.parse::<i64>().is_ok() => "integer",
+                        _ => "string",
+                    }),
+                    "pending_restart" => Value::Bool(false),
+                    _ => Value::Text(None),
+                })
+                .collect()
+        })
+        .collect();
+    batch(fields, rows)
+}
+
 /// One table of the catalog as `pg_class` and `pg_attribute` describe it.
 pub(crate) struct Relation {
     pub(crate) schema: String,

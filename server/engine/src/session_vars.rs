@@ -29,6 +29,14 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("transaction_read_only", "off"),
 ];
 
+/// A variable's value when no session has set it.
+pub(crate) fn default_value(name: &str) -> Option<&'static str> {
+    DEFAULTS
+        .iter()
+        .find(|(default, _)| *default == name)
+        .map(|(_, value)| *value)
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct SessionVariables {
     pub(crate) user: String,
