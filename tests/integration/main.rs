@@ -8,6 +8,7 @@ mod config_files;
 mod failures;
 mod ingest;
 mod live_catalogs;
+mod load;
 mod node_drivers;
 mod object_storage;
 mod process;

@@ -71,6 +71,11 @@ impl Serve {
         }
     }
 
+    /// The configuration file the server runs with.
+    pub(crate) fn config_path(&self) -> PathBuf {
+        self._directory.path().join("config.toml")
+    }
+
     pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

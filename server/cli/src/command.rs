@@ -101,6 +101,19 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Create an Iceberg table from Parquet files, as CREATE TABLE ... AS SELECT over them:
+    /// for bulk loads such as benchmark data. The table must not exist; its schema is created
+    /// if missing. Prints the number of rows loaded.
+    Load {
+        #[arg(long, short, env = "FJORD_CONFIG")]
+        config: Option<PathBuf>,
+        /// The table to create: catalog.schema.table, or schema.table in the default catalog.
+        #[arg(long, value_name = "[CATALOG.]SCHEMA.TABLE")]
+        table: String,
+        /// Parquet files with the same schema.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
     /// Print the SCRAM-SHA-256 verifier of a password, for `[server.auth.users]`. The password
     /// is read from the first line of standard input (`printf '%s' "$PW" | fjord hash-password`);
     /// the verifier is PostgreSQL's format, so one copied from `pg_authid` works too.
@@ -174,6 +187,11 @@ pub fn main() -> ExitCode {
                 retain_last,
                 dry_run,
             } => maintain(config, catalog, tables, &older_than, retain_last, dry_run).await,
+            Command::Load {
+                config,
+                table,
+                files,
+            } => load(config, &table, &files).await,
             Command::HashPassword => hash_password(),
             Command::CheckConfig { file } => check_config(file),
         }
@@ -235,6 +253,28 @@ async fn ingest(
         "second signal: exiting now; uncommitted records will be read again",
     );
     sidecar.wait().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn load(path: Option<PathBuf>, table: &str, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let config = load_config(path.as_ref())?;
+    let name: Vec<String> = table.split('.').map(str::to_string).collect();
+    if !(2..=3).contains(&name.len()) || name.iter().any(String::is_empty) {
+        anyhow::bail!("--table `{table}` is not schema.table or catalog.schema.table");
+    }
+    let engine = fjord_engine::Engine::new(config).await?;
+    let session = engine.new_session();
+    let schema = name[..name.len() - 1].join(".");
+    session
+        .run_sql(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+        .await?;
+    let started = std::time::Instant::now();
+    let rows = session.create_table_from_parquet(&name, files).await?;
+    eprintln!(
+        "loaded {rows} rows into {table} in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    println!("{rows}");
     Ok(ExitCode::SUCCESS)
 }
 

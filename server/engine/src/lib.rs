@@ -912,6 +912,54 @@ impl Session {
         self.count_rows(insert).await
     }
 
+    /// Creates Iceberg table `name` (one to three parts) from Parquet files, as `CREATE TABLE
+    /// name AS SELECT * FROM` the files would: the schema is the files', and the rows stream
+    /// through the same write path as SQL's, so memory stays bounded. Returns the rows written.
+    pub async fn create_table_from_parquet(
+        &self,
+        name: &[String],
+        paths: &[std::path::PathBuf],
+    ) -> Result<usize, EngineError> {
+        use datafusion::datasource::file_format::parquet::ParquetFormat;
+        use datafusion::datasource::listing::{
+            ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+        };
+        let (catalog, schema, table) = self.full_name(name)?;
+        if paths.is_empty() {
+            return Err(EngineError::syntax("no Parquet files to load"));
+        }
+        let urls = paths
+            .iter()
+            .map(|path| {
+                let absolute = std::path::absolute(path).map_err(|error| {
+                    EngineError::new(
+                        sqlstate::UNDEFINED_OBJECT,
+                        format!("{}: {error}", path.display()),
+                    )
+                })?;
+                ListingTableUrl::parse(absolute.to_string_lossy()).map_err(EngineError::from)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let state = self.inner.context.state();
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let file_schema = options.infer_schema(&state, &urls[0]).await?;
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(options)
+            .with_schema(file_schema);
+        let files = ListingTable::try_new(config)?;
+        let input =
+            LogicalPlanBuilder::scan("fjord_load", provider_as_source(Arc::new(files)), None)?
+                .build()?;
+        let reference = TableReference::full(catalog.as_str(), schema.as_str(), table.as_str());
+        match self.create_iceberg_table(&reference, input, false).await? {
+            Outcome::Command(CommandTag {
+                rows: Some(rows), ..
+            }) => Ok(rows),
+            _ => Ok(0),
+        }
+    }
+
     /// Appends in-memory batches to `catalog.schema.table` (the demo builder and tests use it).
     pub async fn append_batches(
         &self,
