@@ -1,0 +1,124 @@
+"""TPC-H: the 22 queries through fjord's Postgres front door over Iceberg tables, beside DuckDB
+and DataFusion reading the same data as raw Parquet files.
+
+The data comes from tpchgen (TPC-H's generator, scale factor 1; 0.1 with --quick) as Parquet.
+fjord loads it into Iceberg itself (`fjord load`, its CREATE TABLE AS path); DuckDB and
+DataFusion read the generated files. Every query's rows from fjord and from DataFusion are
+checked against DuckDB's before any timing counts; a difference stops the run. Query texts
+(bench/tpch/qNN.sql) are TPC-H's with the specification's validation parameters.
+
+Targets (from the benchmark issue): fjord's total time at most DuckDB's; each query at most
+1.1x raw DataFusion's (the cost of Iceberg and the wire protocol on top of the same engine).
+"""
+
+import datetime
+import decimal
+import os
+import pathlib
+import subprocess
+import sys
+
+import datafusion
+import duckdb
+
+from runner import ROOT, Measurement
+
+NAME = "tpch"
+DESCRIPTION = "TPC-H's 22 queries; fjord (Iceberg, pgwire) vs DuckDB and DataFusion on the same Parquet"
+
+TABLES = ["region", "nation", "supplier", "customer", "part", "partsupp", "orders", "lineitem"]
+QUERIES = ROOT / "bench" / "tpch"
+
+
+def query_text(number, scale):
+    text = (QUERIES / f"q{number:02d}.sql").read_text()
+    # Q11's FRACTION is 0.0001 / SF in the specification.
+    return text.replace("{fraction}", f"{0.0001 / scale:.10f}")
+
+
+def normalize(rows):
+    """Rows as comparable text: numbers rounded to 2 places (engines differ in decimal scale and
+    float formatting), dates as ISO, strings without trailing blanks; sorted, since queries
+    whose ORDER BY ties may list tied rows in any order."""
+
+    def cell(value):
+        if isinstance(value, bool) or value is None:
+            return str(value)
+        if isinstance(value, (int, float, decimal.Decimal)):
+            return f"{float(value):.2f}"
+        if isinstance(value, (datetime.date, datetime.datetime)):
+            return value.isoformat()
+        return str(value).rstrip()
+
+    return sorted(tuple(cell(value) for value in row) for row in rows)
+
+
+def generate(directory, scale):
+    tpchgen = pathlib.Path(sys.executable).parent / "tpchgen-cli"
+    subprocess.run(
+        [str(tpchgen), "parquet", "-s", str(scale), "--output-dir", str(directory)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def load_into_fjord(bench, directory):
+    for table in TABLES:
+        subprocess.run(
+            [os.environ["FJORD_BIN"], "--log", "warn", "load", "--config", str(bench.fjord.config),
+             "--table", f"iceberg.tpch.{table}", str(directory / f"{table}.parquet")],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+
+
+def run(bench):
+    scale = 0.1 if bench.quick else 1
+    directory = bench.workdir / "tpch"
+    print(f"bench: tpch: generating scale factor {scale} and loading it into Iceberg through fjord", flush=True)
+    generate(directory, scale)
+    load_into_fjord(bench, directory)
+
+    duck = duckdb.connect()
+    context = datafusion.SessionContext()
+    for table in TABLES:
+        path = directory / f"{table}.parquet"
+        duck.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{path}')")
+        context.register_parquet(table, str(path))
+
+    # Timed runs per engine and query: three at most, as 22 queries x 3 engines add up.
+    repeat = min(bench.repeat, 3)
+    totals = {"fjord": 0.0, "duckdb": 0.0, "datafusion": 0.0}
+    results = []
+    with bench.fjord.connect() as conn:
+        conn.execute("SET search_path = tpch")
+        for number in range(1, 23):
+            sql = query_text(number, scale)
+            expected = normalize(duck.execute(sql).fetchall())
+            from_fjord = normalize(conn.execute(sql).fetchall())
+            from_datafusion = normalize(
+                tuple(row.values()) for row in context.sql(sql).to_pylist()
+            )
+            for engine, rows in (("fjord", from_fjord), ("datafusion", from_datafusion)):
+                if rows != expected:
+                    raise SystemExit(
+                        f"bench: tpch q{number}: {engine}'s {len(rows)} rows differ from DuckDB's "
+                        f"{len(expected)}:\n{rows[:3]}\n{expected[:3]}"
+                    )
+            fjord_time = bench.median(lambda: conn.execute(sql).fetchall(), repeat)
+            duck_time = bench.median(lambda: duck.execute(sql).fetchall(), repeat)
+            datafusion_time = bench.median(lambda: context.sql(sql).collect(), repeat)
+            totals["fjord"] += fjord_time
+            totals["duckdb"] += duck_time
+            totals["datafusion"] += datafusion_time
+            print(
+                f"bench: tpch q{number:02d}: fjord {fjord_time:.3f} s, duckdb {duck_time:.3f} s, "
+                f"datafusion {datafusion_time:.3f} s ({len(expected)} rows, checked)",
+                flush=True,
+            )
+            case = f"q{number:02d}"
+            results.append(Measurement(NAME, case, "s", fjord_time, "datafusion", datafusion_time, target_ratio=1.1))
+            results.append(Measurement(NAME, case, "s", fjord_time, "duckdb", duck_time))
+    results.append(Measurement(NAME, f"total sf{scale:g}", "s", totals["fjord"], "duckdb", totals["duckdb"], target_ratio=1.0))
+    results.append(Measurement(NAME, f"total sf{scale:g}", "s", totals["fjord"], "datafusion", totals["datafusion"]))
+    return results
