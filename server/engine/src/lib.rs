@@ -10,6 +10,7 @@ mod commands;
 mod constant_plans;
 mod cursors;
 mod error;
+mod int4_literals;
 mod pg_catalog;
 mod pg_catalog_tables;
 mod session_vars;
@@ -44,6 +45,9 @@ pub use fjord_catalog;
 pub use pg_catalog::version_string;
 use session_vars::SessionVariables;
 pub use types::{TextCarried, text_carried_type};
+
+/// A session's TimeZone until it sets another (Postgres's default when the server's is UTC).
+const DEFAULT_TIME_ZONE: &str = "UTC";
 
 /// The catalogs and resources every session shares.
 pub struct Engine {
@@ -103,6 +107,9 @@ impl Engine {
             .with_target_partitions(self.config.target_partitions())
             .with_batch_size(server.batch_size);
         config.options_mut().sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
+        // The session's TimeZone types `now()` and `TIMESTAMPTZ '...'` literals as timestamps
+        // with a zone, and reads a literal without an offset in that zone, as Postgres does.
+        config.options_mut().execution.time_zone = Some(DEFAULT_TIME_ZONE.into());
         // Each connection gets its own memory pool: one query at a time runs on a connection, so
         // this bounds a query, and a huge one fails alone (53200) instead of starving the rest.
         let runtime = match server.query_memory_limit_bytes() {
@@ -464,6 +471,25 @@ impl Session {
         read(&state.config().options().catalog)
     }
 
+    /// Gives DataFusion the session's TimeZone, and rebuilds the functions that read it
+    /// (`now()`, `current_date`), as DataFusion's own `SET` does.
+    fn set_time_zone(&self, zone: &str) {
+        use datafusion::execution::FunctionRegistry;
+        let state = self.inner.context.state_ref();
+        let mut state = state.write();
+        state.config_mut().options_mut().execution.time_zone = Some(zone.to_string());
+        let options = state.config().options().clone();
+        let updated: Vec<_> = state
+            .scalar_functions()
+            .values()
+            .filter_map(|function| function.inner().with_updated_config(&options))
+            .collect();
+        for function in updated {
+            // Replacing a function by name cannot fail.
+            let _ = state.register_udf(Arc::new(function));
+        }
+    }
+
     fn set_defaults(&self, catalog: &str, schema: &str) {
         let state = self.inner.context.state_ref();
         let mut state = state.write();
@@ -544,6 +570,11 @@ impl Session {
         // Only a query's syntax names result columns; other statements (a large INSERT ...
         // VALUES) are not copied for it.
         let syntax = column_names::is_query(&statement).then(|| statement.clone());
+        let mut statement = statement;
+        let int4_results = int4_literals::applies(&statement);
+        if int4_results {
+            int4_literals::retype(&mut statement);
+        }
         let plan = match state.statement_to_plan(statement).await {
             Err(error)
                 if error
@@ -553,6 +584,9 @@ impl Session {
                 // Postgres allows select items with the same name; see `column_names`.
                 let mut aliased = syntax.clone().ok_or(error)?;
                 column_names::alias_select_items(&mut aliased);
+                if int4_results {
+                    int4_literals::retype(&mut aliased);
+                }
                 state.statement_to_plan(aliased).await?
             }
             planned => planned?,
@@ -1116,10 +1150,10 @@ impl Session {
             }
             Command::SetVariable { name, value } => {
                 let name = name.to_lowercase();
-                if name == "timezone"
-                    && let Some(zone) = value
-                {
+                if name == "timezone" {
+                    let zone = value.as_deref().unwrap_or(DEFAULT_TIME_ZONE);
                     types::check_time_zone(zone)?;
+                    self.set_time_zone(zone);
                 }
                 if name == "search_path" {
                     let schema = match value {
@@ -1129,6 +1163,10 @@ impl Session {
                     let catalog = self.current_catalog();
                     self.set_defaults(&catalog, &schema);
                 }
+                let value = value
+                    .as_deref()
+                    .map(|value| session_vars::checked_value(&name, value))
+                    .transpose()?;
                 self.inner.variables.lock().set(&name, value.clone());
                 Ok(Outcome::Command(CommandTag::new(if value.is_some() {
                     "SET"
@@ -1219,6 +1257,7 @@ impl Session {
         let mut fresh = SessionVariables::new(&server.default_schema);
         fresh.user = user;
         *self.inner.variables.lock() = fresh;
+        self.set_time_zone(DEFAULT_TIME_ZONE);
         self.set_defaults(
             &server.default_catalog.clone(),
             &server.default_schema.clone(),

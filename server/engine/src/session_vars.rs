@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::error::{EngineError, sqlstate};
+
 /// Values reported when a session has not set a variable.
 const DEFAULTS: &[(&str, &str)] = &[
     ("application_name", ""),
@@ -84,6 +86,117 @@ impl SessionVariables {
     }
 }
 
+/// The value a session may hold for `name`, as SHOW then gives it, or the error Postgres would
+/// give. Variables whose other values would change how fjord reads statements or writes results
+/// are checked here: fjord writes dates and times in the ISO style, intervals in the `postgres`
+/// style, text in UTF-8, and reads strings with standard conforming escapes. Accepting another
+/// value and ignoring it would leave a client parsing results in a format it did not get.
+pub(crate) fn checked_value(name: &str, value: &str) -> Result<String, EngineError> {
+    let unquoted = value.trim().trim_matches('\'').trim();
+    match name {
+        "datestyle" => date_style(value),
+        "intervalstyle" => match unquoted.to_ascii_lowercase().as_str() {
+            "postgres" => Ok("postgres".into()),
+            "postgres_verbose" | "sql_standard" | "iso_8601" => Err(unsupported_style(
+                "IntervalStyle",
+                unquoted,
+                "fjord writes intervals in the postgres style",
+            )),
+            _ => Err(invalid_value("IntervalStyle", unquoted)),
+        },
+        "client_encoding" => {
+            let canonical: String = unquoted
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .collect::<String>()
+                .to_ascii_uppercase();
+            match canonical.as_str() {
+                "UTF8" | "UNICODE" => Ok("UTF8".into()),
+                _ => Err(EngineError::new(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    format!(
+                        "client encoding \"{unquoted}\" is not supported: fjord sends and reads UTF8 only"
+                    ),
+                )),
+            }
+        }
+        "standard_conforming_strings" => match boolean_setting(unquoted) {
+            Some(true) => Ok("on".into()),
+            Some(false) => Err(EngineError::new(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                "standard_conforming_strings cannot be turned off: fjord reads backslashes in \
+                 strings literally, as PostgreSQL does by default",
+            )),
+            None => Err(invalid_value("standard_conforming_strings", unquoted)),
+        },
+        "extra_float_digits" => match unquoted.parse::<i32>() {
+            Ok(digits) if (-15..=3).contains(&digits) => Ok(digits.to_string()),
+            Ok(digits) => Err(EngineError::new(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                format!(
+                    "{digits} is outside the valid range for parameter \"extra_float_digits\" (-15 .. 3)"
+                ),
+            )),
+            Err(_) => Err(EngineError::new(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                format!("invalid value for parameter \"extra_float_digits\": \"{unquoted}\""),
+            )),
+        },
+        _ => Ok(value.to_string()),
+    }
+}
+
+/// `DateStyle` is an output style and a field order, in any order and either optional
+/// (`ISO, MDY`, `iso`, `DMY`, `European`). The order only steers how ambiguous input such as
+/// `01/02/2024` is read; the output style must be ISO.
+fn date_style(value: &str) -> Result<String, EngineError> {
+    let mut order = "MDY";
+    for part in value.split(',') {
+        let part = part.trim().trim_matches('\'').trim();
+        match part.to_ascii_lowercase().as_str() {
+            "iso" => {}
+            "mdy" | "us" | "noneuropean" | "non european" => order = "MDY",
+            "dmy" | "european" => order = "DMY",
+            "ymd" => order = "YMD",
+            "sql" | "postgres" | "german" => {
+                return Err(unsupported_style(
+                    "DateStyle",
+                    part,
+                    "fjord writes dates and times in the ISO style",
+                ));
+            }
+            _ => {
+                let mut error = invalid_value("DateStyle", value.trim().trim_matches('\''));
+                error.detail = Some(format!("Unrecognized key word: \"{part}\"."));
+                return Err(error);
+            }
+        }
+    }
+    Ok(format!("ISO, {order}"))
+}
+
+fn boolean_setting(value: &str) -> Option<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" => Some(true),
+        "off" | "false" | "no" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+fn invalid_value(parameter: &str, value: &str) -> EngineError {
+    EngineError::new(
+        sqlstate::INVALID_PARAMETER_VALUE,
+        format!("invalid value for parameter \"{parameter}\": \"{value}\""),
+    )
+}
+
+fn unsupported_style(parameter: &str, value: &str, reason: &str) -> EngineError {
+    EngineError::new(
+        sqlstate::FEATURE_NOT_SUPPORTED,
+        format!("{parameter} \"{value}\" is not supported: {reason}"),
+    )
+}
+
 /// A PostgreSQL time setting: plain numbers are milliseconds.
 pub(crate) fn parse_duration(value: &str) -> Option<std::time::Duration> {
     let value = value.trim().trim_matches('\'').trim();
@@ -136,6 +249,51 @@ mod tests {
         assert_eq!(parse_duration("1min"), Some(Duration::from_secs(60)));
         assert_eq!(parse_duration("0"), Some(Duration::ZERO));
         assert_eq!(parse_duration("soon"), None);
+    }
+
+    #[test]
+    fn settings_that_change_formats_take_only_what_fjord_writes() {
+        assert_eq!(checked_value("datestyle", "ISO, MDY").unwrap(), "ISO, MDY");
+        assert_eq!(
+            checked_value("datestyle", "'iso, dmy'").unwrap(),
+            "ISO, DMY"
+        );
+        assert_eq!(checked_value("datestyle", "European").unwrap(), "ISO, DMY");
+        let german = checked_value("datestyle", "German").unwrap_err();
+        assert_eq!(german.sqlstate, "0A000");
+        let nonsense = checked_value("datestyle", "ISO, sideways").unwrap_err();
+        assert_eq!(nonsense.sqlstate, "22023");
+        assert_eq!(
+            nonsense.detail.as_deref(),
+            Some("Unrecognized key word: \"sideways\".")
+        );
+        assert_eq!(checked_value("client_encoding", "'utf-8'").unwrap(), "UTF8");
+        assert_eq!(
+            checked_value("client_encoding", "LATIN1")
+                .unwrap_err()
+                .sqlstate,
+            "0A000"
+        );
+        assert_eq!(
+            checked_value("standard_conforming_strings", "off")
+                .unwrap_err()
+                .sqlstate,
+            "0A000"
+        );
+        assert_eq!(checked_value("extra_float_digits", "3").unwrap(), "3");
+        assert_eq!(
+            checked_value("extra_float_digits", "4")
+                .unwrap_err()
+                .sqlstate,
+            "22023"
+        );
+        assert_eq!(
+            checked_value("intervalstyle", "iso_8601")
+                .unwrap_err()
+                .sqlstate,
+            "0A000"
+        );
+        assert_eq!(checked_value("application_name", "'x'").unwrap(), "'x'");
     }
 
     #[test]
