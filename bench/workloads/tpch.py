@@ -4,7 +4,8 @@ and DataFusion reading the same data as raw Parquet files.
 The data comes from tpchgen (TPC-H's generator, scale factor 1; 0.1 with --quick) as Parquet.
 fjord loads it into Iceberg itself (`fjord load`, its CREATE TABLE AS path); DuckDB and
 DataFusion read the generated files. Every query's rows from fjord and from DataFusion are
-checked against DuckDB's before any timing counts; a difference stops the run. Query texts
+checked against DuckDB's before any timing counts; a difference stops the run. PyIceberg reads
+the tables fjord loaded to check that they are valid Iceberg holding what was generated. Query texts
 (bench/tpch/qNN.sql) are TPC-H's with the specification's validation parameters.
 
 Targets (from the benchmark issue): fjord's total time at most DuckDB's; each query at most
@@ -21,7 +22,7 @@ import sys
 import datafusion
 import duckdb
 
-from runner import ROOT, Measurement
+from runner import RESULTS, ROOT, Measurement
 
 NAME = "tpch"
 DESCRIPTION = "TPC-H's 22 queries; fjord (Iceberg, pgwire) vs DuckDB and DataFusion on the same Parquet"
@@ -72,12 +73,56 @@ def load_into_fjord(bench, directory):
         )
 
 
+def cross_check_with_pyiceberg(bench, directory):
+    """Reads every table fjord loaded with PyIceberg, the reference Python implementation, through
+    the same SQL catalog: each must be valid Iceberg with the Parquet file's rows and columns."""
+    import pyarrow.parquet
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    catalog = SqlCatalog(
+        "iceberg",
+        uri=f"sqlite:///{bench.fjord.dir / 'catalog.db'}",
+        warehouse=f"file://{bench.fjord.warehouse}",
+    )
+    for table in TABLES:
+        source = pyarrow.parquet.ParquetFile(directory / f"{table}.parquet")
+        landed = catalog.load_table(f"tpch.{table}")
+        rows = landed.scan().to_arrow()
+        if rows.num_rows != source.metadata.num_rows or rows.schema.names != source.schema_arrow.names:
+            raise SystemExit(
+                f"bench: tpch: PyIceberg reads {rows.num_rows} rows with columns {rows.schema.names} "
+                f"from iceberg.tpch.{table}; the Parquet file has {source.metadata.num_rows} rows "
+                f"with {source.schema_arrow.names}"
+            )
+    print(f"bench: tpch: PyIceberg reads all {len(TABLES)} tables fjord loaded, rows and columns as generated", flush=True)
+
+
+def explain_slowest(conn, context, scale, slowness, count=3):
+    """Writes EXPLAIN ANALYZE of the queries furthest behind raw DataFusion, from fjord and from
+    DataFusion itself, so that where the time goes can be read side by side."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"tpch-explain-{datetime.datetime.now():%Y%m%d-%H%M%S}.txt"
+    with path.open("w") as out:
+        for ratio, number in sorted(slowness, reverse=True)[:count]:
+            sql = query_text(number, scale)
+            out.write(f"==== q{number:02d}: fjord / datafusion = {ratio:.2f}\n\n---- fjord\n")
+            for row in conn.execute(f"EXPLAIN ANALYZE {sql}").fetchall():
+                out.write(f"{row[-1]}\n")
+            out.write("\n---- datafusion (raw Parquet)\n")
+            for batch in context.sql(f"EXPLAIN ANALYZE {sql}").collect():
+                for line in batch.column(batch.num_columns - 1).to_pylist():
+                    out.write(f"{line}\n")
+            out.write("\n")
+    print(f"bench: tpch: EXPLAIN ANALYZE of the {count} queries furthest behind DataFusion: {path.relative_to(ROOT)}", flush=True)
+
+
 def run(bench):
     scale = 0.1 if bench.quick else 1
     directory = bench.workdir / "tpch"
     print(f"bench: tpch: generating scale factor {scale} and loading it into Iceberg through fjord", flush=True)
     generate(directory, scale)
     load_into_fjord(bench, directory)
+    cross_check_with_pyiceberg(bench, directory)
 
     duck = duckdb.connect()
     context = datafusion.SessionContext()
@@ -90,6 +135,7 @@ def run(bench):
     repeat = min(bench.repeat, 3)
     totals = {"fjord": 0.0, "duckdb": 0.0, "datafusion": 0.0}
     results = []
+    slowness = []
     with bench.fjord.connect() as conn:
         conn.execute("SET search_path = tpch")
         for number in range(1, 23):
@@ -116,9 +162,11 @@ def run(bench):
                 f"datafusion {datafusion_time:.3f} s ({len(expected)} rows, checked)",
                 flush=True,
             )
+            slowness.append((fjord_time / datafusion_time, number))
             case = f"q{number:02d}"
             results.append(Measurement(NAME, case, "s", fjord_time, "datafusion", datafusion_time, target_ratio=1.1))
             results.append(Measurement(NAME, case, "s", fjord_time, "duckdb", duck_time))
+        explain_slowest(conn, context, scale, slowness)
     results.append(Measurement(NAME, f"total sf{scale:g}", "s", totals["fjord"], "duckdb", totals["duckdb"], target_ratio=1.0))
     results.append(Measurement(NAME, f"total sf{scale:g}", "s", totals["fjord"], "datafusion", totals["datafusion"]))
     return results
