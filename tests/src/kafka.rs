@@ -345,15 +345,17 @@ pub struct IngestProcess {
 }
 
 impl IngestProcess {
-    /// Starts `<binary> ingest --config <config> --http-listen 127.0.0.1:0 [args]`.
+    /// Starts `<binary> ingest --config <config> --http-listen 127.0.0.1:0 [args]`, logging
+    /// warnings and errors (`FJORD_TEST_INGEST_LOG` sets another level when a test is debugged).
     pub fn spawn(
         binary: &std::path::Path,
         config: &std::path::Path,
         args: &[&str],
     ) -> Result<Self> {
+        let level = std::env::var("FJORD_TEST_INGEST_LOG").unwrap_or_else(|_| "warn".into());
         let child = Command::new(binary)
             .arg("--log")
-            .arg("warn")
+            .arg(level)
             .arg("ingest")
             .arg("--config")
             .arg(config)
