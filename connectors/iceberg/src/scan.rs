@@ -14,6 +14,9 @@ use datafusion::execution::TaskContext;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::EquivalenceProperties;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{
+    BaselineMetrics, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
@@ -40,6 +43,9 @@ pub struct IcebergScanExec {
     batch_size: usize,
     total_rows: Option<u64>,
     properties: Arc<PlanProperties>,
+    /// What EXPLAIN ANALYZE shows: rows out, time inside iceberg's reader (fetching, decoding
+    /// and filtering), files read.
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl fmt::Debug for IcebergScanExec {
@@ -113,6 +119,7 @@ impl IcebergScanExec {
             batch_size,
             total_rows,
             properties,
+            metrics: ExecutionPlanMetricsSet::new(),
         })
     }
 
@@ -186,6 +193,10 @@ impl ExecutionPlan for IcebergScanExec {
         Ok(self)
     }
 
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
     fn partition_statistics(&self, partition: Option<usize>) -> Result<Statistics> {
         let mut statistics = Statistics::new_unknown(&self.schema);
         let rows = match partition {
@@ -212,6 +223,10 @@ impl ExecutionPlan for IcebergScanExec {
         let tasks = self.partitions.get(partition).cloned().ok_or_else(|| {
             DataFusionError::Internal(format!("IcebergScanExec has no partition {partition}"))
         })?;
+        MetricBuilder::new(&self.metrics)
+            .counter("files", partition)
+            .add(tasks.len());
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
         let runtime = Runtime::try_current().map_err(to_datafusion_error)?;
         let reader = ArrowReaderBuilder::new(self.table.file_io().clone(), runtime)
             .with_batch_size(self.batch_size)
@@ -250,7 +265,32 @@ impl ExecutionPlan for IcebergScanExec {
             });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema.clone(),
-            batches,
+            Measured {
+                inner: batches.boxed(),
+                baseline,
+            },
         )))
+    }
+}
+
+/// A partition's batches, with the time spent producing each one (inside iceberg's reader)
+/// and the rows and batches produced recorded in the plan's metrics.
+struct Measured {
+    inner: futures::stream::BoxStream<'static, Result<RecordBatch>>,
+    baseline: BaselineMetrics,
+}
+
+impl futures::Stream for Measured {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let elapsed = self.baseline.elapsed_compute().clone();
+        let timer = elapsed.timer();
+        let poll = self.inner.poll_next_unpin(cx);
+        timer.done();
+        self.baseline.record_poll(poll)
     }
 }
