@@ -69,7 +69,20 @@ def metrics(port):
         match = re.match(r'^(\w+)\{pipeline="bench"\} ([0-9.e+-]+)$', line)
         if match:
             values[match.group(1)] = float(match.group(2))
+        match = re.match(r'^fjord_ingest_phase_seconds_total\{pipeline="bench",phase="(\w+)"\} ([0-9.e+-]+)$', line)
+        if match:
+            values[f"phase_{match.group(1)}"] = float(match.group(2))
     return values
+
+
+PHASES = ("decode", "write", "commit")
+
+
+def cpu_seconds(pid):
+    """User plus system CPU time of a process, all its threads (librdkafka's too)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Sidecar:
@@ -115,21 +128,28 @@ event_time = "event_time"
 
 
 def ingest_rate(bench, bootstrap, events):
-    """Seconds per million events, from the first commit to the last record committed."""
+    """Seconds per million events, from the first commit to the last record committed: wall
+    time, CPU time of the sidecar (all threads, on its one core), and wall time per phase."""
     sidecar = Sidecar(bench, bootstrap, f"rate-{time.monotonic_ns()}", f"bench.events_{time.monotonic_ns()}")
     first = None
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             values = metrics(sidecar.port)
+            cpu = cpu_seconds(sidecar.process.pid)
             committed = values.get("fjord_ingest_committed_records_total", 0)
             now = time.monotonic()
             if committed > 0 and first is None:
-                first = (now, committed)
+                first = (now, committed, cpu, values)
             if committed >= events:
                 if first[1] >= events:
                     raise RuntimeError("one commit held every event: produce more to measure a rate")
-                return (now - first[0]) / (committed - first[1]) * 1e6, values
+                per_million = 1e6 / (committed - first[1])
+                phases = {
+                    phase: (values.get(f"phase_{phase}", 0) - first[3].get(f"phase_{phase}", 0)) * per_million
+                    for phase in PHASES
+                }
+                return (now - first[0]) * per_million, (cpu - first[2]) * per_million, phases
             time.sleep(0.05)
         raise RuntimeError("fjord ingest did not commit every event within 10 minutes")
     finally:
@@ -232,20 +252,27 @@ def run(bench):
     create_topic(bootstrap, TOPIC)
     events = 300_000 if bench.quick else 2_000_000
     produce(bootstrap, TOPIC, 0, events)
-    fjord_times, peer_times = [], []
+    fjord_times, fjord_cpu, peer_times, phases = [], [], [], []
     for _ in range(1 if bench.quick else 3):
-        seconds, _ = ingest_rate(bench, bootstrap, events)
+        seconds, cpu, phase = ingest_rate(bench, bootstrap, events)
         fjord_times.append(seconds)
+        fjord_cpu.append(cpu)
+        phases.append(phase)
         peer_times.append(consume_rate(bootstrap, events))
     rate = 20_000 if bench.quick else 50_000
     p50, p99, mean_file_mb = freshness(bench, bootstrap, rate, 10 if bench.quick else 30)
     median = statistics.median
     fjord_rate = 1e6 / median(fjord_times)
-    print(f"bench: ingest: {fjord_rate:,.0f} events/s on one core; "
+    cpu_rate = 1e6 / median(fjord_cpu)
+    phase_text = ", ".join(f"{phase} {median([p[phase] for p in phases]):.2f} s" for phase in PHASES)
+    print(f"bench: ingest: {fjord_rate:,.0f} events/s on one core (wall); {cpu_rate:,.0f} events per CPU-second "
+          f"of the sidecar; bare consumer {1e6 / median(peer_times):,.0f} events/s; per 1M events: {phase_text}; "
           f"freshness at {rate:,} events/s: p50 {p50:.2f} s, p99 {p99:.2f} s; mean file {mean_file_mb:.1f} MB", flush=True)
     return [
         Measurement(NAME, "s per 1M JSON events, one core", "s", median(fjord_times),
                     "bare consumer (read only)", median(peer_times), target_absolute=5.0),
+        Measurement(NAME, "CPU s per 1M JSON events (sidecar)", "s", median(fjord_cpu),
+                    "-", None, target_absolute=5.0),
         Measurement(NAME, f"freshness p50 at {rate // 1000}k events/s", "s", p50, "-", None),
         Measurement(NAME, f"freshness p99 at {rate // 1000}k events/s", "s", p99, "-", None, target_absolute=5.0),
         Measurement(NAME, f"mean data file at {rate // 1000}k events/s", "MB", mean_file_mb, "-", None),

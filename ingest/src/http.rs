@@ -24,21 +24,21 @@ pub(crate) async fn serve(listener: TcpListener, registry: Registry, shutdown: C
     }
 }
 
-/// 200 when every pipeline runs and its last commit succeeded; 503 otherwise. The body says
-/// which pipeline is unwell and why.
+/// 200 when every pipeline runs, its last commit succeeded and it holds its place in its
+/// consumer group; 503 otherwise. The body says which pipeline is unwell and why.
 async fn health(State(registry): State<Registry>) -> Response {
     let mut healthy = true;
     let mut pipelines = serde_json::Map::new();
     for (name, metrics) in registry.snapshot() {
         let state = metrics.state.lock().clone();
-        let ok = state.running && state.last_error.is_none();
+        let ok = state.healthy();
         healthy &= ok;
         pipelines.insert(
             name,
             json!({
                 "status": if ok { "ok" } else if state.running { "degraded" } else { "stopped" },
                 "last_commit_at": state.last_commit_at,
-                "last_error": state.last_error,
+                "last_error": state.problem(),
                 "records_per_second": state.records_per_second,
             }),
         );

@@ -19,6 +19,13 @@ pub struct PipelineMetrics {
     pub files: AtomicU64,
     pub file_bytes: AtomicU64,
     pub committed_records: AtomicU64,
+    /// Seeks back after a broker skipped records following a seek.
+    pub rereads: AtomicU64,
+    /// Nanoseconds spent in each phase of landing records: decoding values into Arrow,
+    /// writing data files, committing snapshots (with their fences).
+    pub decode_nanos: AtomicU64,
+    pub write_nanos: AtomicU64,
+    pub commit_nanos: AtomicU64,
     /// Sum of commit latencies in microseconds (with `commits`, the mean).
     pub commit_micros: AtomicU64,
     pub state: Mutex<PipelineState>,
@@ -41,6 +48,23 @@ pub struct PipelineState {
     pub last_commit_at: Option<f64>,
     /// The last error, cleared by the next successful commit.
     pub last_error: Option<String>,
+    /// Set while the consumer has been waiting for the group to give it partitions for longer
+    /// than a rebalance should take; cleared by the next assignment.
+    pub waiting_for_group: Option<String>,
+}
+
+impl PipelineState {
+    /// Running, with no error and not stuck outside its consumer group.
+    pub fn healthy(&self) -> bool {
+        self.running && self.last_error.is_none() && self.waiting_for_group.is_none()
+    }
+
+    /// What is wrong, when something is.
+    pub fn problem(&self) -> Option<&str> {
+        self.last_error
+            .as_deref()
+            .or(self.waiting_for_group.as_deref())
+    }
 }
 
 /// All pipelines of a sidecar, by name.
@@ -70,10 +94,15 @@ impl Registry {
     }
 
     /// The Prometheus text exposition of every pipeline.
+    /// Adds the time since `started` to a phase counter.
+    pub fn add_time(counter: &AtomicU64, started: std::time::Instant) {
+        counter.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+
     pub fn render(&self) -> String {
         let pipelines = self.snapshot();
         let mut out = String::new();
-        let counters: [Metric<PipelineMetrics, u64>; 9] = [
+        let counters: [Metric<PipelineMetrics, u64>; 10] = [
             (
                 "fjord_ingest_records_total",
                 "Records read from Kafka.",
@@ -115,6 +144,11 @@ impl Registry {
                 "Bytes of data files committed.",
                 |m| m.file_bytes.load(Ordering::Relaxed),
             ),
+            (
+                "fjord_ingest_rereads_total",
+                "Seeks back to an earlier offset after the broker skipped records following a seek.",
+                |m| m.rereads.load(Ordering::Relaxed),
+            ),
         ];
         for (name, help, get) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -135,6 +169,24 @@ impl Registry {
                 metrics.commit_micros.load(Ordering::Relaxed) as f64 / 1e6,
                 metrics.commits.load(Ordering::Relaxed)
             );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP fjord_ingest_phase_seconds_total Time spent decoding records, writing data \
+             files and committing snapshots.\n# TYPE fjord_ingest_phase_seconds_total counter"
+        );
+        for (pipeline, metrics) in &pipelines {
+            for (phase, nanos) in [
+                ("decode", &metrics.decode_nanos),
+                ("write", &metrics.write_nanos),
+                ("commit", &metrics.commit_nanos),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "fjord_ingest_phase_seconds_total{{pipeline=\"{pipeline}\",phase=\"{phase}\"}} {}",
+                    nanos.load(Ordering::Relaxed) as f64 / 1e9
+                );
+            }
         }
         let gauges: [Metric<PipelineState, f64>; 7] = [
             (
@@ -169,8 +221,8 @@ impl Registry {
             ),
             (
                 "fjord_ingest_up",
-                "1 while the pipeline runs and its last commit succeeded.",
-                |s| f64::from(u8::from(s.running && s.last_error.is_none())),
+                "1 while the pipeline runs, its last commit succeeded and it is in its consumer group.",
+                |s| f64::from(u8::from(s.healthy())),
             ),
         ];
         for (name, help, get) in gauges {

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::dead_letter::{DeadLetter, dead_letter_batch, dead_letter_schema};
 use crate::debezium::DebeziumState;
 use crate::decode::{Chunk, DecodeState, Decoded, decode_json, infer_table_schema};
-use crate::metrics::PipelineMetrics;
+use crate::metrics::{PipelineMetrics, Registry};
 use crate::offsets::{OFFSETS_PROPERTY, Offsets, PIPELINE_PROPERTY, WRITER_PROPERTY};
 use crate::table::{CommitOutcome, Expected, LakeTable};
 
@@ -111,6 +111,7 @@ pub fn run_pipeline(
         }
         let mut worker = worker.lock();
         worker.tick(&consumer);
+        worker.watch_group(&consumer, &topic_refs);
         if last_rates.0.elapsed() >= Duration::from_secs(1) {
             last_rates = worker.update_rates(last_rates);
         }
@@ -241,6 +242,7 @@ impl ConsumerContext for IngestContext {
             other => {
                 tracing::error!(pipeline = %worker.spec.name, error = ?other, "rebalance failed");
                 worker.clear();
+                worker.waiting_since = Some(Instant::now());
                 let _ = consumer.unassign();
             }
         }
@@ -262,10 +264,17 @@ fn dead_letter_of(message: &BorrowedMessage<'_>, error: String) -> DeadLetter {
     }
 }
 
+/// After positioning a partition at the table's offset `expected`: how far reading has stepped
+/// back so far to find a batch boundary at or below it (0: not yet; `None`: at the start).
 struct GapCheck {
     expected: i64,
-    rewound: bool,
+    step_back: Option<i64>,
 }
+
+/// The first step back when a broker skipped records after a seek; each further one is four
+/// times longer, so a partition of any length is never read again from its start unless its
+/// batches are that long.
+const FIRST_STEP_BACK: i64 = 8192;
 
 /// Checks for records skipped by the broker after positioning at the table's offsets.
 fn gap_checks_for(positions: &BTreeMap<Key, Option<i64>>) -> BTreeMap<Key, GapCheck> {
@@ -277,7 +286,7 @@ fn gap_checks_for(positions: &BTreeMap<Key, Option<i64>>) -> BTreeMap<Key, GapCh
                     key.clone(),
                     GapCheck {
                         expected,
-                        rewound: false,
+                        step_back: Some(0),
                     },
                 )
             })
@@ -325,6 +334,9 @@ struct Worker {
     high_watermarks: BTreeMap<Key, i64>,
     topic_names: HashMap<String, Arc<str>>,
     shutting_down: bool,
+    /// Since when the consumer has been outside its group's assignment (subscribed, waiting
+    /// for a rebalance to finish); `None` once partitions (possibly none) are assigned.
+    waiting_since: Option<Instant>,
 }
 
 impl Worker {
@@ -374,7 +386,35 @@ impl Worker {
             high_watermarks: BTreeMap::new(),
             topic_names: HashMap::new(),
             shutting_down: false,
+            waiting_since: Some(Instant::now()),
         }
+    }
+
+    /// A consumer left waiting for its group's assignment much longer than a rebalance takes
+    /// (a broker that lost track of a dead member can keep a rebalance open) shows it on
+    /// /health, then leaves the group and joins again as a new member. Safe at any time: where
+    /// reading starts comes from the table, and commits are fenced.
+    fn watch_group(&mut self, consumer: &BaseConsumer<IngestContext>, topics: &[&str]) {
+        let Some(since) = self.waiting_since else {
+            return;
+        };
+        let patience = Duration::from_millis(u64::from(self.spec.kafka.session_timeout_ms) * 3)
+            .max(Duration::from_secs(30));
+        if since.elapsed() < patience {
+            return;
+        }
+        let message = format!(
+            "no partitions assigned for {} s: consumer group `{}` has not finished a rebalance; joining it again",
+            since.elapsed().as_secs(),
+            self.spec.kafka.group_id
+        );
+        tracing::warn!(pipeline = %self.spec.name, "{message}");
+        self.metrics.state.lock().waiting_for_group = Some(message);
+        consumer.unsubscribe();
+        if let Err(error) = consumer.subscribe(topics) {
+            tracing::error!(pipeline = %self.spec.name, %error, "cannot subscribe again");
+        }
+        self.waiting_since = Some(Instant::now());
     }
 
     fn paused(&self) -> bool {
@@ -432,6 +472,8 @@ impl Worker {
 
     fn on_assign(&mut self, consumer: &BaseConsumer<IngestContext>, tpl: &mut TopicPartitionList) {
         self.clear();
+        self.waiting_since = None;
+        self.metrics.state.lock().waiting_for_group = None;
         let keys: Vec<Key> = tpl
             .elements()
             .iter()
@@ -474,6 +516,7 @@ impl Worker {
             }
         }
         self.clear();
+        self.waiting_since = Some(Instant::now());
         let _ = consumer.unassign();
         tracing::info!(pipeline = %self.spec.name, "partitions revoked");
     }
@@ -517,15 +560,31 @@ impl Worker {
         if let Some(check) = self.gap_checks.get_mut(&key) {
             // The first record after a seek to `expected`. A broker that answers a fetch from
             // the middle of a record batch with the next batch (tansu 0.6 does) would make the
-            // commit cover records never read: read the partition again from its start, which
-            // every broker serves from batch boundaries; a gap seen again is real (compaction).
-            if offset > check.expected && !check.rewound {
-                tracing::warn!(pipeline = %self.spec.name, topic, partition, expected = check.expected, offset, "the broker skipped records after a seek; reading the partition again from its start");
-                check.rewound = true;
+            // commit cover records never read: step back to an earlier offset (a longer step
+            // each time) until the broker serves a batch that starts at or before `expected`;
+            // the records below it are dropped above as redeliveries. A gap still there when
+            // reading from the partition's start is real (compaction, transaction markers).
+            if offset > check.expected
+                && let Some(step) = check.step_back
+            {
+                let step = if step == 0 { FIRST_STEP_BACK } else { step * 4 };
+                let target = check.expected - step;
+                let (seek_to, next_step) = if target > 0 {
+                    (Offset::Offset(target), Some(step))
+                } else {
+                    (Offset::Beginning, None)
+                };
+                tracing::warn!(pipeline = %self.spec.name, topic, partition, expected = check.expected, offset, from = ?seek_to, "the broker skipped records after a seek; reading again from an earlier offset");
+                check.step_back = next_step;
+                self.metrics
+                    .rereads
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if let Err(error) =
-                    consumer.seek(topic, partition, Offset::Beginning, Duration::from_secs(10))
+                    consumer.seek(topic, partition, seek_to, Duration::from_secs(10))
                 {
-                    tracing::error!(pipeline = %self.spec.name, %error, "cannot rewind the partition");
+                    // Nothing past `expected` is taken until a seek back succeeds.
+                    tracing::error!(pipeline = %self.spec.name, topic, partition, %error, "cannot seek back; trying again at the next record");
+                    check.step_back = Some(step);
                 }
                 return;
             }
@@ -610,10 +669,16 @@ impl Worker {
             self.advance.merge(&chunk_advance);
             return;
         }
+        let started = Instant::now();
         if self.avro.is_some() {
             self.decode_chunk_avro(consumer);
-            return;
+        } else {
+            self.decode_chunk_json(consumer);
         }
+        Registry::add_time(&self.metrics.decode_nanos, started);
+    }
+
+    fn decode_chunk_json(&mut self, consumer: &BaseConsumer<IngestContext>) {
         for _ in 0..8 {
             if let Err(error) = self.ensure_table(None) {
                 tracing::error!(pipeline = %self.spec.name, %error, "cannot create the table; retrying");
@@ -939,15 +1004,18 @@ impl Worker {
             })
             .collect();
         let rows: usize = self.batches.iter().map(RecordBatch::num_rows).sum();
+        let writing = Instant::now();
         let files = self
             .handle
             .block_on(table.write_files(&self.batches, &self.spec.writer_id))
             .map_err(|error| format!("cannot write data files: {error}"))?;
+        Registry::add_time(&self.metrics.write_nanos, writing);
         let file_count = files.len() as u64;
         let file_bytes: u64 = files.iter().map(|file| file.file_size_in_bytes()).sum();
         let mut properties = HashMap::new();
         properties.insert(PIPELINE_PROPERTY.to_string(), self.spec.name.clone());
         properties.insert(WRITER_PROPERTY.to_string(), self.spec.writer_id.clone());
+        let committing = Instant::now();
         let outcome = self
             .handle
             .block_on(table.commit_fenced(
@@ -963,6 +1031,7 @@ impl Worker {
                     self.spec.config.landing_table()
                 )
             })?;
+        Registry::add_time(&self.metrics.commit_nanos, committing);
         match outcome {
             CommitOutcome::Committed { snapshot_id, .. } => {
                 let elapsed = started.elapsed();

@@ -1074,5 +1074,7 @@ async fn pyiceberg_reads_what_the_sidecar_landed() -> Result<()> {
         .sum();
     assert_eq!(recorded, 3000, "{seen}");
     assert!(seen["snapshots"].as_u64().unwrap_or(0) >= 3, "{seen}");
+    // Iceberg's default codec, which iceberg-rust's writer alone would not apply.
+    assert_eq!(seen["codecs"], serde_json::json!(["ZSTD"]), "{seen}");
     Ok(())
 }

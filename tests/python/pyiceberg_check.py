@@ -8,7 +8,9 @@ usage: pyiceberg_check.py CATALOG_NAME CATALOG_DB WAREHOUSE_DIR SCHEMA.TABLE
 import json
 import os
 import sys
+from urllib.parse import urlparse
 
+import pyarrow.parquet as pq
 from pyiceberg.catalog.sql import SqlCatalog
 
 name, database, warehouse, table_name = sys.argv[1:5]
@@ -21,6 +23,13 @@ table = catalog.load_table(table_name)
 rows = table.scan().to_arrow()
 offsets = rows.select(["_kafka_partition", "_kafka_offset"]).to_pylist()
 current = table.current_snapshot()
+# The compression codecs of the data files' column chunks, as the Parquet footers say.
+codecs = set()
+for task in table.scan().plan_files():
+    metadata = pq.ParquetFile(urlparse(task.file.file_path).path).metadata
+    for group in range(metadata.num_row_groups):
+        for column in range(metadata.num_columns):
+            codecs.add(metadata.row_group(group).column(column).compression)
 print(
     json.dumps(
         {
@@ -30,6 +39,7 @@ print(
             "partition_fields": [str(field.transform) for field in table.spec().fields],
             "snapshot_offsets": json.loads(current.summary["fjord.kafka.offsets"]),
             "snapshots": len(table.snapshots()),
+            "codecs": sorted(codecs),
         }
     )
 )
