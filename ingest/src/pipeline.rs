@@ -337,6 +337,9 @@ struct Worker {
     /// Since when the consumer has been outside its group's assignment (subscribed, waiting
     /// for a rebalance to finish); `None` once partitions (possibly none) are assigned.
     waiting_since: Option<Instant>,
+    /// While the group has given this sidecar no partitions: since when, and the table's
+    /// offsets then. Another member should be landing the topics meanwhile.
+    idle_since: Option<(Instant, Offsets)>,
 }
 
 impl Worker {
@@ -387,6 +390,7 @@ impl Worker {
             topic_names: HashMap::new(),
             shutting_down: false,
             waiting_since: Some(Instant::now()),
+            idle_since: None,
         }
     }
 
@@ -394,27 +398,62 @@ impl Worker {
     /// (a broker that lost track of a dead member can keep a rebalance open) shows it on
     /// /health, then leaves the group and joins again as a new member. Safe at any time: where
     /// reading starts comes from the table, and commits are fenced.
+    /// A member given no partitions watches whether the member that has them lands them: a
+    /// broker can hand partitions to a member that died (tansu 0.6 does after a kill in the
+    /// middle of a rebalance) and never rebalance again. When the table's offsets stood still
+    /// for the whole period while records wait in the topics, this one rejoins too.
     fn watch_group(&mut self, consumer: &BaseConsumer<IngestContext>, topics: &[&str]) {
-        let Some(since) = self.waiting_since else {
-            return;
-        };
         let patience = Duration::from_millis(u64::from(self.spec.kafka.session_timeout_ms) * 3)
             .max(Duration::from_secs(30));
-        if since.elapsed() < patience {
+        let problem = if let Some(since) = self.waiting_since {
+            if since.elapsed() < patience {
+                return;
+            }
+            format!(
+                "no partitions assigned for {} s: consumer group `{}` has not finished a rebalance; joining it again",
+                since.elapsed().as_secs(),
+                self.spec.kafka.group_id
+            )
+        } else if self.positions.is_empty() {
+            let Some((since, before)) = &self.idle_since else {
+                if let Ok(offsets) = self.table_positions() {
+                    self.idle_since = Some((Instant::now(), offsets));
+                }
+                return;
+            };
+            if since.elapsed() < patience {
+                return;
+            }
+            let (before, waited) = (before.clone(), since.elapsed());
+            let Ok(now) = self.table_positions() else {
+                return;
+            };
+            self.idle_since = Some((Instant::now(), now.clone()));
+            let unlanded = if now == before {
+                unlanded_partitions(consumer, topics, &now)
+            } else {
+                Vec::new()
+            };
+            if unlanded.is_empty() {
+                return;
+            }
+            format!(
+                "this sidecar has no partitions, and nobody in consumer group `{}` landed {} in {} s although records wait there; joining the group again",
+                self.spec.kafka.group_id,
+                unlanded.join(", "),
+                waited.as_secs()
+            )
+        } else {
             return;
-        }
-        let message = format!(
-            "no partitions assigned for {} s: consumer group `{}` has not finished a rebalance; joining it again",
-            since.elapsed().as_secs(),
-            self.spec.kafka.group_id
-        );
-        tracing::warn!(pipeline = %self.spec.name, "{message}");
-        self.metrics.state.lock().waiting_for_group = Some(message);
+        };
+        tracing::warn!(pipeline = %self.spec.name, "{problem}");
+        self.metrics.state.lock().waiting_for_group = Some(problem);
         consumer.unsubscribe();
         if let Err(error) = consumer.subscribe(topics) {
             tracing::error!(pipeline = %self.spec.name, %error, "cannot subscribe again");
         }
         self.waiting_since = Some(Instant::now());
+        self.idle_since = None;
     }
 
     fn paused(&self) -> bool {
@@ -473,6 +512,7 @@ impl Worker {
     fn on_assign(&mut self, consumer: &BaseConsumer<IngestContext>, tpl: &mut TopicPartitionList) {
         self.clear();
         self.waiting_since = None;
+        self.idle_since = None;
         self.metrics.state.lock().waiting_for_group = None;
         let keys: Vec<Key> = tpl
             .elements()
@@ -1255,6 +1295,32 @@ impl Worker {
         state.bytes_per_second = (bytes - last.2) as f64 / seconds;
         (now, records, bytes)
     }
+}
+
+/// `topic[partition]` for the partitions of `topics` whose records go beyond what `table`
+/// records: the broker's high watermark is more than one past the table's next offset (one is
+/// allowed for the commit marker that ends a producer transaction).
+fn unlanded_partitions(
+    consumer: &BaseConsumer<IngestContext>,
+    topics: &[&str],
+    table: &Offsets,
+) -> Vec<String> {
+    let timeout = Duration::from_secs(5);
+    let mut unlanded = Vec::new();
+    for topic in topics {
+        let Ok(metadata) = consumer.fetch_metadata(Some(topic), timeout) else {
+            continue;
+        };
+        for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            let id = partition.id();
+            if let Ok((low, high)) = consumer.fetch_watermarks(topic, id, timeout)
+                && high - table.get(topic, id).unwrap_or(low) > 1
+            {
+                unlanded.push(format!("{topic}[{id}]"));
+            }
+        }
+    }
+    unlanded
 }
 
 fn now_micros() -> i64 {
