@@ -42,6 +42,51 @@ async fn extended_queries_take_typed_parameters_and_return_binary_rows() -> anyh
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_parameters_are_the_sessions_first_settings() -> anyhow::Result<()> {
+    let fjord = Fjord::start(&format!("{TEST_DEMO}\n")).await?;
+    let connect = |options: &str| {
+        let url = format!(
+            "host=127.0.0.1 port={} user=tester dbname=iceberg options='{options}'",
+            fjord.port()
+        );
+        async move {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+            tokio::spawn(connection);
+            anyhow::Ok(client)
+        }
+    };
+    // libpq's `options` (PGOPTIONS): `-c name=value` and `--name=value`, escaped spaces kept.
+    let client = connect(
+        r"-c TimeZone=Europe/Oslo --search_path=data_on_eks -c application_name=night\\ batch",
+    )
+    .await?;
+    assert_eq!(
+        query_text(
+            &client,
+            "SELECT current_setting('TimeZone'), current_schema(), current_setting('application_name'), \
+             TIMESTAMPTZ '2026-01-01 12:00:00+00'"
+        )
+        .await?[0],
+        ["Europe/Oslo", "data_on_eks", "night batch", "2026-01-01 13:00:00+01"]
+    );
+    // A setting fjord cannot honour ends the connection with PostgreSQL's code, as SET does.
+    for (options, code) in [
+        ("-c DateStyle=SQL", "0A000"),
+        ("-c TimeZone=Mars/Olympus", "22023"),
+        ("-c extra_float_digits=9", "22023"),
+        ("-x", "42601"),
+    ] {
+        let error = connect(options).await.expect_err(options);
+        let code_seen = error
+            .downcast_ref::<tokio_postgres::Error>()
+            .and_then(|error| error.code())
+            .map(|code| code.code().to_string());
+        assert_eq!(code_seen.as_deref(), Some(code), "{options}: {error}");
+    }
+    fjord.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_are_per_connection() -> anyhow::Result<()> {
     let fjord = Fjord::start(&format!("{TEST_DEMO}\n")).await?;
     let first = fjord.connect().await?;

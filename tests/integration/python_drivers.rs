@@ -256,6 +256,12 @@ async fn jdbc_metadata_and_fetch_size_work_as_dbeaver_uses_them() -> anyhow::Res
         .collect();
     assert!(names.len() > 25, "{}", names.len());
     assert_eq!(result["names"], serde_json::json!(names), "{result}");
+    // The JVM's zone came in the startup message and is the session's.
+    assert_eq!(
+        result["session_zone"],
+        serde_json::json!(["Asia/Kolkata", "2026-01-01 17:30:00+05:30"]),
+        "{result}"
+    );
     fjord.stop().await
 }
 

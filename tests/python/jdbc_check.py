@@ -13,7 +13,8 @@ import jpype
 import jpype.imports  # noqa: F401  (lets `from java.sql import ...` work)
 
 url, jar = sys.argv[1:3]
-jpype.startJVM(classpath=[jar])
+# pgJDBC sends the JVM's zone as the TimeZone startup parameter: the session must take it.
+jpype.startJVM("-Duser.timezone=Asia/Kolkata", classpath=[jar])
 from java.sql import DriverManager  # noqa: E402
 
 
@@ -27,6 +28,12 @@ def rows(result_set, columns):
 
 
 connection = DriverManager.getConnection(url)
+zone_query = connection.createStatement().executeQuery(
+    "SELECT current_setting('TimeZone'), TIMESTAMPTZ '2026-01-01 12:00:00+00'"
+)
+zone_query.next()
+session_zone = [str(zone_query.getString(1)), str(zone_query.getString(2))]
+zone_query.close()
 meta = connection.getMetaData()
 result = {
     "product": str(meta.getDatabaseProductName()),
@@ -63,6 +70,7 @@ names = []
 while result_set.next():
     names.append(str(result_set.getString("name")))
 result["names"] = names
+result["session_zone"] = session_zone
 connection.commit()
 connection.close()
 print(json.dumps(result))

@@ -473,6 +473,36 @@ impl Session {
 
     /// Gives DataFusion the session's TimeZone, and rebuilds the functions that read it
     /// (`now()`, `current_date`), as DataFusion's own `SET` does.
+    /// The session's value of setting `name`, as `SHOW` gives it.
+    pub fn variable(&self, name: &str) -> Option<String> {
+        self.inner.variables.lock().get(name)
+    }
+
+    /// `SET name = value` (`None`: `RESET name`), also used for the settings a client sends in
+    /// its startup message. A value fjord cannot honour is refused and the setting keeps its
+    /// value.
+    pub fn set_variable(&self, name: &str, value: Option<&str>) -> Result<(), EngineError> {
+        let name = name.to_lowercase();
+        let checked = value
+            .map(|value| session_vars::checked_value(&name, value))
+            .transpose()?;
+        if name == "timezone" {
+            let zone = value.unwrap_or(DEFAULT_TIME_ZONE);
+            types::check_time_zone(zone)?;
+            self.set_time_zone(zone);
+        }
+        if name == "search_path" {
+            let schema = match value {
+                Some(value) => session_vars::first_search_path_schema(value),
+                None => self.inner.engine.config.server.default_schema.clone(),
+            };
+            let catalog = self.current_catalog();
+            self.set_defaults(&catalog, &schema);
+        }
+        self.inner.variables.lock().set(&name, checked);
+        Ok(())
+    }
+
     fn set_time_zone(&self, zone: &str) {
         use datafusion::execution::FunctionRegistry;
         let state = self.inner.context.state_ref();
@@ -1149,25 +1179,7 @@ impl Session {
                 }
             }
             Command::SetVariable { name, value } => {
-                let name = name.to_lowercase();
-                if name == "timezone" {
-                    let zone = value.as_deref().unwrap_or(DEFAULT_TIME_ZONE);
-                    types::check_time_zone(zone)?;
-                    self.set_time_zone(zone);
-                }
-                if name == "search_path" {
-                    let schema = match value {
-                        Some(value) => session_vars::first_search_path_schema(value),
-                        None => self.inner.engine.config.server.default_schema.clone(),
-                    };
-                    let catalog = self.current_catalog();
-                    self.set_defaults(&catalog, &schema);
-                }
-                let value = value
-                    .as_deref()
-                    .map(|value| session_vars::checked_value(&name, value))
-                    .transpose()?;
-                self.inner.variables.lock().set(&name, value.clone());
+                self.set_variable(name, value.as_deref())?;
                 Ok(Outcome::Command(CommandTag::new(if value.is_some() {
                     "SET"
                 } else {

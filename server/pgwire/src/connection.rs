@@ -338,6 +338,17 @@ impl Connection {
         self.session
             .set_client(user.as_deref(), database.as_deref(), application.as_deref())
             .map_err(engine_error)?;
+        // The other startup parameters are settings, as if SET when the session began
+        // (pgJDBC sends TimeZone, DateStyle, client_encoding and extra_float_digits; libpq
+        // sends `options` such as `-c search_path=...`). One fjord refuses ends the connection,
+        // as in PostgreSQL, rather than leaving the client expecting a format it will not get.
+        let settings = startup_settings(client.metadata())
+            .map_err(|message| startup_error(fatal("42601", message)))?;
+        for (name, value) in settings {
+            if let Err(error) = self.session.set_variable(&name, Some(&value)) {
+                return Err(startup_error(fatal(&error.sqlstate, error.message)));
+            }
+        }
 
         let pid = NEXT_PID.fetch_add(1, Ordering::Relaxed);
         // The cancel key must be unguessable by other clients.
@@ -353,13 +364,79 @@ impl Connection {
 
         let mut parameters = DefaultServerParameterProvider::default();
         parameters.server_version = format!("16.6 (fjord {})", env!("CARGO_PKG_VERSION"));
-        parameters.time_zone = "UTC".into();
-        parameters.date_style = "ISO, MDY".into();
+        let setting = |name: &str, default: &str| {
+            self.session
+                .variable(name)
+                .unwrap_or_else(|| default.to_string())
+        };
+        parameters.time_zone = setting("timezone", "UTC");
+        parameters.date_style = setting("datestyle", "ISO, MDY");
+        parameters.client_encoding = Some(setting("client_encoding", "UTF8"));
         parameters.search_path = self.session.current_schema();
         parameters.is_superuser = false;
         parameters.default_transaction_read_only = false;
         finish_authentication(client, &parameters).await
     }
+}
+
+/// The settings of a startup message: every parameter that is not the user, database or
+/// application name or a protocol extension (`_pq_.*`), plus each `-c name=value` (or
+/// `--name=value`) of `options`, where a backslash keeps the next character (a space) in a value.
+fn startup_settings(
+    metadata: &std::collections::HashMap<String, String>,
+) -> Result<Vec<(String, String)>, String> {
+    let mut settings: Vec<(String, String)> = metadata
+        .iter()
+        .filter(|(name, _)| {
+            ![
+                METADATA_USER,
+                METADATA_DATABASE,
+                METADATA_APPLICATION_NAME,
+                "options",
+                "replication",
+            ]
+            .contains(&name.as_str())
+                && !name.starts_with("_pq_.")
+        })
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    settings.sort();
+    if let Some(options) = metadata.get("options") {
+        let mut words = Vec::new();
+        let mut word = String::new();
+        let mut chars = options.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => word.extend(chars.next()),
+                c if c.is_whitespace() => {
+                    if !word.is_empty() {
+                        words.push(std::mem::take(&mut word));
+                    }
+                }
+                c => word.push(c),
+            }
+        }
+        if !word.is_empty() {
+            words.push(word);
+        }
+        let mut words = words.into_iter();
+        while let Some(word) = words.next() {
+            let pair = match word.as_str() {
+                "-c" => words.next(),
+                _ => word
+                    .strip_prefix("--")
+                    .or_else(|| word.strip_prefix("-c"))
+                    .map(str::to_string),
+            };
+            let Some((name, value)) = pair.as_deref().and_then(|pair| pair.split_once('=')) else {
+                return Err(format!(
+                    "invalid command-line argument for server process: {word}"
+                ));
+            };
+            settings.push((name.replace('-', "_"), value.to_string()));
+        }
+    }
+    Ok(settings)
 }
 
 /// The user name of the startup message.
