@@ -14,6 +14,7 @@ mod int4_literals;
 mod pg_catalog;
 mod pg_catalog_tables;
 mod session_vars;
+pub mod temporal_text;
 mod types;
 mod untyped_literals;
 
@@ -121,6 +122,7 @@ impl Engine {
         };
         let mut analyzer_rules = datafusion::optimizer::Analyzer::new().rules;
         analyzer_rules.insert(0, Arc::new(untyped_literals::UntypedLiterals));
+        analyzer_rules.push(Arc::new(temporal_text::TemporalTextCasts));
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)
