@@ -240,9 +240,10 @@ fn classify_arrow(error: &ArrowError) -> EngineError {
         {
             EngineError::new(s::NUMERIC_VALUE_OUT_OF_RANGE, message.clone())
         }
-        ArrowError::ArithmeticOverflow(message) => {
-            EngineError::new(s::NUMERIC_VALUE_OUT_OF_RANGE, message.clone())
-        }
+        ArrowError::ArithmeticOverflow(message) => EngineError::new(
+            s::NUMERIC_VALUE_OUT_OF_RANGE,
+            format!("value out of range: {}", message.to_lowercase()),
+        ),
         ArrowError::ExternalError(inner) => classify_external(inner.as_ref()),
         ArrowError::MemoryError(message) => EngineError::new(s::OUT_OF_MEMORY, message.clone()),
         other => EngineError::new(s::DATA_EXCEPTION, other.to_string()),

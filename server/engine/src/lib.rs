@@ -5,6 +5,7 @@
 //! rows are encoded, the same SQL text goes through the same code whatever the protocol.
 //! Sessions share the catalogs and the memory pool; settings (`SET`, `USE`) are per session.
 
+mod checked_arithmetic;
 mod column_names;
 mod commands;
 mod constant_plans;
@@ -129,6 +130,7 @@ impl Engine {
             .with_catalog_list(self.catalog_list.clone())
             .with_default_features()
             .with_analyzer_rules(analyzer_rules)
+            .with_physical_optimizer_rule(Arc::new(checked_arithmetic::CheckedArithmetic))
             .build();
         let context = SessionContext::new_with_state(state);
         let facts = Arc::new(parking_lot::RwLock::new(pg_catalog::SessionFacts {
