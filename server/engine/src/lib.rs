@@ -14,8 +14,8 @@ mod error;
 mod int4_literals;
 mod pg_catalog;
 mod pg_catalog_tables;
+pub mod pg_text;
 mod session_vars;
-pub mod temporal_text;
 mod types;
 mod untyped_literals;
 
@@ -123,7 +123,7 @@ impl Engine {
         };
         let mut analyzer_rules = datafusion::optimizer::Analyzer::new().rules;
         analyzer_rules.insert(0, Arc::new(untyped_literals::UntypedLiterals));
-        analyzer_rules.push(Arc::new(temporal_text::TemporalTextCasts));
+        analyzer_rules.push(Arc::new(pg_text::TextCasts));
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)

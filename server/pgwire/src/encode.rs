@@ -116,7 +116,7 @@ fn rows(
                 None => return None,
                 Some(Ok(batch)) => {
                     if batch.num_rows() > 0 {
-                        let batch = crate::temporal_text::render(batch, &state.fields);
+                        let batch = crate::pg_text::render(batch, &state.fields);
                         let batch = match crate::text_carried::binary_forms(batch, &state.fields) {
                             Ok(batch) => batch,
                             Err(error) => {

@@ -12,7 +12,7 @@ mod access;
 mod cancel;
 mod connection;
 mod encode;
-mod temporal_text;
+mod pg_text;
 mod text_carried;
 
 use std::net::SocketAddr;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
-use fjord_engine::temporal_text::{is_temporal, render_column};
+use fjord_engine::pg_text::{is_rendered, render_column};
 use pgwire::api::results::{FieldFormat, FieldInfo};
 
 /// `batch` with its text-format timestamp and time columns rendered as PostgreSQL text.
@@ -22,7 +22,7 @@ pub(crate) fn render(batch: RecordBatch, fields: &[FieldInfo]) -> RecordBatch {
         .fields()
         .iter()
         .zip(fields)
-        .any(|(field, info)| renders(info) && is_temporal(field.data_type()));
+        .any(|(field, info)| renders(info) && is_rendered(field.data_type()));
     if !needs {
         return batch;
     }

@@ -1,12 +1,15 @@
-//! Timestamps and times as text, written as PostgreSQL writes them (DateStyle ISO).
+//! Timestamps, times and floating-point numbers as text, written as PostgreSQL writes them
+//! (DateStyle ISO, extra_float_digits 1 or more, the default).
 //!
 //! Arrow's formatting prints `2026-01-01T10:00:00.500+01:00`; PostgreSQL prints
 //! `2026-01-01 10:00:00.5+01`: a space, only the fractional digits needed (none for whole
-//! seconds), and the offset's minutes and seconds only when they are not zero. Clients compare
-//! and parse this text, so the same rendering serves two places: text-format result columns
-//! (the Postgres front door calls [`render_column`]) and casts to text inside statements
-//! (`ts::text`, `concat('at ', ts)`), which the analyzer rule [`TemporalTextCasts`] turns into
-//! calls of a function that renders the same way.
+//! seconds), and the offset's minutes and seconds only when they are not zero. Arrow prints the
+//! double 3 as `3.0` and 1e20 as `1e20`; PostgreSQL prints `3` and `1e+20` (the shortest digits
+//! that read back exactly, in exponent form below 1e-4 and from 1e15, 1e6 for `real`).
+//! Clients compare and parse this text, so the same rendering serves two places: text-format
+//! result columns (the Postgres front door calls [`render_column`]) and casts to text inside
+//! statements (`ts::text`, `concat('at ', ts)`), which the analyzer rule [`TextCasts`] turns
+//! into calls of a function that renders the same way.
 
 use std::any::Any;
 use std::str::FromStr;
@@ -17,7 +20,7 @@ use datafusion::arrow::array::timezone::Tz;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
-    DataType, Time64MicrosecondType, TimeUnit, TimestampMicrosecondType,
+    DataType, Float32Type, Float64Type, Time64MicrosecondType, TimeUnit, TimestampMicrosecondType,
 };
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DFSchema, DataFusionError, Result};
@@ -32,15 +35,19 @@ use datafusion::logical_expr::{
 use datafusion::optimizer::AnalyzerRule;
 
 /// Whether [`render_column`] writes values of this type.
-pub fn is_temporal(data_type: &DataType) -> bool {
+pub fn is_rendered(data_type: &DataType) -> bool {
     matches!(
         data_type,
-        DataType::Timestamp(_, _) | DataType::Time32(_) | DataType::Time64(_)
+        DataType::Timestamp(_, _)
+            | DataType::Time32(_)
+            | DataType::Time64(_)
+            | DataType::Float32
+            | DataType::Float64
     )
 }
 
-/// A timestamp or time column as PostgreSQL's text; `None` for other types (or a zone arrow
-/// cannot read).
+/// A timestamp, time or float column as PostgreSQL's text; `None` for other types (or a zone
+/// arrow cannot read).
 pub fn render_column(column: &ArrayRef) -> Option<ArrayRef> {
     let mut out = StringBuilder::with_capacity(column.len(), column.len() * 26);
     match column.data_type() {
@@ -77,6 +84,30 @@ pub fn render_column(column: &ArrayRef) -> Option<ArrayRef> {
                 match value {
                     None => out.append_null(),
                     Some(value) => out.append_value(time_text(value)),
+                }
+            }
+        }
+        DataType::Float64 => {
+            for value in column.as_primitive::<Float64Type>().iter() {
+                match value {
+                    None => out.append_null(),
+                    Some(value) => out.append_value(float_text(
+                        value,
+                        format!("{value:e}"),
+                        DOUBLE_EXPONENT_FROM,
+                    )),
+                }
+            }
+        }
+        DataType::Float32 => {
+            for value in column.as_primitive::<Float32Type>().iter() {
+                match value {
+                    None => out.append_null(),
+                    Some(value) => out.append_value(float_text(
+                        f64::from(value),
+                        format!("{value:e}"),
+                        REAL_EXPONENT_FROM,
+                    )),
                 }
             }
         }
@@ -117,6 +148,58 @@ fn time_text(micros: i64) -> String {
     text
 }
 
+/// Decimal exponents from which PostgreSQL writes a `double precision` or `real` in exponent
+/// form (DBL_DIG and FLT_DIG).
+const DOUBLE_EXPONENT_FROM: i32 = 15;
+const REAL_EXPONENT_FROM: i32 = 6;
+
+/// `value` as PostgreSQL writes it, from Rust's shortest round-trip digits in exponent form
+/// (`shortest`, as `{:e}` gives them: `1.5e0`, `3e20`, `-2.5e-7`).
+fn float_text(value: f64, shortest: String, exponent_from: i32) -> String {
+    if value.is_nan() {
+        return "NaN".into();
+    }
+    if value.is_infinite() {
+        return if value > 0.0 { "Infinity" } else { "-Infinity" }.into();
+    }
+    let (mantissa, exponent) = shortest.split_once('e').unwrap_or((&shortest, "0"));
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    let (sign, mantissa) = match mantissa.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", mantissa),
+    };
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    if digits.trim_start_matches('0').is_empty() {
+        return format!("{sign}0");
+    }
+    if exponent < -4 || exponent >= exponent_from {
+        let (first, rest) = digits.split_at(1);
+        let fraction = if rest.is_empty() {
+            String::new()
+        } else {
+            format!(".{rest}")
+        };
+        let exponent_sign = if exponent < 0 { '-' } else { '+' };
+        return format!(
+            "{sign}{first}{fraction}e{exponent_sign}{:02}",
+            exponent.unsigned_abs()
+        );
+    }
+    // Positional: the decimal point goes after digit `exponent + 1`.
+    let point = exponent + 1;
+    if point <= 0 {
+        let zeros = "0".repeat(point.unsigned_abs() as usize);
+        return format!("{sign}0.{zeros}{digits}");
+    }
+    let point = point as usize;
+    if digits.len() <= point {
+        let zeros = "0".repeat(point - digits.len());
+        format!("{sign}{digits}{zeros}")
+    } else {
+        format!("{sign}{}.{}", &digits[..point], &digits[point..])
+    }
+}
+
 /// `.5` for 500000 µs, nothing for 0.
 fn push_fraction(text: &mut String, micros: u32) {
     if micros == 0 {
@@ -127,13 +210,13 @@ fn push_fraction(text: &mut String, micros: u32) {
     text.push_str(digits.trim_end_matches('0'));
 }
 
-/// `fjord_temporal_text(ts)`: [`render_column`] as a function, what casts to text become.
+/// `fjord_text(value)`: [`render_column`] as a function, what casts to text become.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct TemporalText {
     signature: Signature,
 }
 
-const FUNCTION: &str = "fjord_temporal_text";
+const FUNCTION: &str = "fjord_text";
 
 fn function() -> Arc<ScalarUDF> {
     Arc::new(ScalarUDF::new_from_impl(TemporalText {
@@ -174,14 +257,14 @@ impl ScalarUDFImpl for TemporalText {
     }
 }
 
-/// Runs after type coercion: a cast of a timestamp or time to a string type (written, or added
-/// by coercion as in `concat`) renders as PostgreSQL does.
+/// Runs after type coercion: a cast of a timestamp, time or float to a string type (written, or
+/// added by coercion as in `concat`) renders as PostgreSQL does.
 #[derive(Debug, Default)]
-pub(crate) struct TemporalTextCasts;
+pub(crate) struct TextCasts;
 
-impl AnalyzerRule for TemporalTextCasts {
+impl AnalyzerRule for TextCasts {
     fn name(&self) -> &str {
-        "fjord_temporal_text_casts"
+        "fjord_text_casts"
     }
 
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
@@ -224,7 +307,7 @@ fn rewrite(
         target,
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
     );
-    if !is_text || !inner.get_type(schema).is_ok_and(|from| is_temporal(&from)) {
+    if !is_text || !inner.get_type(schema).is_ok_and(|from| is_rendered(&from)) {
         return Ok(Transformed::no(expression));
     }
     let target = target.clone();
@@ -271,5 +354,43 @@ mod tests {
         );
         assert_eq!(time_text(36_000_250_000), "10:00:00.25");
         assert_eq!(time_text(0), "00:00:00");
+    }
+
+    #[test]
+    fn floats_are_written_as_postgres_writes_them() {
+        let double = |value: f64| float_text(value, format!("{value:e}"), DOUBLE_EXPONENT_FROM);
+        let real =
+            |value: f32| float_text(f64::from(value), format!("{value:e}"), REAL_EXPONENT_FROM);
+        // What PostgreSQL 15 prints for each.
+        for (value, text) in [
+            (3.0, "3"),
+            (1.5, "1.5"),
+            (-2.25, "-2.25"),
+            (0.1 + 0.2, "0.30000000000000004"),
+            (1e20, "1e+20"),
+            (123456789012345.0, "123456789012345"),
+            (1234567890123456.0, "1.234567890123456e+15"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (-1.5e-7, "-1.5e-07"),
+            (1e300, "1e+300"),
+            (100.0, "100"),
+            (0.0, "0"),
+            (-0.0, "-0"),
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "Infinity"),
+            (f64::NEG_INFINITY, "-Infinity"),
+        ] {
+            assert_eq!(double(value), text, "{value:?}");
+        }
+        for (value, text) in [
+            (3.0, "3"),
+            (0.1, "0.1"),
+            (123456.0, "123456"),
+            (1234567.0, "1.234567e+06"),
+            (1.5e-5, "1.5e-05"),
+        ] {
+            assert_eq!(real(value), text, "{value:?}");
+        }
     }
 }
