@@ -425,8 +425,12 @@ impl Worker {
                 return;
             }
             let (before, waited) = (before.clone(), since.elapsed());
-            let Ok(now) = self.table_positions() else {
-                return;
+            let now = match self.table_positions() {
+                Ok(now) => now,
+                Err(error) => {
+                    tracing::debug!(pipeline = %self.spec.name, %error, "cannot read the table's offsets");
+                    return;
+                }
             };
             self.idle_since = Some((Instant::now(), now.clone()));
             let unlanded = if now == before {
@@ -435,6 +439,8 @@ impl Worker {
                 Vec::new()
             };
             if unlanded.is_empty() {
+                // Another member lands the topics (or they are idle): all is well.
+                self.metrics.state.lock().waiting_for_group = None;
                 return;
             }
             format!(
@@ -513,12 +519,15 @@ impl Worker {
         self.clear();
         self.waiting_since = None;
         self.idle_since = None;
-        self.metrics.state.lock().waiting_for_group = None;
         let keys: Vec<Key> = tpl
             .elements()
             .iter()
             .map(|element| (element.topic().to_string(), element.partition()))
             .collect();
+        if !keys.is_empty() {
+            // An empty assignment keeps a report of partitions nobody lands (see watch_group).
+            self.metrics.state.lock().waiting_for_group = None;
+        }
         match self.table_positions() {
             Ok(offsets) => {
                 for (topic, partition) in &keys {
@@ -1308,15 +1317,33 @@ fn unlanded_partitions(
     let timeout = Duration::from_secs(5);
     let mut unlanded = Vec::new();
     for topic in topics {
-        let Ok(metadata) = consumer.fetch_metadata(Some(topic), timeout) else {
-            continue;
+        let metadata = match consumer.fetch_metadata(Some(topic), timeout) {
+            Ok(metadata) => metadata,
+            Err(error) => {
+                tracing::debug!(topic, %error, "cannot read the topic's partitions");
+                continue;
+            }
         };
         for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
             let id = partition.id();
-            if let Ok((low, high)) = consumer.fetch_watermarks(topic, id, timeout)
-                && high - table.get(topic, id).unwrap_or(low) > 1
-            {
-                unlanded.push(format!("{topic}[{id}]"));
+            match consumer.fetch_watermarks(topic, id, timeout) {
+                Ok((low, high)) => {
+                    let landed = table.get(topic, id).unwrap_or(low);
+                    tracing::debug!(
+                        topic,
+                        partition = id,
+                        low,
+                        high,
+                        landed,
+                        "unassigned partition"
+                    );
+                    if high - landed > 1 {
+                        unlanded.push(format!("{topic}[{id}]"));
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(topic, partition = id, %error, "cannot read watermarks")
+                }
             }
         }
     }

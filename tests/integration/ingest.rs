@@ -1031,6 +1031,106 @@ async fn the_sidecar_expires_old_snapshots_by_itself() -> Result<()> {
     Ok(())
 }
 
+/// A member of the group that holds the partition and never lands it: the sidecar, given
+/// nothing, must say on /health which partition nobody lands, and take over once that member
+/// goes. (tansu 0.6 was seen giving every partition to killed members and never rebalancing.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_given_no_partitions_reports_the_ones_nobody_lands() -> Result<()> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let kafka = Kafka::start().await?;
+    kafka.create_topic("cat-interactions", 1).await?;
+    let fjord = Fjord::start("").await?;
+    let config = ingest_config(&fjord, &kafka, "idle", &[INTERACTIONS_PIPELINE], "")?;
+    let text = std::fs::read_to_string(&config)?.replace(
+        "group_id = \"idle\"",
+        "group_id = \"idle\"\nsession_timeout_ms = 6000",
+    );
+    std::fs::write(&config, text)?;
+    // In five record batches: tansu 0.6's ListOffsets answers with the last batch's first
+    // offset plus one, so one batch would look like a single record (maybe a transaction's
+    // commit marker) waiting.
+    for batch in 0..5 {
+        let events: Vec<_> = (batch * 100..(batch + 1) * 100).map(interaction).collect();
+        kafka.produce("cat-interactions", &events).await?;
+    }
+
+    // The squatter: in the group first, and first in member-id order (librdkafka's ids start
+    // with the client id), so the range assignment gives it the only partition every time.
+    let stop = Arc::new(AtomicBool::new(false));
+    let holding = Arc::new(AtomicBool::new(false));
+    let squatter = {
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &kafka.bootstrap)
+            .set("group.id", "idle")
+            .set("client.id", "aaa-squatter")
+            .set("session.timeout.ms", "6000")
+            .set("partition.assignment.strategy", "range")
+            .set("enable.auto.commit", "false")
+            .create()?;
+        consumer.subscribe(&["cat-interactions"])?;
+        let (stop, holding) = (stop.clone(), holding.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = consumer.poll(Duration::from_millis(100));
+                let count = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+                holding.store(count > 0, Ordering::Relaxed);
+            }
+            // Leaves the group, as a process that ends cleanly does.
+            drop(consumer);
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !holding.load(Ordering::Relaxed) {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the squatter never got the partition"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let sidecar = start_sidecar(&config, &[]).await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let report = loop {
+        let (status, health) = http_get(sidecar.http_address, "/health").await?;
+        if status == 503 && health.contains("cat-interactions[0]") {
+            break health;
+        }
+        if Instant::now() > deadline {
+            bail!("/health never reported the partition nobody lands: {status} {health}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(report.contains("consumer group `idle`"), "{report}");
+    assert_eq!(
+        row_count(
+            &fjord.connect().await?,
+            "iceberg.data_on_eks.cat_interactions_raw"
+        )
+        .await,
+        0
+    );
+
+    // The squatter goes: the sidecar gets the partition, lands everything and is healthy.
+    stop.store(true, Ordering::Relaxed);
+    squatter
+        .join()
+        .map_err(|_| anyhow::anyhow!("the squatter panicked"))?;
+    wait_for_count(
+        &fjord,
+        "SELECT count(*) FROM iceberg.data_on_eks.cat_interactions_raw",
+        500,
+        Duration::from_secs(90),
+    )
+    .await?;
+    let (status, health) = http_get(sidecar.http_address, "/health").await?;
+    assert_eq!(status, 200, "{health}");
+    sidecar.stop().await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pyiceberg_reads_what_the_sidecar_landed() -> Result<()> {
     let kafka = Kafka::start().await?;
