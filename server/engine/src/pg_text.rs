@@ -27,7 +27,6 @@ use datafusion::common::{DFSchema, DataFusionError, Result};
 use datafusion::config::ConfigOptions;
 use datafusion::logical_expr::expr::{Cast, ScalarFunction, TryCast};
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
-use datafusion::logical_expr::utils::merge_schema;
 use datafusion::logical_expr::{
     ColumnarValue, Expr, ExprSchemable, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
     Signature, Volatility,
@@ -270,15 +269,7 @@ impl AnalyzerRule for TextCasts {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
         let function = function();
         plan.transform_up_with_subqueries(|node| {
-            let mut schema = merge_schema(&node.inputs());
-            if let LogicalPlan::TableScan(scan) = &node
-                && let Ok(source) = DFSchema::try_from_qualified_schema(
-                    scan.table_name.clone(),
-                    &scan.source.schema(),
-                )
-            {
-                schema.merge(&source);
-            }
+            let schema = crate::untyped_literals::expression_schema(&node);
             // Columns keep the names they had (`CAST(... AS VARCHAR)`), not the function's.
             let names = NamePreserver::new(&node);
             node.map_expressions(|expression| {

@@ -29,21 +29,26 @@ impl AnalyzerRule for UntypedLiterals {
 
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
         plan.transform_up_with_subqueries(|node| {
-            let mut schema = merge_schema(&node.inputs());
-            if let LogicalPlan::TableScan(scan) = &node
-                && let Ok(source) = DFSchema::try_from_qualified_schema(
-                    scan.table_name.clone(),
-                    &scan.source.schema(),
-                )
-            {
-                schema.merge(&source);
-            }
+            let schema = expression_schema(&node);
             node.map_expressions(|expression| {
                 expression.transform_up(|inner| rewrite(inner, &schema))
             })
         })
         .map(|transformed| transformed.data)
     }
+}
+
+/// The schema a plan node's expressions are typed against: its inputs' columns, and for a
+/// table scan (whose filters name the table's columns) the table's.
+pub(crate) fn expression_schema(node: &LogicalPlan) -> DFSchema {
+    let mut schema = merge_schema(&node.inputs());
+    if let LogicalPlan::TableScan(scan) = node
+        && let Ok(source) =
+            DFSchema::try_from_qualified_schema(scan.table_name.clone(), &scan.source.schema())
+    {
+        schema.merge(&source);
+    }
+    schema
 }
 
 fn rewrite(expression: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
