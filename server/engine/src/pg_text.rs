@@ -46,8 +46,10 @@ pub fn is_rendered(data_type: &DataType) -> bool {
 }
 
 /// A timestamp, time or float column as PostgreSQL's text; `None` for other types (or a zone
-/// arrow cannot read).
-pub fn render_column(column: &ArrayRef) -> Option<ArrayRef> {
+/// arrow cannot read). `extra_float_digits` is the session's setting: 1 or more gives the
+/// shortest exact digits, 0 or less rounds to 15 (6 for `real`) plus that many digits, as
+/// PostgreSQL does.
+pub fn render_column(column: &ArrayRef, extra_float_digits: i32) -> Option<ArrayRef> {
     let mut out = StringBuilder::with_capacity(column.len(), column.len() * 26);
     match column.data_type() {
         DataType::Timestamp(_, zone) => {
@@ -90,11 +92,7 @@ pub fn render_column(column: &ArrayRef) -> Option<ArrayRef> {
             for value in column.as_primitive::<Float64Type>().iter() {
                 match value {
                     None => out.append_null(),
-                    Some(value) => out.append_value(float_text(
-                        value,
-                        format!("{value:e}"),
-                        DOUBLE_EXPONENT_FROM,
-                    )),
+                    Some(value) => out.append_value(double_text(value, extra_float_digits)),
                 }
             }
         }
@@ -102,11 +100,7 @@ pub fn render_column(column: &ArrayRef) -> Option<ArrayRef> {
             for value in column.as_primitive::<Float32Type>().iter() {
                 match value {
                     None => out.append_null(),
-                    Some(value) => out.append_value(float_text(
-                        f64::from(value),
-                        format!("{value:e}"),
-                        REAL_EXPONENT_FROM,
-                    )),
+                    Some(value) => out.append_value(real_text(value, extra_float_digits)),
                 }
             }
         }
@@ -151,6 +145,41 @@ fn time_text(micros: i64) -> String {
 /// form (DBL_DIG and FLT_DIG).
 const DOUBLE_EXPONENT_FROM: i32 = 15;
 const REAL_EXPONENT_FROM: i32 = 6;
+
+/// A `double precision` as PostgreSQL writes it under `extra_float_digits`.
+fn double_text(value: f64, extra_float_digits: i32) -> String {
+    if extra_float_digits > 0 {
+        return float_text(value, format!("{value:e}"), DOUBLE_EXPONENT_FROM);
+    }
+    let precision = (DOUBLE_EXPONENT_FROM + extra_float_digits).max(1);
+    let rounded = format!("{value:.*e}", (precision - 1) as usize);
+    float_text(value, without_trailing_zeros(&rounded), precision)
+}
+
+/// A `real` as PostgreSQL writes it under `extra_float_digits`.
+fn real_text(value: f32, extra_float_digits: i32) -> String {
+    if extra_float_digits > 0 {
+        return float_text(f64::from(value), format!("{value:e}"), REAL_EXPONENT_FROM);
+    }
+    let precision = (REAL_EXPONENT_FROM + extra_float_digits).max(1);
+    let rounded = format!("{value:.*e}", (precision - 1) as usize);
+    float_text(
+        f64::from(value),
+        without_trailing_zeros(&rounded),
+        precision,
+    )
+}
+
+/// `3.1400e2` as `3.14e2`, as C's `%g` drops them.
+fn without_trailing_zeros(exponent_form: &str) -> String {
+    match exponent_form.split_once('e') {
+        Some((mantissa, exponent)) if mantissa.contains('.') => {
+            let mantissa = mantissa.trim_end_matches('0').trim_end_matches('.');
+            format!("{mantissa}e{exponent}")
+        }
+        _ => exponent_form.to_string(),
+    }
+}
 
 /// `value` as PostgreSQL writes it, from Rust's shortest round-trip digits in exponent form
 /// (`shortest`, as `{:e}` gives them: `1.5e0`, `3e20`, `-2.5e-7`).
@@ -243,7 +272,7 @@ impl ScalarUDFImpl for TemporalText {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let is_scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
         let column = args.args[0].to_array(args.number_rows.max(1))?;
-        let text = render_column(&column).ok_or_else(|| {
+        let text = render_column(&column, 1).ok_or_else(|| {
             DataFusionError::Execution(format!("cannot write {} as text", column.data_type()))
         })?;
         if is_scalar {
@@ -383,5 +412,20 @@ mod tests {
         ] {
             assert_eq!(real(value), text, "{value:?}");
         }
+        // extra_float_digits 0 and below round as C's %g with 15 (6) plus that many digits.
+        for (value, digits, text) in [
+            (0.1 + 0.2, 0, "0.3"),
+            (1.0 / 3.0, 0, "0.333333333333333"),
+            (1.0 / 3.0, -10, "0.33333"),
+            (1e20, 0, "1e+20"),
+            (123456789012345678.0, 0, "1.23456789012346e+17"),
+            (2.5, -14, "2"),
+            (100.0, 0, "100"),
+            (0.00001234, 0, "1.234e-05"),
+        ] {
+            assert_eq!(double_text(value, digits), text, "{value:?} at {digits}");
+        }
+        assert_eq!(real_text(1.0 / 3.0, 0), "0.333333");
+        assert_eq!(real_text(1234567.0, 0), "1.23457e+06");
     }
 }

@@ -121,8 +121,18 @@ impl Connection {
         Ok(())
     }
 
-    fn format_options<C: ClientInfo>(client: &C) -> Arc<FormatOptions> {
-        Arc::new(FormatOptions::from_client_metadata(client.metadata()))
+    /// How results are written: the startup message's choices, then the session's current
+    /// `extra_float_digits` (which SET changes after startup).
+    fn format_options<C: ClientInfo>(&self, client: &C) -> Arc<FormatOptions> {
+        let mut options = FormatOptions::from_client_metadata(client.metadata());
+        if let Some(digits) = self
+            .session
+            .variable("extra_float_digits")
+            .and_then(|digits| digits.parse().ok())
+        {
+            options.extra_float_digits = digits;
+        }
+        Arc::new(options)
     }
 
     /// Turns an engine outcome into a pgwire response. Rows stay a lazy stream.
@@ -495,7 +505,7 @@ impl SimpleQueryHandler for Connection {
         let cancel = self
             .query_cancel
             .start_query(self.session.statement_timeout());
-        let options = Self::format_options(client);
+        let options = self.format_options(client);
         let statements = match self.session.split_statements(query) {
             Ok(statements) => statements,
             Err(error) => return Ok(vec![Response::Error(Box::new(error_info(error)))]),
@@ -710,7 +720,7 @@ impl ExtendedQueryHandler for Connection {
         self.response(
             outcome,
             &portal.result_column_format,
-            Self::format_options(client),
+            self.format_options(client),
             cancel,
         )
     }

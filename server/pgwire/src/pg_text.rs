@@ -35,7 +35,7 @@ pub(crate) fn render(batch: RecordBatch, fields: &[FieldInfo]) -> RecordBatch {
         .zip(fields)
     {
         let rendered = if renders(info) {
-            render_column(column)
+            render_column(column, i32::from(info.format_options().extra_float_digits))
         } else {
             None
         };
