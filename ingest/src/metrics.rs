@@ -48,8 +48,9 @@ pub struct PipelineState {
     pub last_commit_at: Option<f64>,
     /// The last error, cleared by the next successful commit.
     pub last_error: Option<String>,
-    /// Set while the consumer has been waiting for the group to give it partitions for longer
-    /// than a rebalance should take; cleared by the next assignment.
+    /// Set while the consumer has waited for its group's assignment much longer than a
+    /// rebalance takes, or has been given nothing while nobody lands the topics; cleared when
+    /// partitions are assigned or the table's offsets move.
     pub waiting_for_group: Option<String>,
 }
 
@@ -65,6 +66,11 @@ impl PipelineState {
             .as_deref()
             .or(self.waiting_for_group.as_deref())
     }
+}
+
+/// Adds the time since `started` to a phase counter (`PipelineMetrics::*_nanos`).
+pub fn add_elapsed(counter: &AtomicU64, started: std::time::Instant) {
+    counter.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
 }
 
 /// All pipelines of a sidecar, by name.
@@ -94,11 +100,6 @@ impl Registry {
     }
 
     /// The Prometheus text exposition of every pipeline.
-    /// Adds the time since `started` to a phase counter.
-    pub fn add_time(counter: &AtomicU64, started: std::time::Instant) {
-        counter.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-    }
-
     pub fn render(&self) -> String {
         let pipelines = self.snapshot();
         let mut out = String::new();

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::dead_letter::{DeadLetter, dead_letter_batch, dead_letter_schema};
 use crate::debezium::DebeziumState;
 use crate::decode::{Chunk, DecodeState, Decoded, decode_json, infer_table_schema};
-use crate::metrics::{PipelineMetrics, Registry};
+use crate::metrics::{PipelineMetrics, add_elapsed};
 use crate::offsets::{OFFSETS_PROPERTY, Offsets, PIPELINE_PROPERTY, WRITER_PROPERTY};
 use crate::table::{CommitOutcome, Expected, LakeTable};
 
@@ -394,63 +394,30 @@ impl Worker {
         }
     }
 
-    /// A consumer left waiting for its group's assignment much longer than a rebalance takes
-    /// (a broker that lost track of a dead member can keep a rebalance open) shows it on
-    /// /health, then leaves the group and joins again as a new member. Safe at any time: where
-    /// reading starts comes from the table, and commits are fenced.
-    /// A member given no partitions watches whether the member that has them lands them: a
-    /// broker can hand partitions to a member that died (tansu 0.6 does after a kill in the
-    /// middle of a rebalance) and never rebalance again. When the table's offsets stood still
-    /// for the whole period while records wait in the topics, this one rejoins too.
+    /// Watches this member's place in its group. A broker can keep a rebalance open for a
+    /// member that died, or hand partitions to one and never rebalance again (tansu 0.6 does
+    /// both after a kill in the middle of a rebalance). When this member has waited for an
+    /// assignment much longer than a rebalance takes, or was given nothing while the table's
+    /// offsets stood still and records wait in the topics, it says so on /health, then leaves
+    /// the group and joins again as a new member. Safe at any time: where reading starts comes
+    /// from the table, and commits are fenced.
     fn watch_group(&mut self, consumer: &BaseConsumer<IngestContext>, topics: &[&str]) {
         let patience = Duration::from_millis(u64::from(self.spec.kafka.session_timeout_ms) * 3)
             .max(Duration::from_secs(30));
-        let problem = if let Some(since) = self.waiting_since {
-            if since.elapsed() < patience {
-                return;
-            }
-            format!(
+        let problem = match self.waiting_since {
+            Some(since) if since.elapsed() < patience => return,
+            Some(since) => format!(
                 "no partitions assigned for {} s: consumer group `{}` has not finished a rebalance; joining it again",
                 since.elapsed().as_secs(),
                 self.spec.kafka.group_id
-            )
-        } else if self.positions.is_empty() {
-            let Some((since, before)) = &self.idle_since else {
-                if let Ok(offsets) = self.table_positions() {
-                    self.idle_since = Some((Instant::now(), offsets));
+            ),
+            None if self.positions.is_empty() => {
+                match self.unlanded_while_idle(consumer, topics, patience) {
+                    Some(problem) => problem,
+                    None => return,
                 }
-                return;
-            };
-            if since.elapsed() < patience {
-                return;
             }
-            let (before, waited) = (before.clone(), since.elapsed());
-            let now = match self.table_positions() {
-                Ok(now) => now,
-                Err(error) => {
-                    tracing::debug!(pipeline = %self.spec.name, %error, "cannot read the table's offsets");
-                    return;
-                }
-            };
-            self.idle_since = Some((Instant::now(), now.clone()));
-            let unlanded = if now == before {
-                unlanded_partitions(consumer, topics, &now)
-            } else {
-                Vec::new()
-            };
-            if unlanded.is_empty() {
-                // Another member lands the topics (or they are idle): all is well.
-                self.metrics.state.lock().waiting_for_group = None;
-                return;
-            }
-            format!(
-                "this sidecar has no partitions, and nobody in consumer group `{}` landed {} in {} s although records wait there; joining the group again",
-                self.spec.kafka.group_id,
-                unlanded.join(", "),
-                waited.as_secs()
-            )
-        } else {
-            return;
+            None => return,
         };
         tracing::warn!(pipeline = %self.spec.name, "{problem}");
         self.metrics.state.lock().waiting_for_group = Some(problem);
@@ -460,6 +427,52 @@ impl Worker {
         }
         self.waiting_since = Some(Instant::now());
         self.idle_since = None;
+    }
+
+    /// For a member given no partitions, once per `patience`: the problem to report when the
+    /// table's offsets stood still for the whole period while records wait in the topics.
+    fn unlanded_while_idle(
+        &mut self,
+        consumer: &BaseConsumer<IngestContext>,
+        topics: &[&str],
+        patience: Duration,
+    ) -> Option<String> {
+        let waited = match &self.idle_since {
+            Some((since, _)) if since.elapsed() < patience => return None,
+            Some((since, _)) => Some(since.elapsed()),
+            None => None,
+        };
+        let now = match self.table_positions() {
+            Ok(now) => now,
+            Err(error) => {
+                // No verdict this period; the catalog is asked again next period, not next poll.
+                tracing::debug!(pipeline = %self.spec.name, %error, "cannot read the table's offsets");
+                let kept = self.idle_since.take().map(|(_, offsets)| offsets);
+                self.idle_since = Some((Instant::now(), kept.unwrap_or_default()));
+                return None;
+            }
+        };
+        let before = self
+            .idle_since
+            .replace((Instant::now(), now.clone()))
+            .map(|(_, offsets)| offsets);
+        let waited = waited?;
+        let unlanded = if before.as_ref() == Some(&now) {
+            unlanded_partitions(consumer, topics, &now)
+        } else {
+            Vec::new()
+        };
+        if unlanded.is_empty() {
+            // Another member lands the topics (or they are idle): all is well.
+            self.metrics.state.lock().waiting_for_group = None;
+            return None;
+        }
+        Some(format!(
+            "this sidecar has no partitions, and nobody in consumer group `{}` landed {} in {} s although records wait there; joining the group again",
+            self.spec.kafka.group_id,
+            unlanded.join(", "),
+            waited.as_secs()
+        ))
     }
 
     fn paused(&self) -> bool {
@@ -724,7 +737,7 @@ impl Worker {
         } else {
             self.decode_chunk_json(consumer);
         }
-        Registry::add_time(&self.metrics.decode_nanos, started);
+        add_elapsed(&self.metrics.decode_nanos, started);
     }
 
     fn decode_chunk_json(&mut self, consumer: &BaseConsumer<IngestContext>) {
@@ -1058,7 +1071,7 @@ impl Worker {
             .handle
             .block_on(table.write_files(&self.batches, &self.spec.writer_id))
             .map_err(|error| format!("cannot write data files: {error}"))?;
-        Registry::add_time(&self.metrics.write_nanos, writing);
+        add_elapsed(&self.metrics.write_nanos, writing);
         let file_count = files.len() as u64;
         let file_bytes: u64 = files.iter().map(|file| file.file_size_in_bytes()).sum();
         let mut properties = HashMap::new();
@@ -1080,7 +1093,7 @@ impl Worker {
                     self.spec.config.landing_table()
                 )
             })?;
-        Registry::add_time(&self.metrics.commit_nanos, committing);
+        add_elapsed(&self.metrics.commit_nanos, committing);
         match outcome {
             CommitOutcome::Committed { snapshot_id, .. } => {
                 let elapsed = started.elapsed();
