@@ -148,26 +148,42 @@ const REAL_EXPONENT_FROM: i32 = 6;
 
 /// A `double precision` as PostgreSQL writes it under `extra_float_digits`.
 fn double_text(value: f64, extra_float_digits: i32) -> String {
-    if extra_float_digits > 0 {
-        return float_text(value, format!("{value:e}"), DOUBLE_EXPONENT_FROM);
-    }
-    let precision = (DOUBLE_EXPONENT_FROM + extra_float_digits).max(1);
-    let rounded = format!("{value:.*e}", (precision - 1) as usize);
-    float_text(value, without_trailing_zeros(&rounded), precision)
+    float_in_style(
+        value,
+        extra_float_digits,
+        DOUBLE_EXPONENT_FROM,
+        || format!("{value:e}"),
+        |decimals| format!("{value:.decimals$e}"),
+    )
 }
 
 /// A `real` as PostgreSQL writes it under `extra_float_digits`.
 fn real_text(value: f32, extra_float_digits: i32) -> String {
-    if extra_float_digits > 0 {
-        return float_text(f64::from(value), format!("{value:e}"), REAL_EXPONENT_FROM);
-    }
-    let precision = (REAL_EXPONENT_FROM + extra_float_digits).max(1);
-    let rounded = format!("{value:.*e}", (precision - 1) as usize);
-    float_text(
+    float_in_style(
         f64::from(value),
-        without_trailing_zeros(&rounded),
-        precision,
+        extra_float_digits,
+        REAL_EXPONENT_FROM,
+        || format!("{value:e}"),
+        |decimals| format!("{value:.decimals$e}"),
     )
+}
+
+/// The shortest exact digits (`shortest`, in the value's own precision) when
+/// `extra_float_digits` is above 0; otherwise C's `%g` at `digits + extra_float_digits`
+/// significant digits (`rounded` gives the exponent form with that many decimals).
+fn float_in_style(
+    value: f64,
+    extra_float_digits: i32,
+    digits: i32,
+    shortest: impl FnOnce() -> String,
+    rounded: impl FnOnce(usize) -> String,
+) -> String {
+    if extra_float_digits > 0 {
+        return float_text(value, shortest(), digits);
+    }
+    let precision = (digits + extra_float_digits).max(1);
+    let text = rounded((precision - 1) as usize);
+    float_text(value, without_trailing_zeros(&text), precision)
 }
 
 /// `3.1400e2` as `3.14e2`, as C's `%g` drops them.
