@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
-use datafusion::arrow::datatypes::Schema;
+use datafusion::arrow::array::{ArrayRef, RecordBatch};
+use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::arrow::error::ArrowError;
 use datafusion::physical_plan::SendableRecordBatchStream;
 use fjord_engine::EngineError;
 use futures::{Stream, StreamExt};
@@ -16,6 +18,39 @@ use pgwire::types::format::FormatOptions;
 
 use crate::cancel::QueryToken;
 use crate::connection::QueryGuard;
+
+/// `batch` with new values for the columns `replace` gives one for (`Ok(Some(column))`, typed
+/// as the new array is) and the rest as they are: how text and binary forms that arrow-pg
+/// would write differently from Postgres are put in before encoding.
+pub(crate) fn replace_columns<E>(
+    batch: &RecordBatch,
+    fields: &[FieldInfo],
+    mut replace: impl FnMut(&ArrayRef, &FieldInfo) -> Result<Option<ArrayRef>, E>,
+) -> Result<Result<RecordBatch, ArrowError>, E> {
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    let mut schema_fields = Vec::with_capacity(batch.num_columns());
+    for ((column, field), info) in batch
+        .columns()
+        .iter()
+        .zip(batch.schema().fields())
+        .zip(fields)
+    {
+        match replace(column, info)? {
+            Some(new) => {
+                schema_fields.push(Field::new(field.name(), new.data_type().clone(), true));
+                columns.push(new);
+            }
+            None => {
+                schema_fields.push(field.as_ref().clone());
+                columns.push(column.clone());
+            }
+        }
+    }
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(schema_fields)),
+        columns,
+    ))
+}
 
 /// The pgwire error for an engine error: its SQLSTATE and message, severity ERROR.
 pub(crate) fn engine_error(error: EngineError) -> PgWireError {

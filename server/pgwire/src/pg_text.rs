@@ -8,14 +8,11 @@
 //! inside statements use too) before the rows are encoded. Binary results and other DateStyles
 //! are left to the encoder.
 
-use std::sync::Arc;
-
-use arrow::array::{ArrayRef, RecordBatch};
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::array::RecordBatch;
 use fjord_engine::pg_text::{is_rendered, render_column};
 use pgwire::api::results::{FieldFormat, FieldInfo};
 
-/// `batch` with its text-format timestamp and time columns rendered as PostgreSQL text.
+/// `batch` with its text-format timestamp, time and float columns rendered as PostgreSQL text.
 pub(crate) fn render(batch: RecordBatch, fields: &[FieldInfo]) -> RecordBatch {
     let needs = batch
         .schema()
@@ -26,31 +23,17 @@ pub(crate) fn render(batch: RecordBatch, fields: &[FieldInfo]) -> RecordBatch {
     if !needs {
         return batch;
     }
-    let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
-    let mut schema_fields: Vec<Field> = Vec::with_capacity(batch.num_columns());
-    for ((column, field), info) in batch
-        .columns()
-        .iter()
-        .zip(batch.schema().fields())
-        .zip(fields)
-    {
-        let rendered = if renders(info) {
+    let rendered = crate::encode::replace_columns(&batch, fields, |column, info| {
+        Ok::<_, std::convert::Infallible>(if renders(info) {
             render_column(column, i32::from(info.format_options().extra_float_digits))
         } else {
             None
-        };
-        match rendered {
-            Some(text) => {
-                schema_fields.push(Field::new(field.name(), DataType::Utf8, true));
-                columns.push(text);
-            }
-            None => {
-                schema_fields.push(field.as_ref().clone());
-                columns.push(column.clone());
-            }
-        }
+        })
+    });
+    match rendered {
+        Ok(Ok(rendered)) => rendered,
+        _ => batch,
     }
-    RecordBatch::try_new(Arc::new(Schema::new(schema_fields)), columns).unwrap_or(batch)
 }
 
 fn renders(info: &FieldInfo) -> bool {

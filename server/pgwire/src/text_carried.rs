@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BinaryBuilder, RecordBatch};
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::datatypes::{DataType, Schema};
 use fjord_engine::{TextCarried, text_carried_type};
 use pgwire::api::Type;
 use pgwire::api::results::{FieldFormat, FieldInfo};
@@ -51,24 +51,14 @@ pub(crate) fn binary_forms(batch: RecordBatch, fields: &[FieldInfo]) -> PgWireRe
     if !fields.iter().any(converts) {
         return Ok(batch);
     }
-    let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
-    let mut schema_fields: Vec<Field> = Vec::with_capacity(batch.num_columns());
-    for ((column, field), info) in batch
-        .columns()
-        .iter()
-        .zip(batch.schema().fields())
-        .zip(fields)
-    {
+    crate::encode::replace_columns(&batch, fields, |column, info| {
         if converts(info) && column.data_type() == &DataType::Utf8 {
-            columns.push(binary_column(column, info.datatype())?);
-            schema_fields.push(Field::new(field.name(), DataType::Binary, true));
+            binary_column(column, info.datatype()).map(Some)
         } else {
-            columns.push(column.clone());
-            schema_fields.push(field.as_ref().clone());
+            Ok(None)
         }
-    }
-    RecordBatch::try_new(Arc::new(Schema::new(schema_fields)), columns)
-        .map_err(|error| PgWireError::ApiError(Box::new(error)))
+    })?
+    .map_err(|error| PgWireError::ApiError(Box::new(error)))
 }
 
 fn binary_column(column: &ArrayRef, pg_type: &Type) -> PgWireResult<ArrayRef> {
