@@ -256,19 +256,19 @@ fn push_fraction(text: &mut String, micros: u32) {
 
 /// `fjord_text(value)`: [`render_column`] as a function, what casts to text become.
 #[derive(Debug, PartialEq, Eq, Hash)]
-struct TemporalText {
+struct PgText {
     signature: Signature,
 }
 
 const FUNCTION: &str = "fjord_text";
 
 fn function() -> Arc<ScalarUDF> {
-    Arc::new(ScalarUDF::new_from_impl(TemporalText {
+    Arc::new(ScalarUDF::new_from_impl(PgText {
         signature: Signature::any(1, Volatility::Immutable),
     }))
 }
 
-impl ScalarUDFImpl for TemporalText {
+impl ScalarUDFImpl for PgText {
     fn as_any(&self) -> &dyn Any {
         self
     }
