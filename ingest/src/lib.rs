@@ -16,6 +16,7 @@ pub mod maintain;
 pub mod metrics;
 pub mod offsets;
 pub mod pipeline;
+pub mod route;
 pub mod table;
 
 use std::net::SocketAddr;

@@ -184,20 +184,20 @@ pub async fn run_periodically(
         }
         let policy =
             ExpirePolicy::older_than(config.expire_older_than(), config.retain_last, false);
+        let mut idents = Vec::new();
         for (schema, table) in &tables {
+            match tables_named(&catalog, schema, table).await {
+                Ok(found) => idents.extend(found),
+                Err(error) => {
+                    tracing::warn!(%schema, %table, %error, "maintenance: cannot look the table up")
+                }
+            }
+        }
+        for ident in idents {
             if shutdown.is_cancelled() {
                 return;
             }
-            let ident =
-                TableIdent::new(iceberg::NamespaceIdent::new(schema.clone()), table.clone());
-            match catalog.table_exists(&ident).await {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(error) => {
-                    tracing::warn!(%schema, %table, %error, "maintenance: cannot look the table up");
-                    continue;
-                }
-            }
+            let (schema, table) = (ident.namespace().to_url_string(), ident.name().to_string());
             match expire_snapshots(&catalog, &ident, policy).await {
                 Ok(report) if report.snapshots_after < report.snapshots_before => {
                     tracing::info!(
@@ -215,5 +215,31 @@ pub async fn run_periodically(
                 }
             }
         }
+    }
+}
+
+/// The existing tables of `schema` that `table` names: the table itself, or for a routed
+/// pipeline's template (`{kind}_events`) every table the template matches.
+async fn tables_named(
+    catalog: &Arc<dyn Catalog>,
+    schema: &str,
+    table: &str,
+) -> iceberg::Result<Vec<TableIdent>> {
+    let namespace = iceberg::NamespaceIdent::new(schema.to_string());
+    let Ok(Some(template)) = fjord_config::TableTemplate::parse(table) else {
+        let ident = TableIdent::new(namespace, table.to_string());
+        return Ok(if catalog.table_exists(&ident).await? {
+            vec![ident]
+        } else {
+            Vec::new()
+        });
+    };
+    match catalog.list_tables(&namespace).await {
+        Ok(idents) => Ok(idents
+            .into_iter()
+            .filter(|ident| template.matches(ident.name()))
+            .collect()),
+        Err(error) if error.kind() == iceberg::ErrorKind::NamespaceNotFound => Ok(Vec::new()),
+        Err(error) => Err(error),
     }
 }

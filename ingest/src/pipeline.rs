@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use arrow::array::RecordBatch;
-use fjord_config::{KafkaConfig, PipelineConfig};
+use fjord_config::{KafkaConfig, PipelineConfig, TableTemplate};
 use iceberg::Catalog;
 use parking_lot::Mutex;
 use rdkafka::ClientContext;
@@ -33,6 +33,7 @@ use crate::debezium::DebeziumState;
 use crate::decode::{Chunk, DecodeState, Decoded, decode_json, infer_table_schema};
 use crate::metrics::{PipelineMetrics, add_elapsed};
 use crate::offsets::{OFFSETS_PROPERTY, Offsets, PIPELINE_PROPERTY, WRITER_PROPERTY};
+use crate::route::route_record;
 use crate::table::{CommitOutcome, Expected, LakeTable};
 
 /// Records decoded at once.
@@ -264,6 +265,67 @@ fn dead_letter_of(message: &BorrowedMessage<'_>, error: String) -> DeadLetter {
     }
 }
 
+/// Sends dead letters to the pipeline's dead-letter topic: raw key and value, the error and the
+/// source position in headers.
+fn send_dead_letters(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    letters: &[&DeadLetter],
+) -> Result<(), String> {
+    for letter in letters {
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "fjord.error",
+                value: Some(letter.error.as_bytes()),
+            })
+            .insert(Header {
+                key: "fjord.source",
+                value: Some(
+                    format!("{}/{}/{}", letter.topic, letter.partition, letter.offset).as_bytes(),
+                ),
+            });
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).headers(headers);
+        if let Some(key) = &letter.key {
+            record = record.key(key.as_slice());
+        }
+        if let Some(value) = &letter.value {
+            record = record.payload(value.as_slice());
+        }
+        if let Err((error, _)) = producer.send(record) {
+            return Err(format!("cannot send a dead letter to {topic}: {error}"));
+        }
+    }
+    producer
+        .flush(Duration::from_secs(30))
+        .map_err(|error| format!("cannot flush dead letters to {topic}: {error}"))
+}
+
+/// Record `row` of `chunk` as a dead letter.
+fn dead_letter_in(chunk: &Chunk, row: usize, error: String) -> DeadLetter {
+    DeadLetter {
+        topic: chunk.topics[row].to_string(),
+        partition: chunk.partitions[row],
+        offset: chunk.offsets[row],
+        timestamp_ms: chunk.timestamps[row],
+        error,
+        key: chunk.key(row).map(<[u8]>::to_vec),
+        value: chunk.original(row).map(<[u8]>::to_vec),
+    }
+}
+
+/// `batch` in `schema`, a wider version of its own (columns added): the new columns are null.
+fn widen(batch: &RecordBatch, schema: &arrow::datatypes::SchemaRef) -> Result<RecordBatch, String> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| match batch.column_by_name(field.name()) {
+            Some(column) => column.clone(),
+            None => arrow::array::new_null_array(field.data_type(), batch.num_rows()),
+        })
+        .collect();
+    RecordBatch::try_new(schema.clone(), columns).map_err(|error| error.to_string())
+}
+
 /// After positioning a partition at the table's offset `expected`: how far reading has stepped
 /// back so far to find a batch boundary at or below it (0: not yet; `None`: at the start).
 struct GapCheck {
@@ -294,15 +356,92 @@ fn gap_checks_for(positions: &BTreeMap<Key, Option<i64>>) -> BTreeMap<Key, GapCh
         .collect()
 }
 
+/// One table the pipeline lands in, with the records on their way to it.
+struct Target {
+    schema: String,
+    name: String,
+    /// `None` until the table exists (it is created from its first records).
+    table: Option<LakeTable>,
+    /// For a routed pipeline: the offsets this table records. Records below them are in the
+    /// table already, and its commits are fenced on them.
+    recorded: Offsets,
+    /// For a routed pipeline: the partitions this table has buffered records from.
+    touched: Offsets,
+    chunk: Chunk,
+    decode_state: DecodeState,
+    batches: Vec<RecordBatch>,
+}
+
+impl Target {
+    fn new(schema: String, name: String) -> Self {
+        Target {
+            schema,
+            name,
+            table: None,
+            recorded: Offsets::default(),
+            touched: Offsets::default(),
+            chunk: Chunk::default(),
+            decode_state: DecodeState::default(),
+            batches: Vec::new(),
+        }
+    }
+
+    fn label(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+
+    /// Loads the table if it exists (it may not until the first records arrive). A table made
+    /// by someone else gets the metadata columns added.
+    fn load(&mut self, catalog: &Arc<dyn Catalog>, handle: &Handle) -> Result<(), String> {
+        if self.table.is_some() {
+            return Ok(());
+        }
+        let mut table = handle
+            .block_on(LakeTable::open(catalog, &self.schema, &self.name))
+            .map_err(|error| format!("cannot load {}: {error}", self.label()))?;
+        if let Some(table) = &mut table {
+            let missing: Vec<_> = crate::decode::meta_fields()
+                .into_iter()
+                .filter(|field| table.arrow_schema().field_with_name(field.name()).is_err())
+                .collect();
+            if !missing.is_empty() {
+                handle
+                    .block_on(table.add_columns(&missing))
+                    .map_err(|error| {
+                        format!(
+                            "cannot add the Kafka metadata columns to {}: {error}",
+                            self.label()
+                        )
+                    })?;
+            }
+        }
+        self.table = table;
+        Ok(())
+    }
+}
+
+/// The snapshot summary property, in the dead-letter table, that records how far a routed
+/// pipeline has landed every record in every table (see [`Worker::commit_routed`]).
+fn routed_offsets_property(pipeline: &str) -> String {
+    format!("{OFFSETS_PROPERTY}.{pipeline}.read")
+}
+
 struct Worker {
     spec: PipelineSpec,
     metrics: Arc<PipelineMetrics>,
     handle: Handle,
-    table: Option<LakeTable>,
+    /// For a routed `table`: its template. `None`: one fixed table, `targets`' only entry.
+    route: Option<TableTemplate>,
+    /// The tables records are buffered for, by table name (without the schema).
+    targets: BTreeMap<String, Target>,
+    /// For a routed pipeline: the tables it has made or found, counted against `max_tables`
+    /// (read from the catalog on first use).
+    known_tables: Option<std::collections::BTreeSet<String>>,
     dead_table: Option<LakeTable>,
     dead_topic: Option<ThreadedProducer<DefaultProducerContext>>,
-    /// For each assigned partition, the next offset the table records (`None`: nothing yet).
-    /// A commit is valid only while the table still says this.
+    /// For each assigned partition, the next offset the table records (`None`: nothing yet);
+    /// for a routed pipeline, the offset up to which every table has its records. A commit is
+    /// valid only while the table still says this.
     positions: BTreeMap<Key, Option<i64>>,
     /// Next offset expected per partition after what is buffered.
     read: BTreeMap<Key, i64>,
@@ -312,17 +451,14 @@ struct Worker {
     /// Set when positions could not be read from the table at assignment: partitions are
     /// paused until they are.
     positions_unknown: bool,
-    chunk: Chunk,
-    decode_state: DecodeState,
     /// For `format = "avro"`: the registry client and the schemas seen.
     avro: Option<crate::avro::AvroDecoder>,
     /// For `format = "debezium"`: key columns and column types learnt from the events.
     debezium: Option<DebeziumState>,
-    /// Offsets covered by `chunk`.
+    /// Offsets covered by the targets' chunks.
     chunk_advance: Offsets,
-    batches: Vec<RecordBatch>,
     rejected: Vec<DeadLetter>,
-    /// Offsets covered by `batches` and `rejected`.
+    /// Offsets covered by the targets' `batches` and `rejected`.
     advance: Offsets,
     buffered_records: usize,
     buffered_bytes: usize,
@@ -360,23 +496,28 @@ impl Worker {
         };
         let debezium = (spec.config.format == fjord_config::ValueFormat::Debezium)
             .then(DebeziumState::default);
+        let route = spec.config.route();
+        let mut targets = BTreeMap::new();
+        if route.is_none() {
+            let (schema, name) = spec.config.landing_parts();
+            targets.insert(name.clone(), Target::new(schema, name));
+        }
         Worker {
             metrics: spec.metrics.clone(),
             spec,
             handle,
-            table: None,
+            route,
+            targets,
+            known_tables: None,
             dead_table: None,
             dead_topic,
             positions: BTreeMap::new(),
             read: BTreeMap::new(),
             gap_checks: BTreeMap::new(),
             positions_unknown: false,
-            chunk: Chunk::default(),
-            decode_state: DecodeState::default(),
             avro,
             debezium,
             chunk_advance: Offsets::default(),
-            batches: Vec::new(),
             rejected: Vec::new(),
             advance: Offsets::default(),
             buffered_records: 0,
@@ -479,52 +620,124 @@ impl Worker {
         self.retry_at.is_some() || self.positions_unknown
     }
 
-    /// Loads the table if it exists (it may not until the first records arrive).
-    fn load_table(&mut self) -> Result<(), String> {
-        if self.table.is_some() {
-            return Ok(());
-        }
-        let (schema, name) = self.spec.config.landing_parts();
-        let catalog = self.spec.catalog.clone();
-        let mut table = self
-            .handle
-            .block_on(async { LakeTable::open(&catalog, &schema, &name).await })
-            .map_err(|error| {
-                format!("cannot load {}: {error}", self.spec.config.landing_table())
-            })?;
-        if let Some(table) = &mut table {
-            // A table made by someone else gets the metadata columns added.
-            let missing: Vec<_> = crate::decode::meta_fields()
-                .into_iter()
-                .filter(|field| table.arrow_schema().field_with_name(field.name()).is_err())
-                .collect();
-            if !missing.is_empty() {
-                self.handle
-                    .block_on(table.add_columns(&missing))
-                    .map_err(|error| {
-                        format!(
-                            "cannot add the Kafka metadata columns to {}: {error}",
-                            self.spec.config.landing_table()
-                        )
-                    })?;
-            }
-        }
-        self.table = table;
-        Ok(())
+    /// The table of a pipeline that does not route.
+    fn fixed(&mut self) -> &mut Target {
+        self.targets
+            .values_mut()
+            .next()
+            .expect("a pipeline without routing has its table")
     }
 
+    /// Where reading resumes: the offsets the fixed table records, or for a routed pipeline the
+    /// offsets its dead-letter table records for all of its tables.
     fn table_positions(&mut self) -> Result<Offsets, String> {
-        self.load_table()?;
-        match &mut self.table {
+        let handle = self.handle.clone();
+        if self.route.is_some() {
+            let property = routed_offsets_property(&self.spec.name);
+            return match self.dead_letter_table(false)? {
+                None => Ok(Offsets::default()),
+                Some(dead) => {
+                    handle
+                        .block_on(dead.reload())
+                        .map_err(|error| format!("cannot load the dead-letter table: {error}"))?;
+                    dead.offsets(&property).map_err(|error| error.to_string())
+                }
+            };
+        }
+        let catalog = self.spec.catalog.clone();
+        let target = self.fixed();
+        target.load(&catalog, &handle)?;
+        let label = target.label();
+        match &mut target.table {
             None => Ok(Offsets::default()),
             Some(table) => {
-                self.handle.block_on(table.reload()).map_err(|error| {
-                    format!("cannot load {}: {error}", self.spec.config.landing_table())
-                })?;
+                handle
+                    .block_on(table.reload())
+                    .map_err(|error| format!("cannot load {label}: {error}"))?;
                 table
                     .offsets(OFFSETS_PROPERTY)
                     .map_err(|error| error.to_string())
             }
+        }
+    }
+
+    /// The dead-letter table, opened once (and created when `create` and missing).
+    fn dead_letter_table(&mut self, create: bool) -> Result<Option<&mut LakeTable>, String> {
+        if self.dead_table.is_none() {
+            let (schema, name) = self.spec.config.dead_letter_parts();
+            let catalog = self.spec.catalog.clone();
+            let table = self
+                .handle
+                .block_on(async {
+                    match LakeTable::open(&catalog, &schema, &name).await? {
+                        Some(table) => Ok(Some(table)),
+                        None if create => LakeTable::create(
+                            &catalog,
+                            &schema,
+                            &name,
+                            &dead_letter_schema(),
+                            &[],
+                            HashMap::new(),
+                        )
+                        .await
+                        .map(Some),
+                        None => Ok(None),
+                    }
+                })
+                .map_err(|error| {
+                    format!("cannot open the dead-letter table {schema}.{name}: {error}")
+                })?;
+            self.dead_table = table;
+        }
+        Ok(self.dead_table.as_mut())
+    }
+
+    /// For a routed pipeline, starts buffering for table `name`: loads it and the offsets it
+    /// records. `Ok(false)`: the table would be one more than `max_tables`.
+    fn add_target(&mut self, name: &str) -> Result<bool, String> {
+        let schema = self.spec.config.table_parts().0.to_string();
+        if self.known_tables.is_none() {
+            let template = self.route.as_ref().expect("a routed pipeline");
+            let namespace = iceberg::NamespaceIdent::new(schema.clone());
+            let listed = match self
+                .handle
+                .block_on(self.spec.catalog.list_tables(&namespace))
+            {
+                Ok(tables) => tables,
+                Err(error) if error.kind() == iceberg::ErrorKind::NamespaceNotFound => Vec::new(),
+                Err(error) => return Err(format!("cannot list the tables of {schema}: {error}")),
+            };
+            self.known_tables = Some(
+                listed
+                    .iter()
+                    .map(|ident| ident.name().to_string())
+                    .filter(|table| template.matches(table))
+                    .collect(),
+            );
+        }
+        let known = self.known_tables.as_ref().expect("listed above");
+        if !known.contains(name) && known.len() >= self.spec.config.max_tables {
+            return Ok(false);
+        }
+        let mut target = Target::new(schema, name.to_string());
+        target.load(&self.spec.catalog, &self.handle)?;
+        if let Some(table) = &target.table {
+            target.recorded = table
+                .offsets(OFFSETS_PROPERTY)
+                .map_err(|error| error.to_string())?;
+        }
+        if let Some(known) = &mut self.known_tables {
+            known.insert(name.to_string());
+        }
+        self.targets.insert(name.to_string(), target);
+        Ok(true)
+    }
+
+    /// A routed pipeline's tables are loaded again (with the offsets they record) after any
+    /// reset; a fixed table stays.
+    fn forget_targets(&mut self) {
+        if self.route.is_some() {
+            self.targets.clear();
         }
     }
 
@@ -589,14 +802,18 @@ impl Worker {
         self.positions.clear();
         self.read.clear();
         self.discard_buffers();
+        self.forget_targets();
         self.retry_at = None;
         self.positions_unknown = false;
     }
 
     fn discard_buffers(&mut self) {
-        self.chunk = Chunk::default();
+        for target in self.targets.values_mut() {
+            target.chunk = Chunk::default();
+            target.batches.clear();
+            target.touched = Offsets::default();
+        }
         self.chunk_advance = Offsets::default();
-        self.batches.clear();
         self.rejected.clear();
         self.advance = Offsets::default();
         self.buffered_records = 0;
@@ -694,9 +911,64 @@ impl Worker {
             self.chunk_advance.set(topic, partition, offset + 1);
             return;
         }
+        let routed = match &self.route {
+            None => None,
+            Some(template) => match route_record(template, topic, value) {
+                Ok(name) => Some(name),
+                Err(error) => {
+                    self.rejected.push(dead_letter_of(message, error));
+                    self.chunk_advance.set(topic, partition, offset + 1);
+                    return;
+                }
+            },
+        };
+        if let Some(name) = &routed
+            && !self.targets.contains_key(name)
+        {
+            match self.add_target(name) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let error = format!(
+                        "the record routes to `{name}`, one table more than max_tables ({}) allows",
+                        self.spec.config.max_tables
+                    );
+                    self.rejected.push(dead_letter_of(message, error));
+                    self.chunk_advance.set(topic, partition, offset + 1);
+                    return;
+                }
+                Err(error) => {
+                    // Without the table's offsets this record cannot be taken: read again from
+                    // the last commit once the table can be loaded.
+                    self.rewind(consumer);
+                    self.schedule_retry(consumer, error);
+                    return;
+                }
+            }
+        }
+        let target = match &routed {
+            None => self
+                .targets
+                .values_mut()
+                .next()
+                .expect("a pipeline without routing has its table"),
+            Some(name) => self.targets.get_mut(name).expect("added above"),
+        };
+        if routed.is_some() {
+            if target
+                .recorded
+                .get(topic, partition)
+                .is_some_and(|next| offset < next)
+            {
+                // The table has this record already: its commit got further than the
+                // pipeline's offsets did before a crash.
+                self.chunk_advance.set(topic, partition, offset + 1);
+                return;
+            }
+            target.touched.set(topic, partition, offset + 1);
+        }
         if let Some(debezium) = &mut self.debezium {
             match debezium.flatten(message.key(), message.payload()) {
-                Ok(row) => self.chunk.push_rewritten(
+                Ok(row) => target.chunk.push_rewritten(
                     topic_name,
                     partition,
                     offset,
@@ -708,7 +980,7 @@ impl Worker {
                 Err(error) => self.rejected.push(dead_letter_of(message, error)),
             }
         } else {
-            self.chunk.push(
+            target.chunk.push(
                 topic_name,
                 partition,
                 offset,
@@ -717,63 +989,77 @@ impl Worker {
                 value,
             );
         }
+        let full = target.chunk.len() >= CHUNK_RECORDS;
         self.chunk_advance.set(topic, partition, offset + 1);
-        if self.chunk.len() >= CHUNK_RECORDS {
+        if full {
             self.decode_chunk(consumer);
         }
     }
 
-    /// Decodes the pending chunk into `batches` and `rejected`, adding columns first when
-    /// records bring new fields.
+    /// Decodes every table's pending chunk into its batches (and `rejected`), adding columns
+    /// first when records bring new fields. What the chunks covered joins `advance` once all
+    /// of them are decoded.
     fn decode_chunk(&mut self, consumer: &BaseConsumer<IngestContext>) {
-        if self.chunk.is_empty() {
-            let chunk_advance = std::mem::take(&mut self.chunk_advance);
-            self.advance.merge(&chunk_advance);
-            return;
-        }
+        let names: Vec<String> = self
+            .targets
+            .iter()
+            .filter(|(_, target)| !target.chunk.is_empty())
+            .map(|(name, _)| name.clone())
+            .collect();
         let started = Instant::now();
-        if self.avro.is_some() {
-            self.decode_chunk_avro(consumer);
-        } else {
-            self.decode_chunk_json(consumer);
+        for name in &names {
+            let mut target = self.targets.remove(name).expect("listed above");
+            if self.avro.is_some() {
+                self.decode_chunk_avro(consumer, &mut target);
+            } else {
+                self.decode_chunk_json(consumer, &mut target);
+            }
+            let decoded = target.chunk.is_empty();
+            self.targets.insert(name.clone(), target);
+            if !decoded {
+                // A retry is scheduled; the chunks left are decoded then.
+                add_elapsed(&self.metrics.decode_nanos, started);
+                return;
+            }
         }
-        add_elapsed(&self.metrics.decode_nanos, started);
+        if !names.is_empty() {
+            add_elapsed(&self.metrics.decode_nanos, started);
+        }
+        let chunk_advance = std::mem::take(&mut self.chunk_advance);
+        self.advance.merge(&chunk_advance);
     }
 
-    fn decode_chunk_json(&mut self, consumer: &BaseConsumer<IngestContext>) {
+    fn decode_chunk_json(&mut self, consumer: &BaseConsumer<IngestContext>, target: &mut Target) {
         for _ in 0..8 {
-            if let Err(error) = self.ensure_table(None) {
+            if let Err(error) = self.ensure_table(target, None) {
                 tracing::error!(pipeline = %self.spec.name, %error, "cannot create the table; retrying");
                 self.schedule_retry(consumer, error);
                 return;
             }
-            let table = self.table.as_ref().expect("ensured above");
+            let table = target.table.as_ref().expect("ensured above");
             let decoded = decode_json(
-                &self.chunk,
+                &target.chunk,
                 &table.arrow_schema(),
                 self.spec.config.event_time.as_deref(),
                 now_micros(),
-                &mut self.decode_state,
+                &mut target.decode_state,
             );
             match decoded {
                 Ok(Decoded::Rows { batch, rejected }) => {
-                    if let Some(batch) = batch {
-                        self.batches.push(batch);
-                    }
+                    target.batches.extend(batch);
                     for rejected in rejected {
-                        let letter = self.dead_letter(rejected.row, rejected.error);
+                        let letter = dead_letter_in(&target.chunk, rejected.row, rejected.error);
                         self.rejected.push(letter);
                     }
-                    let chunk_advance = std::mem::take(&mut self.chunk_advance);
-                    self.advance.merge(&chunk_advance);
-                    self.chunk = Chunk::default();
+                    target.chunk = Chunk::default();
                     return;
                 }
                 Ok(Decoded::NeedsColumns(mut fields)) => {
                     if let Some(debezium) = &self.debezium {
                         fields = fields.iter().map(|field| debezium.hinted(field)).collect();
                     }
-                    if !self.add_columns_for(consumer, &fields) {
+                    if let Err(error) = self.add_columns(target, &fields) {
+                        self.schedule_retry(consumer, error);
                         return;
                     }
                 }
@@ -792,9 +1078,9 @@ impl Worker {
     /// Avro: decode with the writers' schemas, then shape each batch as the table (creating it
     /// from the first writer schema, adding columns for new fields). Nothing is kept unless the
     /// whole chunk went through, so a retry never doubles rows.
-    fn decode_chunk_avro(&mut self, consumer: &BaseConsumer<IngestContext>) {
+    fn decode_chunk_avro(&mut self, consumer: &BaseConsumer<IngestContext>, target: &mut Target) {
         let avro = self.avro.as_mut().expect("an Avro pipeline");
-        let decoded = self.handle.block_on(avro.decode(&self.chunk));
+        let decoded = self.handle.block_on(avro.decode(&target.chunk));
         let (batches, rejected) = match decoded {
             Ok(decoded) => decoded,
             Err(error) => {
@@ -814,15 +1100,17 @@ impl Worker {
             shaped.clear();
             conflicts.clear();
             for (batch, rows) in &batches {
-                if let Err(error) = self.ensure_table(Some(batch.schema().as_ref())) {
+                if let Err(error) = self.ensure_table(target, Some(batch.schema().as_ref())) {
                     self.schedule_retry(consumer, error);
                     return;
                 }
-                let table_schema = self.table.as_ref().expect("ensured").arrow_schema();
-                match crate::avro::conform(batch, rows, &self.chunk, &table_schema, now_micros()) {
+                let table_schema = target.table.as_ref().expect("ensured").arrow_schema();
+                match crate::avro::conform(batch, rows, &target.chunk, &table_schema, now_micros())
+                {
                     Ok(Decoded::Rows { batch, .. }) => shaped.extend(batch),
                     Ok(Decoded::NeedsColumns(fields)) => {
-                        if !self.add_columns_for(consumer, &fields) {
+                        if let Err(error) = self.add_columns(target, &fields) {
+                            self.schedule_retry(consumer, error);
                             return;
                         }
                         continue 'shape;
@@ -832,73 +1120,56 @@ impl Worker {
             }
             break;
         }
-        self.batches.extend(shaped);
+        target.batches.extend(shaped);
         let letters = rejected
             .into_iter()
             .map(|rejected| (rejected.row, rejected.error))
             .chain(conflicts);
         for (row, error) in letters {
-            let letter = self.dead_letter(row, error);
+            let letter = dead_letter_in(&target.chunk, row, error);
             self.rejected.push(letter);
         }
-        let chunk_advance = std::mem::take(&mut self.chunk_advance);
-        self.advance.merge(&chunk_advance);
-        self.chunk = Chunk::default();
+        target.chunk = Chunk::default();
     }
 
-    /// Record `row` of the pending chunk as a dead letter.
-    fn dead_letter(&self, row: usize, error: String) -> DeadLetter {
-        DeadLetter {
-            topic: self.chunk.topics[row].to_string(),
-            partition: self.chunk.partitions[row],
-            offset: self.chunk.offsets[row],
-            timestamp_ms: self.chunk.timestamps[row],
-            error,
-            key: self.chunk.key(row).map(<[u8]>::to_vec),
-            value: self.chunk.original(row).map(<[u8]>::to_vec),
-        }
-    }
-
-    /// Schema evolution: commits what is decoded (it has the old columns), then adds `fields`.
-    /// False when decoding this chunk must stop: a retry is scheduled, or a fenced commit
-    /// dropped the chunk.
-    fn add_columns_for(
+    /// Schema evolution: adds `fields` to the table, and the new columns (as nulls) to the
+    /// batches decoded before them.
+    fn add_columns(
         &mut self,
-        consumer: &BaseConsumer<IngestContext>,
+        target: &mut Target,
         fields: &[arrow::datatypes::Field],
-    ) -> bool {
-        if let Err(error) = self.commit_decoded(consumer) {
-            self.schedule_retry(consumer, error);
-            return false;
-        }
-        if self.chunk.is_empty() {
-            return false;
-        }
+    ) -> Result<(), String> {
         let names: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
-        tracing::info!(pipeline = %self.spec.name, columns = ?names, "records bring new fields; adding columns");
-        let table = self
+        let label = target.label();
+        tracing::info!(pipeline = %self.spec.name, table = %label, columns = ?names, "records bring new fields; adding columns");
+        let table = target
             .table
             .as_mut()
             .expect("a table exists once records decode");
-        if let Err(error) = self.handle.block_on(table.add_columns(fields)) {
-            let error = format!("cannot add columns {names:?}: {error}");
-            self.schedule_retry(consumer, error);
-            return false;
+        self.handle
+            .block_on(table.add_columns(fields))
+            .map_err(|error| format!("cannot add columns {names:?} to {label}: {error}"))?;
+        let schema = table.arrow_schema();
+        for batch in &mut target.batches {
+            *batch = widen(batch, &schema).map_err(|error| {
+                format!("cannot add columns {names:?} to buffered rows of {label}: {error}")
+            })?;
         }
-        true
+        Ok(())
     }
 
     fn ensure_table(
         &mut self,
+        target: &mut Target,
         writer_schema: Option<&arrow::datatypes::Schema>,
     ) -> Result<(), String> {
-        self.load_table()?;
-        if self.table.is_some() {
+        target.load(&self.spec.catalog, &self.handle)?;
+        if target.table.is_some() {
             return Ok(());
         }
         let mut schema = match writer_schema {
             Some(writer) => crate::avro::table_schema_for(writer),
-            None => infer_table_schema(&self.chunk, self.spec.config.event_time.as_deref()),
+            None => infer_table_schema(&target.chunk, self.spec.config.event_time.as_deref()),
         };
         let mut properties = HashMap::new();
         if let Some(debezium) = &self.debezium {
@@ -913,26 +1184,19 @@ impl Worker {
             );
         }
         let partition = self.spec.config.partition_fields()?;
-        let (schema_name, name) = self.spec.config.landing_parts();
-        let catalog = self.spec.catalog.clone();
         let table = self
             .handle
             .block_on(LakeTable::create(
-                &catalog,
-                &schema_name,
-                &name,
+                &self.spec.catalog,
+                &target.schema,
+                &target.name,
                 &schema,
                 &partition,
                 properties,
             ))
-            .map_err(|error| {
-                format!(
-                    "cannot create {}: {error}",
-                    self.spec.config.landing_table()
-                )
-            })?;
-        tracing::info!(pipeline = %self.spec.name, table = %self.spec.config.landing_table(), columns = table.arrow_schema().fields().len(), "table created from the first records");
-        self.table = Some(table);
+            .map_err(|error| format!("cannot create {}: {error}", target.label()))?;
+        tracing::info!(pipeline = %self.spec.name, table = %target.label(), columns = table.arrow_schema().fields().len(), "table created from the first records");
+        target.table = Some(table);
         Ok(())
     }
 
@@ -998,6 +1262,7 @@ impl Worker {
         }
         match self.table_positions() {
             Ok(offsets) => {
+                self.forget_targets();
                 let mut tpl = TopicPartitionList::new();
                 for ((topic, partition), position) in self.positions.iter_mut() {
                     *position = offsets.get(topic, *partition);
@@ -1033,24 +1298,34 @@ impl Worker {
         self.commit_decoded(consumer)
     }
 
-    /// Commits `batches`, `rejected` and `advance`: dead letters first (deduplicated by their
-    /// own offsets), then the table, fenced.
+    /// Commits the decoded rows, `rejected` and `advance`. A fixed table: dead letters first
+    /// (deduplicated by their own offsets), then the table, fenced. A routed pipeline: see
+    /// [`Worker::commit_routed`].
     fn commit_decoded(&mut self, consumer: &BaseConsumer<IngestContext>) -> Result<(), String> {
-        if self.batches.is_empty() && self.rejected.is_empty() {
+        if self.route.is_some() {
+            return self.commit_routed(consumer);
+        }
+        if self.fixed().batches.is_empty() && self.rejected.is_empty() {
             return Ok(());
         }
         let started = Instant::now();
         if !self.rejected.is_empty() {
             self.commit_dead_letters()?;
         }
-        if self.table.is_none() {
+        let properties = self.snapshot_properties();
+        let target = self
+            .targets
+            .values_mut()
+            .next()
+            .expect("a pipeline without routing has its table");
+        let label = target.label();
+        let Some(table) = target.table.as_mut() else {
             // Only dead letters so far and no table to record offsets in: they stay pending
             // and are recorded with the first commit that has a table. The dead-letter table's
             // own offsets keep them from being stored twice.
             self.rejected.clear();
             return Ok(());
-        }
-        let table = self.table.as_mut().expect("checked above");
+        };
         let expected: Expected = self
             .advance
             .0
@@ -1065,18 +1340,15 @@ impl Worker {
                 (key, position)
             })
             .collect();
-        let rows: usize = self.batches.iter().map(RecordBatch::num_rows).sum();
+        let rows: usize = target.batches.iter().map(RecordBatch::num_rows).sum();
         let writing = Instant::now();
         let files = self
             .handle
-            .block_on(table.write_files(&self.batches, &self.spec.writer_id))
+            .block_on(table.write_files(&target.batches, &self.spec.writer_id))
             .map_err(|error| format!("cannot write data files: {error}"))?;
         add_elapsed(&self.metrics.write_nanos, writing);
         let file_count = files.len() as u64;
         let file_bytes: u64 = files.iter().map(|file| file.file_size_in_bytes()).sum();
-        let mut properties = HashMap::new();
-        properties.insert(PIPELINE_PROPERTY.to_string(), self.spec.name.clone());
-        properties.insert(WRITER_PROPERTY.to_string(), self.spec.writer_id.clone());
         let committing = Instant::now();
         let outcome = self
             .handle
@@ -1087,57 +1359,22 @@ impl Worker {
                 OFFSETS_PROPERTY,
                 &properties,
             ))
-            .map_err(|error| {
-                format!(
-                    "commit to {} failed: {error}",
-                    self.spec.config.landing_table()
-                )
-            })?;
+            .map_err(|error| format!("commit to {label} failed: {error}"))?;
         add_elapsed(&self.metrics.commit_nanos, committing);
         match outcome {
             CommitOutcome::Committed { snapshot_id, .. } => {
-                let elapsed = started.elapsed();
-                for (topic, partitions) in &self.advance.0 {
-                    for (partition, next) in partitions {
-                        self.positions
-                            .insert((topic.clone(), *partition), Some(*next));
-                    }
-                }
-                let freshness = self
-                    .oldest_timestamp_ms
-                    .map(|ts| (now_micros() / 1000 - ts) as f64 / 1000.0)
-                    .unwrap_or(0.0);
-                use std::sync::atomic::Ordering::Relaxed;
-                self.metrics.commits.fetch_add(1, Relaxed);
-                self.metrics.files.fetch_add(file_count, Relaxed);
-                self.metrics.file_bytes.fetch_add(file_bytes, Relaxed);
-                self.metrics
-                    .committed_records
-                    .fetch_add(rows as u64, Relaxed);
-                self.metrics
-                    .commit_micros
-                    .fetch_add(elapsed.as_micros() as u64, Relaxed);
-                {
-                    let mut state = self.metrics.state.lock();
-                    state.last_commit_seconds = elapsed.as_secs_f64();
-                    state.last_freshness_seconds = freshness.max(0.0);
-                    state.last_commit_files = file_count;
-                    state.last_commit_file_bytes = file_bytes;
-                    state.last_commit_at = Some(now_micros() as f64 / 1e6);
-                    state.last_error = None;
-                }
                 tracing::info!(
                     pipeline = %self.spec.name,
-                    table = %self.spec.config.landing_table(),
+                    table = %label,
                     snapshot_id,
                     rows,
                     files = file_count,
                     bytes = file_bytes,
-                    millis = elapsed.as_millis() as u64,
+                    millis = started.elapsed().as_millis() as u64,
                     offsets = %self.advance.to_json(),
                     "committed"
                 );
-                self.discard_buffers();
+                self.committed(started, rows, file_count, file_bytes);
                 Ok(())
             }
             CommitOutcome::Fenced {
@@ -1147,27 +1384,287 @@ impl Worker {
                 found,
                 offsets,
             } => {
-                self.metrics
-                    .fenced
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(
-                    pipeline = %self.spec.name,
-                    %topic, partition, ?expected, ?found,
-                    "another writer committed these partitions first; dropping the buffer and reading again from the table's offsets"
-                );
+                self.fenced(&label, &topic, partition, expected, found);
                 self.reset_to(consumer, &offsets);
                 Ok(())
             }
         }
     }
 
+    /// A routed pipeline's commit. Each table with rows is committed with the offsets of the
+    /// partitions its rows came from, fenced on the offsets it records itself; then the
+    /// dead-letter table with the dead letters and the offsets of everything read, fenced on
+    /// the pipeline's offsets ([`routed_offsets_property`]). Reading resumes from those, which
+    /// move only once every table has its records: after a crash between two tables' commits,
+    /// the records are read again and each table drops those below its own offsets.
+    fn commit_routed(&mut self, consumer: &BaseConsumer<IngestContext>) -> Result<(), String> {
+        if self.advance.0.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let names: Vec<String> = self
+            .targets
+            .iter()
+            .filter(|(_, target)| !target.batches.is_empty())
+            .map(|(name, _)| name.clone())
+            .collect();
+        let (mut rows, mut files, mut bytes) = (0, 0, 0);
+        for name in names {
+            let mut target = self.targets.remove(&name).expect("listed above");
+            let outcome = self.commit_target(&mut target);
+            self.targets.insert(name, target);
+            match outcome? {
+                Some((target_rows, target_files, target_bytes)) => {
+                    rows += target_rows;
+                    files += target_files;
+                    bytes += target_bytes;
+                }
+                None => {
+                    self.restart_from_table(consumer);
+                    return Ok(());
+                }
+            }
+        }
+        let committing = Instant::now();
+        let outcome = self.commit_routed_offsets()?;
+        add_elapsed(&self.metrics.commit_nanos, committing);
+        match outcome {
+            CommitOutcome::Committed { snapshot_id, .. } => {
+                tracing::info!(
+                    pipeline = %self.spec.name,
+                    snapshot_id,
+                    rows,
+                    files,
+                    bytes,
+                    dead_letters = self.rejected.len(),
+                    millis = started.elapsed().as_millis() as u64,
+                    offsets = %self.advance.to_json(),
+                    "committed the pipeline's offsets"
+                );
+                self.committed(started, rows, files, bytes);
+                Ok(())
+            }
+            CommitOutcome::Fenced {
+                topic,
+                partition,
+                expected,
+                found,
+                ..
+            } => {
+                let (schema, name) = self.spec.config.dead_letter_parts();
+                self.fenced(
+                    &format!("{schema}.{name}"),
+                    &topic,
+                    partition,
+                    expected,
+                    found,
+                );
+                self.restart_from_table(consumer);
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes and commits one routed table's rows. `None`: fenced by another writer.
+    fn commit_target(&mut self, target: &mut Target) -> Result<Option<(usize, u64, u64)>, String> {
+        let label = target.label();
+        let table = target
+            .table
+            .as_mut()
+            .expect("a table exists once records decode");
+        let mut advance = Offsets::default();
+        let mut expected = Expected::new();
+        for (topic, partitions) in &target.touched.0 {
+            for (partition, next) in partitions {
+                let next = self.advance.get(topic, *partition).unwrap_or(*next);
+                advance.set(topic, *partition, next);
+                expected.insert(
+                    (topic.clone(), *partition),
+                    target.recorded.get(topic, *partition),
+                );
+            }
+        }
+        let rows: usize = target.batches.iter().map(RecordBatch::num_rows).sum();
+        let writing = Instant::now();
+        let files = self
+            .handle
+            .block_on(table.write_files(&target.batches, &self.spec.writer_id))
+            .map_err(|error| format!("cannot write data files of {label}: {error}"))?;
+        add_elapsed(&self.metrics.write_nanos, writing);
+        let file_count = files.len() as u64;
+        let file_bytes: u64 = files.iter().map(|file| file.file_size_in_bytes()).sum();
+        let committing = Instant::now();
+        let outcome = self
+            .handle
+            .block_on(table.commit_fenced(
+                files,
+                &expected,
+                &advance,
+                OFFSETS_PROPERTY,
+                &self.snapshot_properties(),
+            ))
+            .map_err(|error| format!("commit to {label} failed: {error}"))?;
+        add_elapsed(&self.metrics.commit_nanos, committing);
+        match outcome {
+            CommitOutcome::Committed { snapshot_id, .. } => {
+                tracing::info!(
+                    pipeline = %self.spec.name,
+                    table = %label,
+                    snapshot_id,
+                    rows,
+                    files = file_count,
+                    bytes = file_bytes,
+                    offsets = %advance.to_json(),
+                    "committed"
+                );
+                target.recorded.merge(&advance);
+                target.batches.clear();
+                target.touched = Offsets::default();
+                Ok(Some((rows, file_count, file_bytes)))
+            }
+            CommitOutcome::Fenced {
+                topic,
+                partition,
+                expected,
+                found,
+                ..
+            } => {
+                self.fenced(&label, &topic, partition, expected, found);
+                Ok(None)
+            }
+        }
+    }
+
+    /// A routed pipeline's dead letters and offsets, in one commit to its dead-letter table
+    /// (with no data file when there are no dead letters).
+    fn commit_routed_offsets(&mut self) -> Result<CommitOutcome, String> {
+        let property = routed_offsets_property(&self.spec.name);
+        let properties = self.snapshot_properties();
+        self.dead_letter_table(true)?;
+        let dead = self.dead_table.as_mut().expect("opened above");
+        let letters: Vec<&DeadLetter> = self.rejected.iter().collect();
+        let files = if letters.is_empty() {
+            Vec::new()
+        } else {
+            if let (Some(producer), Some(topic)) =
+                (&self.dead_topic, &self.spec.config.dead_letter_topic)
+            {
+                send_dead_letters(producer, topic, &letters)?;
+            }
+            let batch = dead_letter_batch(
+                &self.spec.name,
+                &letters,
+                &dead.arrow_schema(),
+                now_micros(),
+            )?;
+            self.handle
+                .block_on(dead.write_files(&[batch], &self.spec.writer_id))
+                .map_err(|error| format!("cannot write dead letters: {error}"))?
+        };
+        let expected: Expected = self
+            .advance
+            .0
+            .iter()
+            .flat_map(|(topic, partitions)| {
+                partitions
+                    .keys()
+                    .map(move |partition| (topic.clone(), *partition))
+            })
+            .map(|key| {
+                let position = self.positions.get(&key).copied().flatten();
+                (key, position)
+            })
+            .collect();
+        let outcome = self
+            .handle
+            .block_on(dead.commit_fenced(files, &expected, &self.advance, &property, &properties))
+            .map_err(|error| format!("cannot commit the pipeline's offsets: {error}"))?;
+        if matches!(outcome, CommitOutcome::Committed { .. }) && !letters.is_empty() {
+            self.metrics
+                .dead_letters
+                .fetch_add(letters.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(pipeline = %self.spec.name, count = letters.len(), "records sent to the dead letters");
+        }
+        Ok(outcome)
+    }
+
+    /// Snapshot summary properties naming the pipeline and this sidecar.
+    fn snapshot_properties(&self) -> HashMap<String, String> {
+        HashMap::from([
+            (PIPELINE_PROPERTY.to_string(), self.spec.name.clone()),
+            (WRITER_PROPERTY.to_string(), self.spec.writer_id.clone()),
+        ])
+    }
+
+    /// After a commit point: reading positions move to `advance`, the buffers go, and the
+    /// metrics count the commit.
+    fn committed(&mut self, started: Instant, rows: usize, files: u64, bytes: u64) {
+        let elapsed = started.elapsed();
+        for (topic, partitions) in &self.advance.0 {
+            for (partition, next) in partitions {
+                self.positions
+                    .insert((topic.clone(), *partition), Some(*next));
+            }
+        }
+        let freshness = self
+            .oldest_timestamp_ms
+            .map(|ts| (now_micros() / 1000 - ts) as f64 / 1000.0)
+            .unwrap_or(0.0);
+        use std::sync::atomic::Ordering::Relaxed;
+        self.metrics.commits.fetch_add(1, Relaxed);
+        self.metrics.files.fetch_add(files, Relaxed);
+        self.metrics.file_bytes.fetch_add(bytes, Relaxed);
+        self.metrics
+            .committed_records
+            .fetch_add(rows as u64, Relaxed);
+        self.metrics
+            .commit_micros
+            .fetch_add(elapsed.as_micros() as u64, Relaxed);
+        {
+            let mut state = self.metrics.state.lock();
+            state.last_commit_seconds = elapsed.as_secs_f64();
+            state.last_freshness_seconds = freshness.max(0.0);
+            state.last_commit_files = files;
+            state.last_commit_file_bytes = bytes;
+            state.last_commit_at = Some(now_micros() as f64 / 1e6);
+            state.last_error = None;
+        }
+        self.discard_buffers();
+    }
+
+    fn fenced(
+        &self,
+        table: &str,
+        topic: &str,
+        partition: i32,
+        expected: Option<i64>,
+        found: Option<i64>,
+    ) {
+        self.metrics
+            .fenced
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(
+            pipeline = %self.spec.name,
+            %table, %topic, partition, ?expected, ?found,
+            "another writer committed these partitions first; dropping the buffer and reading again from the table's offsets"
+        );
+    }
+
     /// Drops buffers and rewinds every assigned partition to the table's offsets.
     fn reset_to(&mut self, consumer: &BaseConsumer<IngestContext>, offsets: &Offsets) {
-        self.discard_buffers();
-        self.read.clear();
-        let mut tpl = TopicPartitionList::new();
         for ((topic, partition), position) in self.positions.iter_mut() {
             *position = offsets.get(topic, *partition);
+        }
+        self.rewind(consumer);
+    }
+
+    /// Drops buffers and rewinds every assigned partition to where the last commit left it.
+    fn rewind(&mut self, consumer: &BaseConsumer<IngestContext>) {
+        self.discard_buffers();
+        self.forget_targets();
+        self.read.clear();
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), position) in &self.positions {
             let offset = position.map(Offset::Offset).unwrap_or(Offset::Beginning);
             let _ = tpl.add_partition_offset(topic, *partition, offset);
         }
@@ -1180,34 +1677,26 @@ impl Worker {
         }
     }
 
+    /// After a fence: reads the offsets again (they moved) and rewinds to them.
+    fn restart_from_table(&mut self, consumer: &BaseConsumer<IngestContext>) {
+        match self.table_positions() {
+            Ok(offsets) => self.reset_to(consumer, &offsets),
+            Err(error) => {
+                self.rewind(consumer);
+                self.positions_unknown = true;
+                self.retry_at = Some(Instant::now() + Duration::from_secs(2));
+                self.metrics.state.lock().last_error = Some(error);
+                if let Ok(assignment) = consumer.assignment() {
+                    let _ = consumer.pause(&assignment);
+                }
+            }
+        }
+    }
+
     fn commit_dead_letters(&mut self) -> Result<(), String> {
         let property = format!("{OFFSETS_PROPERTY}.{}", self.spec.name);
-        let (schema, name) = self.spec.config.dead_letter_parts();
-        let catalog = self.spec.catalog.clone();
-        if self.dead_table.is_none() {
-            let table = self
-                .handle
-                .block_on(async {
-                    match LakeTable::open(&catalog, &schema, &name).await? {
-                        Some(table) => Ok(table),
-                        None => {
-                            LakeTable::create(
-                                &catalog,
-                                &schema,
-                                &name,
-                                &dead_letter_schema(),
-                                &[],
-                                HashMap::new(),
-                            )
-                            .await
-                        }
-                    }
-                })
-                .map_err(|error| {
-                    format!("cannot open the dead-letter table {schema}.{name}: {error}")
-                })?;
-            self.dead_table = Some(table);
-        }
+        let properties = self.snapshot_properties();
+        self.dead_letter_table(true)?;
         let pipeline = self.spec.name.clone();
         let dead = self.dead_table.as_mut().expect("opened above");
         for _ in 0..10 {
@@ -1227,37 +1716,10 @@ impl Worker {
             if fresh.is_empty() {
                 return Ok(());
             }
-            if let Some(producer) = &self.dead_topic
-                && let Some(topic) = &self.spec.config.dead_letter_topic
+            if let (Some(producer), Some(topic)) =
+                (&self.dead_topic, &self.spec.config.dead_letter_topic)
             {
-                for letter in &fresh {
-                    let headers = OwnedHeaders::new()
-                        .insert(Header {
-                            key: "fjord.error",
-                            value: Some(letter.error.as_bytes()),
-                        })
-                        .insert(Header {
-                            key: "fjord.source",
-                            value: Some(
-                                format!("{}/{}/{}", letter.topic, letter.partition, letter.offset)
-                                    .as_bytes(),
-                            ),
-                        });
-                    let mut record: BaseRecord<'_, [u8], [u8]> =
-                        BaseRecord::to(topic).headers(headers);
-                    if let Some(key) = &letter.key {
-                        record = record.key(key.as_slice());
-                    }
-                    if let Some(value) = &letter.value {
-                        record = record.payload(value.as_slice());
-                    }
-                    if let Err((error, _)) = producer.send(record) {
-                        return Err(format!("cannot send a dead letter to {topic}: {error}"));
-                    }
-                }
-                producer
-                    .flush(Duration::from_secs(30))
-                    .map_err(|error| format!("cannot flush dead letters to {topic}: {error}"))?;
+                send_dead_letters(producer, topic, &fresh)?;
             }
             let batch = dead_letter_batch(&pipeline, &fresh, &dead.arrow_schema(), now_micros())?;
             let files = self
@@ -1278,9 +1740,6 @@ impl Worker {
                 );
             }
             let count = fresh.len() as u64;
-            let mut properties = HashMap::new();
-            properties.insert(PIPELINE_PROPERTY.to_string(), pipeline.clone());
-            properties.insert(WRITER_PROPERTY.to_string(), self.spec.writer_id.clone());
             let outcome = self
                 .handle
                 .block_on(dead.commit_fenced(files, &expected, &advance, &property, &properties))

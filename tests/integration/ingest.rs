@@ -330,6 +330,177 @@ async fn a_poison_record_goes_to_the_dead_letters_and_the_rest_lands() -> Result
     Ok(())
 }
 
+/// The interactions pipeline routed by `interaction_type`: one table per kind of interaction.
+const ROUTED_PIPELINE: (&str, &str, &str) = (
+    "interactions_by_kind",
+    "cat-interactions",
+    "data_on_eks.{interaction_type}_interactions",
+);
+const KINDS: [&str; 5] = ["pet", "play", "like", "feed", "photo"];
+
+/// `(partition, offset)` of every row in the tables the routed pipeline writes, as one
+/// relation for SQL.
+fn routed_rows() -> String {
+    let tables: Vec<String> = KINDS
+        .iter()
+        .map(|kind| {
+            format!("SELECT _kafka_partition, _kafka_offset FROM iceberg.data_on_eks.{kind}_interactions")
+        })
+        .collect();
+    format!("({}) AS routed", tables.join(" UNION ALL "))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_routed_by_a_field_land_in_one_table_per_value() -> Result<()> {
+    let kafka = Kafka::start().await?;
+    kafka.create_topic("cat-interactions", 2).await?;
+    let fjord = Fjord::start("").await?;
+    let config = ingest_config(
+        &fjord,
+        &kafka,
+        "routed",
+        &[ROUTED_PIPELINE],
+        "max_tables = 5",
+    )?;
+    let mut events: Vec<(String, Vec<u8>)> = (0..500).map(interaction).collect();
+    events.push(("x".into(), br#"{"event_id": "e-kindless"}"#.to_vec()));
+    events.push((
+        "x".into(),
+        br#"{"event_id": "e-nested", "interaction_type": {"kind": "pet"}}"#.to_vec(),
+    ));
+    events.push((
+        "x".into(),
+        br#"{"event_id": "e-sneeze", "interaction_type": "sneeze"}"#.to_vec(),
+    ));
+    events.extend((500..1000).map(interaction));
+    kafka.produce("cat-interactions", &events).await?;
+    let sidecar = start_sidecar(&config, &[]).await?;
+    for kind in KINDS {
+        wait_for_count(
+            &fjord,
+            &format!("SELECT count(*) FROM iceberg.data_on_eks.{kind}_interactions"),
+            200,
+            Duration::from_secs(60),
+        )
+        .await?;
+    }
+    wait_for_count(
+        &fjord,
+        "SELECT count(*) FROM iceberg.data_on_eks.dead_letters",
+        3,
+        Duration::from_secs(30),
+    )
+    .await?;
+    let client = fjord.connect().await?;
+    // Each table holds its kind only, with the record's own columns and the Kafka metadata.
+    for kind in KINDS {
+        let rows = query_text(
+            &client,
+            &format!(
+                "SELECT count(DISTINCT interaction_type), min(interaction_type), count(DISTINCT _kafka_partition), \
+                 count(duration_seconds) FROM iceberg.data_on_eks.{kind}_interactions"
+            ),
+        )
+        .await?;
+        assert_eq!(rows[0], ["1", kind, "2", "200"], "{kind}");
+    }
+    let letters = query_text(
+        &client,
+        "SELECT pipeline, error FROM iceberg.data_on_eks.dead_letters ORDER BY error",
+    )
+    .await?;
+    assert_eq!(letters.len(), 3, "{letters:?}");
+    assert!(letters.iter().all(|row| row[0] == "interactions_by_kind"));
+    assert!(
+        letters[0][1].contains("map, expected text, a number or a boolean"),
+        "{letters:?}"
+    );
+    assert!(
+        letters[1][1].contains("`interaction_type` is missing"),
+        "{letters:?}"
+    );
+    assert!(
+        letters[2][1]
+            .contains("routes to `sneeze_interactions`, one table more than max_tables (5)"),
+        "{letters:?}"
+    );
+    assert_eq!(
+        row_count(&client, "iceberg.data_on_eks.sneeze_interactions").await,
+        0
+    );
+    sidecar.stop().await?;
+
+    // A restart resumes after the last commit: nothing is landed or dead-lettered twice.
+    let sidecar = start_sidecar(&config, &[]).await?;
+    kafka
+        .produce(
+            "cat-interactions",
+            &(1000..1010).map(interaction).collect::<Vec<_>>(),
+        )
+        .await?;
+    let source = routed_rows();
+    wait_for_count(
+        &fjord,
+        &format!("SELECT count(*) FROM {source}"),
+        1010,
+        Duration::from_secs(60),
+    )
+    .await?;
+    let rows = query_text(
+        &client,
+        &format!(
+            "SELECT count(*) FROM (SELECT DISTINCT _kafka_partition, _kafka_offset FROM {source}) AS d"
+        ),
+    )
+    .await?;
+    assert_eq!(rows[0][0], "1010");
+    assert_eq!(
+        row_count(&client, "iceberg.data_on_eks.dead_letters").await,
+        3
+    );
+    sidecar.stop().await?;
+
+    // A new dead-letter table has no pipeline offsets, so everything is read again from the
+    // start, as after a crash between the tables' commits and the pipeline's: each table drops
+    // the records it has, and only the new events land.
+    let text = std::fs::read_to_string(&config)?.replace(
+        "max_tables = 5",
+        "max_tables = 5\ndead_letter_table = \"data_on_eks.routed_letters\"",
+    );
+    std::fs::write(&config, text)?;
+    let sidecar = start_sidecar(&config, &[]).await?;
+    kafka
+        .produce(
+            "cat-interactions",
+            &(1010..1020).map(interaction).collect::<Vec<_>>(),
+        )
+        .await?;
+    wait_for_count(
+        &fjord,
+        "SELECT count(*) FROM iceberg.data_on_eks.routed_letters",
+        3,
+        Duration::from_secs(60),
+    )
+    .await?;
+    wait_for_count(
+        &fjord,
+        &format!("SELECT count(*) FROM {source}"),
+        1020,
+        Duration::from_secs(60),
+    )
+    .await?;
+    let rows = query_text(
+        &client,
+        &format!(
+            "SELECT count(*) FROM (SELECT DISTINCT _kafka_partition, _kafka_offset FROM {source}) AS d"
+        ),
+    )
+    .await?;
+    assert_eq!(rows[0][0], "1020", "records landed twice");
+    sidecar.stop().await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_fields_become_columns_that_fjord_serve_sees_without_restart() -> Result<()> {
     let kafka = Kafka::start().await?;
@@ -475,11 +646,45 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() -> Result<()> {
         .ok()
         .and_then(|value| value.parse().ok())
         .unwrap_or(1_000_000);
-    let kills = 10;
+    crash_test(
+        INTERACTIONS_PIPELINE,
+        "",
+        "iceberg.data_on_eks.cat_interactions_raw",
+        events,
+        10,
+    )
+    .await
+}
+
+/// Routing adds a window the fixed table does not have: a crash between the commits of two
+/// tables. Each table keeps its own offsets, reading resumes from the pipeline's, and records
+/// that a table has already are dropped for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_routing_to_many_tables_loses_and_duplicates_nothing() -> Result<()> {
+    crash_test(
+        ROUTED_PIPELINE,
+        "max_tables = 5",
+        &routed_rows(),
+        200_000,
+        8,
+    )
+    .await
+}
+
+/// Produces `events` interactions over about a minute into four partitions while `fjord ingest`
+/// runs `pipeline`, killing it with SIGKILL `kills` times; then checks that `rows` (a relation
+/// with `_kafka_partition` and `_kafka_offset`) holds every event exactly once.
+async fn crash_test(
+    pipeline: (&str, &str, &str),
+    extra: &str,
+    table: &str,
+    events: u64,
+    kills: u64,
+) -> Result<()> {
     let kafka = Kafka::start().await?;
     kafka.create_topic("cat-interactions", 4).await?;
     let fjord = Fjord::start("").await?;
-    let config = ingest_config(&fjord, &kafka, "crash", &[INTERACTIONS_PIPELINE], "")?;
+    let config = ingest_config(&fjord, &kafka, "crash", &[pipeline], extra)?;
     // Each incarnation joins the group as a new member; the killed one is evicted once its
     // session (the shortest allowed) expires. Not static membership (`instance_id`): tansu 0.6
     // never expires a static member, and a kill in the middle of a rebalance then left the
@@ -521,7 +726,6 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() -> Result<()> {
     // Each incarnation is killed at a random moment after it has landed something, so that
     // kills hit mid-stream: between commits, while writing files, while committing.
     let client = fjord.connect().await?;
-    let table = "iceberg.data_on_eks.cat_interactions_raw";
     let mut landed = 0;
     // Kills that hit while events were still missing from the table.
     let mut mid_stream = 0;
@@ -577,7 +781,7 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() -> Result<()> {
         &client,
         &format!(
             "SELECT (SELECT count(*) FROM {table}) AS total, \
-             (SELECT count(*) FROM (SELECT DISTINCT _kafka_partition, _kafka_offset FROM {table})) AS distinct_offsets"
+             (SELECT count(*) FROM (SELECT DISTINCT _kafka_partition, _kafka_offset FROM {table}) AS d) AS distinct_offsets"
         ),
     )
     .await?;

@@ -183,13 +183,21 @@ pub enum ValueFormat {
 /// What a Debezium pipeline appends to its table's name for the change log it writes.
 pub const CHANGELOG_SUFFIX: &str = "_changelog";
 
-/// `[ingest.pipelines.<name>]`: one or more topics landing in one Iceberg table.
+/// `[ingest.pipelines.<name>]`: one or more topics landing in one Iceberg table, or in many
+/// when `table` routes by record fields.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
     pub topics: Vec<String>,
-    /// `schema.table` in the ingest catalog; created on first data when missing.
+    /// `schema.table` in the ingest catalog; created on first data when missing. The table part
+    /// may hold `{field}` placeholders (`cafe.{kind}_events`, `data.{_kafka_topic}_raw`): each
+    /// record then lands in the table named by its field values (see [`TableTemplate`]).
     pub table: String,
+    /// For a routed `table`: the most tables the pipeline lands in. A record that would make
+    /// one more goes to the dead letters, so a field with unexpected values cannot fill the
+    /// catalog.
+    #[serde(default = "default_max_tables")]
+    pub max_tables: usize,
     #[serde(default)]
     pub format: ValueFormat,
     /// Field holding the event's time (RFC 3339 text); stored as
@@ -214,14 +222,155 @@ fn default_max_record_bytes() -> String {
     "1MiB".into()
 }
 
+fn default_max_tables() -> usize {
+    100
+}
+
+/// The placeholder that routes by a record's topic rather than a field of its value.
+pub const TOPIC_PLACEHOLDER: &str = "_kafka_topic";
+
+/// A table name routed by record fields: literal text and `{field}` placeholders, such as
+/// `{interaction_type}_events`. A record's table is the template with each placeholder
+/// replaced by the field's value made into a plain identifier ([`route_name_part`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableTemplate {
+    parts: Vec<TemplatePart>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TemplatePart {
+    Literal(String),
+    Field(String),
+}
+
+impl TableTemplate {
+    /// Parses a table name; `Ok(None)` when it has no placeholder (a fixed table).
+    pub fn parse(text: &str) -> Result<Option<TableTemplate>, String> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while !rest.is_empty() {
+            match rest.find(['{', '}']) {
+                None => {
+                    parts.push(TemplatePart::Literal(rest.to_string()));
+                    break;
+                }
+                Some(at) if rest.as_bytes()[at] == b'}' => {
+                    return Err(format!("`{text}`: `}}` without a `{{` before it"));
+                }
+                Some(at) => {
+                    if at > 0 {
+                        parts.push(TemplatePart::Literal(rest[..at].to_string()));
+                    }
+                    let Some(end) = rest[at..].find('}') else {
+                        return Err(format!("`{text}`: `{{` without a closing `}}`"));
+                    };
+                    let field = rest[at + 1..at + end].trim();
+                    if field.is_empty() || field.contains('{') {
+                        return Err(format!(
+                            "`{text}`: a placeholder names one field, such as `{{kind}}`"
+                        ));
+                    }
+                    if matches!(parts.last(), Some(TemplatePart::Field(_))) {
+                        return Err(format!(
+                            "`{text}`: two placeholders need text between them, such as \
+                             `{{a}}_{{b}}`, or names could be read two ways"
+                        ));
+                    }
+                    parts.push(TemplatePart::Field(field.to_string()));
+                    rest = &rest[at + end + 1..];
+                }
+            }
+        }
+        if parts
+            .iter()
+            .any(|part| matches!(part, TemplatePart::Field(_)))
+        {
+            Ok(Some(TableTemplate { parts }))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// The fields a record's table depends on, in order.
+    pub fn fields(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|part| match part {
+            TemplatePart::Field(field) => Some(field.as_str()),
+            TemplatePart::Literal(_) => None,
+        })
+    }
+
+    /// The table name for one value per field (in the order of [`TableTemplate::fields`]),
+    /// each made into an identifier with [`route_name_part`]. `None` when a value leaves
+    /// nothing of it.
+    pub fn render<S: AsRef<str>>(&self, values: &[S]) -> Option<String> {
+        let mut name = String::new();
+        let mut values = values.iter();
+        for part in &self.parts {
+            match part {
+                TemplatePart::Literal(text) => name.push_str(text),
+                TemplatePart::Field(_) => {
+                    let value = route_name_part(values.next()?.as_ref());
+                    if value.is_empty() {
+                        return None;
+                    }
+                    name.push_str(&value);
+                }
+            }
+        }
+        Some(name)
+    }
+
+    /// Whether `name` is one this template can render: its literal text in place, and
+    /// between it, non-empty runs of what [`route_name_part`] produces.
+    pub fn matches(&self, name: &str) -> bool {
+        fn matches_from(parts: &[TemplatePart], name: &str) -> bool {
+            match parts.split_first() {
+                None => name.is_empty(),
+                Some((TemplatePart::Literal(text), rest)) => name
+                    .strip_prefix(text.as_str())
+                    .is_some_and(|name| matches_from(rest, name)),
+                Some((TemplatePart::Field(_), rest)) => {
+                    let run = name.find(|c: char| !is_route_char(c)).unwrap_or(name.len());
+                    (1..=run).any(|end| matches_from(rest, &name[end..]))
+                }
+            }
+        }
+        matches_from(&self.parts, name)
+    }
+}
+
+fn is_route_char(c: char) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'
+}
+
+/// A field value as part of a table name: lowercase ASCII letters, digits and underscores,
+/// every other character (`-`, `.`, spaces, non-ASCII) becoming `_`, at most 64 characters.
+/// `cat-interactions` gives `cat_interactions`, `Play Time` gives `play_time`.
+pub fn route_name_part(value: &str) -> String {
+    value
+        .trim()
+        .chars()
+        .take(64)
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if is_route_char(c) { c } else { '_' }
+        })
+        .collect()
+}
+
 impl PipelineConfig {
     /// `(schema, table)` as configured.
     pub fn table_parts(&self) -> (&str, &str) {
         self.table.split_once('.').unwrap_or(("", &self.table))
     }
 
+    /// The routing template of `table`, when its table part has placeholders.
+    pub fn route(&self) -> Option<TableTemplate> {
+        TableTemplate::parse(self.table_parts().1).ok().flatten()
+    }
+
     /// `(schema, table)` of the table the pipeline writes: `table` itself, or for Debezium its
-    /// change log `<table>_changelog`.
+    /// change log `<table>_changelog`. For a routed pipeline, the table part is the template.
     pub fn landing_parts(&self) -> (String, String) {
         let (schema, table) = self.table_parts();
         match self.format {
@@ -485,6 +634,40 @@ impl IngestConfig {
                     format!("`{}` is not of the form schema.table", pipeline.table),
                 ));
             }
+            if schema.contains(['{', '}']) {
+                return Err((
+                    key("table"),
+                    format!(
+                        "`{}`: routing chooses the table, not the schema; put placeholders after the dot",
+                        pipeline.table
+                    ),
+                ));
+            }
+            let route = TableTemplate::parse(table).map_err(|reason| (key("table"), reason))?;
+            if let Some(route) = &route {
+                if pipeline.format == ValueFormat::Debezium {
+                    return Err((
+                        key("table"),
+                        "a Debezium pipeline lands one source table; give each its own pipeline \
+                         instead of a routed table name"
+                            .into(),
+                    ));
+                }
+                if pipeline.format == ValueFormat::Avro
+                    && let Some(field) = route.fields().find(|field| *field != TOPIC_PLACEHOLDER)
+                {
+                    return Err((
+                        key("table"),
+                        format!(
+                            "an Avro pipeline routes by `{{{TOPIC_PLACEHOLDER}}}` only, not by the \
+                             field `{field}`"
+                        ),
+                    ));
+                }
+                if pipeline.max_tables == 0 {
+                    return Err((key("max_tables"), "must be at least 1".into()));
+                }
+            }
             if pipeline.format == ValueFormat::Debezium && table.ends_with(CHANGELOG_SUFFIX) {
                 return Err((
                     key("table"),
@@ -579,5 +762,34 @@ mod tests {
             Ok(("identity".into(), "cat_id".into()))
         );
         assert!(parse_partition_field("week(event_time)").is_err());
+    }
+
+    #[test]
+    fn routed_table_names_render_and_match() {
+        assert_eq!(TableTemplate::parse("cat_events"), Ok(None));
+        let template = TableTemplate::parse("{kind}_events").unwrap().unwrap();
+        assert_eq!(template.fields().collect::<Vec<_>>(), ["kind"]);
+        assert_eq!(
+            template.render(&["Play Time"]).as_deref(),
+            Some("play_time_events")
+        );
+        assert_eq!(template.render(&["  "]), None);
+        assert!(template.matches("play_time_events"));
+        assert!(template.matches("a_events_events"));
+        assert!(!template.matches("_events"));
+        assert!(!template.matches("Play_events"));
+        assert!(!template.matches("play_events_raw"));
+        let topics = TableTemplate::parse("{_kafka_topic}_raw_{v}")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            topics.render(&["cat-interactions", "2"]).as_deref(),
+            Some("cat_interactions_raw_2")
+        );
+        assert!(topics.matches("cat_interactions_raw_2"));
+        assert_eq!(route_name_part("Größe.x"), "gr__e_x");
+        for bad in ["{kind", "kind}", "{}_x", "{a}{b}"] {
+            assert!(TableTemplate::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -19,7 +19,8 @@ use serde::Deserialize;
 pub use access::{AuthConfig, AuthMethod, SCRAM_PREFIX, ScramVerifier, TlsConfig};
 pub use ingest::{
     CHANGELOG_SUFFIX, CommitPolicy, IngestConfig, KafkaConfig, MaintenanceConfig, PipelineConfig,
-    SchemaRegistryConfig, SecurityProtocol, ValueFormat, parse_duration,
+    SchemaRegistryConfig, SecurityProtocol, TOPIC_PLACEHOLDER, TableTemplate, ValueFormat,
+    parse_duration, route_name_part,
 };
 pub use secret::{Secret, expand_env_references};
 
