@@ -101,6 +101,30 @@ fn check_config_accepts_the_reference_file_and_locates_mistakes() -> anyhow::Res
             "needs [server.tls]",
         ),
         (
+            "[catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"w\"\n[ingest.kafka]\nbootstrap_servers = \"k:9092\"\n[ingest.pipelines.events]\ntopics = [\"e\"]\ntable = \"s.{kind_events\"\n",
+            8,
+            "ingest.pipelines.events.table",
+            "`{` without a closing `}`",
+        ),
+        (
+            "[catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"w\"\n[ingest.kafka]\nbootstrap_servers = \"k:9092\"\n[ingest.pipelines.events]\ntopics = [\"e\"]\ntable = \"{tenant}.events\"\n",
+            8,
+            "ingest.pipelines.events.table",
+            "routing chooses the table, not the schema",
+        ),
+        (
+            "[catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"w\"\n[ingest.kafka]\nbootstrap_servers = \"k:9092\"\n[ingest.pipelines.cdc]\ntopics = [\"pg.public.cats\"]\ntable = \"s.{_kafka_topic}\"\nformat = \"debezium\"\n",
+            8,
+            "ingest.pipelines.cdc.table",
+            "give each its own pipeline",
+        ),
+        (
+            "[catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"w\"\n[ingest.kafka]\nbootstrap_servers = \"k:9092\"\n[ingest.schema_registry]\nurl = \"http://r:8081\"\n[ingest.pipelines.events]\ntopics = [\"e\"]\ntable = \"s.{kind}_events\"\nformat = \"avro\"\n",
+            10,
+            "ingest.pipelines.events.table",
+            "routes by `{_kafka_topic}` only, not by the field `kind`",
+        ),
+        (
             "[server.auth]\nmethod = \"md5\"\n",
             2,
             "server.auth.method",
