@@ -570,6 +570,49 @@ async fn new_fields_become_columns_that_fjord_serve_sees_without_restart() -> Re
         ]
     );
     sidecar.stop().await?;
+
+    // A new (nested) field in the second chunk of one commit: the rows of the first chunk,
+    // decoded before the column existed, get it as nulls. The sidecar starts after everything
+    // is produced, and commits only when the topic has been quiet for seconds, so both chunks
+    // go into one commit.
+    let text = std::fs::read_to_string(&config)?
+        .replace("interval = \"300ms\"", "interval = \"60s\"")
+        .replace("idle = \"100ms\"", "idle = \"3s\"");
+    std::fs::write(&config, text)?;
+    // One key, so one partition, read in the order produced: the new field comes after a full
+    // chunk of records without it.
+    let key = "cat-0".to_string();
+    let mut third: Vec<_> = (80..20_080)
+        .map(|i| (key.clone(), event(i, None).1))
+        .collect();
+    for i in 20_080..20_090 {
+        let value = serde_json::json!({
+            "event_id": format!("w-{i}"),
+            "event_time": "2026-11-02T09:00:00Z",
+            "cat_id": key,
+            "toy": {"name": "mouse", "squeaks": i % 3},
+        });
+        third.push((key.clone(), serde_json::to_vec(&value)?));
+    }
+    kafka.produce("cat-wellness-iot", &third).await?;
+    let sidecar = start_sidecar(&config, &[]).await?;
+    wait_for_count(
+        &fjord,
+        &format!("SELECT count(*) FROM {table}"),
+        20_090,
+        Duration::from_secs(90),
+    )
+    .await?;
+    let toys = query_text(
+        &client,
+        &format!(
+            "SELECT count(toy), count(*) FILTER (WHERE toy IS NULL), \
+             count(DISTINCT _kafka_partition::text || '/' || _kafka_offset::text) FROM {table}"
+        ),
+    )
+    .await?;
+    assert_eq!(toys[0], ["10", "20080", "20090"]);
+    sidecar.stop().await?;
     Ok(())
 }
 
