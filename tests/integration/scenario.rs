@@ -134,6 +134,46 @@ async fn scans_of_the_lake_run_in_several_partitions() -> anyhow::Result<()> {
     fjord.stop().await
 }
 
+/// The planner sees each column's bounds and null count from the manifests, which is what lets
+/// it estimate filters and joins (and so choose join order and build sides).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lake_scans_give_the_planner_column_bounds_from_the_manifests() -> anyhow::Result<()> {
+    let fjord = Fjord::start(&format!("{TEST_DEMO}\n")).await?;
+    let client = fjord.connect().await?;
+    client
+        .batch_execute("SET datafusion.explain.show_statistics = true")
+        .await?;
+    let plan = query_text(
+        &client,
+        "EXPLAIN SELECT duration_seconds FROM iceberg.data_on_eks.cat_interactions_raw",
+    )
+    .await?;
+    let physical = &plan
+        .iter()
+        .find(|row| row[0] == "physical_plan")
+        .expect("a physical plan")[1];
+    let scan = physical
+        .lines()
+        .find(|line| line.contains("IcebergScanExec"))
+        .expect("a lake scan");
+    let actual = query_text(
+        &client,
+        "SELECT min(duration_seconds), max(duration_seconds), count(*) - count(duration_seconds) \
+         FROM iceberg.data_on_eks.cat_interactions_raw",
+    )
+    .await?;
+    let (min, max, nulls) = (&actual[0][0], &actual[0][1], &actual[0][2]);
+    for expected in [
+        format!("Min=Inexact(Int32({min}))"),
+        format!("Max=Inexact(Int32({max}))"),
+        format!("Null=Inexact({nulls})"),
+        "Rows=Inexact(20000)".to_string(),
+    ] {
+        assert!(scan.contains(&expected), "{expected} missing in {scan}");
+    }
+    fjord.stop().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daily_summary_is_built_with_ctas_and_insert_select() -> anyhow::Result<()> {
     let fjord = Fjord::start(&format!("{TEST_DEMO}\n")).await?;

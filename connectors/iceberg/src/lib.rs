@@ -10,6 +10,7 @@ mod build;
 mod current_state;
 mod scan;
 mod single_table;
+mod statistics;
 mod write_input;
 
 use std::any::Any;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::stats::Precision;
-use datafusion::common::{DataFusionError, Result, Statistics};
+use datafusion::common::{ColumnStatistics, DataFusionError, Result, Statistics};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::EquivalenceProperties;
@@ -42,6 +42,8 @@ pub struct IcebergScanExec {
     limit: Option<usize>,
     batch_size: usize,
     total_rows: Option<u64>,
+    /// Per column of `schema`, from the manifests (see `statistics`).
+    column_statistics: Vec<ColumnStatistics>,
     properties: Arc<PlanProperties>,
     /// What EXPLAIN ANALYZE shows: rows out, time inside iceberg's reader (fetching, decoding
     /// and filtering), files read.
@@ -103,6 +105,12 @@ impl IcebergScanExec {
             .iter()
             .map(|task| task.record_count)
             .sum::<Option<u64>>();
+        let column_statistics = crate::statistics::column_statistics(
+            &table,
+            &schema,
+            &tasks.iter().collect::<Vec<_>>(),
+        )
+        .await;
         let partitions = split_tasks(tasks, target_partitions.max(1));
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(schema.clone()),
@@ -118,6 +126,7 @@ impl IcebergScanExec {
             limit,
             batch_size,
             total_rows,
+            column_statistics,
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
         })
@@ -212,6 +221,18 @@ impl ExecutionPlan for IcebergScanExec {
             // Files may hold rows that filters later remove: an upper bound, not exact.
             statistics.num_rows = Precision::Inexact(rows as usize);
         }
+        statistics.column_statistics = match partition {
+            None => self.column_statistics.clone(),
+            // The whole scan's bounds hold for each part of it; its null counts do not.
+            Some(_) => self
+                .column_statistics
+                .iter()
+                .map(|column| ColumnStatistics {
+                    null_count: Precision::Absent,
+                    ..column.clone()
+                })
+                .collect(),
+        };
         Ok(statistics)
     }
 
