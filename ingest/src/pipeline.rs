@@ -313,16 +313,22 @@ fn dead_letter_in(chunk: &Chunk, row: usize, error: String) -> DeadLetter {
     }
 }
 
-/// `batch` in `schema`, a wider version of its own (columns added): the new columns are null.
+/// `batch` in the table's newer `schema`: columns added since are null, columns whose type was
+/// promoted since (int to long, say, by another writer) are cast.
 fn widen(batch: &RecordBatch, schema: &arrow::datatypes::SchemaRef) -> Result<RecordBatch, String> {
     let columns = schema
         .fields()
         .iter()
         .map(|field| match batch.column_by_name(field.name()) {
-            Some(column) => column.clone(),
-            None => arrow::array::new_null_array(field.data_type(), batch.num_rows()),
+            Some(column) if column.data_type() == field.data_type() => Ok(column.clone()),
+            Some(column) => arrow::compute::cast(column, field.data_type())
+                .map_err(|error| format!("column {}: {error}", field.name())),
+            None => Ok(arrow::array::new_null_array(
+                field.data_type(),
+                batch.num_rows(),
+            )),
         })
-        .collect();
+        .collect::<Result<Vec<_>, String>>()?;
     RecordBatch::try_new(schema.clone(), columns).map_err(|error| error.to_string())
 }
 
@@ -1402,6 +1408,12 @@ impl Worker {
             return Ok(());
         }
         let started = Instant::now();
+        // Dead letters go first, kept from being stored twice by their own offsets, as for a
+        // fixed table: a table's offsets may pass a record that decoding rejected, and once
+        // they do, reading again never brings that record back.
+        if !self.rejected.is_empty() {
+            self.commit_dead_letters()?;
+        }
         let names: Vec<String> = self
             .targets
             .iter()
@@ -1535,32 +1547,12 @@ impl Worker {
         }
     }
 
-    /// A routed pipeline's dead letters and offsets, in one commit to its dead-letter table
-    /// (with no data file when there are no dead letters).
+    /// A routed pipeline's offsets, in a commit to its dead-letter table without data files.
     fn commit_routed_offsets(&mut self) -> Result<CommitOutcome, String> {
         let property = routed_offsets_property(&self.spec.name);
         let properties = self.snapshot_properties();
         self.dead_letter_table(true)?;
         let dead = self.dead_table.as_mut().expect("opened above");
-        let letters: Vec<&DeadLetter> = self.rejected.iter().collect();
-        let files = if letters.is_empty() {
-            Vec::new()
-        } else {
-            if let (Some(producer), Some(topic)) =
-                (&self.dead_topic, &self.spec.config.dead_letter_topic)
-            {
-                send_dead_letters(producer, topic, &letters)?;
-            }
-            let batch = dead_letter_batch(
-                &self.spec.name,
-                &letters,
-                &dead.arrow_schema(),
-                now_micros(),
-            )?;
-            self.handle
-                .block_on(dead.write_files(&[batch], &self.spec.writer_id))
-                .map_err(|error| format!("cannot write dead letters: {error}"))?
-        };
         let expected: Expected = self
             .advance
             .0
@@ -1577,14 +1569,14 @@ impl Worker {
             .collect();
         let outcome = self
             .handle
-            .block_on(dead.commit_fenced(files, &expected, &self.advance, &property, &properties))
+            .block_on(dead.commit_fenced(
+                Vec::new(),
+                &expected,
+                &self.advance,
+                &property,
+                &properties,
+            ))
             .map_err(|error| format!("cannot commit the pipeline's offsets: {error}"))?;
-        if matches!(outcome, CommitOutcome::Committed { .. }) && !letters.is_empty() {
-            self.metrics
-                .dead_letters
-                .fetch_add(letters.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            tracing::warn!(pipeline = %self.spec.name, count = letters.len(), "records sent to the dead letters");
-        }
         Ok(outcome)
     }
 

@@ -125,6 +125,18 @@ fn check_config_accepts_the_reference_file_and_locates_mistakes() -> anyhow::Res
             "routes by `{_kafka_topic}` only, not by the field `kind`",
         ),
         (
+            "[catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"w\"\n[ingest.kafka]\nbootstrap_servers = \"k:9092\"\n[ingest.pipelines.events]\ntopics = [\"e\"]\ntable = \"s.{kind}\"\n",
+            8,
+            "ingest.pipelines.events.table",
+            "could name `s.dead_letters`, the dead-letter table of pipeline `events`",
+        ),
+        (
+            "[catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"w\"\n[ingest.kafka]\nbootstrap_servers = \"k:9092\"\n[ingest.pipelines.all]\ntopics = [\"a\", \"b\"]\ntable = \"s.{_kafka_topic}_raw\"\ndead_letter_table = \"dl.letters\"\n[ingest.pipelines.orders]\ntopics = [\"o\"]\ntable = \"s.orders_raw\"\ndead_letter_table = \"dl.letters\"\n",
+            8,
+            "ingest.pipelines.all.table",
+            "could name `s.orders_raw`, the table of pipeline `orders`",
+        ),
+        (
             "[server.auth]\nmethod = \"md5\"\n",
             2,
             "server.auth.method",

@@ -518,6 +518,44 @@ impl IngestConfig {
         Ok(())
     }
 
+    /// A routed pipeline must not be able to make the name of a table that something else
+    /// writes: a dead-letter table, or another pipeline's table (whose offsets it would move).
+    fn check_route_collisions(
+        &self,
+        name: &str,
+        pipeline: &PipelineConfig,
+    ) -> Result<(), (String, String)> {
+        let Some(route) = pipeline.route() else {
+            return Ok(());
+        };
+        let schema = pipeline.table_parts().0;
+        for (other_name, other) in &self.pipelines {
+            let mut taken = vec![(other.dead_letter_parts(), "the dead-letter table of")];
+            if other_name != name && other.route().is_none() {
+                taken.push((other.landing_parts(), "the table of"));
+                let (other_schema, other_table) = other.table_parts();
+                taken.push((
+                    (other_schema.to_string(), other_table.to_string()),
+                    "the table of",
+                ));
+            }
+            for ((taken_schema, taken_table), what) in taken {
+                if taken_schema == schema && route.matches(&taken_table) {
+                    return Err((
+                        format!("ingest.pipelines.{name}.table"),
+                        format!(
+                            "`{}` could name `{taken_schema}.{taken_table}`, {what} pipeline \
+                             `{other_name}`; give that table another schema, or this template \
+                             text that the name does not have",
+                            pipeline.table
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn validate(&self, iceberg_catalogs: &[&str]) -> Result<(), (String, String)> {
         if !iceberg_catalogs.contains(&self.catalog.as_str()) {
             return Err((
@@ -711,6 +749,7 @@ impl IngestConfig {
                     ),
                 ));
             }
+            self.check_route_collisions(name, pipeline)?;
             let commit = &pipeline.commit;
             if commit.max_records == 0 {
                 return Err((key("commit.max_records"), "must be at least 1".into()));
