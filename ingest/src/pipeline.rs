@@ -300,6 +300,64 @@ fn send_dead_letters(
         .map_err(|error| format!("cannot flush dead letters to {topic}: {error}"))
 }
 
+/// Where each partition of `advance` must still stand for a commit: the offsets the table
+/// recorded when this sidecar last read or committed them.
+fn expected_positions(positions: &BTreeMap<Key, Option<i64>>, advance: &Offsets) -> Expected {
+    advance
+        .0
+        .iter()
+        .flat_map(|(topic, partitions)| {
+            partitions
+                .keys()
+                .map(move |partition| (topic.clone(), *partition))
+        })
+        .map(|key| {
+            let position = positions.get(&key).copied().flatten();
+            (key, position)
+        })
+        .collect()
+}
+
+/// What writing and committing one table's rows did.
+struct Landed {
+    outcome: CommitOutcome,
+    rows: usize,
+    files: u64,
+    bytes: u64,
+}
+
+/// Writes `batches` as data files of `table` (named `label` in errors) and appends them with
+/// the offsets `advance`, fenced on `expected`; the time of both phases goes to `metrics`.
+fn land(
+    handle: &Handle,
+    metrics: &PipelineMetrics,
+    writer_id: &str,
+    (table, label): (&mut LakeTable, &str),
+    batches: &[RecordBatch],
+    (expected, advance): (&Expected, &Offsets),
+    properties: &HashMap<String, String>,
+) -> Result<Landed, String> {
+    let rows = batches.iter().map(RecordBatch::num_rows).sum();
+    let writing = Instant::now();
+    let files = handle
+        .block_on(table.write_files(batches, writer_id))
+        .map_err(|error| format!("cannot write data files of {label}: {error}"))?;
+    add_elapsed(&metrics.write_nanos, writing);
+    let file_count = files.len() as u64;
+    let bytes = files.iter().map(|file| file.file_size_in_bytes()).sum();
+    let committing = Instant::now();
+    let outcome = handle
+        .block_on(table.commit_fenced(files, expected, advance, OFFSETS_PROPERTY, properties))
+        .map_err(|error| format!("commit to {label} failed: {error}"))?;
+    add_elapsed(&metrics.commit_nanos, committing);
+    Ok(Landed {
+        outcome,
+        rows,
+        files: file_count,
+        bytes,
+    })
+}
+
 /// Record `row` of `chunk` as a dead letter.
 fn dead_letter_in(chunk: &Chunk, row: usize, error: String) -> DeadLetter {
     DeadLetter {
@@ -1332,55 +1390,30 @@ impl Worker {
             self.rejected.clear();
             return Ok(());
         };
-        let expected: Expected = self
-            .advance
-            .0
-            .iter()
-            .flat_map(|(topic, partitions)| {
-                partitions
-                    .keys()
-                    .map(move |partition| (topic.clone(), *partition))
-            })
-            .map(|key| {
-                let position = self.positions.get(&key).copied().flatten();
-                (key, position)
-            })
-            .collect();
-        let rows: usize = target.batches.iter().map(RecordBatch::num_rows).sum();
-        let writing = Instant::now();
-        let files = self
-            .handle
-            .block_on(table.write_files(&target.batches, &self.spec.writer_id))
-            .map_err(|error| format!("cannot write data files: {error}"))?;
-        add_elapsed(&self.metrics.write_nanos, writing);
-        let file_count = files.len() as u64;
-        let file_bytes: u64 = files.iter().map(|file| file.file_size_in_bytes()).sum();
-        let committing = Instant::now();
-        let outcome = self
-            .handle
-            .block_on(table.commit_fenced(
-                files,
-                &expected,
-                &self.advance,
-                OFFSETS_PROPERTY,
-                &properties,
-            ))
-            .map_err(|error| format!("commit to {label} failed: {error}"))?;
-        add_elapsed(&self.metrics.commit_nanos, committing);
-        match outcome {
+        let expected = expected_positions(&self.positions, &self.advance);
+        let landed = land(
+            &self.handle,
+            &self.metrics,
+            &self.spec.writer_id,
+            (table, &label),
+            &target.batches,
+            (&expected, &self.advance),
+            &properties,
+        )?;
+        match landed.outcome {
             CommitOutcome::Committed { snapshot_id, .. } => {
                 tracing::info!(
                     pipeline = %self.spec.name,
                     table = %label,
                     snapshot_id,
-                    rows,
-                    files = file_count,
-                    bytes = file_bytes,
+                    rows = landed.rows,
+                    files = landed.files,
+                    bytes = landed.bytes,
                     millis = started.elapsed().as_millis() as u64,
                     offsets = %self.advance.to_json(),
                     "committed"
                 );
-                self.committed(started, rows, file_count, file_bytes);
+                self.committed(started, landed.rows, landed.files, landed.bytes);
                 Ok(())
             }
             CommitOutcome::Fenced {
@@ -1397,12 +1430,13 @@ impl Worker {
         }
     }
 
-    /// A routed pipeline's commit. Each table with rows is committed with the offsets of the
-    /// partitions its rows came from, fenced on the offsets it records itself; then the
-    /// dead-letter table with the dead letters and the offsets of everything read, fenced on
-    /// the pipeline's offsets ([`routed_offsets_property`]). Reading resumes from those, which
-    /// move only once every table has its records: after a crash between two tables' commits,
-    /// the records are read again and each table drops those below its own offsets.
+    /// A routed pipeline's commit. Dead letters first (deduplicated by their own offsets); then
+    /// each table with rows, with the offsets of the partitions its rows came from, fenced on
+    /// the offsets it records itself; then the offsets of everything read, to the dead-letter
+    /// table, fenced on the pipeline's offsets ([`routed_offsets_property`]). Reading resumes
+    /// from those, which move only once every table has its records: after a crash between two
+    /// tables' commits, the records are read again and each table drops those below its own
+    /// offsets.
     fn commit_routed(&mut self, consumer: &BaseConsumer<IngestContext>) -> Result<(), String> {
         if self.advance.0.is_empty() {
             return Ok(());
@@ -1496,43 +1530,31 @@ impl Worker {
                 );
             }
         }
-        let rows: usize = target.batches.iter().map(RecordBatch::num_rows).sum();
-        let writing = Instant::now();
-        let files = self
-            .handle
-            .block_on(table.write_files(&target.batches, &self.spec.writer_id))
-            .map_err(|error| format!("cannot write data files of {label}: {error}"))?;
-        add_elapsed(&self.metrics.write_nanos, writing);
-        let file_count = files.len() as u64;
-        let file_bytes: u64 = files.iter().map(|file| file.file_size_in_bytes()).sum();
-        let committing = Instant::now();
-        let outcome = self
-            .handle
-            .block_on(table.commit_fenced(
-                files,
-                &expected,
-                &advance,
-                OFFSETS_PROPERTY,
-                &self.snapshot_properties(),
-            ))
-            .map_err(|error| format!("commit to {label} failed: {error}"))?;
-        add_elapsed(&self.metrics.commit_nanos, committing);
-        match outcome {
+        let landed = land(
+            &self.handle,
+            &self.metrics,
+            &self.spec.writer_id,
+            (table, &label),
+            &target.batches,
+            (&expected, &advance),
+            &self.snapshot_properties(),
+        )?;
+        match landed.outcome {
             CommitOutcome::Committed { snapshot_id, .. } => {
                 tracing::info!(
                     pipeline = %self.spec.name,
                     table = %label,
                     snapshot_id,
-                    rows,
-                    files = file_count,
-                    bytes = file_bytes,
+                    rows = landed.rows,
+                    files = landed.files,
+                    bytes = landed.bytes,
                     offsets = %advance.to_json(),
                     "committed"
                 );
                 target.recorded.merge(&advance);
                 target.batches.clear();
                 target.touched = Offsets::default();
-                Ok(Some((rows, file_count, file_bytes)))
+                Ok(Some((landed.rows, landed.files, landed.bytes)))
             }
             CommitOutcome::Fenced {
                 topic,
@@ -1553,20 +1575,7 @@ impl Worker {
         let properties = self.snapshot_properties();
         self.dead_letter_table(true)?;
         let dead = self.dead_table.as_mut().expect("opened above");
-        let expected: Expected = self
-            .advance
-            .0
-            .iter()
-            .flat_map(|(topic, partitions)| {
-                partitions
-                    .keys()
-                    .map(move |partition| (topic.clone(), *partition))
-            })
-            .map(|key| {
-                let position = self.positions.get(&key).copied().flatten();
-                (key, position)
-            })
-            .collect();
+        let expected = expected_positions(&self.positions, &self.advance);
         let outcome = self
             .handle
             .block_on(dead.commit_fenced(
