@@ -41,6 +41,13 @@ const CONCURRENT_READS: usize = 8;
 
 static CACHE: LazyLock<Mutex<HashMap<String, Arc<ManifestStats>>>> = LazyLock::new(Mutex::default);
 
+/// A snapshot's manifests, by its manifest list's path (as immutable as the manifests), so
+/// that planning a scan of an unchanged table reads no file at all; starts over at this many.
+const CACHED_SNAPSHOTS: usize = 256;
+
+static SNAPSHOTS: LazyLock<Mutex<HashMap<String, Arc<Vec<Arc<ManifestStats>>>>>> =
+    LazyLock::new(Mutex::default);
+
 /// Statistics for each field of `schema` (top-level columns of `table`, by name) over the data
 /// files of `tasks`; unknown for a column some file has no bounds for, and for all columns
 /// when the manifests cannot be read (planning goes on without them).
@@ -171,10 +178,13 @@ fn scalar(datum: &Datum, data_type: &DataType) -> Option<ScalarValue> {
 }
 
 /// What every data manifest of the table's current snapshot records about its files.
-async fn file_stats(table: &Table) -> iceberg::Result<Vec<Arc<ManifestStats>>> {
+async fn file_stats(table: &Table) -> iceberg::Result<Arc<Vec<Arc<ManifestStats>>>> {
     let Some(snapshot) = table.metadata().current_snapshot() else {
-        return Ok(Vec::new());
+        return Ok(Arc::default());
     };
+    if let Some(manifests) = SNAPSHOTS.lock().get(snapshot.manifest_list()) {
+        return Ok(manifests.clone());
+    }
     if snapshot.encryption_key_id().is_some() {
         return Err(iceberg::Error::new(
             iceberg::ErrorKind::FeatureUnsupported,
@@ -190,11 +200,19 @@ async fn file_stats(table: &Table) -> iceberg::Result<Vec<Arc<ManifestStats>>> {
         .filter(|manifest| manifest.content == ManifestContentType::Data)
         .cloned()
         .collect();
-    futures::stream::iter(manifests)
-        .map(|manifest| manifest_stats(file_io.clone(), manifest))
-        .buffer_unordered(CONCURRENT_READS)
-        .try_collect()
-        .await
+    let stats: Arc<Vec<Arc<ManifestStats>>> = Arc::new(
+        futures::stream::iter(manifests)
+            .map(|manifest| manifest_stats(file_io.clone(), manifest))
+            .buffer_unordered(CONCURRENT_READS)
+            .try_collect()
+            .await?,
+    );
+    let mut snapshots = SNAPSHOTS.lock();
+    if snapshots.len() >= CACHED_SNAPSHOTS {
+        snapshots.clear();
+    }
+    snapshots.insert(snapshot.manifest_list().to_string(), stats.clone());
+    Ok(stats)
 }
 
 async fn manifest_stats(
