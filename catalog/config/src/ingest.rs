@@ -532,12 +532,14 @@ impl IngestConfig {
         for (other_name, other) in &self.pipelines {
             let mut taken = vec![(other.dead_letter_parts(), "the dead-letter table of")];
             if other_name != name && other.route().is_none() {
-                taken.push((other.landing_parts(), "the table of"));
+                // What it writes, and for Debezium also the current-state view named `table`.
                 let (other_schema, other_table) = other.table_parts();
-                taken.push((
-                    (other_schema.to_string(), other_table.to_string()),
-                    "the table of",
-                ));
+                let named = (other_schema.to_string(), other_table.to_string());
+                let landing = other.landing_parts();
+                if landing != named {
+                    taken.push((landing, "the table of"));
+                }
+                taken.push((named, "the table of"));
             }
             for ((taken_schema, taken_table), what) in taken {
                 if taken_schema == schema && route.matches(&taken_table) {
