@@ -35,9 +35,11 @@ class Measurement:
     fjord: float
     peer_name: str
     peer: float | None
-    # The target: fjord / peer must be at most `target_ratio`, or fjord at most `target_absolute`.
+    # The target: fjord / peer must be at most `target_ratio`, or fjord at most `target_absolute`,
+    # or fjord at least `target_minimum`.
     target_ratio: float | None = None
     target_absolute: float | None = None
+    target_minimum: float | None = None
 
     @property
     def ratio(self):
@@ -51,6 +53,8 @@ class Measurement:
             return f"<= {self.target_ratio:g}x"
         if self.target_absolute is not None:
             return f"< {self.target_absolute:g} {self.unit}"
+        if self.target_minimum is not None:
+            return f">= {self.target_minimum:g} {self.unit}"
         return "-"
 
     @property
@@ -59,6 +63,8 @@ class Measurement:
             return self.ratio <= self.target_ratio
         if self.target_absolute is not None:
             return self.fjord < self.target_absolute
+        if self.target_minimum is not None:
+            return self.fjord >= self.target_minimum
         return None
 
 

@@ -95,6 +95,7 @@ class Sidecar:
     def __init__(self, bench, bootstrap, group, table, topic=TOPIC):
         self.port = free_port()
         config = bench.fjord.dir / f"ingest-{group}.toml"
+        self.config = config
         config.write_text(
             f"""[server]
 default_catalog = "iceberg"
@@ -139,7 +140,8 @@ def ingest_rate(bench, bootstrap, events):
     """Seconds per million events, from the first record read to the last record committed
     (the last commit waits for the idle flush): wall time, CPU time of the sidecar (all
     threads, on its one core), and wall time per phase."""
-    sidecar = Sidecar(bench, bootstrap, f"rate-{time.monotonic_ns()}", f"bench.events_{time.monotonic_ns()}")
+    table = f"bench.events_{time.monotonic_ns()}"
+    sidecar = Sidecar(bench, bootstrap, f"rate-{time.monotonic_ns()}", table)
     first = None
     try:
         deadline = time.monotonic() + 600
@@ -156,7 +158,7 @@ def ingest_rate(bench, bootstrap, events):
                     phase: (values.get(f"phase_{phase}", 0) - first[3].get(f"phase_{phase}", 0)) * per_million
                     for phase in PHASES
                 }
-                return (now - first[0]) * per_million, (cpu - first[2]) * per_million, phases
+                return (now - first[0]) * per_million, (cpu - first[2]) * per_million, phases, (sidecar.config, table)
             time.sleep(0.05)
         raise RuntimeError("fjord ingest did not commit every event within 10 minutes")
     finally:
@@ -257,6 +259,30 @@ def freshness(bench, bootstrap, rate, seconds):
     return p50, p99, mean_file_mb
 
 
+def compact(bench, config, table):
+    """`fjord maintain` on a table the sidecar landed: seconds, and the files before and after."""
+    started = time.monotonic()
+    result = subprocess.run(
+        [bench.fjord.bin, "--log", "warn", "maintain", "--config", str(config), "--table", table,
+         "--older-than", "0s", "--retain-last", "1"],
+        capture_output=True, text=True, timeout=1800,
+    )
+    seconds = time.monotonic() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"fjord maintain failed: {result.stdout}{result.stderr}")
+    line = next((l for l in result.stdout.splitlines() if "small files" in l), None)
+    if line is None:
+        raise RuntimeError(f"fjord maintain printed no compaction line: {result.stdout}")
+    # "t: 1804 small files (2104.4 MiB) in 3 partitions -> 5 files (2071.0 MiB); ..."
+    words = line.replace("(", " ").replace(")", " ").replace(";", " ").split()
+    merged = int(words[words.index("small") - 1])
+    merged_mib = float(words[words.index("small") + 2])
+    arrow = words.index("->")
+    written = int(words[arrow + 1])
+    written_mib = float(words[arrow + 3])
+    return seconds, merged, merged_mib, written, written_mib
+
+
 def run(bench):
     tansu = bench.tansu
     bootstrap = tansu.bootstrap
@@ -265,11 +291,14 @@ def run(bench):
     produce(bootstrap, TOPIC, 0, events)
     fjord_times, fjord_cpu, peer_times, phases = [], [], [], []
     for _ in range(1 if bench.quick else 3):
-        seconds, cpu, phase = ingest_rate(bench, bootstrap, events)
+        seconds, cpu, phase, landed = ingest_rate(bench, bootstrap, events)
         fjord_times.append(seconds)
         fjord_cpu.append(cpu)
         phases.append(phase)
         peer_times.append(consume_rate(bootstrap, events))
+    # The last run's table, as the sidecar left it: its small files merged by `fjord maintain`.
+    compact_seconds, merged, merged_mib, written, written_mib = compact(bench, *landed)
+    mean_compacted_mb = written_mib * 1.048576 / written if written else 0.0
     rate = 20_000 if bench.quick else 50_000
     create_topic(bootstrap, FRESH_TOPIC)
     p50, p99, mean_file_mb = freshness(bench, bootstrap, rate, 20 if bench.quick else 40)
@@ -279,7 +308,9 @@ def run(bench):
     phase_text = ", ".join(f"{phase} {median([p[phase] for p in phases]):.2f} s" for phase in PHASES)
     print(f"bench: ingest: {fjord_rate:,.0f} events/s on one core (wall); {cpu_rate:,.0f} events per CPU-second "
           f"of the sidecar; bare consumer {1e6 / median(peer_times):,.0f} events/s; per 1M events: {phase_text}; "
-          f"freshness at {rate:,} events/s: p50 {p50:.2f} s, p99 {p99:.2f} s; mean file {mean_file_mb:.1f} MB", flush=True)
+          f"freshness at {rate:,} events/s: p50 {p50:.2f} s, p99 {p99:.2f} s; mean file {mean_file_mb:.1f} MB; "
+          f"compaction of {events:,} events: {merged} files ({merged_mib:.1f} MiB) -> {written} files "
+          f"({written_mib:.1f} MiB) in {compact_seconds:.1f} s, mean file {mean_compacted_mb:.1f} MB", flush=True)
     return [
         Measurement(NAME, "s per 1M JSON events, one core", "s", median(fjord_times),
                     "bare consumer (read only)", median(peer_times), target_absolute=5.0),
@@ -287,5 +318,9 @@ def run(bench):
                     "-", None, target_absolute=5.0),
         Measurement(NAME, f"freshness p50 at {rate // 1000}k events/s", "s", p50, "-", None),
         Measurement(NAME, f"freshness p99 at {rate // 1000}k events/s", "s", p99, "-", None, target_absolute=5.0),
-        Measurement(NAME, f"mean data file at {rate // 1000}k events/s", "MB", mean_file_mb, "-", None),
+        Measurement(NAME, f"mean data file at {rate // 1000}k events/s, as committed", "MB", mean_file_mb, "-", None),
+        Measurement(NAME, "mean data file after fjord maintain", "MB", mean_compacted_mb, "-", None,
+                    target_minimum=32.0),
+        Measurement(NAME, "s per 1M events compacted", "s", compact_seconds * 1e6 / events,
+                    "ingest (one core)", median(fjord_times)),
     ]

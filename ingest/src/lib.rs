@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use fjord_config::{CatalogConfig, Config};
+use fjord_iceberg::rewrite::SqlCatalogCommits;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -117,6 +118,16 @@ impl IngestServer {
         if pipelines.is_empty() {
             anyhow::bail!("[ingest.pipelines] is empty: there is nothing to ingest");
         }
+        let commits = if ingest.maintenance.enabled && ingest.maintenance.compact {
+            let commits =
+                SqlCatalogCommits::connect(&ingest.catalog, iceberg, &config.base_dir).await?;
+            if commits.is_none() {
+                tracing::warn!(catalog = %ingest.catalog, "maintenance: a REST catalog's tables are not compacted; set ingest.maintenance.compact = false to silence this");
+            }
+            commits
+        } else {
+            None
+        };
         let maintenance = ingest.maintenance.enabled.then(|| {
             let mut tables: Vec<(String, String)> = Vec::new();
             for (name, pipeline) in &ingest.pipelines {
@@ -130,6 +141,7 @@ impl IngestServer {
             }
             tokio::spawn(maintain::run_periodically(
                 catalog.clone(),
+                commits,
                 tables,
                 ingest.maintenance.clone(),
                 shutdown.clone(),

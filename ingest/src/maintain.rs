@@ -12,11 +12,20 @@
 
 use std::sync::Arc;
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use fjord_iceberg::rewrite::{
+    Rewrite, RewriteOutcome, SqlCatalogCommits, commit_rewrite, data_manifest_count,
+    files_removed_by,
+};
+use iceberg::scan::FileScanTask;
+use iceberg::spec::DataFile;
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, TableIdent};
 
 use crate::offsets::{OFFSETS_PROPERTY, ancestry};
+use crate::table::LakeTable;
 
 /// Which snapshots may go.
 #[derive(Debug, Clone, Copy)]
@@ -52,6 +61,8 @@ pub struct ExpireReport {
     pub snapshots_after: usize,
     /// Newest snapshots kept so that the Kafka offsets stay readable.
     pub kept_for_offsets: usize,
+    /// Data files deleted because compaction had replaced them and no snapshot left reads them.
+    pub files_deleted: usize,
 }
 
 /// How many snapshots, counted from the current one back along its ancestry, must stay so that
@@ -99,6 +110,7 @@ pub async fn expire_snapshots(
             snapshots_before: before,
             snapshots_after: survivors + off_main,
             kept_for_offsets,
+            files_deleted: 0,
         });
     }
     let transaction = Transaction::new(&table);
@@ -107,13 +119,236 @@ pub async fn expire_snapshots(
         .expire_older_than_ms(policy.older_than_ms)
         .retain_last(retain);
     let transaction = action.apply(transaction)?;
-    let table = transaction.commit(catalog.as_ref()).await?;
+    let expired_table = transaction.commit(catalog.as_ref()).await?;
+    let files_deleted = if off_main == 0 {
+        delete_compacted_files(&table, &expired_table).await
+    } else {
+        0
+    };
     Ok(ExpireReport {
         table: name,
         snapshots_before: before,
-        snapshots_after: table.metadata().snapshots().count(),
+        snapshots_after: expired_table.metadata().snapshots().count(),
         kept_for_offsets,
+        files_deleted,
     })
+}
+
+/// Deletes the data files that compaction took out of the table and that no snapshot left
+/// after an expiry can read: those removed by a compaction snapshot (kept or expired) whose
+/// parent this expiry removed. Every snapshot before that parent is gone too (expiry keeps a
+/// tail of main's history, and the caller checked there is no other branch), and no later
+/// snapshot brings a removed file back. A file that cannot be deleted is logged and left.
+async fn delete_compacted_files(before: &Table, after: &Table) -> usize {
+    let mut deleted = 0;
+    for snapshot in before.metadata().snapshots() {
+        let Some(parent) = snapshot.parent_snapshot_id() else {
+            continue;
+        };
+        let expired_now = before.metadata().snapshot_by_id(parent).is_some()
+            && after.metadata().snapshot_by_id(parent).is_none();
+        if !expired_now {
+            continue;
+        }
+        let files = match files_removed_by(before, snapshot).await {
+            Ok(files) => files,
+            Err(error) => {
+                tracing::warn!(table = %after.identifier(), %error, "maintenance: cannot read which files a compaction replaced");
+                continue;
+            }
+        };
+        for path in files {
+            match after.file_io().delete(&path).await {
+                Ok(()) => deleted += 1,
+                Err(error) => {
+                    tracing::warn!(table = %after.identifier(), %path, %error, "maintenance: cannot delete a replaced data file")
+                }
+            }
+        }
+    }
+    deleted
+}
+
+/// Which data files compaction merges.
+#[derive(Debug, Clone, Copy)]
+pub struct CompactPolicy {
+    /// Files under this size are merged with the other small files of their partition.
+    pub small_file_bytes: u64,
+    /// At most this many bytes of small files are read per table and run; the rest wait for
+    /// the next run.
+    pub max_input_bytes: u64,
+    /// Data manifests past this many are folded into one even when no file is merged.
+    pub max_manifests: usize,
+    /// Report what would happen without writing anything.
+    pub dry_run: bool,
+}
+
+impl Default for CompactPolicy {
+    fn default() -> Self {
+        CompactPolicy {
+            small_file_bytes: 32 << 20,
+            max_input_bytes: 2 << 30,
+            max_manifests: 16,
+            dry_run: false,
+        }
+    }
+}
+
+/// What compacting one table did (or would do).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompactReport {
+    pub table: String,
+    /// Live data files before.
+    pub files_before: usize,
+    /// Small files merged, and the files written in their place.
+    pub files_merged: usize,
+    pub files_written: usize,
+    pub bytes_merged: u64,
+    pub bytes_written: u64,
+    /// Partitions whose small files were merged.
+    pub partitions: usize,
+    pub manifests_before: usize,
+    pub manifests_after: usize,
+    /// Small files left for a later run (beyond `max_input_bytes`, or merged by another
+    /// writer first).
+    pub files_left: usize,
+}
+
+/// Merges the small data files of each partition of `ident` into files of the table's target
+/// size (`write.target-file-size-bytes`) and folds its data manifests, in one `replace`
+/// snapshot. Rows are read and written as they are, in the table's current schema; the row
+/// count written must equal the count read or nothing is committed. Files of older partition
+/// specs are left as they are.
+pub async fn compact_table(
+    catalog: &Arc<dyn Catalog>,
+    commits: &SqlCatalogCommits,
+    ident: &TableIdent,
+    policy: CompactPolicy,
+) -> iceberg::Result<CompactReport> {
+    use futures::{StreamExt, TryStreamExt};
+
+    let table = catalog.load_table(ident).await?;
+    let mut report = CompactReport {
+        table: format!("{}.{}", ident.namespace().as_ref().join("."), ident.name()),
+        ..CompactReport::default()
+    };
+    if table.metadata().current_snapshot().is_none() {
+        return Ok(report);
+    }
+    report.manifests_before = data_manifest_count(&table).await?;
+    report.manifests_after = report.manifests_before;
+    let tasks: Vec<FileScanTask> = table
+        .scan()
+        .select_all()
+        .build()?
+        .plan_files()
+        .await?
+        .try_collect()
+        .await?;
+    report.files_before = tasks.len();
+    let default_spec = table.metadata().default_partition_spec_id();
+    let mut groups: BTreeMap<String, Vec<FileScanTask>> = BTreeMap::new();
+    for task in tasks {
+        let spec = task.partition_spec.as_ref().map(|spec| spec.spec_id());
+        if task.file_size_in_bytes >= policy.small_file_bytes
+            || spec.unwrap_or(default_spec) != default_spec
+        {
+            continue;
+        }
+        let key = format!("{:?}", task.partition);
+        groups.entry(key).or_default().push(task);
+    }
+    let mut chosen: Vec<FileScanTask> = Vec::new();
+    let mut input_bytes = 0u64;
+    for group in groups.into_values().filter(|group| group.len() > 1) {
+        let bytes: u64 = group.iter().map(|task| task.file_size_in_bytes).sum();
+        if !chosen.is_empty() && input_bytes + bytes > policy.max_input_bytes {
+            report.files_left += group.len();
+            continue;
+        }
+        input_bytes += bytes;
+        report.partitions += 1;
+        chosen.extend(group);
+    }
+    report.files_merged = chosen.len();
+    report.bytes_merged = input_bytes;
+    let fold = report.manifests_before > policy.max_manifests;
+    if policy.dry_run || (chosen.is_empty() && !fold) {
+        return Ok(report);
+    }
+
+    let rows_read: u64 = chosen.iter().filter_map(|task| task.record_count).sum();
+    let removed: BTreeSet<String> = chosen
+        .iter()
+        .map(|task| task.data_file_path.clone())
+        .collect();
+    let added = if chosen.is_empty() {
+        Vec::new()
+    } else {
+        let lake = LakeTable::from_table(catalog.clone(), table.clone())?;
+        let batches = table
+            .reader_builder()
+            .build()
+            .read(Box::pin(futures::stream::iter(chosen.into_iter().map(Ok))))?
+            .stream()
+            .boxed();
+        lake.write_stream(batches, "compacted").await?
+    };
+    let rows_written: u64 = added.iter().map(|file| file.record_count()).sum();
+    let discard = |files: &[DataFile]| {
+        let file_io = table.file_io().clone();
+        let paths: Vec<String> = files
+            .iter()
+            .map(|file| file.file_path().to_string())
+            .collect();
+        async move {
+            for path in paths {
+                let _ = file_io.delete(&path).await;
+            }
+        }
+    };
+    if rows_written != rows_read {
+        discard(&added).await;
+        return Err(iceberg::Error::new(
+            iceberg::ErrorKind::Unexpected,
+            format!(
+                "{}: compaction read {rows_read} rows but wrote {rows_written}; nothing committed",
+                report.table
+            ),
+        ));
+    }
+    report.files_written = added.len();
+    report.bytes_written = added.iter().map(|file| file.file_size_in_bytes()).sum();
+    let rewrite = Rewrite {
+        removed,
+        added: added.clone(),
+    };
+    match commit_rewrite(commits, catalog.as_ref(), ident, &rewrite).await {
+        Ok(RewriteOutcome::Committed {
+            manifests_before,
+            manifests_after,
+            ..
+        }) => {
+            report.manifests_before = manifests_before;
+            report.manifests_after = manifests_after;
+            Ok(report)
+        }
+        Ok(RewriteOutcome::FileGone(path)) => {
+            discard(&added).await;
+            tracing::info!(table = %report.table, %path, "compaction: another writer merged a file first; trying again next run");
+            report.files_left += report.files_merged;
+            report.files_merged = 0;
+            report.files_written = 0;
+            report.bytes_merged = 0;
+            report.bytes_written = 0;
+            report.partitions = 0;
+            Ok(report)
+        }
+        Err(error) => {
+            discard(&added).await;
+            Err(error)
+        }
+    }
 }
 
 /// Every table of every namespace of `catalog`, for maintaining them all.
@@ -128,14 +363,23 @@ pub async fn all_tables(catalog: &Arc<dyn Catalog>) -> iceberg::Result<Vec<Table
     Ok(tables)
 }
 
-/// Expires snapshots in `tables` (`schema.table`; every table when empty) of the Iceberg catalog
-/// `catalog` of `config` (`ingest.catalog` when `None`). One result per table, in order.
-pub async fn expire_in_catalog(
+/// What maintaining one table did: compaction (when asked for) and then snapshot expiry.
+#[derive(Debug, Clone)]
+pub struct MaintainReport {
+    pub compacted: Option<CompactReport>,
+    pub expired: ExpireReport,
+}
+
+/// Maintains `tables` (`schema.table`; every table when empty) of the Iceberg catalog `catalog`
+/// of `config` (`ingest.catalog` when `None`): merges small files when `compact` is given, then
+/// expires snapshots. One result per table, in order.
+pub async fn maintain_catalog(
     config: &fjord_config::Config,
     catalog: Option<&str>,
     tables: &[String],
-    policy: ExpirePolicy,
-) -> anyhow::Result<Vec<(String, iceberg::Result<ExpireReport>)>> {
+    compact: Option<CompactPolicy>,
+    expire: ExpirePolicy,
+) -> anyhow::Result<Vec<(String, iceberg::Result<MaintainReport>)>> {
     let name = match (catalog, &config.ingest) {
         (Some(name), _) => name.to_string(),
         (None, Some(ingest)) => ingest.catalog.clone(),
@@ -157,26 +401,54 @@ pub async fn expire_in_catalog(
         ));
     }
     let catalog = fjord_iceberg::build_catalog(&name, iceberg, &config.base_dir).await?;
+    let commits = match compact {
+        Some(_) => match SqlCatalogCommits::connect(&name, iceberg, &config.base_dir).await? {
+            Some(commits) => Some(commits),
+            None => anyhow::bail!(
+                "catalog `{name}` is a REST catalog: fjord compacts only tables of SQL catalogs \
+                 (use the REST catalog's own maintenance, or --no-compact to expire snapshots only)"
+            ),
+        },
+        None => None,
+    };
     if idents.is_empty() {
         idents = all_tables(&catalog).await?;
     }
     let mut results = Vec::new();
     for ident in idents {
         let label = format!("{}.{}", ident.namespace().as_ref().join("."), ident.name());
-        results.push((label, expire_snapshots(&catalog, &ident, policy).await));
+        let result = async {
+            let compacted = match (&commits, compact) {
+                (Some(commits), Some(policy)) => {
+                    Some(compact_table(&catalog, commits, &ident, policy).await?)
+                }
+                _ => None,
+            };
+            let expired = expire_snapshots(&catalog, &ident, expire).await?;
+            Ok(MaintainReport { compacted, expired })
+        }
+        .await;
+        results.push((label, result));
     }
     Ok(results)
 }
 
-/// The sidecar's own upkeep (`[ingest.maintenance]`): every interval, expires the snapshots of
-/// `tables` (`(schema, table)`; missing ones are skipped) until `shutdown`.
+/// The sidecar's own upkeep (`[ingest.maintenance]`): every interval, merges the small files of
+/// `tables` (`(schema, table)`; missing ones are skipped) when `commits` is given, then expires
+/// their snapshots, until `shutdown`.
 pub async fn run_periodically(
     catalog: Arc<dyn Catalog>,
+    commits: Option<SqlCatalogCommits>,
     tables: Vec<(String, String)>,
     config: fjord_config::MaintenanceConfig,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let interval = config.interval();
+    let compact = CompactPolicy {
+        small_file_bytes: config.small_file_bytes(),
+        max_input_bytes: config.compact_max_bytes(),
+        ..CompactPolicy::default()
+    };
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -198,6 +470,33 @@ pub async fn run_periodically(
                 return;
             }
             let (schema, table) = (ident.namespace().to_url_string(), ident.name().to_string());
+            if let Some(commits) = &commits {
+                let started = std::time::Instant::now();
+                match compact_table(&catalog, commits, &ident, compact).await {
+                    Ok(report)
+                        if report.files_merged > 0
+                            || report.manifests_after < report.manifests_before =>
+                    {
+                        tracing::info!(
+                            table = %report.table,
+                            files_merged = report.files_merged,
+                            files_written = report.files_written,
+                            bytes_merged = report.bytes_merged,
+                            bytes_written = report.bytes_written,
+                            partitions = report.partitions,
+                            manifests_before = report.manifests_before,
+                            manifests_after = report.manifests_after,
+                            files_left = report.files_left,
+                            seconds = started.elapsed().as_secs_f64(),
+                            "maintenance: small files merged"
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(%schema, %table, %error, "maintenance: compaction failed")
+                    }
+                }
+            }
             match expire_snapshots(&catalog, &ident, policy).await {
                 Ok(report) if report.snapshots_after < report.snapshots_before => {
                     tracing::info!(
@@ -205,6 +504,7 @@ pub async fn run_periodically(
                         before = report.snapshots_before,
                         after = report.snapshots_after,
                         kept_for_offsets = report.kept_for_offsets,
+                        files_deleted = report.files_deleted,
                         "maintenance: snapshots expired"
                     );
                 }

@@ -111,7 +111,10 @@ impl LakeTable {
         }
     }
 
-    fn from_table(catalog: Arc<dyn Catalog>, table: Table) -> iceberg::Result<LakeTable> {
+    pub(crate) fn from_table(
+        catalog: Arc<dyn Catalog>,
+        table: Table,
+    ) -> iceberg::Result<LakeTable> {
         let arrow_schema = Arc::new(iceberg::arrow::schema_to_arrow_schema(
             table.metadata().current_schema(),
         )?);
@@ -185,6 +188,18 @@ impl LakeTable {
         batches: &[RecordBatch],
         file_prefix: &str,
     ) -> iceberg::Result<Vec<DataFile>> {
+        let batches = futures::stream::iter(batches.iter().cloned().map(Ok));
+        self.write_stream(batches, file_prefix).await
+    }
+
+    /// [`LakeTable::write_files`] for batches that arrive one by one: each is written before
+    /// the next is taken, and files roll over at the table's target file size.
+    pub async fn write_stream(
+        &self,
+        mut batches: impl futures::Stream<Item = iceberg::Result<RecordBatch>> + Unpin,
+        file_prefix: &str,
+    ) -> iceberg::Result<Vec<DataFile>> {
+        use futures::StreamExt;
         let metadata = self.table.metadata();
         let properties = metadata.table_properties()?;
         let schema = metadata.current_schema().clone();
@@ -209,16 +224,16 @@ impl LakeTable {
         let spec = metadata.default_partition_spec().clone();
         if spec.is_unpartitioned() {
             let mut writer = builder.build(None).await?;
-            for batch in batches {
-                writer.write(batch.clone()).await?;
+            while let Some(batch) = batches.next().await {
+                writer.write(batch?).await?;
             }
             writer.close().await
         } else {
             let splitter =
                 RecordBatchPartitionSplitter::try_new_with_computed_values(schema, spec)?;
             let mut writer = FanoutWriter::new(builder);
-            for batch in batches {
-                for (key, part) in splitter.split(batch)? {
+            while let Some(batch) = batches.next().await {
+                for (key, part) in splitter.split(&batch?)? {
                     writer.write(key, part).await?;
                 }
             }

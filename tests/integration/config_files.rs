@@ -89,6 +89,12 @@ fn check_config_accepts_the_reference_file_and_locates_mistakes() -> anyhow::Res
             "at least 1",
         ),
         (
+            "[catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"w\"\n[ingest.kafka]\nbootstrap_servers = \"k:9092\"\n[ingest.maintenance]\nsmall_file_size = \"large\"\n",
+            7,
+            "ingest.maintenance.small_file_size",
+            "not a size",
+        ),
+        (
             "[server.auth.users]\nalice = \"SCRAM-SHA-256$4096:YPgGz8rhfdfsHmC8bgboxA==$DmQaWx9TJ95eVcXWC2ucskPtTysN7JxYnBMCfQrlTDU=:jadGBlg2DyxtYnKsFCmDqCw1RZ/xgD4ufqyU+eFRyy4=\"\nbob = \"hunter2\"\n",
             3,
             "server.auth.users.bob",

@@ -712,6 +712,7 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() -> Result<()> {
     crash_test(
         INTERACTIONS_PIPELINE,
         "",
+        "",
         "iceberg.data_on_eks.cat_interactions_raw",
         interaction,
         events,
@@ -725,6 +726,8 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() -> Result<()> {
 /// tables. Each table keeps its own offsets, reading resumes from the pipeline's, and records
 /// that a table has already are dropped for it. Records rejected by a table's columns must be
 /// dead letters once each: the relation checked is the tables' rows and the dead letters.
+/// The sidecar also compacts its tables every second, so kills land in compactions too, and
+/// compaction snapshots stand between the commits whose offsets the sidecar reads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_while_routing_to_many_tables_loses_and_duplicates_nothing() -> Result<()> {
     let rows_and_letters = format!(
@@ -735,6 +738,7 @@ async fn kill_9_while_routing_to_many_tables_loses_and_duplicates_nothing() -> R
     let fjord = crash_test(
         ROUTED_PIPELINE,
         "max_tables = 5",
+        "[ingest.maintenance]\ninterval = \"1s\"\n",
         &rows_and_letters,
         sometimes_poisoned_interaction,
         200_000,
@@ -759,10 +763,11 @@ async fn kill_9_while_routing_to_many_tables_loses_and_duplicates_nothing() -> R
 /// Produces `events` interactions (`event(i)` each) over about a minute into four partitions
 /// while `fjord ingest` runs `pipeline`, killing it with SIGKILL `kills` times; then checks that
 /// `table` (a relation with `_kafka_partition` and `_kafka_offset`) holds every event exactly
-/// once.
+/// once. `extra` goes into the pipeline's section, `maintenance` (whole sections) at the end.
 async fn crash_test(
     pipeline: (&str, &str, &str),
     extra: &str,
+    maintenance: &str,
     table: &str,
     event: fn(u64) -> (String, Vec<u8>),
     events: u64,
@@ -780,7 +785,7 @@ async fn crash_test(
         "group_id = \"crash\"",
         "group_id = \"crash\"\nsession_timeout_ms = 6000",
     );
-    std::fs::write(&config, text)?;
+    std::fs::write(&config, format!("{text}\n{maintenance}"))?;
     let bootstrap = kafka.bootstrap.clone();
     let producer_task = tokio::spawn(async move {
         let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
@@ -1180,7 +1185,14 @@ async fn maintain_expires_snapshots_but_keeps_the_ones_holding_the_offsets() -> 
 
     let dry = run_maintain(
         &config,
-        &["--older-than", "0s", "--retain-last", "1", "--dry-run"],
+        &[
+            "--older-than",
+            "0s",
+            "--retain-last",
+            "1",
+            "--dry-run",
+            "--no-compact",
+        ],
     )?;
     let line = dry
         .lines()
@@ -1193,7 +1205,10 @@ async fn maintain_expires_snapshots_but_keeps_the_ones_holding_the_offsets() -> 
         .context("a snapshot count")?
         .parse()?;
     assert!(before >= 7, "{line}");
-    let done = run_maintain(&config, &["--older-than", "0s", "--retain-last", "1"])?;
+    let done = run_maintain(
+        &config,
+        &["--older-than", "0s", "--retain-last", "1", "--no-compact"],
+    )?;
     assert!(
         done.contains(&format!(
             "data_on_eks.cat_interactions_raw: {before} snapshots -> 3 (newest 3 kept"
@@ -1210,6 +1225,7 @@ async fn maintain_expires_snapshots_but_keeps_the_ones_holding_the_offsets() -> 
             "1",
             "--table",
             "data_on_eks.cat_interactions_raw",
+            "--no-compact",
         ],
     )?;
     assert!(again.contains("3 snapshots -> 3"), "{again}");
@@ -1232,6 +1248,227 @@ async fn maintain_expires_snapshots_but_keeps_the_ones_holding_the_offsets() -> 
     // Mistakes are refused with the reason.
     let bad = run_maintain(&config, &["--older-than", "soon"]).unwrap_err();
     assert!(bad.to_string().contains("--older-than `soon`"), "{bad}");
+    Ok(())
+}
+
+/// What PyIceberg reads of the interactions table of `fjord`'s catalog (see
+/// `python/pyiceberg_check.py`).
+async fn pyiceberg_view(fjord: &Fjord) -> Result<serde_json::Value> {
+    let venv = fjord_tests::test_venv()?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/pyiceberg_check.py");
+    let directory = fjord.directory.path();
+    let output = tokio::process::Command::new(venv.join("bin/python"))
+        .arg(script)
+        .arg("iceberg")
+        .arg(directory.join("catalog.db"))
+        .arg(directory.join("warehouse"))
+        .arg(INTERACTIONS_PIPELINE.2)
+        .output()
+        .await?;
+    anyhow::ensure!(
+        output.status.success(),
+        "PyIceberg could not read the table: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
+/// The Parquet files under a table's directory in the warehouse, live or not.
+fn parquet_files_on_disk(fjord: &Fjord, table: &str) -> Result<usize> {
+    fn walk(dir: &Path, found: &mut usize) -> Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                walk(&path, found)?;
+            } else if path.extension().is_some_and(|ext| ext == "parquet") {
+                *found += 1;
+            }
+        }
+        Ok(())
+    }
+    let (schema, name) = table.split_once('.').context("schema.table")?;
+    let mut found = 0;
+    walk(
+        &fjord
+            .directory
+            .path()
+            .join("warehouse")
+            .join(schema)
+            .join(name),
+        &mut found,
+    )?;
+    Ok(found)
+}
+
+/// The figures of `fjord maintain`'s compaction line for the interactions table.
+#[derive(Debug)]
+struct CompactLine {
+    merged: usize,
+    partitions: usize,
+    written: usize,
+    manifests_before: usize,
+    manifests_after: usize,
+}
+
+impl CompactLine {
+    fn find(output: &str) -> Result<CompactLine> {
+        let line = output
+            .lines()
+            .find(|line| {
+                line.starts_with("data_on_eks.cat_interactions_raw:")
+                    && line.contains("small files")
+            })
+            .with_context(|| format!("no compaction report in {output:?}"))?;
+        // "t: 8 small files (77.3 KiB) in 2 partitions -> 2 files (40.1 KiB); data manifests 7 -> 1"
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let before = |word: &str| -> Result<usize> {
+            let at = words
+                .iter()
+                .position(|w| w.trim_end_matches(';') == word)
+                .with_context(|| format!("no `{word}` in {line}"))?;
+            Ok(words[at - 1].parse()?)
+        };
+        let manifests = words
+            .iter()
+            .position(|w| *w == "manifests")
+            .with_context(|| format!("no manifests in {line}"))?;
+        Ok(CompactLine {
+            merged: before("small")?,
+            partitions: before("partitions")?,
+            written: words[words.iter().position(|w| *w == "->").context("->")? + 1].parse()?,
+            manifests_before: words[manifests + 1].parse()?,
+            manifests_after: words[manifests + 3].trim_end_matches(';').parse()?,
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintain_merges_small_files_while_the_sidecar_keeps_landing() -> Result<()> {
+    let kafka = Kafka::start().await?;
+    kafka.create_topic("cat-interactions", 2).await?;
+    let fjord = Fjord::start("").await?;
+    let config = ingest_config(&fjord, &kafka, "compact", &[INTERACTIONS_PIPELINE], "")?;
+    let table = format!("iceberg.{}", INTERACTIONS_PIPELINE.2);
+    let count_sql = format!("SELECT count(*) FROM {table}");
+    let rows_sql = format!(
+        "SELECT _kafka_partition, _kafka_offset, event_id, event_time, visitor_id, cat_id, \
+         interaction_type, duration_seconds, _kafka_timestamp FROM {table} ORDER BY 1, 2"
+    );
+    let client = fjord.connect().await?;
+    let sidecar = start_sidecar(&config, &[]).await?;
+    // Six commits over three days of event time: 3 files for day 1, 4 for day 2, 1 for day 3.
+    land_in_commits(&kafka, &fjord, 6, 500).await?;
+    let rows_before = query_text(&client, &rows_sql).await?;
+    assert_eq!(rows_before.len(), 3000);
+
+    // The sidecar is running (idle) while its table is compacted.
+    let dry = run_maintain(&config, &["--dry-run", "--retain-last", "1000"])?;
+    let planned = CompactLine::find(&dry)?;
+    // Days 1 and 2 have several files each (how many depends on how the commits fell).
+    assert!(planned.merged >= 7 && planned.partitions >= 2, "{dry}");
+    assert_eq!(planned.written, 0, "{dry}");
+    assert!(dry.contains("(dry run)"), "{dry}");
+    assert!(
+        query_text(&client, &rows_sql).await? == rows_before,
+        "a dry run changed rows"
+    );
+    let done = CompactLine::find(&run_maintain(&config, &["--retain-last", "1000"])?)?;
+    assert_eq!(done.merged, planned.merged, "{done:?}");
+    assert_eq!(done.written, done.partitions, "{done:?}");
+    assert!(done.manifests_before >= 6, "{done:?}");
+    assert_eq!(done.manifests_after, 1, "{done:?}");
+    // Every row is there once, with every value as it was.
+    assert!(
+        query_text(&client, &rows_sql).await? == rows_before,
+        "compaction changed rows"
+    );
+    let seen = pyiceberg_view(&fjord).await?;
+    assert_eq!(seen["operation"], "replace", "{seen}");
+    assert_eq!(seen["rows"], 3000, "{seen}");
+    assert_eq!(seen["distinct_offsets"], 3000, "{seen}");
+    assert_eq!(seen["data_files"], 3, "{seen}");
+    assert_eq!(seen["codecs"], serde_json::json!(["ZSTD"]), "{seen}");
+    // Nothing is left to merge: day 3 has one file.
+    let again = CompactLine::find(&run_maintain(&config, &["--retain-last", "1000"])?)?;
+    assert_eq!((again.merged, again.manifests_after), (0, 1), "{again:?}");
+
+    // The sidecar lands on top of the compacted table, and goes on landing while compaction
+    // runs again and again beside it.
+    let producer = {
+        let producer = kafka.producer()?;
+        tokio::spawn(async move {
+            for chunk in 0..10u64 {
+                let events: Vec<_> = (3000 + chunk * 300..3000 + (chunk + 1) * 300)
+                    .map(interaction)
+                    .collect();
+                produce_with(&producer, "cat-interactions", &events).await?;
+                tokio::time::sleep(Duration::from_millis(700)).await;
+            }
+            anyhow::Ok(())
+        })
+    };
+    for _ in 0..4 {
+        run_maintain(&config, &["--retain-last", "1000"])?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    producer.await??;
+    wait_for_count(&fjord, &count_sql, 6000, Duration::from_secs(60)).await?;
+    run_maintain(&config, &["--retain-last", "1000"])?;
+    let distinct = query_text(
+        &client,
+        &format!(
+            "SELECT count(*) FROM (SELECT DISTINCT _kafka_partition, _kafka_offset FROM {table})"
+        ),
+    )
+    .await?;
+    assert_eq!(distinct[0][0], "6000");
+    let first: Vec<Vec<String>> = query_text(&client, &rows_sql)
+        .await?
+        .into_iter()
+        .filter(|row| row[2][2..].parse::<u64>().is_ok_and(|n| n < 3000))
+        .collect();
+    assert!(first == rows_before, "the first 3000 events' rows changed");
+    // The newest snapshot is the sidecar's again.
+    let events: Vec<_> = (6000..6100).map(interaction).collect();
+    kafka.produce("cat-interactions", &events).await?;
+    wait_for_count(&fjord, &count_sql, 6100, Duration::from_secs(60)).await?;
+    sidecar.stop().await?;
+
+    // Expiry deletes the files compaction replaced once no snapshot left reads them: here only
+    // the newest snapshot stays (it holds the offsets), so only its files stay on disk.
+    let on_disk = parquet_files_on_disk(&fjord, INTERACTIONS_PIPELINE.2)?;
+    let expired = run_maintain(
+        &config,
+        &["--older-than", "0s", "--retain-last", "1", "--no-compact"],
+    )?;
+    assert!(expired.contains("-> 1 (newest 1 kept"), "{expired}");
+    let deleted: usize = expired
+        .split(';')
+        .nth(1)
+        .and_then(|part| part.split_whitespace().next())
+        .with_context(|| format!("no deleted count in {expired:?}"))?
+        .parse()?;
+    let seen = pyiceberg_view(&fjord).await?;
+    assert_eq!(seen["rows"], 6100, "{seen}");
+    assert_eq!(seen["distinct_offsets"], 6100, "{seen}");
+    let live = seen["data_files"].as_u64().context("a file count")? as usize;
+    assert!(deleted > 0, "{expired}");
+    assert_eq!(on_disk - deleted, live, "{expired}");
+    assert_eq!(
+        parquet_files_on_disk(&fjord, INTERACTIONS_PIPELINE.2)?,
+        live
+    );
+    assert_eq!(query_text(&client, &count_sql).await?[0][0], "6100");
+
+    // A restarted sidecar finds its offsets behind the compaction snapshots: nothing twice.
+    let sidecar = start_sidecar(&config, &[]).await?;
+    let events: Vec<_> = (6100..6200).map(interaction).collect();
+    kafka.produce("cat-interactions", &events).await?;
+    wait_for_count(&fjord, &count_sql, 6200, Duration::from_secs(60)).await?;
+    sidecar.stop().await?;
+    // Mistakes are refused with the reason.
+    let bad = run_maintain(&config, &["--small-file-size", "big"]).unwrap_err();
+    assert!(bad.to_string().contains("--small-file-size `big`"), "{bad}");
     Ok(())
 }
 
@@ -1298,18 +1535,22 @@ async fn the_sidecar_expires_old_snapshots_by_itself() -> Result<()> {
     let count_sql = "SELECT count(*) FROM iceberg.data_on_eks.cat_interactions_raw";
     let sidecar = start_sidecar(&config, &[]).await?;
     land_in_commits(&kafka, &fjord, 6, 100).await?;
-    // Six commits made six snapshots; the sidecar keeps the newest two.
+    // Six commits made six snapshots and six small files; the sidecar keeps the newest two
+    // snapshots and merges the files.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let report = run_maintain(
             &config,
             &["--dry-run", "--table", "data_on_eks.cat_interactions_raw"],
         )?;
-        if report.contains("data_on_eks.cat_interactions_raw: 2 snapshots") {
+        // It merges the six small files of day 1 by itself as well.
+        if report.contains("data_on_eks.cat_interactions_raw: 2 snapshots")
+            && CompactLine::find(&report)?.merged == 0
+        {
             break;
         }
         if Instant::now() > deadline {
-            bail!("the sidecar did not expire snapshots: {report}");
+            bail!("the sidecar did not expire snapshots and merge files: {report}");
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

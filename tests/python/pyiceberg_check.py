@@ -25,7 +25,8 @@ offsets = rows.select(["_kafka_partition", "_kafka_offset"]).to_pylist()
 current = table.current_snapshot()
 # The compression codecs of the data files' column chunks, as the Parquet footers say.
 codecs = set()
-for task in table.scan().plan_files():
+tasks = list(table.scan().plan_files())
+for task in tasks:
     metadata = pq.ParquetFile(urlparse(task.file.file_path).path).metadata
     for group in range(metadata.num_row_groups):
         for column in range(metadata.num_columns):
@@ -37,7 +38,9 @@ print(
             "distinct_offsets": len({(o["_kafka_partition"], o["_kafka_offset"]) for o in offsets}),
             "columns": rows.schema.names,
             "partition_fields": [str(field.transform) for field in table.spec().fields],
-            "snapshot_offsets": json.loads(current.summary["fjord.kafka.offsets"]),
+            "snapshot_offsets": json.loads(current.summary.get("fjord.kafka.offsets") or "null"),
+            "operation": current.summary.operation.value,
+            "data_files": len(tasks),
             "snapshots": len(table.snapshots()),
             "codecs": sorted(codecs),
         }

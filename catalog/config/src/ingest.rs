@@ -28,9 +28,10 @@ pub struct IngestConfig {
     pub maintenance: MaintenanceConfig,
 }
 
-/// `[ingest.maintenance]`: every `interval`, the sidecar expires the snapshots of its tables
-/// (and their dead-letter tables) older than `expire_older_than`, keeping the newest
-/// `retain_last` and every snapshot its Kafka offsets are read from (as `fjord maintain` does).
+/// `[ingest.maintenance]`: every `interval`, the sidecar merges the small data files of its
+/// tables (and their dead-letter tables) when `compact` is on, then expires snapshots older
+/// than `expire_older_than`, keeping the newest `retain_last` and every snapshot its Kafka
+/// offsets are read from (as `fjord maintain` does).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MaintenanceConfig {
@@ -42,6 +43,14 @@ pub struct MaintenanceConfig {
     pub expire_older_than: String,
     #[serde(default = "default_retain_last")]
     pub retain_last: usize,
+    /// Merge each partition's data files smaller than `small_file_size` (SQL catalogs only).
+    #[serde(default = "default_true")]
+    pub compact: bool,
+    #[serde(default = "default_small_file_size")]
+    pub small_file_size: String,
+    /// At most this much of small files is merged per table and run.
+    #[serde(default = "default_compact_max_bytes")]
+    pub compact_max_bytes: String,
 }
 
 impl Default for MaintenanceConfig {
@@ -51,25 +60,43 @@ impl Default for MaintenanceConfig {
             interval: default_maintenance_interval(),
             expire_older_than: default_expire_older_than(),
             retain_last: default_retain_last(),
+            compact: true,
+            small_file_size: default_small_file_size(),
+            compact_max_bytes: default_compact_max_bytes(),
         }
     }
 }
 
 impl MaintenanceConfig {
     pub fn interval(&self) -> Duration {
-        parse_duration(&self.interval).unwrap_or(Duration::from_secs(3600))
+        parse_duration(&self.interval).unwrap_or(Duration::from_secs(600))
     }
 
     pub fn expire_older_than(&self) -> Duration {
         parse_duration(&self.expire_older_than).unwrap_or(Duration::from_secs(86400))
     }
+
+    pub fn small_file_bytes(&self) -> u64 {
+        crate::parse_size(&self.small_file_size).unwrap_or(32 << 20) as u64
+    }
+
+    pub fn compact_max_bytes(&self) -> u64 {
+        crate::parse_size(&self.compact_max_bytes).unwrap_or(2 << 30) as u64
+    }
+}
+
+fn default_small_file_size() -> String {
+    "32MB".into()
+}
+fn default_compact_max_bytes() -> String {
+    "2GB".into()
 }
 
 fn default_true() -> bool {
     true
 }
 fn default_maintenance_interval() -> String {
-    "1h".into()
+    "10m".into()
 }
 fn default_expire_older_than() -> String {
     "1d".into()
@@ -645,6 +672,17 @@ impl IngestConfig {
                 "ingest.maintenance.retain_last".into(),
                 "must be at least 1: the current snapshot always stays".into(),
             ));
+        }
+        for (field, value) in [
+            ("small_file_size", &maintenance.small_file_size),
+            ("compact_max_bytes", &maintenance.compact_max_bytes),
+        ] {
+            if crate::parse_size(value).is_none_or(|bytes| bytes == 0) {
+                return Err((
+                    format!("ingest.maintenance.{field}"),
+                    format!("`{value}` is not a size such as \"32MB\""),
+                ));
+            }
         }
         let mut tables: BTreeMap<&str, &str> = BTreeMap::new();
         for (name, pipeline) in &self.pipelines {

@@ -8,6 +8,7 @@
 
 mod build;
 mod current_state;
+pub mod rewrite;
 mod scan;
 mod single_table;
 mod statistics;

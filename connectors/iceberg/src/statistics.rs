@@ -45,8 +45,10 @@ static CACHE: LazyLock<Mutex<HashMap<String, Arc<ManifestStats>>>> = LazyLock::n
 /// that planning a scan of an unchanged table reads no file at all; starts over at this many.
 const CACHED_SNAPSHOTS: usize = 256;
 
-static SNAPSHOTS: LazyLock<Mutex<HashMap<String, Arc<Vec<Arc<ManifestStats>>>>>> =
-    LazyLock::new(Mutex::default);
+/// Every data manifest's statistics of one snapshot.
+type SnapshotStats = Arc<Vec<Arc<ManifestStats>>>;
+
+static SNAPSHOTS: LazyLock<Mutex<HashMap<String, SnapshotStats>>> = LazyLock::new(Mutex::default);
 
 /// Statistics for each field of `schema` (top-level columns of `table`, by name) over the data
 /// files of `tasks`; unknown for a column some file has no bounds for, and for all columns
@@ -178,7 +180,7 @@ fn scalar(datum: &Datum, data_type: &DataType) -> Option<ScalarValue> {
 }
 
 /// What every data manifest of the table's current snapshot records about its files.
-async fn file_stats(table: &Table) -> iceberg::Result<Arc<Vec<Arc<ManifestStats>>>> {
+async fn file_stats(table: &Table) -> iceberg::Result<SnapshotStats> {
     let Some(snapshot) = table.metadata().current_snapshot() else {
         return Ok(Arc::default());
     };
@@ -200,7 +202,7 @@ async fn file_stats(table: &Table) -> iceberg::Result<Arc<Vec<Arc<ManifestStats>
         .filter(|manifest| manifest.content == ManifestContentType::Data)
         .cloned()
         .collect();
-    let stats: Arc<Vec<Arc<ManifestStats>>> = Arc::new(
+    let stats: SnapshotStats = Arc::new(
         futures::stream::iter(manifests)
             .map(|manifest| manifest_stats(file_io.clone(), manifest))
             .buffer_unordered(CONCURRENT_READS)

@@ -80,8 +80,9 @@ enum Command {
         #[arg(long)]
         http_listen: Option<String>,
     },
-    /// Expire old snapshots of Iceberg tables. Snapshots the ingest sidecar needs to find its
-    /// Kafka offsets are always kept; data files are not touched (see docs/ingest.md).
+    /// Merge small data files of Iceberg tables and expire old snapshots. Snapshots the ingest
+    /// sidecar needs to find its Kafka offsets are always kept; data files that compaction
+    /// replaced are deleted once no snapshot left reads them (see docs/ingest.md).
     Maintain {
         #[arg(long, short, env = "FJORD_CONFIG")]
         config: Option<PathBuf>,
@@ -97,7 +98,16 @@ enum Command {
         /// Always keep this many of the newest snapshots of each table.
         #[arg(long, default_value_t = 100)]
         retain_last: usize,
-        /// Report what would be expired without committing anything.
+        /// Merge each partition's data files smaller than this (a size such as 32MB).
+        #[arg(long, default_value = "32MB")]
+        small_file_size: String,
+        /// Merge at most this much of small files per table and run.
+        #[arg(long, default_value = "2GB")]
+        compact_max_bytes: String,
+        /// Only expire snapshots; merge no files (the only choice for REST catalogs).
+        #[arg(long)]
+        no_compact: bool,
+        /// Report what would be merged and expired without writing anything.
         #[arg(long)]
         dry_run: bool,
     },
@@ -185,8 +195,25 @@ pub fn main() -> ExitCode {
                 tables,
                 older_than,
                 retain_last,
+                small_file_size,
+                compact_max_bytes,
+                no_compact,
                 dry_run,
-            } => maintain(config, catalog, tables, &older_than, retain_last, dry_run).await,
+            } => {
+                let compact = (!no_compact)
+                    .then(|| compact_policy(&small_file_size, &compact_max_bytes, dry_run))
+                    .transpose()?;
+                maintain(
+                    config,
+                    catalog,
+                    tables,
+                    &older_than,
+                    retain_last,
+                    compact,
+                    dry_run,
+                )
+                .await
+            }
             Command::Load {
                 config,
                 table,
@@ -278,15 +305,35 @@ async fn load(path: Option<PathBuf>, table: &str, files: &[PathBuf]) -> anyhow::
     Ok(ExitCode::SUCCESS)
 }
 
+fn compact_policy(
+    small_file_size: &str,
+    max_bytes: &str,
+    dry_run: bool,
+) -> anyhow::Result<fjord_ingest::maintain::CompactPolicy> {
+    let size = |flag: &str, text: &str| {
+        fjord_config::parse_size(text)
+            .filter(|bytes| *bytes > 0)
+            .map(|bytes| bytes as u64)
+            .ok_or_else(|| anyhow::anyhow!("{flag} `{text}` is not a size such as 32MB"))
+    };
+    Ok(fjord_ingest::maintain::CompactPolicy {
+        small_file_bytes: size("--small-file-size", small_file_size)?,
+        max_input_bytes: size("--compact-max-bytes", max_bytes)?,
+        dry_run,
+        ..Default::default()
+    })
+}
+
 async fn maintain(
     path: Option<PathBuf>,
     catalog: Option<String>,
     tables: Vec<String>,
     older_than: &str,
     retain_last: usize,
+    compact: Option<fjord_ingest::maintain::CompactPolicy>,
     dry_run: bool,
 ) -> anyhow::Result<ExitCode> {
-    use fjord_ingest::maintain::{ExpirePolicy, expire_in_catalog};
+    use fjord_ingest::maintain::{ExpirePolicy, maintain_catalog};
     let config = load_config(path.as_ref())?;
     let age = fjord_config::parse_duration(older_than).ok_or_else(|| {
         anyhow::anyhow!("--older-than `{older_than}` is not a duration such as 12h or 7d")
@@ -295,17 +342,40 @@ async fn maintain(
         anyhow::bail!("--retain-last must be at least 1");
     }
     let policy = ExpirePolicy::older_than(age, retain_last, dry_run);
-    let results = expire_in_catalog(&config, catalog.as_deref(), &tables, policy).await?;
+    let results = maintain_catalog(&config, catalog.as_deref(), &tables, compact, policy).await?;
+    let dry = if dry_run { " (dry run)" } else { "" };
     let mut failed = false;
     for (table, result) in results {
         match result {
-            Ok(report) => println!(
-                "{table}: {} snapshots -> {}{} (newest {} kept for the Kafka offsets)",
-                report.snapshots_before,
-                report.snapshots_after,
-                if dry_run { " (dry run)" } else { "" },
-                report.kept_for_offsets
-            ),
+            Ok(report) => {
+                if let Some(merged) = report.compacted {
+                    println!(
+                        "{table}: {} small files ({}) in {} partitions -> {} files ({}); \
+                         data manifests {} -> {}{dry}{}",
+                        merged.files_merged,
+                        human_bytes(merged.bytes_merged),
+                        merged.partitions,
+                        merged.files_written,
+                        human_bytes(merged.bytes_written),
+                        merged.manifests_before,
+                        merged.manifests_after,
+                        if merged.files_left > 0 {
+                            format!("; {} small files left for the next run", merged.files_left)
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
+                let expired = report.expired;
+                println!(
+                    "{table}: {} snapshots -> {}{dry} (newest {} kept for the Kafka offsets); \
+                     {} replaced data files deleted",
+                    expired.snapshots_before,
+                    expired.snapshots_after,
+                    expired.kept_for_offsets,
+                    expired.files_deleted
+                );
+            }
             Err(error) => {
                 failed = true;
                 eprintln!("error: {table}: {error}");
@@ -317,6 +387,15 @@ async fn maintain(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn human_bytes(bytes: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    if bytes as f64 >= MIB {
+        format!("{:.1} MiB", bytes as f64 / MIB)
+    } else {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    }
 }
 
 /// SIGINT or SIGTERM cancels `shutdown` (a graceful stop); a second one exits at once.
