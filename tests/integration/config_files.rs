@@ -143,6 +143,12 @@ fn check_config_accepts_the_reference_file_and_locates_mistakes() -> anyhow::Res
             "could name `s.orders_raw`, the table of pipeline `orders`",
         ),
         (
+            "[catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"w\"\n[ingest.kafka]\nbootstrap_servers = \"k:9092\"\n[ingest.pipelines.kinds]\ntopics = [\"a\"]\ntable = \"s.{kind}_events\"\ndead_letter_table = \"dl.letters\"\n[ingest.pipelines.plays]\ntopics = [\"p\"]\ntable = \"s.play_{source}\"\ndead_letter_table = \"dl.letters\"\n",
+            8,
+            "ingest.pipelines.kinds.table",
+            "pipeline `plays`'s `s.play_{source}` could name the same table",
+        ),
+        (
             "[server.auth]\nmethod = \"md5\"\n",
             2,
             "server.auth.method",

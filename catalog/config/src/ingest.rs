@@ -366,6 +366,100 @@ impl TableTemplate {
     }
 }
 
+impl TableTemplate {
+    /// Whether some table name fits both templates (so that two pipelines could write one
+    /// table). Each template is read as a pattern of characters, a placeholder being one or
+    /// more of `[a-z0-9_]`; the patterns' product is searched for a common match.
+    pub fn overlaps(&self, other: &TableTemplate) -> bool {
+        #[derive(Clone, Copy)]
+        enum Atom {
+            Char(char),
+            /// One route character.
+            One,
+            /// Any number of route characters.
+            Many,
+        }
+        fn atoms(template: &TableTemplate) -> Vec<Atom> {
+            let mut atoms = Vec::new();
+            for part in &template.parts {
+                match part {
+                    TemplatePart::Literal(text) => atoms.extend(text.chars().map(Atom::Char)),
+                    TemplatePart::Field(_) => atoms.extend([Atom::One, Atom::Many]),
+                }
+            }
+            atoms
+        }
+        fn accepts(atom: Atom, c: char) -> bool {
+            match atom {
+                Atom::Char(x) => x == c,
+                Atom::One | Atom::Many => is_route_char(c),
+            }
+        }
+        /// The positions reachable from `at` without reading (past `Many` atoms).
+        fn closure(atoms: &[Atom], mut at: usize) -> Vec<usize> {
+            let mut positions = vec![at];
+            while let Some(Atom::Many) = atoms.get(at) {
+                at += 1;
+                positions.push(at);
+            }
+            positions
+        }
+        let (a, b) = (atoms(self), atoms(other));
+        // Characters that can tell patterns apart: every literal one, and one route character
+        // that no literal has (all such behave alike).
+        let mut alphabet: Vec<char> = self
+            .parts
+            .iter()
+            .chain(&other.parts)
+            .filter_map(|part| match part {
+                TemplatePart::Literal(text) => Some(text.chars()),
+                TemplatePart::Field(_) => None,
+            })
+            .flatten()
+            .collect();
+        if let Some(fresh) = ('a'..='z')
+            .chain('0'..='9')
+            .chain(['_'])
+            .find(|c| !alphabet.contains(c))
+        {
+            alphabet.push(fresh);
+        }
+        alphabet.sort_unstable();
+        alphabet.dedup();
+        let mut seen = std::collections::HashSet::new();
+        let mut pending = Vec::new();
+        for p in closure(&a, 0) {
+            for q in closure(&b, 0) {
+                pending.push((p, q));
+            }
+        }
+        while let Some((p, q)) = pending.pop() {
+            if !seen.insert((p, q)) {
+                continue;
+            }
+            if p == a.len() && q == b.len() {
+                return true;
+            }
+            let (Some(&x), Some(&y)) = (a.get(p), b.get(q)) else {
+                continue;
+            };
+            for &c in &alphabet {
+                if accepts(x, c) && accepts(y, c) {
+                    // `Many` stays where it is after reading.
+                    let next_p = if matches!(x, Atom::Many) { p } else { p + 1 };
+                    let next_q = if matches!(y, Atom::Many) { q } else { q + 1 };
+                    for p in closure(&a, next_p) {
+                        for q in closure(&b, next_q) {
+                            pending.push((p, q));
+                        }
+                    }
+                }
+            }
+        }
+        false
+    }
+}
+
 fn is_route_char(c: char) -> bool {
     c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'
 }
@@ -567,6 +661,20 @@ impl IngestConfig {
                     taken.push((landing, "the table of"));
                 }
                 taken.push((named, "the table of"));
+            }
+            if other_name != name
+                && let Some(other_route) = other.route()
+                && other.table_parts().0 == schema
+                && route.overlaps(&other_route)
+            {
+                return Err((
+                    format!("ingest.pipelines.{name}.table"),
+                    format!(
+                        "`{}` and pipeline `{other_name}`'s `{}` could name the same table; \
+                         give one of them another schema, or text the other's names cannot have",
+                        pipeline.table, other.table
+                    ),
+                ));
             }
             for ((taken_schema, taken_table), what) in taken {
                 if taken_schema == schema && route.matches(&taken_table) {
@@ -841,6 +949,29 @@ mod tests {
             Ok(("identity".into(), "cat_id".into()))
         );
         assert!(parse_partition_field("week(event_time)").is_err());
+    }
+
+    #[test]
+    fn templates_overlap_when_one_name_fits_both() {
+        let template = |text: &str| TableTemplate::parse(text).unwrap().unwrap();
+        let overlap = |a: &str, b: &str| {
+            let (a, b) = (template(a), template(b));
+            assert_eq!(a.overlaps(&b), b.overlaps(&a), "not symmetric");
+            a.overlaps(&b)
+        };
+        // `play_events` fits both.
+        assert!(overlap("{kind}_events", "play_{x}"));
+        assert!(overlap("{a}_{b}", "{c}"));
+        assert!(overlap("{kind}_events", "{kind}_events"));
+        assert!(overlap("x{a}y", "{b}y"));
+        // No name ends in both `_events` and `_raw`; `{kind}` is never empty.
+        assert!(!overlap("{kind}_events", "{kind}_raw"));
+        assert!(overlap("raw_{kind}", "{kind}"));
+        assert!(!overlap("x-{kind}", "{kind}"));
+        assert!(!overlap("a{x}", "b{x}"));
+        // A placeholder never yields `-`.
+        assert!(!overlap("{a}-x", "{b}_x"));
+        assert!(overlap("{a}_x", "{b}_x"));
     }
 
     #[test]
