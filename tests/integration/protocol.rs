@@ -449,6 +449,11 @@ async fn result_types_and_time_zone_text_match_postgres() -> anyhow::Result<()> 
         "SELECT * FROM (VALUES (1, 'a'), (2, 'b')) v(id, name)",
         "SELECT x FROM (SELECT 2 AS x UNION ALL SELECT 3) s ORDER BY 1",
         "SELECT count(*), sum(x) FROM (SELECT 1 AS x) s",
+        "SELECT sum(x), sum(x) AS total, sum(DISTINCT x) FROM (SELECT 5::bigint AS x) s",
+        "SELECT k, sum(x) FROM (SELECT 1 AS k, 5::bigint AS x) s GROUP BY k HAVING sum(x) > 1",
+        // Integers summed: bigint, however DataFusion types the literals inside.
+        "SELECT sum(CASE WHEN x > 1 THEN 1 ELSE 0 END), sum(y + 1), sum(3000000000) \
+         FROM (SELECT 5::bigint AS x, 2 AS y) s",
         "SELECT now(), TIMESTAMPTZ '2026-11-01 10:00:00+02', TIMESTAMP '2026-11-01 10:00:00'",
     ];
     for sql in typed {
@@ -469,6 +474,21 @@ async fn result_types_and_time_zone_text_match_postgres() -> anyhow::Result<()> 
         query_text(&fjord_client, "SELECT 50000 * 50000").await?[0][0],
         "2500000000"
     );
+    // A bigint sum past the bigint range is a numeric, as in Postgres (DataFusion alone would
+    // wrap it around to a negative number).
+    let big_sums = [
+        "SELECT sum(x), sum(x) - 1, sum(x) > 0 FROM (VALUES (9223372036854775807::bigint), \
+         (9223372036854775807::bigint), (5::bigint)) v(x)",
+        "SELECT k, sum(x) AS total FROM (VALUES (1, 9223372036854775807::bigint), \
+         (1, 1::bigint), (2, -3::bigint)) v(k, x) GROUP BY k HAVING sum(x) <> 0 ORDER BY k",
+    ];
+    for sql in big_sums {
+        assert_eq!(
+            query_text(&fjord_client, sql).await?,
+            query_text(&postgres_client, sql).await?,
+            "{sql}"
+        );
+    }
 
     // TIMESTAMPTZ literals and now() follow the session's TimeZone as in Postgres: a literal
     // without an offset is read in that zone, and results are written in it.

@@ -212,5 +212,16 @@ async fn the_daily_summary_is_built_with_ctas_and_insert_select() -> anyhow::Res
     )
     .await?;
     assert_eq!(totals, direct);
+    // A bigint sum is a numeric (as in Postgres); inserted into a bigint column it is cast back,
+    // as Postgres's assignment cast does.
+    client
+        .batch_execute(
+            "CREATE TABLE iceberg.analytics.totals AS SELECT CAST(0 AS BIGINT) AS total WHERE false;
+             INSERT INTO iceberg.analytics.totals
+             SELECT sum(CAST(interaction_count AS BIGINT)) FROM iceberg.analytics.daily_cat_summary",
+        )
+        .await?;
+    let stored = query_text(&client, "SELECT total FROM iceberg.analytics.totals").await?;
+    assert_eq!(stored[0][0], direct[0][0]);
     fjord.stop().await
 }

@@ -12,6 +12,7 @@ mod constant_plans;
 mod cursors;
 mod error;
 mod int4_literals;
+mod numeric_sums;
 mod pg_catalog;
 mod pg_catalog_tables;
 pub mod pg_text;
@@ -123,6 +124,7 @@ impl Engine {
         };
         let mut analyzer_rules = datafusion::optimizer::Analyzer::new().rules;
         analyzer_rules.insert(0, Arc::new(untyped_literals::UntypedLiterals));
+        analyzer_rules.insert(1, Arc::new(numeric_sums::NumericSums));
         analyzer_rules.push(Arc::new(pg_text::TextCasts));
         let state = SessionStateBuilder::new()
             .with_config(config)
