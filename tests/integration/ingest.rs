@@ -1673,23 +1673,7 @@ async fn pyiceberg_reads_what_the_sidecar_landed() -> Result<()> {
     land_in_commits(&kafka, &fjord, 3, 1000).await?;
     sidecar.stop().await?;
 
-    let venv = fjord_tests::test_venv()?;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/pyiceberg_check.py");
-    let directory = fjord.directory.path();
-    let output = tokio::process::Command::new(venv.join("bin/python"))
-        .arg(script)
-        .arg("iceberg")
-        .arg(directory.join("catalog.db"))
-        .arg(directory.join("warehouse"))
-        .arg("data_on_eks.cat_interactions_raw")
-        .output()
-        .await?;
-    anyhow::ensure!(
-        output.status.success(),
-        "PyIceberg could not read the table: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let seen: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let seen = pyiceberg_view(&fjord).await?;
     assert_eq!(seen["rows"], 3000, "{seen}");
     assert_eq!(seen["distinct_offsets"], 3000, "{seen}");
     assert_eq!(
