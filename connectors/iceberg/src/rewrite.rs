@@ -218,8 +218,7 @@ async fn stage(table: &Table, rewrite: &Rewrite) -> Result<Staged> {
         };
     };
     let file_io = table.file_io();
-    let bytes = file_io.new_input(parent.manifest_list())?.read().await?;
-    let list = ManifestList::parse_with_version(&bytes, FormatVersion::V2)?;
+    let list = manifest_list(table, parent).await?;
     let snapshot_id = new_snapshot_id(metadata);
     let sequence_number = metadata.next_sequence_number();
     let schema = metadata.current_schema().clone();
@@ -404,8 +403,7 @@ pub async fn files_removed_by(table: &Table, snapshot: &Snapshot) -> Result<Vec<
         return Ok(Vec::new());
     }
     let file_io = table.file_io();
-    let bytes = file_io.new_input(snapshot.manifest_list())?.read().await?;
-    let list = ManifestList::parse_with_version(&bytes, table.metadata().format_version())?;
+    let list = manifest_list(table, snapshot).await?;
     let mut removed = Vec::new();
     for manifest in list
         .entries()
@@ -432,15 +430,20 @@ pub async fn data_manifest_count(table: &Table) -> Result<usize> {
     let Some(snapshot) = table.metadata().current_snapshot() else {
         return Ok(0);
     };
-    let bytes = table
-        .file_io()
-        .new_input(snapshot.manifest_list())?
-        .read()
-        .await?;
-    let list = ManifestList::parse_with_version(&bytes, table.metadata().format_version())?;
+    let list = manifest_list(table, snapshot).await?;
     Ok(list
         .entries()
         .iter()
         .filter(|manifest| manifest.content == ManifestContentType::Data)
         .count())
+}
+
+/// The manifest list of `snapshot`, one of `table`'s (unencrypted: fjord writes none).
+pub(crate) async fn manifest_list(table: &Table, snapshot: &Snapshot) -> Result<ManifestList> {
+    let bytes = table
+        .file_io()
+        .new_input(snapshot.manifest_list())?
+        .read()
+        .await?;
+    ManifestList::parse_with_version(&bytes, table.metadata().format_version())
 }

@@ -17,9 +17,7 @@ use datafusion::common::stats::Precision;
 use futures::{StreamExt, TryStreamExt};
 use iceberg::io::FileIO;
 use iceberg::scan::FileScanTask;
-use iceberg::spec::{
-    Datum, ManifestContentType, ManifestFile, ManifestList, PrimitiveLiteral, PrimitiveType,
-};
+use iceberg::spec::{Datum, ManifestContentType, ManifestFile, PrimitiveLiteral, PrimitiveType};
 use iceberg::table::Table;
 use parking_lot::Mutex;
 
@@ -194,8 +192,7 @@ async fn file_stats(table: &Table) -> iceberg::Result<SnapshotStats> {
         ));
     }
     let file_io = table.file_io().clone();
-    let bytes = file_io.new_input(snapshot.manifest_list())?.read().await?;
-    let list = ManifestList::parse_with_version(&bytes, table.metadata().format_version())?;
+    let list = crate::rewrite::manifest_list(table, snapshot).await?;
     let manifests: Vec<ManifestFile> = list
         .entries()
         .iter()

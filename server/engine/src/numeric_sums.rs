@@ -49,21 +49,15 @@ impl AnalyzerRule for NumericSums {
             if changed && let LogicalPlan::Dml(dml) = &node {
                 return insert_cast_to_table(dml).map(Transformed::yes);
             }
-            if let LogicalPlan::Aggregate(_) = &node {
+            let node = if let LogicalPlan::Aggregate(_) = &node {
                 let schema = expression_schema(&node);
                 let rewritten =
                     node.map_expressions(|expression| numeric_sum(expression, &schema))?;
-                if rewritten.transformed {
-                    changed = true;
-                    return rewritten.data.recompute_schema().map(Transformed::yes);
-                }
-                let node = rewritten.data;
-                return if changed {
-                    node.recompute_schema().map(Transformed::yes)
-                } else {
-                    Ok(Transformed::no(node))
-                };
-            }
+                changed |= rewritten.transformed;
+                rewritten.data
+            } else {
+                node
+            };
             if changed {
                 node.recompute_schema().map(Transformed::yes)
             } else {
