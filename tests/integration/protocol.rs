@@ -455,6 +455,8 @@ async fn result_types_and_time_zone_text_match_postgres() -> anyhow::Result<()> 
         "SELECT sum(CASE WHEN x > 1 THEN 1 ELSE 0 END), sum(y + 1), sum(3000000000) \
          FROM (SELECT 5::bigint AS x, 2 AS y) s",
         "SELECT now(), TIMESTAMPTZ '2026-11-01 10:00:00+02', TIMESTAMP '2026-11-01 10:00:00'",
+        // A running total: numeric for a bigint, bigint for an integer.
+        "SELECT sum(x) OVER (ORDER BY x), sum(y) OVER () AS t FROM (SELECT 5::bigint AS x, 2 AS y) s",
     ];
     for sql in typed {
         let types = |statement: &tokio_postgres::Statement| -> Vec<String> {
@@ -467,6 +469,29 @@ async fn result_types_and_time_zone_text_match_postgres() -> anyhow::Result<()> 
         let expected = types(&postgres_client.prepare(sql).await?);
         let described = types(&fjord_client.prepare(sql).await?);
         assert_eq!(described, expected, "{sql}");
+    }
+    // Over a table the statement is planned afresh at each run; its description must still
+    // give the types the rows will have.
+    fjord_client
+        .batch_execute(
+            "CREATE SCHEMA iceberg.described; CREATE TABLE iceberg.described.totals AS \
+             SELECT 'a' AS k, 9223372036854775807::bigint AS x UNION ALL SELECT 'a', 5::bigint",
+        )
+        .await?;
+    for sql in [
+        "SELECT k, sum(x) FROM iceberg.described.totals GROUP BY k",
+        "SELECT k, sum(x) OVER (PARTITION BY k) FROM iceberg.described.totals",
+    ] {
+        let statement = fjord_client.prepare(sql).await?;
+        let types: Vec<_> = statement.columns().iter().map(|c| c.type_().name()).collect();
+        assert_eq!(types, ["text", "numeric"], "{sql}");
+        let rows = fjord_client.query(&statement, &[]).await?;
+        assert_eq!(rows[0].columns()[1].type_().name(), "numeric", "{sql}");
+        assert_eq!(
+            query_text(&fjord_client, sql).await?[0][1],
+            "9223372036854775812",
+            "{sql}"
+        );
     }
     // Values too: 50000 * 50000 is bigint arithmetic in fjord (Postgres raises 22003 for it;
     // DataFusion would wrap int4 around), so it is left out of the comparison.
@@ -481,6 +506,9 @@ async fn result_types_and_time_zone_text_match_postgres() -> anyhow::Result<()> 
          (9223372036854775807::bigint), (5::bigint)) v(x)",
         "SELECT k, sum(x) AS total FROM (VALUES (1, 9223372036854775807::bigint), \
          (1, 1::bigint), (2, -3::bigint)) v(k, x) GROUP BY k HAVING sum(x) <> 0 ORDER BY k",
+        "SELECT k, x, sum(x) OVER (PARTITION BY k ORDER BY x) AS running, \
+         sum(x) OVER (PARTITION BY k) - 1 AS total FROM (VALUES (1, 9223372036854775807::bigint), \
+         (1, 9223372036854775806::bigint), (2, -3::bigint)) v(k, x) ORDER BY k, x",
     ];
     for sql in big_sums {
         assert_eq!(

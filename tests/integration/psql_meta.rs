@@ -84,6 +84,25 @@ async fn psql_meta_commands_describe_the_current_catalog() -> anyhow::Result<()>
         "{expanded}"
     );
 
+    // \gdesc describes a query's columns without running it; psql names each type through
+    // format_type with the OID as text. (psql takes it from a file, not from -c.)
+    let script = tempfile::NamedTempFile::new()?;
+    std::fs::write(
+        script.path(),
+        "SELECT count(*) AS n, sum(duration_seconds::bigint) AS total, max(event_time) AS latest \
+         FROM cat_interactions_raw \\gdesc\n",
+    )?;
+    let script_path = script.path().to_string_lossy().into_owned();
+    let (ok, described, stderr) = fjord
+        .psql(&["-At", "-F", "|", "-f", &script_path])
+        .await?;
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        described.trim_end(),
+        "n|bigint\ntotal|numeric\nlatest|timestamp with time zone",
+        "{described}"
+    );
+
     // What drivers ask on connect.
     let (ok, facts, stderr) = fjord
         .psql(&[

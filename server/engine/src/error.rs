@@ -87,6 +87,7 @@ pub mod sqlstate {
     pub const DIVISION_BY_ZERO: &str = "22012";
     pub const INVALID_PARAMETER_VALUE: &str = "22023";
     pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
+    pub const NOT_NULL_VIOLATION: &str = "23502";
     pub const ACTIVE_SQL_TRANSACTION: &str = "25001";
     pub const INVALID_TRANSACTION_STATE: &str = "25000";
     pub const NO_ACTIVE_SQL_TRANSACTION: &str = "25P01";

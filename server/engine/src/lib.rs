@@ -12,6 +12,7 @@ mod constant_plans;
 mod cursors;
 mod error;
 mod int4_literals;
+mod not_null;
 mod numeric_sums;
 mod pg_catalog;
 mod pg_catalog_tables;
@@ -185,6 +186,9 @@ pub struct Prepared {
     names: Option<Arc<[String]>>,
     /// For `FETCH`: the rows' schema, which is its cursor's.
     cursor_schema: Option<SchemaRef>,
+    /// For a query: its rows' schema after analysis, whose rules can change a column's type
+    /// from what the SQL planner gave it (a bigint's sum is a numeric, see `numeric_sums`).
+    analyzed_schema: Option<SchemaRef>,
 }
 
 #[derive(Debug, Clone)]
@@ -200,6 +204,31 @@ enum PreparedKind {
         hold: bool,
         query: Box<Prepared>,
     },
+}
+
+/// The schema a query's rows will have once analyzed, where it differs from the plan's; `None`
+/// for other statements, or where analysis needs what only execution gives (parameter values).
+fn analyzed_schema(
+    state: &datafusion::execution::SessionState,
+    plan: &LogicalPlan,
+) -> Option<SchemaRef> {
+    if matches!(
+        plan,
+        LogicalPlan::Dml(_) | LogicalPlan::Ddl(_) | LogicalPlan::Statement(_)
+    ) {
+        return None;
+    }
+    let analyzed = state
+        .analyzer()
+        .execute_and_check(plan.clone(), state.config_options(), |_, _| {})
+        .ok()?;
+    let schema = analyzed.schema().as_arrow();
+    let differs = schema
+        .fields()
+        .iter()
+        .zip(plan.schema().fields())
+        .any(|(analyzed, planned)| analyzed.data_type() != planned.data_type());
+    differs.then(|| Arc::new(schema.clone()))
 }
 
 /// The completion tag of a statement that returns no rows, as Postgres spells it.
@@ -262,6 +291,7 @@ impl Prepared {
             executed: Arc::default(),
             names,
             cursor_schema: None,
+            analyzed_schema: None,
         }
     }
 
@@ -303,7 +333,11 @@ impl Prepared {
             PreparedKind::Constant(plan) => Some(self.named(plan.schema())),
             PreparedKind::Plan(plan) => match plan.as_ref() {
                 LogicalPlan::Dml(_) | LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) => None,
-                plan => Some(self.named(Arc::new(plan.schema().as_arrow().clone()))),
+                plan => Some(self.named(
+                    self.analyzed_schema
+                        .clone()
+                        .unwrap_or_else(|| Arc::new(plan.schema().as_arrow().clone())),
+                )),
             },
         }
     }
@@ -640,7 +674,10 @@ impl Session {
                 .insert(sql, constant.clone());
             return Ok(Prepared::new(PreparedKind::Constant(constant), sql));
         }
-        Ok(Prepared::new(PreparedKind::Plan(Box::new(plan)), sql).with_names(names))
+        let analyzed_schema = analyzed_schema(&state, &plan);
+        let mut prepared = Prepared::new(PreparedKind::Plan(Box::new(plan)), sql).with_names(names);
+        prepared.analyzed_schema = analyzed_schema;
+        Ok(prepared)
     }
 
     /// Runs a prepared statement with its parameter values, if it has any.
@@ -757,6 +794,7 @@ impl Session {
                             &name,
                             create.input.as_ref().clone(),
                             create.if_not_exists,
+                            false,
                         )
                         .await;
                 }
@@ -778,7 +816,9 @@ impl Session {
                 op: WriteOp::Insert(_),
                 ..
             }) => {
-                let rows = self.count_rows(plan).await?;
+                let rows = self
+                    .count_rows(not_null::check_required_columns(plan)?)
+                    .await?;
                 Ok(Outcome::Command(CommandTag {
                     command: "INSERT".into(),
                     oid: Some(0),
@@ -870,11 +910,13 @@ impl Session {
     /// `CREATE TABLE [AS]` in an Iceberg catalog: create the table with the query's columns
     /// (types adjusted to what Iceberg stores), then append the query's rows. If the append
     /// fails, the new table is dropped again so that a failed CTAS leaves nothing behind.
+    /// `keep_not_null` makes the input's non-nullable columns required in the table.
     async fn create_iceberg_table(
         &self,
         name: &TableReference,
         input: LogicalPlan,
         if_not_exists: bool,
+        keep_not_null: bool,
     ) -> Result<Outcome, EngineError> {
         let catalog_name = name
             .catalog()
@@ -905,7 +947,7 @@ impl Session {
             ));
         }
         let input_schema = input.schema().as_arrow().clone();
-        let table_schema = types::iceberg_compatible_schema(&input_schema)?;
+        let table_schema = types::iceberg_compatible_schema(&input_schema, keep_not_null)?;
         catalog
             .create_table(
                 &schema_name,
@@ -979,7 +1021,8 @@ impl Session {
             InsertOp::Append,
         )?
         .build()?;
-        self.count_rows(insert).await
+        self.count_rows(not_null::check_required_columns(insert)?)
+            .await
     }
 
     /// Creates Iceberg table `name` (one to three parts) from Parquet files, as `CREATE TABLE
@@ -1022,7 +1065,7 @@ impl Session {
             LogicalPlanBuilder::scan("fjord_load", provider_as_source(Arc::new(files)), None)?
                 .build()?;
         let reference = TableReference::full(catalog.as_str(), schema.as_str(), table.as_str());
-        match self.create_iceberg_table(&reference, input, false).await? {
+        match self.create_iceberg_table(&reference, input, false, true).await? {
             Outcome::Command(CommandTag {
                 rows: Some(rows), ..
             }) => Ok(rows),

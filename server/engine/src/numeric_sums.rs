@@ -5,8 +5,8 @@
 //! `numeric`, which holds any such total. This analyzer rule, ahead of DataFusion's type
 //! coercion, sums bigint arguments as `numeric(38,0)` (Decimal128: 38 digits, far beyond any
 //! sum of 64-bit values) under the aggregate's original name, and recomputes the schemas of the
-//! plan above so that the new type flows up. Sums of smaller integers stay `bigint`, as
-//! PostgreSQL's do; `sum` as a window function is left as DataFusion plans it.
+//! plan above so that the new type flows up. `sum` as a window function (a running total) is
+//! treated the same way. Sums of smaller integers stay `bigint`, as PostgreSQL's do.
 //!
 //! Whether an argument is a bigint is read as PostgreSQL would type it, not as DataFusion does:
 //! DataFusion types every integer literal `bigint`, so `sum(CASE WHEN liked THEN 1 ELSE 0 END)`
@@ -22,7 +22,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{Column, DFSchema, Result, ScalarValue};
 use datafusion::config::ConfigOptions;
-use datafusion::logical_expr::expr::AggregateFunction;
+use datafusion::logical_expr::expr::WindowFunctionDefinition;
 use datafusion::logical_expr::{
     DmlStatement, Expr, ExprSchemable, LogicalPlan, LogicalPlanBuilder, WriteOp, cast,
 };
@@ -49,7 +49,7 @@ impl AnalyzerRule for NumericSums {
             if changed && let LogicalPlan::Dml(dml) = &node {
                 return insert_cast_to_table(dml).map(Transformed::yes);
             }
-            let node = if let LogicalPlan::Aggregate(_) = &node {
+            let node = if let LogicalPlan::Aggregate(_) | LogicalPlan::Window(_) = &node {
                 let schema = expression_schema(&node);
                 let rewritten =
                     node.map_expressions(|expression| numeric_sum(expression, &schema))?;
@@ -68,8 +68,8 @@ impl AnalyzerRule for NumericSums {
     }
 }
 
-/// `sum(bigint)` (an aggregate of the node, aliased or not) as `sum(CAST(.. AS numeric(38,0)))`
-/// under its original name.
+/// `sum(bigint)` (an aggregate or window function of the node, aliased or not) as
+/// `sum(CAST(.. AS numeric(38,0)))` under its original name.
 fn numeric_sum(expression: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
     let (inner, alias) = match expression {
         Expr::Alias(alias) => {
@@ -79,26 +79,37 @@ fn numeric_sum(expression: Expr, schema: &DFSchema) -> Result<Transformed<Expr>>
         }
         other => (other, None),
     };
-    let Expr::AggregateFunction(function) = &inner else {
-        return Ok(Transformed::no(restore(inner, alias)));
+    let (name, args) = match &inner {
+        Expr::AggregateFunction(function) => (function.func.name(), &function.params.args),
+        Expr::WindowFunction(window) => match &window.fun {
+            WindowFunctionDefinition::AggregateUDF(function) => {
+                (function.name(), &window.params.args)
+            }
+            WindowFunctionDefinition::WindowUDF(_) => {
+                return Ok(Transformed::no(restore(inner, alias)));
+            }
+        },
+        _ => return Ok(Transformed::no(restore(inner, alias))),
     };
-    let is_bigint_sum = function.func.name() == "sum"
-        && function.params.args.len() == 1
-        && matches!(
-            function.params.args[0].get_type(schema),
-            Ok(DataType::Int64)
-        )
-        && has_bigint_source(&function.params.args[0], schema);
+    let is_bigint_sum = name == "sum"
+        && args.len() == 1
+        && matches!(args[0].get_type(schema), Ok(DataType::Int64))
+        && has_bigint_source(&args[0], schema);
     if !is_bigint_sum {
         return Ok(Transformed::no(restore(inner, alias)));
     }
     let name = inner.schema_name().to_string();
-    let mut params = function.params.clone();
-    params.args = vec![cast(params.args[0].clone(), SUM_TYPE)];
-    let summed = Expr::AggregateFunction(AggregateFunction {
-        func: function.func.clone(),
-        params,
-    });
+    let summed = match inner {
+        Expr::AggregateFunction(mut function) => {
+            function.params.args[0] = cast(function.params.args[0].clone(), SUM_TYPE);
+            Expr::AggregateFunction(function)
+        }
+        Expr::WindowFunction(mut window) => {
+            window.params.args[0] = cast(window.params.args[0].clone(), SUM_TYPE);
+            Expr::WindowFunction(window)
+        }
+        other => other,
+    };
     Ok(Transformed::yes(match alias {
         Some(alias) => restore(summed, Some(alias)),
         None => summed.alias(name),

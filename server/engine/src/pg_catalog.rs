@@ -242,7 +242,7 @@ pub(crate) fn register_session_functions(
         has_privilege_udf::create_has_privilege_udf("has_database_privilege"),
         has_privilege_udf::create_has_privilege_udf("has_any_column_privilege"),
         create_pg_table_is_visible(),
-        format_type::create_format_type_udf(),
+        ScalarUDF::new_from_impl(OidsAsText::new(format_type::create_format_type_udf())),
         pg_get_expr_udf::create_pg_get_expr_udf(),
         create_pg_get_partkeydef_udf(),
         create_pg_relation_is_publishable_udf(),
@@ -587,6 +587,55 @@ pub(crate) fn rewrite_catalog_statement(
         }
         ControlFlow::<()>::Continue(())
     });
+}
+
+/// A catalog function whose arguments are OIDs and type modifiers, taking them as text too.
+/// The compatibility parser drops casts to `oid`, so `'1700'::pg_catalog.oid` (psql's `\gdesc`
+/// sends it to `format_type`) arrives as the text `'1700'`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct OidsAsText {
+    inner: ScalarUDF,
+    signature: datafusion::logical_expr::Signature,
+}
+
+impl OidsAsText {
+    fn new(inner: ScalarUDF) -> Self {
+        let signature = datafusion::logical_expr::Signature::variadic_any(Volatility::Stable);
+        OidsAsText { inner, signature }
+    }
+}
+
+impl datafusion::logical_expr::ScalarUDFImpl for OidsAsText {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn signature(&self) -> &datafusion::logical_expr::Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arguments: &[DataType]) -> Result<DataType> {
+        self.inner.return_type(&vec![DataType::Int64; arguments.len()])
+    }
+
+    fn invoke_with_args(
+        &self,
+        mut arguments: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> Result<ColumnarValue> {
+        for argument in &mut arguments.args {
+            *argument = argument.cast_to(&DataType::Int64, None)?;
+        }
+        arguments.arg_fields = arguments
+            .arg_fields
+            .iter()
+            .map(|field| Arc::new(field.as_ref().clone().with_data_type(DataType::Int64)))
+            .collect();
+        self.inner.invoke_with_args(arguments)
+    }
 }
 
 /// A function that answers the same value whatever its arguments.

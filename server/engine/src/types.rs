@@ -82,22 +82,31 @@ fn data_type_name(data_type: &DataType) -> String {
     }
 }
 
-/// The schema an Iceberg table gets for rows of `schema`: every column optional (as Trino
-/// does for CTAS), and types Iceberg cannot store mapped to the nearest ones it can.
-pub(crate) fn iceberg_compatible_schema(schema: &Schema) -> Result<Schema, EngineError> {
+/// The schema an Iceberg table gets for rows of `schema`, with types Iceberg cannot store mapped
+/// to the nearest ones it can. Top-level columns are optional unless `keep_not_null` is set and
+/// the input's column cannot hold a null: `CREATE TABLE AS` makes every column optional (as
+/// Postgres and Trino do), while loading Parquet files keeps their required columns, which lets
+/// the planner treat `NOT IN` over them as a plain anti join.
+pub(crate) fn iceberg_compatible_schema(
+    schema: &Schema,
+    keep_not_null: bool,
+) -> Result<Schema, EngineError> {
     let fields = schema
         .fields()
         .iter()
-        .map(|field| iceberg_field(field).map(Arc::new))
+        .map(|field| {
+            let nullable = !keep_not_null || field.is_nullable();
+            iceberg_field(field, nullable).map(Arc::new)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Schema::new(fields))
 }
 
-fn iceberg_field(field: &Field) -> Result<Field, EngineError> {
+fn iceberg_field(field: &Field, nullable: bool) -> Result<Field, EngineError> {
     Ok(Field::new(
         field.name(),
         iceberg_type(field.name(), field.data_type())?,
-        true,
+        nullable,
     ))
 }
 
@@ -128,11 +137,11 @@ fn iceberg_type(name: &str, data_type: &DataType) -> Result<DataType, EngineErro
         | T::LargeList(inner)
         | T::ListView(inner)
         | T::LargeListView(inner)
-        | T::FixedSizeList(inner, _) => T::List(Arc::new(iceberg_field(inner)?)),
+        | T::FixedSizeList(inner, _) => T::List(Arc::new(iceberg_field(inner, true)?)),
         T::Struct(fields) => {
             let fields: Fields = fields
                 .iter()
-                .map(|f| iceberg_field(f).map(Arc::new))
+                .map(|f| iceberg_field(f, true).map(Arc::new))
                 .collect::<Result<Vec<_>, _>>()?
                 .into();
             T::Struct(fields)
