@@ -34,35 +34,46 @@ pub(crate) fn check_required_columns(plan: LogicalPlan) -> Result<LogicalPlan> {
     let target = dml.target.schema();
     let input = &nullable_values(dml.input.as_ref().clone())?;
     let fields = input.schema().fields();
-    let unchecked = |(have, want): (&FieldRef, &FieldRef)| have.is_nullable() && !want.is_nullable();
-    if fields.len() != target.fields().len() || !fields.iter().zip(target.fields()).any(unchecked)
-    {
+    let unchecked =
+        |(have, want): (&FieldRef, &FieldRef)| have.is_nullable() && !want.is_nullable();
+    if fields.len() != target.fields().len() || !fields.iter().zip(target.fields()).any(unchecked) {
         return Ok(plan);
     }
     let relation = dml.table_name.table().to_string();
+    map_inserted_columns(dml, input, |column, have, want| {
+        if unchecked((have, want)) {
+            let check = ScalarUDF::new_from_impl(NotNull {
+                column: want.name().clone(),
+                relation: relation.clone(),
+                signature: Signature::any(1, Volatility::Immutable),
+            });
+            Arc::new(check).call(vec![column]).alias(have.name())
+        } else {
+            column
+        }
+    })
+}
+
+/// The insert `dml` with `input` as its rows, each column passed through `map` (given the
+/// column, its field and the target table's field in the same position).
+pub(crate) fn map_inserted_columns(
+    dml: &DmlStatement,
+    input: &LogicalPlan,
+    map: impl Fn(Expr, &FieldRef, &FieldRef) -> Expr,
+) -> Result<LogicalPlan> {
     let columns = input
         .schema()
         .iter()
-        .zip(target.fields())
+        .zip(dml.target.schema().fields())
         .map(|((qualifier, have), want)| {
-            let column = Expr::Column(Column::from((qualifier, have)));
-            if unchecked((have, want)) {
-                let check = ScalarUDF::new_from_impl(NotNull {
-                    column: want.name().clone(),
-                    relation: relation.clone(),
-                    signature: Signature::any(1, Volatility::Immutable),
-                });
-                Arc::new(check).call(vec![column]).alias(have.name())
-            } else {
-                column
-            }
+            map(Expr::Column(Column::from((qualifier, have))), have, want)
         })
         .collect::<Vec<_>>();
-    let checked = LogicalPlanBuilder::from(input.clone())
+    let projected = LogicalPlanBuilder::from(input.clone())
         .project(columns)?
         .build()?;
     Ok(LogicalPlan::Dml(DmlStatement {
-        input: Arc::new(checked),
+        input: Arc::new(projected),
         ..dml.clone()
     }))
 }
@@ -74,7 +85,11 @@ fn nullable_values(plan: LogicalPlan) -> Result<LogicalPlan> {
     let mut changed = false;
     plan.transform_up(|node| {
         if let LogicalPlan::Values(values) = &node
-            && values.schema.fields().iter().any(|field| !field.is_nullable())
+            && values
+                .schema
+                .fields()
+                .iter()
+                .any(|field| !field.is_nullable())
         {
             changed = true;
             let fields = values
@@ -136,9 +151,10 @@ impl ScalarUDFImpl for NotNull {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let value = args.args.into_iter().next().ok_or_else(|| {
-            DataFusionError::Internal("fjord_not_null takes one argument".into())
-        })?;
+        let value =
+            args.args.into_iter().next().ok_or_else(|| {
+                DataFusionError::Internal("fjord_not_null takes one argument".into())
+            })?;
         let has_null = match &value {
             ColumnarValue::Array(array) => array.logical_null_count() > 0,
             ColumnarValue::Scalar(scalar) => scalar.is_null() && args.number_rows > 0,

@@ -16,16 +16,12 @@
 //! type this way gets them cast back to the table's column types, as PostgreSQL's assignment
 //! casts do.
 
-use std::sync::Arc;
-
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::tree_node::Transformed;
-use datafusion::common::{Column, DFSchema, Result, ScalarValue};
+use datafusion::common::{DFSchema, Result, ScalarValue};
 use datafusion::config::ConfigOptions;
 use datafusion::logical_expr::expr::WindowFunctionDefinition;
-use datafusion::logical_expr::{
-    DmlStatement, Expr, ExprSchemable, LogicalPlan, LogicalPlanBuilder, WriteOp, cast,
-};
+use datafusion::logical_expr::{DmlStatement, Expr, ExprSchemable, LogicalPlan, WriteOp, cast};
 use datafusion::optimizer::AnalyzerRule;
 
 use crate::untyped_literals::expression_schema;
@@ -164,26 +160,13 @@ fn insert_cast_to_table(dml: &DmlStatement) -> Result<LogicalPlan> {
     if !differs || !matches!(dml.op, WriteOp::Insert(_)) {
         return LogicalPlan::Dml(dml.clone()).recompute_schema();
     }
-    let columns = input
-        .schema()
-        .iter()
-        .zip(target.fields())
-        .map(|((qualifier, have), want)| {
-            let column = Expr::Column(Column::from((qualifier, have)));
-            if have.data_type() == want.data_type() {
-                column
-            } else {
-                cast(column, want.data_type().clone()).alias(have.name())
-            }
-        })
-        .collect::<Vec<_>>();
-    let projected = LogicalPlanBuilder::from(input.clone())
-        .project(columns)?
-        .build()?;
-    Ok(LogicalPlan::Dml(DmlStatement {
-        input: Arc::new(projected),
-        ..dml.clone()
-    }))
+    crate::not_null::map_inserted_columns(dml, input, |column, have, want| {
+        if have.data_type() == want.data_type() {
+            column
+        } else {
+            cast(column, want.data_type().clone()).alias(have.name())
+        }
+    })
 }
 
 fn restore(
