@@ -295,12 +295,6 @@ impl Prepared {
         }
     }
 
-    /// Whether executing this statement awaits nothing and spawns nothing (a constant query
-    /// planned before, or an empty statement), so it may run on any thread.
-    pub fn runs_without_io(&self) -> bool {
-        matches!(self.kind, PreparedKind::Empty | PreparedKind::Constant(_))
-    }
-
     fn with_names(mut self, names: Option<Arc<[String]>>) -> Self {
         self.names = names;
         self
@@ -339,13 +333,11 @@ impl Prepared {
             PreparedKind::Constant(plan) => Some(self.named(plan.schema())),
             PreparedKind::Plan(plan) => match plan.as_ref() {
                 LogicalPlan::Dml(_) | LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) => None,
-                plan => Some(
-                    self.named(
-                        self.analyzed_schema
-                            .clone()
-                            .unwrap_or_else(|| Arc::new(plan.schema().as_arrow().clone())),
-                    ),
-                ),
+                plan => Some(self.named(
+                    self.analyzed_schema
+                        .clone()
+                        .unwrap_or_else(|| Arc::new(plan.schema().as_arrow().clone())),
+                )),
             },
         }
     }
@@ -577,14 +569,6 @@ impl Session {
     }
 
     /// Splits a simple-protocol query string into statements.
-    /// `sql` prepared without awaiting anything, if the session has planned it before as a
-    /// constant statement (`SELECT 1` and the other health checks). Such a statement runs to
-    /// completion without I/O, so a front door may run it on the thread that reads the client.
-    pub fn prepare_planned(&self, sql: &str) -> Option<Prepared> {
-        let plan = self.inner.constant_plans.lock().get(sql)?;
-        Some(Prepared::new(PreparedKind::Constant(plan), sql))
-    }
-
     pub fn split_statements(&self, sql: &str) -> Result<Vec<String>, EngineError> {
         split_statements(sql)
     }
@@ -1081,10 +1065,7 @@ impl Session {
             LogicalPlanBuilder::scan("fjord_load", provider_as_source(Arc::new(files)), None)?
                 .build()?;
         let reference = TableReference::full(catalog.as_str(), schema.as_str(), table.as_str());
-        match self
-            .create_iceberg_table(&reference, input, false, true)
-            .await?
-        {
+        match self.create_iceberg_table(&reference, input, false, true).await? {
             Outcome::Command(CommandTag {
                 rows: Some(rows), ..
             }) => Ok(rows),

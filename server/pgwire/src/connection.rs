@@ -46,7 +46,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::access::{Access, Admission, AuthFailure, Exchange, SCRAM_SHA_256, fatal, random_bytes};
 use crate::cancel::{CancelRegistry, QueryCancel, QueryToken};
-use crate::compute::Compute;
 use crate::encode::{canceled, canceled_by, engine_error, pg_fields, query_response};
 
 /// Process ids handed to clients: unique per server process, never reused while it runs.
@@ -71,7 +70,6 @@ impl Drop for QueryGuard {
 
 pub(crate) struct Connection {
     session: Session,
-    compute: Compute,
     parser: Arc<Parser>,
     cancels: Arc<CancelRegistry>,
     query_cancel: Arc<QueryCancel>,
@@ -94,16 +92,13 @@ impl Connection {
         peer: SocketAddr,
         over_limit: bool,
         access: Arc<Access>,
-        compute: Compute,
     ) -> Self {
         let session = engine.new_session();
         Connection {
             parser: Arc::new(Parser {
                 session: session.clone(),
-                compute: compute.clone(),
             }),
             session,
-            compute,
             cancels,
             query_cancel: Arc::new(QueryCancel::default()),
             running_queries,
@@ -159,20 +154,6 @@ impl Connection {
                 Response::Query(query_response(stream, fields, &tag, cancel, guard))
             }
         })
-    }
-
-    /// Prepares and runs one statement of a simple query (see `compute` for where).
-    async fn run_statement(&self, sql: String) -> Result<Outcome, EngineError> {
-        if let Some(prepared) = self.session.prepare_planned(&sql) {
-            return self.session.execute(&prepared, None).await;
-        }
-        let session = self.session.clone();
-        self.compute
-            .run(async move {
-                let prepared = session.prepare(&sql).await?;
-                session.execute(&prepared, None).await
-            })
-            .await
     }
 
     /// Runs `future` unless the query is cancelled first.
@@ -532,7 +513,11 @@ impl SimpleQueryHandler for Connection {
         let count = statements.len();
         let mut responses = Vec::with_capacity(count);
         for (index, statement) in statements.into_iter().enumerate() {
-            let outcome = Self::cancellable(&cancel, self.run_statement(statement)).await;
+            let outcome = Self::cancellable(&cancel, async {
+                let prepared = self.session.prepare(&statement).await?;
+                self.session.execute(&prepared, None).await
+            })
+            .await;
             let outcome = match outcome {
                 Ok(outcome) => outcome,
                 Err(error) => {
@@ -602,7 +587,6 @@ fn pg_error_info(error: PgWireError) -> pgwire::error::ErrorInfo {
 /// Plans statements for the extended protocol with the connection's session.
 pub(crate) struct Parser {
     session: Session,
-    compute: Compute,
 }
 
 #[async_trait]
@@ -619,15 +603,7 @@ impl QueryParser for Parser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         tracing::debug!(sql, "parse");
-        if let Some(prepared) = self.session.prepare_planned(sql) {
-            return Ok(prepared);
-        }
-        let session = self.session.clone();
-        let sql = sql.to_string();
-        self.compute
-            .complete(async move { session.prepare(&sql).await })
-            .await
-            .map_err(engine_error)
+        self.session.prepare(sql).await.map_err(engine_error)
     }
 
     fn get_parameter_types(&self, statement: &Prepared) -> PgWireResult<Vec<Type>> {
@@ -739,14 +715,8 @@ impl ExtendedQueryHandler for Connection {
         } else {
             None
         };
-        let outcome = if prepared.runs_without_io() {
-            Self::cancellable(&cancel, self.session.execute(prepared, parameters)).await?
-        } else {
-            let session = self.session.clone();
-            let prepared = prepared.clone();
-            let work = async move { session.execute(&prepared, parameters).await };
-            Self::cancellable(&cancel, self.compute.run(work)).await?
-        };
+        let outcome =
+            Self::cancellable(&cancel, self.session.execute(prepared, parameters)).await?;
         self.response(
             outcome,
             &portal.result_column_format,

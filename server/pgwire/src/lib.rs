@@ -10,7 +10,6 @@
 
 mod access;
 mod cancel;
-mod compute;
 mod connection;
 mod encode;
 mod pg_text;
@@ -28,7 +27,6 @@ use tokio_util::sync::CancellationToken;
 
 pub use access::{Access, hash_password};
 use cancel::CancelRegistry;
-use compute::Compute;
 use connection::{Connection, ConnectionHandlers};
 
 /// Counts a connection as open until its task ends.
@@ -50,67 +48,6 @@ impl Drop for ConnectionCount {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
-}
-
-/// Serves one connection on a thread of its own (see `compute` for why), returning when the
-/// connection ends. Dropping the returned future (at shutdown) closes the connection.
-async fn serve_on_own_thread(
-    socket: tokio::net::TcpStream,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    handlers: ConnectionHandlers,
-    span: tracing::Span,
-) {
-    let socket = match socket.into_std() {
-        Ok(socket) => socket,
-        Err(error) => {
-            tracing::warn!(parent: &span, %error, "taking over a connection's socket failed");
-            return;
-        }
-    };
-    let stop = CancellationToken::new();
-    let _stop_on_drop = stop.clone().drop_guard();
-    let (done, finished) = tokio::sync::oneshot::channel::<()>();
-    let thread_span = span.clone();
-    let spawned = std::thread::Builder::new()
-        .name("fjord-connection".into())
-        .spawn(move || {
-            let _entered = thread_span.enter();
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(error) => {
-                    tracing::warn!(%error, "starting a connection's runtime failed");
-                    return;
-                }
-            };
-            runtime.block_on(async move {
-                let socket = match tokio::net::TcpStream::from_std(socket) {
-                    Ok(socket) => socket,
-                    Err(error) => {
-                        tracing::warn!(%error, "registering a connection's socket failed");
-                        return;
-                    }
-                };
-                tracing::debug!("connection opened");
-                tokio::select! {
-                    result = pgwire::tokio::process_socket(socket, tls, handlers) => {
-                        if let Err(error) = result {
-                            tracing::debug!(%error, "connection ended with an error");
-                        }
-                    }
-                    _ = stop.cancelled() => {}
-                }
-                tracing::debug!("connection closed");
-            });
-            drop(done);
-        });
-    if let Err(error) = spawned {
-        tracing::warn!(parent: &span, %error, "starting a connection's thread failed");
-        return;
-    }
-    let _ = finished.await;
 }
 
 /// A bound Postgres wire listener, ready to [`run`](PgServer::run).
@@ -150,7 +87,6 @@ impl PgServer {
     /// queries up to `grace` to finish, and closes every connection.
     pub async fn run(self, shutdown: CancellationToken, grace: Duration) -> std::io::Result<()> {
         let mut connections = JoinSet::new();
-        let compute = Compute::new(tokio::runtime::Handle::current());
         let address = self.local_addr()?;
         tracing::info!(%address, access = %self.access.describe(), "postgres wire protocol listening");
         loop {
@@ -177,15 +113,20 @@ impl PgServer {
                         peer,
                         over_limit,
                         self.access.clone(),
-                        compute.clone(),
                     ));
                     let handlers = ConnectionHandlers::new(connection);
                     let tls = self.access.tls();
-                    let span = tracing::info_span!("connection", %peer);
-                    connections.spawn(async move {
-                        let _open = open;
-                        serve_on_own_thread(socket, tls, handlers, span).await;
-                    });
+                    connections.spawn(tracing::Instrument::instrument(
+                        async move {
+                            let _open = open;
+                            tracing::debug!("connection opened");
+                            if let Err(error) = pgwire::tokio::process_socket(socket, tls, handlers).await {
+                                tracing::debug!(%error, "connection ended with an error");
+                            }
+                            tracing::debug!("connection closed");
+                        },
+                        tracing::info_span!("connection", %peer),
+                    ));
                 }
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }
