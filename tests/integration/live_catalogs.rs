@@ -77,7 +77,7 @@ async fn an_iceberg_table_written_by_another_writer_is_queryable_without_restart
     )?;
     let written = other
         .new_session()
-        .append_batches("iceberg", "elsewhere", "cats_seen", schema, vec![batch])
+        .append_batches("iceberg", "elsewhere", "cats_seen", schema.clone(), vec![batch])
         .await?;
     assert_eq!(written, 3);
 
@@ -87,6 +87,31 @@ async fn an_iceberg_table_written_by_another_writer_is_queryable_without_restart
     )
     .await?;
     assert_eq!(rows, vec![vec!["3".to_string(), "Milo".to_string()]]);
+    // The server keeps the table it loaded while its metadata stays where it was: another
+    // append moves it, and the next statement sees the new rows.
+    let more = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from(vec![4])),
+            Arc::new(StringArray::from(vec!["Nala"])),
+        ],
+    )?;
+    other
+        .new_session()
+        .append_batches(
+            "iceberg",
+            "elsewhere",
+            "cats_seen",
+            schema.clone(),
+            vec![more],
+        )
+        .await?;
+    let rows = query_text(
+        &client,
+        "SELECT count(*), max(name) FROM iceberg.elsewhere.cats_seen",
+    )
+    .await?;
+    assert_eq!(rows, vec![vec!["4".to_string(), "Nala".to_string()]]);
     let tables = query_text(&client, "SHOW TABLES FROM iceberg.elsewhere").await?;
     assert_eq!(tables, vec![vec!["cats_seen".to_string()]]);
 

@@ -54,7 +54,10 @@ async fn load_creates_an_iceberg_table_from_parquet_files() -> anyhow::Result<()
     let client = serve.connect("analyst", "").await?;
     let (ok, text) = psql("\\d bench.orders")?;
     assert!(ok, "{text}");
-    let not_null = text.lines().filter(|line| line.ends_with("|not null|")).count();
+    let not_null = text
+        .lines()
+        .filter(|line| line.ends_with("|not null|"))
+        .count();
     assert_eq!(not_null, 4, "{text}");
     for insert in [
         "INSERT INTO bench.orders VALUES (NULL, 1.5, DATE '2000-01-01', 'x')",
@@ -65,14 +68,13 @@ async fn load_creates_an_iceberg_table_from_parquet_files() -> anyhow::Result<()
         "INSERT INTO bench.orders SELECT o_orderkey + 1000, o_totalprice, o_orderdate, \
          CASE WHEN o_orderkey = 7 THEN NULL ELSE o_clerk END FROM bench.orders",
     ] {
-        let error = client
-            .batch_execute(insert)
-            .await
-            .expect_err(insert);
+        let error = client.batch_execute(insert).await.expect_err(insert);
         let error = error.as_db_error().expect(insert);
         assert_eq!(error.code().code(), "23502", "{insert}: {error}");
         assert!(
-            error.message().ends_with("of relation \"orders\" violates not-null constraint"),
+            error
+                .message()
+                .ends_with("of relation \"orders\" violates not-null constraint"),
             "{insert}: {error}"
         );
     }

@@ -483,7 +483,11 @@ async fn result_types_and_time_zone_text_match_postgres() -> anyhow::Result<()> 
         "SELECT k, sum(x) OVER (PARTITION BY k) FROM iceberg.described.totals",
     ] {
         let statement = fjord_client.prepare(sql).await?;
-        let types: Vec<_> = statement.columns().iter().map(|c| c.type_().name()).collect();
+        let types: Vec<_> = statement
+            .columns()
+            .iter()
+            .map(|c| c.type_().name())
+            .collect();
         assert_eq!(types, ["text", "numeric"], "{sql}");
         let rows = fjord_client.query(&statement, &[]).await?;
         assert_eq!(rows[0].columns()[1].type_().name(), "numeric", "{sql}");

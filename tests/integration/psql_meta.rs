@@ -93,9 +93,7 @@ async fn psql_meta_commands_describe_the_current_catalog() -> anyhow::Result<()>
          FROM cat_interactions_raw \\gdesc\n",
     )?;
     let script_path = script.path().to_string_lossy().into_owned();
-    let (ok, described, stderr) = fjord
-        .psql(&["-At", "-F", "|", "-f", &script_path])
-        .await?;
+    let (ok, described, stderr) = fjord.psql(&["-At", "-F", "|", "-f", &script_path]).await?;
     assert!(ok, "{stderr}");
     assert_eq!(
         described.trim_end(),

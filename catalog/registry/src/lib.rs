@@ -132,7 +132,25 @@ impl CatalogRegistry {
                         catalog: name.to_string(),
                         source: Box::new(source),
                     })?;
-                CatalogHandle::Iceberg(IcebergCatalog::new(name, client))
+                // Without it every statement loads each table's metadata afresh: slower, not
+                // wrong, so a database this cannot open does not stop the catalog.
+                let locations = match fjord_iceberg::rewrite::SqlCatalogCommits::connect(
+                    name,
+                    iceberg_config,
+                    &config.base_dir,
+                )
+                .await
+                {
+                    Ok(locations) => locations,
+                    Err(error) => {
+                        tracing::warn!(catalog = name, %error, "reading table locations directly failed; tables load in full for every statement");
+                        None
+                    }
+                };
+                CatalogHandle::Iceberg(match locations {
+                    Some(locations) => IcebergCatalog::with_locations(name, client, locations),
+                    None => IcebergCatalog::new(name, client),
+                })
             }
             CatalogConfig::Postgres(postgres_config) => CatalogHandle::Postgres(
                 PostgresCatalog::new(name, postgres_config, config.server.batch_size),

@@ -5,6 +5,10 @@
 //! every statement loads the table's current metadata (so tables and columns added by another
 //! writer are seen at once), scans are planned file by file and spread over the session's target
 //! partitions, and writes go through iceberg-datafusion's own append path.
+//!
+//! Metadata files, manifest lists and manifests never change once written, so for a SQL catalog
+//! a statement asks the catalog database only where the table's metadata is now, and reuses the
+//! table it loaded before (with the manifests it read, cached in it) while that is unchanged.
 
 mod build;
 mod current_state;
@@ -52,7 +56,14 @@ pub struct IcebergCatalog {
     /// namespace -> tables, as of the last [`IcebergCatalog::refresh`]; only used to answer
     /// DataFusion's synchronous listing calls.
     listing: RwLock<BTreeMap<String, Vec<String>>>,
+    /// For a SQL catalog: reads a table's current metadata location in one query.
+    locations: Option<rewrite::SqlCatalogCommits>,
+    /// Tables loaded before, each as of the metadata location it was loaded from.
+    loaded: parking_lot::Mutex<HashMap<TableIdent, Table>>,
 }
+
+/// Tables kept loaded per catalog; past it the cache starts again.
+const LOADED_TABLES: usize = 256;
 
 impl fmt::Debug for IcebergCatalog {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -68,7 +79,56 @@ impl IcebergCatalog {
             name: name.to_string(),
             catalog,
             listing: RwLock::new(BTreeMap::new()),
+            locations: None,
+            loaded: parking_lot::Mutex::default(),
         })
+    }
+
+    /// Like [`IcebergCatalog::new`], for a SQL catalog whose database `locations` reads: tables
+    /// are then loaded again only when their metadata moved.
+    pub fn with_locations(
+        name: &str,
+        catalog: Arc<dyn Catalog>,
+        locations: rewrite::SqlCatalogCommits,
+    ) -> Arc<Self> {
+        Arc::new(IcebergCatalog {
+            name: name.to_string(),
+            catalog,
+            listing: RwLock::new(BTreeMap::new()),
+            locations: Some(locations),
+            loaded: parking_lot::Mutex::default(),
+        })
+    }
+
+    /// `ident` as its metadata is now: the table loaded before if its metadata has not moved
+    /// since. `None` if the catalog has no such table.
+    async fn current_table(&self, ident: &TableIdent) -> iceberg::Result<Option<Table>> {
+        let Some(locations) = &self.locations else {
+            return match self.catalog.load_table(ident).await {
+                Ok(table) => Ok(Some(table)),
+                Err(error) if is_not_found(&error) => Ok(None),
+                Err(error) => Err(error),
+            };
+        };
+        let Some(location) = locations.metadata_location(ident).await? else {
+            return Ok(None);
+        };
+        if let Some(table) = self.loaded.lock().get(ident)
+            && table.metadata_location() == Some(location.as_str())
+        {
+            return Ok(Some(table.clone()));
+        }
+        let table = match self.catalog.load_table(ident).await {
+            Ok(table) => table,
+            Err(error) if is_not_found(&error) => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        let mut loaded = self.loaded.lock();
+        if loaded.len() >= LOADED_TABLES {
+            loaded.clear();
+        }
+        loaded.insert(ident.clone(), table.clone());
+        Ok(Some(table))
     }
 
     pub fn name(&self) -> &str {
@@ -243,17 +303,12 @@ impl IcebergCatalog {
         table: &str,
     ) -> Result<Option<IcebergTable>> {
         let ident = TableIdent::new(NamespaceIdent::new(schema.to_string()), table.to_string());
-        let loaded = match self.catalog.load_table(&ident).await {
-            Ok(loaded) => loaded,
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    ErrorKind::TableNotFound | ErrorKind::NamespaceNotFound
-                ) =>
-            {
-                return Ok(None);
-            }
-            Err(error) => return Err(to_datafusion_error(error)),
+        let Some(loaded) = self
+            .current_table(&ident)
+            .await
+            .map_err(to_datafusion_error)?
+        else {
+            return Ok(None);
         };
         let arrow_schema =
             iceberg::arrow::schema_to_arrow_schema(loaded.metadata().current_schema())
@@ -273,6 +328,13 @@ impl IcebergCatalog {
             schema: Arc::new(arrow_schema),
         }))
     }
+}
+
+fn is_not_found(error: &iceberg::Error) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::TableNotFound | ErrorKind::NamespaceNotFound
+    )
 }
 
 /// Single-level namespaces are schemas; deeper ones are shown dotted.

@@ -55,6 +55,8 @@ impl SqlCatalogCommits {
             .busy_timeout(std::time::Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
+            // A local file: a ping before every statement would double each round trip.
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(|error| {
@@ -67,6 +69,27 @@ impl SqlCatalogCommits {
             pool,
             catalog_name: name.to_string(),
         }))
+    }
+
+    /// Where `ident`'s current metadata file is, as the catalog records it; `None` if the
+    /// catalog has no such table.
+    pub async fn metadata_location(&self, ident: &TableIdent) -> Result<Option<String>> {
+        sqlx::query_scalar::<_, String>(
+            "SELECT metadata_location FROM iceberg_tables
+             WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?
+               AND (iceberg_type = 'TABLE' OR iceberg_type IS NULL)",
+        )
+        .bind(&self.catalog_name)
+        .bind(ident.namespace().as_ref().join("."))
+        .bind(ident.name())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|error| {
+            Error::new(
+                ErrorKind::Unexpected,
+                format!("{ident}: reading the catalog failed: {error}"),
+            )
+        })
     }
 
     /// Points `ident` at `new_location` if it still points at `expected`. False when another

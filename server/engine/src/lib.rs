@@ -333,11 +333,13 @@ impl Prepared {
             PreparedKind::Constant(plan) => Some(self.named(plan.schema())),
             PreparedKind::Plan(plan) => match plan.as_ref() {
                 LogicalPlan::Dml(_) | LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) => None,
-                plan => Some(self.named(
-                    self.analyzed_schema
-                        .clone()
-                        .unwrap_or_else(|| Arc::new(plan.schema().as_arrow().clone())),
-                )),
+                plan => Some(
+                    self.named(
+                        self.analyzed_schema
+                            .clone()
+                            .unwrap_or_else(|| Arc::new(plan.schema().as_arrow().clone())),
+                    ),
+                ),
             },
         }
     }
@@ -1065,7 +1067,10 @@ impl Session {
             LogicalPlanBuilder::scan("fjord_load", provider_as_source(Arc::new(files)), None)?
                 .build()?;
         let reference = TableReference::full(catalog.as_str(), schema.as_str(), table.as_str());
-        match self.create_iceberg_table(&reference, input, false, true).await? {
+        match self
+            .create_iceberg_table(&reference, input, false, true)
+            .await?
+        {
             Outcome::Command(CommandTag {
                 rows: Some(rows), ..
             }) => Ok(rows),

@@ -619,7 +619,8 @@ impl datafusion::logical_expr::ScalarUDFImpl for OidsAsText {
     }
 
     fn return_type(&self, arguments: &[DataType]) -> Result<DataType> {
-        self.inner.return_type(&vec![DataType::Int64; arguments.len()])
+        self.inner
+            .return_type(&vec![DataType::Int64; arguments.len()])
     }
 
     fn invoke_with_args(
