@@ -77,7 +77,13 @@ async fn an_iceberg_table_written_by_another_writer_is_queryable_without_restart
     )?;
     let written = other
         .new_session()
-        .append_batches("iceberg", "elsewhere", "cats_seen", schema.clone(), vec![batch])
+        .append_batches(
+            "iceberg",
+            "elsewhere",
+            "cats_seen",
+            schema.clone(),
+            vec![batch],
+        )
         .await?;
     assert_eq!(written, 3);
 
