@@ -68,55 +68,35 @@ async fn an_iceberg_table_written_by_another_writer_is_queryable_without_restart
     writer
         .create_table("elsewhere", "cats_seen", &schema, &[], Default::default())
         .await?;
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            Arc::new(Int64Array::from(vec![1, 2, 3])),
-            Arc::new(StringArray::from(vec!["Luna", "Milo", "Loki"])),
-        ],
-    )?;
-    let written = other
-        .new_session()
-        .append_batches(
-            "iceberg",
-            "elsewhere",
-            "cats_seen",
-            schema.clone(),
-            vec![batch],
-        )
-        .await?;
-    assert_eq!(written, 3);
-
-    let rows = query_text(
-        &client,
-        "SELECT count(*), max(name) FROM iceberg.elsewhere.cats_seen",
-    )
-    .await?;
+    // Appends rows as the other writer; returns how many were written.
+    let append = |ids: Vec<i64>, names: Vec<&'static str>| {
+        let (session, schema) = (other.new_session(), schema.clone());
+        async move {
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Int64Array::from(ids)),
+                    Arc::new(StringArray::from(names)),
+                ],
+            )?;
+            anyhow::Ok(
+                session
+                    .append_batches("iceberg", "elsewhere", "cats_seen", schema, vec![batch])
+                    .await?,
+            )
+        }
+    };
+    let count_and_max = "SELECT count(*), max(name) FROM iceberg.elsewhere.cats_seen";
+    assert_eq!(
+        append(vec![1, 2, 3], vec!["Luna", "Milo", "Loki"]).await?,
+        3
+    );
+    let rows = query_text(&client, count_and_max).await?;
     assert_eq!(rows, vec![vec!["3".to_string(), "Milo".to_string()]]);
     // The server keeps the table it loaded while its metadata stays where it was: another
     // append moves it, and the next statement sees the new rows.
-    let more = RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            Arc::new(Int64Array::from(vec![4])),
-            Arc::new(StringArray::from(vec!["Nala"])),
-        ],
-    )?;
-    other
-        .new_session()
-        .append_batches(
-            "iceberg",
-            "elsewhere",
-            "cats_seen",
-            schema.clone(),
-            vec![more],
-        )
-        .await?;
-    let rows = query_text(
-        &client,
-        "SELECT count(*), max(name) FROM iceberg.elsewhere.cats_seen",
-    )
-    .await?;
+    append(vec![4], vec!["Nala"]).await?;
+    let rows = query_text(&client, count_and_max).await?;
     assert_eq!(rows, vec![vec!["4".to_string(), "Nala".to_string()]]);
     let tables = query_text(&client, "SHOW TABLES FROM iceberg.elsewhere").await?;
     assert_eq!(tables, vec![vec!["cats_seen".to_string()]]);
