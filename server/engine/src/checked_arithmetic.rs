@@ -5,9 +5,9 @@
 //! physical expression can check (`BinaryExpr::with_fail_on_overflow`), but nothing in the
 //! planner asks for it, so this physical optimizer rule turns it on in the expressions of
 //! projections and filters, where arithmetic in a statement's select list and WHERE clause
-//! ends up. The checked kernels differ only on integer overflow (and decimal precision
-//! overflow); floats and temporal arithmetic give the same values. Arithmetic inside aggregate
-//! arguments and join conditions is left as DataFusion plans it.
+//! ends up, and in the arguments of aggregates (`sum(a * b)`). The checked kernels differ only
+//! on integer overflow (and decimal precision overflow); floats and temporal arithmetic give the
+//! same values. Arithmetic inside join conditions is left as DataFusion plans it.
 
 use std::sync::Arc;
 
@@ -19,6 +19,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::BinaryExpr;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
 use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 
@@ -56,6 +57,39 @@ impl PhysicalOptimizerRule for CheckedArithmetic {
                     let rebuilt = FilterExecBuilder::from(filter)
                         .with_predicate(predicate.data)
                         .build()?;
+                    return Ok(Transformed::yes(Arc::new(rebuilt) as Arc<dyn ExecutionPlan>));
+                }
+            } else if let Some(aggregate) = node.as_any().downcast_ref::<AggregateExec>() {
+                let mut changed = false;
+                let expressions = aggregate
+                    .aggr_expr()
+                    .iter()
+                    .map(|function| {
+                        let mut arguments = Vec::new();
+                        let mut any = false;
+                        for argument in function.expressions() {
+                            let argument = checked(&argument)?;
+                            any |= argument.transformed;
+                            arguments.push(argument.data);
+                        }
+                        let order_by = function
+                            .order_bys()
+                            .iter()
+                            .map(|sort| sort.expr.clone())
+                            .collect();
+                        Ok(
+                            match any.then(|| function.with_new_expressions(arguments, order_by)) {
+                                Some(Some(rebuilt)) => {
+                                    changed = true;
+                                    Arc::new(rebuilt)
+                                }
+                                _ => function.clone(),
+                            },
+                        )
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                if changed {
+                    let rebuilt = aggregate.with_new_aggr_exprs(expressions);
                     return Ok(Transformed::yes(Arc::new(rebuilt) as Arc<dyn ExecutionPlan>));
                 }
             }
