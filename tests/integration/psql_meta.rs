@@ -90,14 +90,15 @@ async fn psql_meta_commands_describe_the_current_catalog() -> anyhow::Result<()>
     std::fs::write(
         script.path(),
         "SELECT count(*) AS n, sum(duration_seconds::bigint) AS total, max(event_time) AS latest \
-         FROM cat_interactions_raw \\gdesc\n",
+         FROM cat_interactions_raw \\gdesc\n\
+         SELECT total_amount FROM cafe_orders_raw \\gdesc\n",
     )?;
     let script_path = script.path().to_string_lossy().into_owned();
     let (ok, described, stderr) = fjord.psql(&["-At", "-F", "|", "-f", &script_path]).await?;
     assert!(ok, "{stderr}");
     assert_eq!(
         described.trim_end(),
-        "n|bigint\ntotal|numeric\nlatest|timestamp with time zone",
+        "n|bigint\ntotal|numeric\nlatest|timestamp with time zone\ntotal_amount|numeric(10,2)",
         "{described}"
     );
 

@@ -174,6 +174,18 @@ pub fn is_declare(tokens: &[Token]) -> bool {
     )
 }
 
+/// Whether the statement is a COPY (read by [`crate::copy::recognize`]).
+pub fn is_copy(tokens: &[Token]) -> bool {
+    matches!(
+        tokens.first(),
+        Some(Token::Word(Word {
+            keyword: Keyword::COPY,
+            quote_style: None,
+            ..
+        }))
+    )
+}
+
 /// Reads `DECLARE name [BINARY] [ASENSITIVE | INSENSITIVE] [[NO] SCROLL] CURSOR
 /// [{WITH | WITHOUT} HOLD] FOR query`, keeping the query's text exactly as written.
 pub fn recognize_declare(sql: &str) -> Result<DeclareCursor, EngineError> {

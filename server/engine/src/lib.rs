@@ -9,6 +9,7 @@ mod checked_arithmetic;
 mod column_names;
 mod commands;
 mod constant_plans;
+mod copy;
 mod cursors;
 mod error;
 mod int4_literals;
@@ -44,6 +45,7 @@ use futures::TryStreamExt;
 use parking_lot::Mutex;
 
 pub use commands::{Command, split_statements};
+pub use copy::{CopyFormat, CopyOptions, CopyStatement, ForceQuote, recognize as recognize_copy};
 pub use error::{EngineError, ErrorClass, classify, sqlstate};
 pub use fjord_catalog;
 pub use pg_catalog::version_string;
@@ -204,6 +206,11 @@ enum PreparedKind {
         hold: bool,
         query: Box<Prepared>,
     },
+    /// `COPY ... TO STDOUT`, with its query prepared.
+    Copy {
+        query: Box<Prepared>,
+        options: CopyOptions,
+    },
 }
 
 /// The schema a query's rows will have once analyzed, where it differs from the plan's; `None`
@@ -265,6 +272,11 @@ pub enum Outcome {
     Command(CommandTag),
     TransactionStart(CommandTag),
     TransactionEnd(CommandTag),
+    /// `COPY ... TO STDOUT`: rows for the frontend to write as COPY data.
+    Copy {
+        stream: SendableRecordBatchStream,
+        options: CopyOptions,
+    },
 }
 
 impl std::fmt::Debug for Outcome {
@@ -275,6 +287,7 @@ impl std::fmt::Debug for Outcome {
             Outcome::Command(tag) => write!(f, "Command({tag:?})"),
             Outcome::TransactionStart(tag) => write!(f, "TransactionStart({tag:?})"),
             Outcome::TransactionEnd(tag) => write!(f, "TransactionEnd({tag:?})"),
+            Outcome::Copy { options, .. } => write!(f, "Copy({:?})", options.format),
         }
     }
 }
@@ -325,7 +338,7 @@ impl Prepared {
     /// The schema of the rows this statement returns, `None` if it returns none.
     pub fn output_schema(&self) -> Option<SchemaRef> {
         match &self.kind {
-            PreparedKind::Empty | PreparedKind::Declare { .. } => None,
+            PreparedKind::Empty | PreparedKind::Declare { .. } | PreparedKind::Copy { .. } => None,
             PreparedKind::Command(command) => self
                 .cursor_schema
                 .clone()
@@ -599,6 +612,18 @@ impl Session {
             };
             return Ok(Prepared::new(kind, sql));
         }
+        if commands::is_copy(&tokens) {
+            let copy = copy::recognize(sql)?;
+            let query = Box::pin(self.prepare(&copy.query)).await?;
+            if query.output_schema().is_none() {
+                return Err(EngineError::syntax("COPY needs a query that returns rows"));
+            }
+            let kind = PreparedKind::Copy {
+                query: Box::new(query),
+                options: copy.options,
+            };
+            return Ok(Prepared::new(kind, sql));
+        }
         if let Some(command) = commands::recognize(&tokens)? {
             let cursor_schema = match &command {
                 Command::Fetch {
@@ -698,7 +723,10 @@ impl Session {
                     | LogicalPlan::Dml(_)
                     | LogicalPlan::Copy(_)
             ),
-            PreparedKind::Empty | PreparedKind::Constant(_) | PreparedKind::Declare { .. } => false,
+            PreparedKind::Empty
+            | PreparedKind::Constant(_)
+            | PreparedKind::Declare { .. }
+            | PreparedKind::Copy { .. } => false,
         };
         if changes_session {
             // Planning may have read what this statement changes.
@@ -716,6 +744,15 @@ impl Session {
                     _ => Err(EngineError::syntax(
                         "DECLARE CURSOR needs a query that returns rows",
                     )),
+                }
+            }
+            PreparedKind::Copy { query, options } => {
+                match Box::pin(self.execute(query, parameters)).await? {
+                    Outcome::Rows { stream, .. } => Ok(Outcome::Copy {
+                        stream,
+                        options: options.clone(),
+                    }),
+                    _ => Err(EngineError::syntax("COPY needs a query that returns rows")),
                 }
             }
             PreparedKind::Constant(plan) => {

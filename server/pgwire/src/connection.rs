@@ -148,6 +148,13 @@ impl Connection {
             Outcome::Command(tag) => Response::Execution(pg_tag(&tag)),
             Outcome::TransactionStart(tag) => Response::TransactionStart(pg_tag(&tag)),
             Outcome::TransactionEnd(tag) => Response::TransactionEnd(pg_tag(&tag)),
+            Outcome::Copy { .. } => {
+                return Err(engine_error(EngineError::new(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    "COPY ... TO STDOUT must be the only statement of a simple query, \
+                     as psql's \\copy sends it",
+                )));
+            }
             Outcome::Rows { stream, tag } => {
                 let fields = Arc::new(pg_fields(stream.schema().as_ref(), format, Some(options))?);
                 let guard = QueryGuard::new(&self.running_queries);
@@ -526,6 +533,19 @@ impl SimpleQueryHandler for Connection {
                     break;
                 }
             };
+            // COPY writes its rows itself, straight to the client.
+            let outcome = match outcome {
+                Outcome::Copy {
+                    stream,
+                    options: copy,
+                } if count == 1 => {
+                    let _running = QueryGuard::new(&self.running_queries);
+                    crate::copy_out::copy_out(client, stream, &copy, options.clone(), &cancel)
+                        .await?;
+                    return Ok(responses);
+                }
+                other => other,
+            };
             // Only the last statement's rows stream; earlier ones are read now so that the
             // statements run in order.
             let outcome = match outcome {
@@ -631,6 +651,36 @@ impl QueryParser for Parser {
     }
 }
 
+impl Connection {
+    /// Runs a bound portal: its parameters decoded (typed as the statement infers them) and
+    /// the statement executed under a fresh cancel token.
+    async fn execute_portal(
+        &self,
+        portal: &Portal<Prepared>,
+    ) -> PgWireResult<(Outcome, QueryToken)> {
+        self.check_shutdown()?;
+        let cancel = self
+            .query_cancel
+            .start_query(self.session.statement_timeout());
+        let prepared = &portal.statement.statement;
+        let inferred = prepared.parameter_types();
+        let parameters = if portal.parameter_len() > 0 || !inferred.is_empty() {
+            let mut types: Vec<Option<DataType>> = inferred.clone();
+            types.resize(types.len().max(portal.parameter_len()), None);
+            let references: Vec<Option<&DataType>> = types.iter().map(Option::as_ref).collect();
+            match text_carried_parameters(portal)? {
+                Some(portal) => Some(deserialize_parameters(&portal, &references)?),
+                None => Some(deserialize_parameters(portal, &references)?),
+            }
+        } else {
+            None
+        };
+        let outcome =
+            Self::cancellable(&cancel, self.session.execute(prepared, parameters)).await?;
+        Ok((outcome, cancel))
+    }
+}
+
 #[async_trait]
 impl ExtendedQueryHandler for Connection {
     type Statement = Prepared;
@@ -698,25 +748,7 @@ impl ExtendedQueryHandler for Connection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        self.check_shutdown()?;
-        let cancel = self
-            .query_cancel
-            .start_query(self.session.statement_timeout());
-        let prepared = &portal.statement.statement;
-        let inferred = prepared.parameter_types();
-        let parameters = if portal.parameter_len() > 0 || !inferred.is_empty() {
-            let mut types: Vec<Option<DataType>> = inferred.clone();
-            types.resize(types.len().max(portal.parameter_len()), None);
-            let references: Vec<Option<&DataType>> = types.iter().map(Option::as_ref).collect();
-            match text_carried_parameters(portal)? {
-                Some(portal) => Some(deserialize_parameters(&portal, &references)?),
-                None => Some(deserialize_parameters(portal, &references)?),
-            }
-        } else {
-            None
-        };
-        let outcome =
-            Self::cancellable(&cancel, self.session.execute(prepared, parameters)).await?;
+        let (outcome, cancel) = self.execute_portal(portal).await?;
         self.response(
             outcome,
             &portal.result_column_format,
@@ -848,8 +880,30 @@ impl ExtendedQueryHandler for Connection {
         }
         let mut transaction_status = client.transaction_status();
         client.set_state(PgWireConnectionState::QueryInProgress);
-        let response =
-            ExtendedQueryHandler::do_query(self, client, portal.as_ref(), max_rows).await;
+        let response = match self.execute_portal(portal.as_ref()).await {
+            Ok((
+                Outcome::Copy {
+                    stream,
+                    options: copy,
+                },
+                cancel,
+            )) => {
+                // COPY writes its rows itself, straight to the client.
+                let _running = QueryGuard::new(&self.running_queries);
+                let options = self.format_options(client);
+                let result =
+                    crate::copy_out::copy_out(client, stream, &copy, options, &cancel).await;
+                client.set_state(PgWireConnectionState::ReadyForQuery);
+                return result;
+            }
+            Ok((outcome, cancel)) => self.response(
+                outcome,
+                &portal.result_column_format,
+                self.format_options(client),
+                cancel,
+            ),
+            Err(error) => Err(error),
+        };
         let result = match response {
             Ok(Response::Query(query)) => send_streamed(client, query).await,
             Ok(Response::EmptyQuery) => client

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
 use datafusion::arrow::array::{ArrayRef, RecordBatch};
-use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::error::ArrowError;
 use datafusion::physical_plan::SendableRecordBatchStream;
 use fjord_engine::EngineError;
@@ -88,7 +88,38 @@ pub(crate) fn pg_fields(
     options: Option<Arc<FormatOptions>>,
 ) -> PgWireResult<Vec<FieldInfo>> {
     let fields = arrow_schema_to_pg_fields(schema, format, options)?;
-    Ok(crate::text_carried::describe(schema, fields))
+    let fields = crate::text_carried::describe(schema, fields);
+    Ok(fields
+        .into_iter()
+        .zip(schema.fields())
+        .map(|(info, field)| match type_modifier(field.data_type()) {
+            Some(modifier) => info.with_type_modifier(modifier),
+            None => info,
+        })
+        .collect())
+}
+
+/// The row description's type modifier, as Postgres packs it: `numeric(p, s)` is
+/// `(p << 16 | s) + 4`, which clients read for a column's precision and scale (JDBC's
+/// `getPrecision`, psql's `\gdesc`). Precision 38, the widest decimal, is how the engine
+/// carries an unconstrained `numeric` (a `sum` of bigints, a Postgres `numeric` column
+/// declared without precision): that has no modifier, as in Postgres.
+fn type_modifier(data_type: &DataType) -> Option<i32> {
+    match data_type {
+        DataType::Decimal128(precision, scale) if *scale >= 0 && *precision < 38 => {
+            Some(((i32::from(*precision) << 16) | i32::from(*scale as u8)) + 4)
+        }
+        _ => None,
+    }
+}
+
+/// `batch` with the columns whose wire form fjord writes itself (rather than arrow-pg) in
+/// that form: Postgres's text for timestamps, times and floats, and Postgres's binary forms of
+/// uuid, jsonb and numeric.
+pub(crate) fn wire_forms(batch: RecordBatch, fields: &[FieldInfo]) -> PgWireResult<RecordBatch> {
+    let batch = crate::pg_text::render(batch, fields);
+    let batch = crate::text_carried::binary_forms(batch, fields)?;
+    crate::numeric_binary::binary_forms(batch, fields)
 }
 
 /// A query response whose rows are encoded batch by batch as the client reads them.
@@ -151,8 +182,7 @@ fn rows(
                 None => return None,
                 Some(Ok(batch)) => {
                     if batch.num_rows() > 0 {
-                        let batch = crate::pg_text::render(batch, &state.fields);
-                        let batch = match crate::text_carried::binary_forms(batch, &state.fields) {
+                        let batch = match wire_forms(batch, &state.fields) {
                             Ok(batch) => batch,
                             Err(error) => {
                                 state.done = true;

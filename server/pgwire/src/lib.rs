@@ -11,7 +11,9 @@
 mod access;
 mod cancel;
 mod connection;
+mod copy_out;
 mod encode;
+mod numeric_binary;
 mod pg_text;
 mod text_carried;
 
