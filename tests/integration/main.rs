@@ -5,12 +5,14 @@
 mod auth;
 mod cdc;
 mod config_files;
+mod copy_out;
 mod failures;
 mod ingest;
 mod live_catalogs;
 mod load;
 mod node_drivers;
 mod object_storage;
+mod postgres_scans;
 mod process;
 mod protocol;
 mod psql_meta;

@@ -26,6 +26,9 @@ pub enum PostgresError {
         column: String,
         reason: String,
     },
+    /// A broken invariant of the connector itself.
+    #[error("catalog `{catalog}`: internal error: {reason}")]
+    Internal { catalog: String, reason: String },
 }
 
 impl PostgresError {
@@ -34,7 +37,7 @@ impl PostgresError {
         match self {
             PostgresError::Unavailable { .. } => "08001",
             PostgresError::Server { sqlstate, .. } => sqlstate,
-            PostgresError::Decode { .. } => "XX000",
+            PostgresError::Decode { .. } | PostgresError::Internal { .. } => "XX000",
         }
     }
 
@@ -42,7 +45,8 @@ impl PostgresError {
         match self {
             PostgresError::Unavailable { catalog, .. }
             | PostgresError::Server { catalog, .. }
-            | PostgresError::Decode { catalog, .. } => catalog,
+            | PostgresError::Decode { catalog, .. }
+            | PostgresError::Internal { catalog, .. } => catalog,
         }
     }
 

@@ -4,6 +4,8 @@
 //! query names a table, so tables created or altered after fjord started are seen at once.
 //! Rows are read with `COPY (SELECT ...) TO STDOUT (FORMAT binary)` and decoded straight into
 //! Arrow batches; projections, exactly-translatable filters and limits go into that `SELECT`.
+//! Large plain tables are read in block ranges over several connections on one snapshot
+//! (see `scan`).
 //!
 //! **Invariant:** this crate is the only one that writes SQL text for Postgres (see `sql`).
 
@@ -11,6 +13,7 @@ mod binary_copy;
 mod error;
 mod load;
 mod pool;
+mod scan;
 pub mod sql;
 mod types;
 
@@ -25,22 +28,15 @@ use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, Session, TableProvider};
 use datafusion::common::{DataFusionError, Result};
 use datafusion::datasource::TableType;
-use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
-use datafusion::physical_expr::EquivalenceProperties;
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
-use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
-    SendableRecordBatchStream,
-};
+use datafusion::physical_plan::ExecutionPlan;
 use fjord_config::PostgresCatalogConfig;
-use futures::StreamExt;
 use parking_lot::RwLock;
 
 pub use binary_copy::{BinaryCopyDecoder, DecodeError};
 pub use error::PostgresError;
 pub use load::postgres_type_for;
+pub use scan::PostgresScanExec;
 pub use types::{PG_TYPE_METADATA_KEY, PgColumn, PgKind};
 
 use pool::Pool;
@@ -215,7 +211,12 @@ impl PostgresCatalog {
     ) -> Result<Option<PostgresTable>, PostgresError> {
         let result = self.load_columns(schema, table).await;
         self.record(&result);
-        let Some((columns, table_type)) = result? else {
+        let Some(TableShape {
+            columns,
+            table_type,
+            blocks,
+        }) = result?
+        else {
             return Ok(None);
         };
         {
@@ -240,6 +241,7 @@ impl PostgresCatalog {
             columns: Arc::new(columns),
             schema: schema_ref,
             table_type,
+            blocks,
             batch_size: self.batch_size,
         }))
     }
@@ -248,12 +250,18 @@ impl PostgresCatalog {
         &self,
         schema: &str,
         table: &str,
-    ) -> Result<Option<(Vec<PgColumn>, TableType)>, PostgresError> {
+    ) -> Result<Option<TableShape>, PostgresError> {
         let client = self.pool.get().await?;
         let relation = client
             .client()
             .query_opt(
-                "SELECT c.oid, c.relkind::text FROM pg_catalog.pg_class c \
+                "SELECT c.oid, c.relkind::text, \
+                        CASE WHEN c.relkind IN ('r', 'm') \
+                          THEN pg_catalog.pg_relation_size(c.oid) \
+                               / pg_catalog.current_setting('block_size')::bigint \
+                          ELSE 0 END, \
+                        pg_catalog.current_setting('server_version_num')::int \
+                 FROM pg_catalog.pg_class c \
                  JOIN pg_catalog.pg_namespace n ON c.relnamespace = n.oid \
                  WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'v', 'm', 'p', 'f')",
                 &[&schema, &table],
@@ -265,6 +273,8 @@ impl PostgresCatalog {
         };
         let oid: u32 = relation.get(0);
         let relkind: String = relation.get(1);
+        let blocks: i64 = relation.get(2);
+        let server_version: i32 = relation.get(3);
         let rows = client
             .client()
             .query(
@@ -296,7 +306,18 @@ impl PostgresCatalog {
             "v" | "m" => TableType::View,
             _ => TableType::Base,
         };
-        Ok(Some((columns, table_type)))
+        // Block ranges are read with TID range scans, which Postgres has since version 14;
+        // views, partitioned and foreign tables have no blocks of their own (0 here).
+        let blocks = if server_version >= 140000 {
+            blocks.max(0) as u64
+        } else {
+            0
+        };
+        Ok(Some(TableShape {
+            columns,
+            table_type,
+            blocks,
+        }))
     }
 
     fn schema_provider(self: &Arc<Self>, name: &str) -> Arc<dyn SchemaProvider> {
@@ -372,7 +393,16 @@ pub struct PostgresTable {
     columns: Arc<Vec<PgColumn>>,
     schema: SchemaRef,
     table_type: TableType,
+    /// Heap blocks when the table was loaded; 0 where block ranges cannot split it.
+    blocks: u64,
     batch_size: usize,
+}
+
+/// What `load_columns` learns of a relation.
+struct TableShape {
+    columns: Vec<PgColumn>,
+    table_type: TableType,
+    blocks: u64,
 }
 
 impl PostgresTable {
@@ -413,7 +443,7 @@ impl TableProvider for PostgresTable {
 
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
         limit: Option<usize>,
@@ -423,7 +453,7 @@ impl TableProvider for PostgresTable {
             None => (0..self.columns.len()).collect(),
         };
         let selected: Vec<&PgColumn> = indices.iter().map(|&index| &self.columns[index]).collect();
-        let mut query = format!(
+        let query = format!(
             "SELECT {} FROM {}",
             select_list(&selected),
             qualified_table(&self.schema_name, &self.table_name)
@@ -441,160 +471,45 @@ impl TableProvider for PostgresTable {
             })?;
             conditions.push(condition);
         }
-        if !conditions.is_empty() {
-            query.push_str(" WHERE ");
-            query.push_str(&conditions.join(" AND "));
-        }
-        if let Some(limit) = limit {
-            query.push_str(&format!(" LIMIT {limit}"));
-        }
+        // A LIMIT must be applied by one statement; otherwise a large table is read in block
+        // ranges, one connection each.
+        let ranges = match limit {
+            Some(_) => 1,
+            None => scan::range_count(
+                self.blocks,
+                state.config().target_partitions(),
+                self.pool.size(),
+            ),
+        };
+        let queries = scan::ctid_ranges(self.blocks, ranges)
+            .into_iter()
+            .map(|range| {
+                let mut query = query.clone();
+                let conditions: Vec<&str> = conditions
+                    .iter()
+                    .map(String::as_str)
+                    .chain((!range.is_empty()).then_some(range.as_str()))
+                    .collect();
+                if !conditions.is_empty() {
+                    query.push_str(" WHERE ");
+                    query.push_str(&conditions.join(" AND "));
+                }
+                if let Some(limit) = limit {
+                    query.push_str(&format!(" LIMIT {limit}"));
+                }
+                query
+            })
+            .collect();
         let schema = Arc::new(self.schema.project(&indices)?);
         let kinds = selected.iter().map(|column| column.kind.clone()).collect();
         Ok(Arc::new(PostgresScanExec::new(
             self.catalog.clone(),
             self.pool.clone(),
-            query,
+            queries,
             schema,
             kinds,
             self.batch_size,
         )))
-    }
-}
-
-/// Runs one `SELECT` in Postgres through binary COPY and streams its rows as Arrow batches.
-#[derive(Debug)]
-pub struct PostgresScanExec {
-    catalog: String,
-    pool: Arc<Pool>,
-    query: String,
-    schema: SchemaRef,
-    kinds: Vec<PgKind>,
-    batch_size: usize,
-    properties: Arc<PlanProperties>,
-}
-
-impl PostgresScanExec {
-    fn new(
-        catalog: String,
-        pool: Arc<Pool>,
-        query: String,
-        schema: SchemaRef,
-        kinds: Vec<PgKind>,
-        batch_size: usize,
-    ) -> Self {
-        let properties = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(schema.clone()),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        ));
-        PostgresScanExec {
-            catalog,
-            pool,
-            query,
-            schema,
-            kinds,
-            batch_size,
-            properties,
-        }
-    }
-
-    /// The exact statement sent to Postgres.
-    pub fn query(&self) -> &str {
-        &self.query
-    }
-}
-
-impl DisplayAs for PostgresScanExec {
-    fn fmt_as(&self, _format: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "PostgresScanExec: catalog={}, sql={}",
-            self.catalog, self.query
-        )
-    }
-}
-
-impl ExecutionPlan for PostgresScanExec {
-    fn name(&self) -> &str {
-        "PostgresScanExec"
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![]
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        _children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(self)
-    }
-
-    fn execute(
-        &self,
-        partition: usize,
-        context: Arc<TaskContext>,
-    ) -> Result<SendableRecordBatchStream> {
-        if partition != 0 {
-            return Err(DataFusionError::Internal(format!(
-                "PostgresScanExec has one partition, asked for {partition}"
-            )));
-        }
-        let batch_size = self
-            .batch_size
-            .min(context.session_config().batch_size())
-            .max(1);
-        let mut builder = RecordBatchReceiverStreamBuilder::new(self.schema.clone(), 2);
-        let sender = builder.tx();
-        let pool = self.pool.clone();
-        let statement = format!("COPY ({}) TO STDOUT (FORMAT binary)", self.query);
-        let schema = self.schema.clone();
-        let kinds = self.kinds.clone();
-        let catalog = self.catalog.clone();
-        // When the consumer goes away (client disconnect, LIMIT satisfied, cancel), the builder
-        // aborts this task; the pooled connection's drop then cancels the statement in Postgres.
-        builder.spawn(async move {
-            let mut client = pool.get().await?;
-            client.mark_busy();
-            let stream = client
-                .client()
-                .copy_out(statement.as_str())
-                .await
-                .map_err(|e| pool.error(e))?;
-            futures::pin_mut!(stream);
-            let mut decoder = BinaryCopyDecoder::new(schema, &kinds, batch_size);
-            let decode_error = |error: DecodeError| PostgresError::Decode {
-                catalog: catalog.clone(),
-                column: error.column,
-                reason: error.reason,
-            };
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| pool.error(e))?;
-                decoder.push(&chunk).map_err(decode_error)?;
-                for batch in decoder.take_ready() {
-                    if sender.send(Ok(batch)).await.is_err() {
-                        return Ok(());
-                    }
-                }
-            }
-            for batch in decoder.finish().map_err(decode_error)? {
-                if sender.send(Ok(batch)).await.is_err() {
-                    return Ok(());
-                }
-            }
-            client.mark_idle();
-            Ok(())
-        });
-        Ok(builder.build())
     }
 }
 

@@ -17,6 +17,7 @@ pub(crate) struct Pool {
     connect_timeout: Duration,
     idle: Mutex<Vec<Client>>,
     permits: Arc<Semaphore>,
+    size: usize,
 }
 
 /// A connection on loan. Returned to the pool on drop unless it closed or was abandoned busy.
@@ -51,7 +52,17 @@ impl Pool {
             connect_timeout,
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(size.max(1))),
+            size: size.max(1),
         })
+    }
+
+    pub(crate) fn catalog(&self) -> &str {
+        &self.catalog
+    }
+
+    /// The most connections this pool opens.
+    pub(crate) fn size(&self) -> usize {
+        self.size
     }
 
     pub(crate) fn target(&self) -> &str {
@@ -64,34 +75,48 @@ impl Pool {
 
     /// Borrows a connection, opening one if no healthy idle one is left.
     pub(crate) async fn get(self: &Arc<Self>) -> Result<PooledClient, PostgresError> {
-        let permit = self
+        let mut clients = self.get_many(1).await?;
+        Ok(clients.pop().expect("one connection"))
+    }
+
+    /// Borrows `count` connections at once (at most the pool's size). The permits are taken
+    /// together, so two queries that each need several cannot each hold part and wait forever.
+    pub(crate) async fn get_many(
+        self: &Arc<Self>,
+        count: usize,
+    ) -> Result<Vec<PooledClient>, PostgresError> {
+        let mut permits = self
             .permits
             .clone()
-            .acquire_owned()
+            .acquire_many_owned(count as u32)
             .await
             .expect("pool semaphore is never closed");
-        loop {
-            let candidate = self.idle.lock().pop();
-            match candidate {
-                Some(client) if !client.is_closed() => {
-                    return Ok(PooledClient {
-                        client: Some(client),
-                        pool: self.clone(),
-                        _permit: permit,
-                        busy: false,
-                    });
-                }
-                Some(_closed) => continue,
-                None => break,
-            }
+        let mut each = Vec::with_capacity(count);
+        for _ in 1..count {
+            each.push(permits.split(1).expect("a permit per connection"));
         }
-        let client = self.connect().await?;
-        Ok(PooledClient {
-            client: Some(client),
-            pool: self.clone(),
-            _permit: permit,
-            busy: false,
-        })
+        each.push(permits);
+        let mut clients = Vec::with_capacity(count);
+        for permit in each {
+            let idle = loop {
+                match self.idle.lock().pop() {
+                    Some(client) if !client.is_closed() => break Some(client),
+                    Some(_closed) => continue,
+                    None => break None,
+                }
+            };
+            let client = match idle {
+                Some(client) => client,
+                None => self.connect().await?,
+            };
+            clients.push(PooledClient {
+                client: Some(client),
+                pool: self.clone(),
+                _permit: permit,
+                busy: false,
+            });
+        }
+        Ok(clients)
     }
 
     async fn connect(&self) -> Result<Client, PostgresError> {

@@ -1,0 +1,363 @@
+//! Reading a table: one `COPY (SELECT ...) TO STDOUT (FORMAT binary)` per partition, decoded
+//! straight into Arrow batches.
+//!
+//! A large plain table is split into ranges of heap blocks (`ctid` ranges, which Postgres 14
+//! and later read with a TID range scan), one per partition, each read over its own pooled
+//! connection. All of them read one snapshot: the first connection opens a repeatable-read
+//! transaction and exports its snapshot (`pg_export_snapshot()`), the others import it
+//! (`SET TRANSACTION SNAPSHOT`) before any range is read. So the parallel result is exactly
+//! the rows one `SELECT` would have returned, even while other sessions write.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    SendableRecordBatchStream,
+};
+use futures::StreamExt;
+use parking_lot::Mutex;
+
+use crate::binary_copy::{BinaryCopyDecoder, DecodeError};
+use crate::error::PostgresError;
+use crate::pool::{Pool, PooledClient};
+use crate::sql::quote_literal;
+use crate::types::PgKind;
+
+/// A table is split only when each range would hold at least this many 8 kB blocks (8 MB):
+/// below that, opening connections and a snapshot costs more than one connection's read.
+pub(crate) const MIN_BLOCKS_PER_RANGE: u64 = 1024;
+
+/// How many ranges to read a table of `blocks` heap blocks in: at most `partitions` (the
+/// session's target partitions) and `pool_size` (connections are taken all at once), and
+/// none smaller than [`MIN_BLOCKS_PER_RANGE`].
+pub(crate) fn range_count(blocks: u64, partitions: usize, pool_size: usize) -> usize {
+    let by_size = (blocks / MIN_BLOCKS_PER_RANGE).max(1) as usize;
+    by_size.min(partitions).min(pool_size).max(1)
+}
+
+/// The `ctid` condition of each of `count` ranges over `blocks` blocks. The first range is
+/// open below and the last open above, so rows in blocks added since `blocks` was read are
+/// still read exactly once.
+pub(crate) fn ctid_ranges(blocks: u64, count: usize) -> Vec<String> {
+    let count = count.max(1) as u64;
+    let step = blocks.div_ceil(count).max(1);
+    (0..count)
+        .map(|index| {
+            let start = index * step;
+            let end = (index + 1) * step;
+            match (index == 0, index + 1 == count) {
+                (true, true) => String::new(),
+                (true, false) => format!("ctid < '({end},0)'::tid"),
+                (false, true) => format!("ctid >= '({start},0)'::tid"),
+                (false, false) => {
+                    format!("ctid >= '({start},0)'::tid AND ctid < '({end},0)'::tid")
+                }
+            }
+        })
+        .collect()
+}
+
+/// Runs one `SELECT` per partition in Postgres through binary COPY and streams the rows as
+/// Arrow batches.
+#[derive(Debug)]
+pub struct PostgresScanExec {
+    catalog: String,
+    pool: Arc<Pool>,
+    queries: Vec<String>,
+    schema: SchemaRef,
+    kinds: Vec<PgKind>,
+    batch_size: usize,
+    properties: Arc<PlanProperties>,
+    /// The partitions of the current execution, which share one snapshot.
+    round: Mutex<Option<Arc<Round>>>,
+}
+
+impl PostgresScanExec {
+    pub(crate) fn new(
+        catalog: String,
+        pool: Arc<Pool>,
+        queries: Vec<String>,
+        schema: SchemaRef,
+        kinds: Vec<PgKind>,
+        batch_size: usize,
+    ) -> Self {
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(queries.len()),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        PostgresScanExec {
+            catalog,
+            pool,
+            queries,
+            schema,
+            kinds,
+            batch_size,
+            properties,
+            round: Mutex::new(None),
+        }
+    }
+
+    /// The exact statements sent to Postgres, one per partition.
+    pub fn queries(&self) -> &[String] {
+        &self.queries
+    }
+
+    /// The round that partition `partition` belongs to: the current one unless it has
+    /// already read that partition (the plan is being executed again).
+    fn join_round(&self, partition: usize) -> Arc<Round> {
+        let mut current = self.round.lock();
+        if let Some(round) = current.as_ref() {
+            let mut joined = round.joined.lock();
+            if !joined[partition] {
+                joined[partition] = true;
+                return round.clone();
+            }
+        }
+        let round = Arc::new(Round {
+            joined: Mutex::new(vec![false; self.queries.len()]),
+            connections: tokio::sync::OnceCell::new(),
+        });
+        round.joined.lock()[partition] = true;
+        *current = Some(round.clone());
+        round
+    }
+}
+
+impl DisplayAs for PostgresScanExec {
+    fn fmt_as(&self, _format: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let [query] = self.queries.as_slice() {
+            return write!(f, "PostgresScanExec: catalog={}, sql={query}", self.catalog);
+        }
+        write!(
+            f,
+            "PostgresScanExec: catalog={}, partitions={} (one snapshot), sql=[{}]",
+            self.catalog,
+            self.queries.len(),
+            self.queries.join("; ")
+        )
+    }
+}
+
+impl ExecutionPlan for PostgresScanExec {
+    fn name(&self) -> &str {
+        "PostgresScanExec"
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let Some(query) = self.queries.get(partition) else {
+            return Err(DataFusionError::Internal(format!(
+                "PostgresScanExec has {} partitions, asked for {partition}",
+                self.queries.len()
+            )));
+        };
+        let batch_size = self
+            .batch_size
+            .min(context.session_config().batch_size())
+            .max(1);
+        let mut builder = RecordBatchReceiverStreamBuilder::new(self.schema.clone(), 2);
+        let sender = builder.tx();
+        let pool = self.pool.clone();
+        let statement = format!("COPY ({query}) TO STDOUT (FORMAT binary)");
+        let schema = self.schema.clone();
+        let kinds = self.kinds.clone();
+        let catalog = self.catalog.clone();
+        let round = (self.queries.len() > 1).then(|| self.join_round(partition));
+        let partitions = self.queries.len();
+        // When the consumer goes away (client disconnect, LIMIT satisfied, cancel), the builder
+        // aborts this task; the pooled connection's drop then cancels the statement in Postgres.
+        builder.spawn(async move {
+            let mut client = match &round {
+                Some(round) => round.connection(&pool, partition, partitions).await?,
+                None => {
+                    let mut client = pool.get().await?;
+                    client.mark_busy();
+                    client
+                }
+            };
+            let stream = client
+                .client()
+                .copy_out(statement.as_str())
+                .await
+                .map_err(|e| pool.error(e))?;
+            futures::pin_mut!(stream);
+            let mut decoder = BinaryCopyDecoder::new(schema, &kinds, batch_size);
+            let decode_error = |error: DecodeError| PostgresError::Decode {
+                catalog: catalog.clone(),
+                column: error.column,
+                reason: error.reason,
+            };
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| pool.error(e))?;
+                decoder.push(&chunk).map_err(decode_error)?;
+                for batch in decoder.take_ready() {
+                    if sender.send(Ok(batch)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            for batch in decoder.finish().map_err(decode_error)? {
+                if sender.send(Ok(batch)).await.is_err() {
+                    return Ok(());
+                }
+            }
+            if round.is_some() {
+                // Read-only: ending the transaction only releases the snapshot.
+                client
+                    .client()
+                    .batch_execute("COMMIT")
+                    .await
+                    .map_err(|e| pool.error(e))?;
+            }
+            client.mark_idle();
+            Ok(())
+        });
+        Ok(builder.build())
+    }
+}
+
+/// One execution of a split scan: a connection per partition, all in one snapshot.
+struct Round {
+    /// Partitions that have started in this round.
+    joined: Mutex<Vec<bool>>,
+    /// Opened by the first partition to need them; each partition takes its own.
+    connections: tokio::sync::OnceCell<Vec<Mutex<Option<PooledClient>>>>,
+}
+
+impl fmt::Debug for Round {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Round")
+            .field("joined", &*self.joined.lock())
+            .field("opened", &self.connections.initialized())
+            .finish()
+    }
+}
+
+impl Round {
+    /// Partition `partition`'s connection, in a transaction on the round's snapshot.
+    async fn connection(
+        &self,
+        pool: &Arc<Pool>,
+        partition: usize,
+        partitions: usize,
+    ) -> Result<PooledClient, PostgresError> {
+        let connections = self
+            .connections
+            .get_or_try_init(|| share_snapshot(pool, partitions))
+            .await?;
+        connections[partition]
+            .lock()
+            .take()
+            .ok_or_else(|| PostgresError::Internal {
+                catalog: pool.catalog().to_string(),
+                reason: format!("partition {partition} was read twice in one scan"),
+            })
+    }
+}
+
+/// `count` connections in repeatable-read transactions that see one snapshot.
+async fn share_snapshot(
+    pool: &Arc<Pool>,
+    count: usize,
+) -> Result<Vec<Mutex<Option<PooledClient>>>, PostgresError> {
+    let mut clients = pool.get_many(count).await?;
+    // Until COMMIT, a connection is inside a transaction: if it is dropped before that, it is
+    // closed rather than handed to another query.
+    for client in &mut clients {
+        client.mark_busy();
+    }
+    let begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+    let exporter = clients[0].client();
+    exporter
+        .batch_execute(begin)
+        .await
+        .map_err(|e| pool.error(e))?;
+    let snapshot: String = exporter
+        .query_one("SELECT pg_catalog.pg_export_snapshot()", &[])
+        .await
+        .map_err(|e| pool.error(e))?
+        .get(0);
+    let snapshot = quote_literal(&snapshot).ok_or_else(|| PostgresError::Internal {
+        catalog: pool.catalog().to_string(),
+        reason: "the exported snapshot id holds a NUL byte".into(),
+    })?;
+    let import = format!("{begin}; SET TRANSACTION SNAPSHOT {snapshot}");
+    futures::future::try_join_all(
+        clients[1..]
+            .iter()
+            .map(|client| client.client().batch_execute(&import)),
+    )
+    .await
+    .map_err(|e| pool.error(e))?;
+    Ok(clients
+        .into_iter()
+        .map(|client| Mutex::new(Some(client)))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_cover_every_block_once() {
+        assert_eq!(ctid_ranges(5000, 1), vec![String::new()]);
+        assert_eq!(
+            ctid_ranges(5000, 2),
+            vec![
+                "ctid < '(2500,0)'::tid".to_string(),
+                "ctid >= '(2500,0)'::tid".to_string()
+            ]
+        );
+        assert_eq!(
+            ctid_ranges(10, 3),
+            vec![
+                "ctid < '(4,0)'::tid".to_string(),
+                "ctid >= '(4,0)'::tid AND ctid < '(8,0)'::tid".to_string(),
+                "ctid >= '(8,0)'::tid".to_string()
+            ]
+        );
+    }
+
+    #[test]
+    fn small_tables_are_not_split() {
+        assert_eq!(range_count(0, 8, 4), 1);
+        assert_eq!(range_count(MIN_BLOCKS_PER_RANGE * 2 - 1, 8, 4), 1);
+        assert_eq!(range_count(MIN_BLOCKS_PER_RANGE * 2, 8, 4), 2);
+        assert_eq!(range_count(MIN_BLOCKS_PER_RANGE * 100, 8, 4), 4);
+        assert_eq!(range_count(MIN_BLOCKS_PER_RANGE * 100, 2, 4), 2);
+        assert_eq!(range_count(MIN_BLOCKS_PER_RANGE * 100, 8, 1), 1);
+    }
+}
