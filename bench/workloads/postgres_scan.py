@@ -18,7 +18,6 @@ SELECT g, (g % 1000)::int, (g % 100000) / 100.0, 'item-' || (g % 50000),
        timestamptz '2026-01-01 00:00:00+00' + g * interval '1 second', g % 3 = 0,
        (g % 9973) / 7.0, (g % 20)::int
 FROM generate_series(1, %(rows)d) AS g;
-VACUUM ANALYZE scan_wide;
 """
 
 
@@ -38,6 +37,7 @@ def run(bench):
     print(f"bench: {NAME}: creating a {rows}-row table in PostgreSQL", flush=True)
     with bench.postgres.connect("workshop") as pg:
         pg.execute(CREATE.replace("%(rows)d", str(rows)))
+        pg.execute("VACUUM ANALYZE scan_wide")
     fjord_table = "postgresql.public.scan_wide"
     results = []
 

@@ -61,36 +61,36 @@ fn write_numeric(unscaled: i128, scale: u16, out: &mut Vec<u8>) {
     let divisor = 10u128.pow(u32::from(scale));
     let (mut integer, fraction) = (magnitude / divisor, magnitude % divisor);
 
-    // Integer groups, least significant first.
-    let mut integer_groups = Vec::new();
+    // Base-10000 groups, most significant first, in a fixed buffer (a 38-digit decimal has at
+    // most 10 groups on each side of the point): no allocation per value.
+    let mut groups = [0u16; 20];
+    let mut integer_count = 0;
     while integer > 0 {
-        integer_groups.push((integer % 10_000) as u16);
+        integer_count += 1;
+        groups[10 - integer_count] = (integer % 10_000) as u16;
         integer /= 10_000;
     }
-    // Fraction groups, most significant first: the fraction padded to whole groups of 4.
-    let fraction_group_count = usize::from(scale).div_ceil(4);
-    let padding = (fraction_group_count * 4 - usize::from(scale)) as u32;
-    let mut fraction_groups = vec![0u16; fraction_group_count];
-    if let Some((last, others)) = fraction_groups.split_last_mut() {
-        // The last group holds the last 4 - padding digits (no multiplication that could
-        // overflow at scale 38).
+    let fraction_count = usize::from(scale).div_ceil(4);
+    if fraction_count > 0 {
+        // The fraction padded to whole groups of 4 digits; the last group holds the last
+        // 4 - padding digits (no multiplication that could overflow at scale 38).
+        let padding = (fraction_count * 4 - usize::from(scale)) as u32;
         let last_digits = 10u128.pow(4 - padding);
-        *last = ((fraction % last_digits) * 10u128.pow(padding)) as u16;
+        groups[10 + fraction_count - 1] = ((fraction % last_digits) * 10u128.pow(padding)) as u16;
         let mut rest = fraction / last_digits;
-        for group in others.iter_mut().rev() {
+        for group in groups[10..10 + fraction_count - 1].iter_mut().rev() {
             *group = (rest % 10_000) as u16;
             rest /= 10_000;
         }
     }
-
-    let mut digits: Vec<u16> = integer_groups.iter().rev().copied().collect();
-    digits.extend(fraction_groups);
-    let mut weight = integer_groups.len() as i16 - 1;
-    let leading = digits.iter().take_while(|&&group| group == 0).count();
-    digits.drain(..leading);
-    weight -= leading as i16;
-    while digits.last() == Some(&0) {
-        digits.pop();
+    let mut digits = &groups[10 - integer_count..10 + fraction_count];
+    let mut weight = integer_count as i16 - 1;
+    while let [0, rest @ ..] = digits {
+        digits = rest;
+        weight -= 1;
+    }
+    while let [rest @ .., 0] = digits {
+        digits = rest;
     }
     if digits.is_empty() {
         weight = 0;
