@@ -61,25 +61,15 @@ async fn copy_to_stdout_writes_what_postgres_writes() -> anyhow::Result<()> {
             stdout.contains("COPY 5"),
             "{name}: psql reports the rows: {stdout}"
         );
-        let output = std::process::Command::new("psql")
-            .args([
-                "-X",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-            ])
-            .args(["-p", &postgres.port.to_string(), "-d", "workshop"])
-            .args(["-c", "SET TimeZone = 'UTC'", "-c"])
-            .arg(copy_command(select, &from_postgres, options))
-            .output()?;
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        postgres.psql(
+            "workshop",
+            &[
+                "-c",
+                "SET TimeZone = 'UTC'",
+                "-c",
+                &copy_command(select, &from_postgres, options),
+            ],
+        )?;
         let fjord_bytes = std::fs::read(&from_fjord)?;
         let postgres_bytes = std::fs::read(&from_postgres)?;
         assert_eq!(

@@ -189,6 +189,13 @@ impl Postgres {
 
     /// Runs SQL as the superuser through the real psql binary.
     pub fn psql_admin(&self, database: &str, sql: &str) -> Result<String> {
+        let output = self.psql(database, &["-At", "-c", sql])?;
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// Runs the real psql as the superuser with `args` (several `-c` run in one session);
+    /// fails with psql's error output unless it succeeds.
+    pub fn psql(&self, database: &str, args: &[&str]) -> Result<std::process::Output> {
         let output = Command::new("psql")
             .args([
                 "-X",
@@ -198,17 +205,17 @@ impl Postgres {
                 "127.0.0.1",
                 "-U",
                 "postgres",
-                "-At",
                 "-p",
             ])
             .arg(self.port.to_string())
-            .args(["-d", database, "-c", sql])
+            .args(["-d", database])
+            .args(args)
             .output()
             .context("running psql (install postgresql-client)")?;
         if !output.status.success() {
             bail!("psql failed: {}", String::from_utf8_lossy(&output.stderr));
         }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        Ok(output)
     }
 
     /// A direct connection to Postgres (not through fjord), for checks.
