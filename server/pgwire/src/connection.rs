@@ -151,8 +151,8 @@ impl Connection {
             Outcome::Copy { .. } => {
                 return Err(engine_error(EngineError::new(
                     sqlstate::FEATURE_NOT_SUPPORTED,
-                    "COPY ... TO STDOUT must be the only statement of a simple query, \
-                     as psql's \\copy sends it",
+                    "COPY ... TO STDOUT must be sent alone: as the only statement of a query \
+                     string (as psql's \\copy sends it) or by an Execute without a row limit",
                 )));
             }
             Outcome::Rows { stream, tag } => {
@@ -539,8 +539,7 @@ impl SimpleQueryHandler for Connection {
                     stream,
                     options: copy,
                 } if count == 1 => {
-                    let _running = QueryGuard::new(&self.running_queries);
-                    crate::copy_out::copy_out(client, stream, &copy, options.clone(), &cancel)
+                    self.copy_out(client, stream, &copy, options.clone(), &cancel)
                         .await?;
                     return Ok(responses);
                 }
@@ -652,6 +651,23 @@ impl QueryParser for Parser {
 }
 
 impl Connection {
+    /// Writes a COPY's rows to the client, counted as a running query until done.
+    async fn copy_out<C>(
+        &self,
+        client: &mut C,
+        stream: datafusion::physical_plan::SendableRecordBatchStream,
+        copy: &fjord_engine::CopyOptions,
+        options: Arc<FormatOptions>,
+        cancel: &QueryToken,
+    ) -> PgWireResult<()>
+    where
+        C: Sink<PgWireBackendMessage> + Unpin + Send,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let _running = QueryGuard::new(&self.running_queries);
+        crate::copy_out::copy_out(client, stream, copy, options, cancel).await
+    }
+
     /// Runs a bound portal: its parameters decoded (typed as the statement infers them) and
     /// the statement executed under a fresh cancel token.
     async fn execute_portal(
@@ -889,10 +905,8 @@ impl ExtendedQueryHandler for Connection {
                 cancel,
             )) => {
                 // COPY writes its rows itself, straight to the client.
-                let _running = QueryGuard::new(&self.running_queries);
                 let options = self.format_options(client);
-                let result =
-                    crate::copy_out::copy_out(client, stream, &copy, options, &cancel).await;
+                let result = self.copy_out(client, stream, &copy, options, &cancel).await;
                 client.set_state(PgWireConnectionState::ReadyForQuery);
                 return result;
             }
