@@ -16,6 +16,7 @@ mod postgres_scans;
 mod process;
 mod protocol;
 mod psql_meta;
+mod pushdown;
 mod python_drivers;
 mod scenario;
 mod slt;

@@ -13,6 +13,7 @@ mod binary_copy;
 mod error;
 mod load;
 mod pool;
+mod pushdown;
 mod scan;
 pub mod sql;
 mod types;
@@ -32,10 +33,12 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use fjord_config::PostgresCatalogConfig;
 use parking_lot::RwLock;
+use tokio_postgres::types::Type;
 
 pub use binary_copy::{BinaryCopyDecoder, DecodeError};
 pub use error::PostgresError;
 pub use load::postgres_type_for;
+pub use pushdown::{PostgresPushdown, PostgresQuery, PostgresQueryPlanner};
 pub use scan::PostgresScanExec;
 pub use types::{PG_TYPE_METADATA_KEY, PgColumn, PgKind};
 
@@ -252,54 +255,52 @@ impl PostgresCatalog {
         table: &str,
     ) -> Result<Option<TableShape>, PostgresError> {
         let client = self.pool.get().await?;
-        let relation = client
+        // One round trip: the relation's facts on every row, one row per column (a table
+        // without columns gives one row with NULL column facts). `query_typed` sends the
+        // statement without preparing it first.
+        let rows = client
             .client()
-            .query_opt(
-                "SELECT c.oid, c.relkind::text, \
+            .query_typed(
+                "SELECT c.relkind::text, \
                         CASE WHEN c.relkind IN ('r', 'm') \
                           THEN pg_catalog.pg_relation_size(c.oid) \
                                / pg_catalog.current_setting('block_size')::bigint \
                           ELSE 0 END, \
-                        pg_catalog.current_setting('server_version_num')::int \
-                 FROM pg_catalog.pg_class c \
-                 JOIN pg_catalog.pg_namespace n ON c.relnamespace = n.oid \
-                 WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'v', 'm', 'p', 'f')",
-                &[&schema, &table],
-            )
-            .await
-            .map_err(|e| self.pool.error(e))?;
-        let Some(relation) = relation else {
-            return Ok(None);
-        };
-        let oid: u32 = relation.get(0);
-        let relkind: String = relation.get(1);
-        let blocks: i64 = relation.get(2);
-        let server_version: i32 = relation.get(3);
-        let rows = client
-            .client()
-            .query(
-                "SELECT a.attname::text, a.atttypid, a.atttypmod, \
+                        pg_catalog.current_setting('server_version_num')::int, \
+                        a.attname::text, a.atttypid, a.atttypmod, \
                         pg_catalog.format_type(a.atttypid, a.atttypmod), \
                         CASE WHEN t.typcategory = 'A' THEN t.typelem END, NOT a.attnotnull \
-                 FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON a.atttypid = t.oid \
-                 WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
+                 FROM pg_catalog.pg_class c \
+                 JOIN pg_catalog.pg_namespace n ON c.relnamespace = n.oid \
+                 LEFT JOIN pg_catalog.pg_attribute a \
+                   ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+                 LEFT JOIN pg_catalog.pg_type t ON a.atttypid = t.oid \
+                 WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'v', 'm', 'p', 'f') \
                  ORDER BY a.attnum",
-                &[&oid],
+                &[(&schema, Type::TEXT), (&table, Type::TEXT)],
             )
             .await
             .map_err(|e| self.pool.error(e))?;
+        let Some(relation) = rows.first() else {
+            return Ok(None);
+        };
+        let relkind: String = relation.get(0);
+        let blocks: i64 = relation.get(1);
+        let server_version: i32 = relation.get(2);
         let columns = rows
             .iter()
-            .map(|row| {
-                let type_oid: u32 = row.get(1);
-                let typmod: i32 = row.get(2);
-                let element: Option<u32> = row.get(4);
-                PgColumn {
-                    name: row.get(0),
-                    type_name: row.get(3),
+            .filter_map(|row| {
+                // No column facts at all for a table without columns.
+                let name: String = row.get::<_, Option<String>>(3)?;
+                let type_oid: u32 = row.get(4);
+                let typmod: i32 = row.get(5);
+                let element: Option<u32> = row.get(7);
+                Some(PgColumn {
+                    name,
+                    type_name: row.get(6),
                     kind: PgKind::from_type(type_oid, typmod, element),
-                    nullable: row.get(5),
-                }
+                    nullable: row.get(8),
+                })
             })
             .collect();
         let table_type = match relkind.as_str() {

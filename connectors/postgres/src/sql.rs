@@ -97,6 +97,16 @@ impl<'a> FilterTranslator<'a> {
                 _ => None,
             },
             Expr::Not(inner) => Some(format!("(NOT {})", self.translate(inner)?)),
+            // DataFusion simplifies filters after they were pushed (`x IS NOT NULL` on a column
+            // it knows is never NULL becomes `true`).
+            Expr::Literal(ScalarValue::Boolean(value), _) => Some(
+                match value {
+                    Some(true) => "TRUE",
+                    Some(false) => "FALSE",
+                    None => "NULL::boolean",
+                }
+                .to_string(),
+            ),
             Expr::IsNull(inner) => Some(format!("({} IS NULL)", self.column_sql(inner, false)?)),
             Expr::IsNotNull(inner) => {
                 Some(format!("({} IS NOT NULL)", self.column_sql(inner, false)?))
@@ -326,7 +336,7 @@ fn timestamp_text(micros: i64) -> Option<String> {
     )
 }
 
-fn decimal_text(value: i128, scale: i8) -> String {
+pub(crate) fn decimal_text(value: i128, scale: i8) -> String {
     if scale <= 0 {
         let mut text = value.to_string();
         for _ in 0..(-scale) {

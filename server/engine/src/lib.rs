@@ -12,12 +12,14 @@ mod constant_plans;
 mod copy;
 mod cursors;
 mod error;
+mod in_list_nulls;
 mod int4_literals;
 mod not_null;
 mod numeric_sums;
 mod pg_catalog;
 mod pg_catalog_tables;
 pub mod pg_text;
+mod query_planner;
 mod session_vars;
 mod types;
 mod untyped_literals;
@@ -113,6 +115,9 @@ impl Engine {
             .with_target_partitions(self.config.target_partitions())
             .with_batch_size(server.batch_size);
         config.options_mut().sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
+        // `8.3` is an exact numeric, as in Postgres, not the double nearest to it: compared with
+        // a numeric(5,2) column, the double would become 8.300000000000001.
+        config.options_mut().sql_parser.parse_float_as_decimal = true;
         // The session's TimeZone types `now()` and `TIMESTAMPTZ '...'` literals as timestamps
         // with a zone, and reads a literal without an offset in that zone, as Postgres does.
         config.options_mut().execution.time_zone = Some(DEFAULT_TIME_ZONE.into());
@@ -129,12 +134,15 @@ impl Engine {
         analyzer_rules.insert(0, Arc::new(untyped_literals::UntypedLiterals));
         analyzer_rules.insert(1, Arc::new(numeric_sums::NumericSums));
         analyzer_rules.push(Arc::new(pg_text::TextCasts));
+        analyzer_rules.push(Arc::new(in_list_nulls::InListNulls));
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)
             .with_catalog_list(self.catalog_list.clone())
             .with_default_features()
             .with_analyzer_rules(analyzer_rules)
+            .with_optimizer_rule(Arc::new(fjord_postgres::PostgresPushdown))
+            .with_query_planner(Arc::new(query_planner::FjordQueryPlanner))
             .with_physical_optimizer_rule(Arc::new(checked_arithmetic::CheckedArithmetic))
             .build();
         let context = SessionContext::new_with_state(state);
