@@ -415,3 +415,96 @@ async fn explain_shows_the_sql_sent_to_postgres() -> anyhow::Result<()> {
     assert!(plan.contains("AggregateExec"), "{plan}");
     fjord.stop().await
 }
+
+/// The `output_rows` figure of the Postgres scan in an EXPLAIN ANALYZE: rows that crossed the
+/// wire from Postgres.
+fn postgres_rows(plan: &str) -> Option<u64> {
+    let line = plan
+        .lines()
+        .find(|line| line.contains("PostgresScanExec"))?;
+    let (_, after) = line.split_once("output_rows=")?;
+    // Large figures are written `50.00 K`.
+    let figure = after.split([',', ']']).next()?.trim();
+    let (number, scale) = match figure.split_once(' ') {
+        Some((number, "K")) => (number, 1_000.0),
+        Some((number, "M")) => (number, 1_000_000.0),
+        _ => (figure, 1.0),
+    };
+    Some((number.parse::<f64>().ok()? * scale).round() as u64)
+}
+
+/// A join of a few lake rows with a large Postgres table reads only the matching Postgres
+/// rows: the hash join's keys (an IN list, or their range) reach Postgres as a condition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_lake_side_filters_the_postgres_side_of_a_join() -> anyhow::Result<()> {
+    let postgres = Postgres::start()?;
+    postgres.psql_admin(
+        "workshop",
+        "CREATE TABLE visits (id int PRIMARY KEY, cat uuid NOT NULL, minutes int); \
+         INSERT INTO visits SELECT g, md5(g::text)::uuid, g % 90 FROM generate_series(1, 50000) g; \
+         CREATE INDEX ON visits (cat); ANALYZE visits",
+    )?;
+    let direct = postgres.connect("workshop").await?;
+    let uuids: Vec<String> = direct
+        .query(
+            "SELECT cat::text FROM visits WHERE id IN (7, 70, 700) ORDER BY id",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let fjord = Fjord::start(&postgres.catalog_toml("postgresql")).await?;
+    let client = fjord.connect().await?;
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA iceberg.lake; \
+             CREATE TABLE iceberg.lake.picks AS SELECT CAST(column1 AS INT) AS id, column2 AS cat \
+             FROM (VALUES (7, '{}'), (70, '{}'), (700, '{}'), (7000, 'not-a-visit'), \
+                          (70000, 'nor-this')) AS t",
+            uuids[0], uuids[1], uuids[2]
+        ))
+        .await?;
+
+    let explain_rows = |sql: String| {
+        let client = &client;
+        async move {
+            let plan = query_text(client, &format!("EXPLAIN ANALYZE {sql}"))
+                .await?
+                .concat()
+                .join("\n");
+            let rows = postgres_rows(&plan)
+                .ok_or_else(|| anyhow::anyhow!("no Postgres scan with rows in:\n{plan}"))?;
+            anyhow::Ok((plan, rows))
+        }
+    };
+    for (key, expected) in [("id", ["4", "217"]), ("cat", ["3", "147"])] {
+        let sql = format!(
+            "SELECT count(*), sum(v.minutes) FROM iceberg.lake.picks p \
+             JOIN postgresql.public.visits v ON v.{key} = p.{key}"
+        );
+        assert_eq!(
+            query_text(&client, &sql).await?,
+            vec![expected.to_vec()],
+            "{sql}"
+        );
+        let (plan, rows) = explain_rows(sql.clone()).await?;
+        assert!(plan.contains("runtime_filters=["), "{plan}");
+        assert!(
+            rows <= 5,
+            "joining on {key}, only the matching rows come from Postgres, not {rows}:\n{plan}"
+        );
+
+        // Without run-time filters the whole table crosses, and the answer is the same.
+        client
+            .batch_execute("SET datafusion.optimizer.enable_join_dynamic_filter_pushdown = false")
+            .await?;
+        assert_eq!(query_text(&client, &sql).await?, vec![expected.to_vec()]);
+        let (plan, rows) = explain_rows(sql).await?;
+        assert_eq!(rows, 50000, "{plan}");
+        client
+            .batch_execute("SET datafusion.optimizer.enable_join_dynamic_filter_pushdown = true")
+            .await?;
+    }
+    fjord.stop().await
+}

@@ -509,6 +509,7 @@ impl TableProvider for PostgresTable {
             queries,
             schema,
             kinds,
+            selected.into_iter().cloned().collect(),
             self.batch_size,
         )))
     }

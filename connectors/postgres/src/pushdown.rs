@@ -48,7 +48,7 @@ use crate::scan::PostgresScanExec;
 use crate::sql::{
     FilterTranslator, decimal_text, qualified_table, quote_identifier, quote_literal,
 };
-use crate::types::PgKind;
+use crate::types::{PgColumn, PgKind};
 
 /// The optimizer rule; add it after DataFusion's own rules.
 #[derive(Debug, Default)]
@@ -1090,12 +1090,26 @@ impl ExtensionPlanner for PostgresQueryPlanner {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        // The statement's columns are `c0, c1, ...`, each of the Postgres type of its Arrow type.
+        let columns = schema
+            .fields()
+            .iter()
+            .zip(&kinds)
+            .enumerate()
+            .map(|(index, (field, kind))| PgColumn {
+                name: format!("c{index}"),
+                type_name: pg_type_for(field.data_type()).unwrap_or_default(),
+                kind: kind.clone(),
+                nullable: true,
+            })
+            .collect();
         Ok(Some(Arc::new(PostgresScanExec::new(
             query.catalog.clone(),
             query.pool.clone(),
             vec![query.sql.clone()],
             schema,
             kinds,
+            columns,
             query.batch_size,
         ))))
     }

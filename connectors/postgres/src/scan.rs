@@ -14,10 +14,21 @@ use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use datafusion::common::{DataFusionError, Result};
+use datafusion::config::ConfigOptions;
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::DynamicFilterPhysicalExpr;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
+use datafusion::physical_plan::filter_pushdown::{
+    ChildPushdownResult, FilterPushdownPhase, FilterPushdownPropagation, PushedDown,
+};
+use datafusion::physical_plan::metrics::{
+    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
+use datafusion::physical_plan::stream::{
+    RecordBatchReceiverStreamBuilder, RecordBatchStreamAdapter,
+};
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
     SendableRecordBatchStream,
@@ -28,8 +39,8 @@ use parking_lot::Mutex;
 use crate::binary_copy::{BinaryCopyDecoder, DecodeError};
 use crate::error::PostgresError;
 use crate::pool::{Pool, PooledClient};
-use crate::sql::quote_literal;
-use crate::types::PgKind;
+use crate::sql::{quote_literal, runtime_filter_sql};
+use crate::types::{PgColumn, PgKind};
 
 /// A table is split only when each range would hold at least this many 8 kB blocks (8 MB):
 /// below that, opening connections and a snapshot costs more than one connection's read.
@@ -74,8 +85,15 @@ pub struct PostgresScanExec {
     queries: Vec<String>,
     schema: SchemaRef,
     kinds: Vec<PgKind>,
+    /// The output columns as Postgres sees them, for translating run-time filters.
+    columns: Arc<Vec<PgColumn>>,
+    /// Run-time filters from joins above (DataFusion's dynamic filters), read when the scan
+    /// starts: by then a hash join has built its table and set them.
+    runtime_filters: Vec<Arc<dyn PhysicalExpr>>,
     batch_size: usize,
     properties: Arc<PlanProperties>,
+    /// Rows read from Postgres per partition (`output_rows` in EXPLAIN ANALYZE).
+    metrics: ExecutionPlanMetricsSet,
     /// The partitions of the current execution, which share one snapshot.
     round: Mutex<Option<Arc<Round>>>,
 }
@@ -87,6 +105,7 @@ impl PostgresScanExec {
         queries: Vec<String>,
         schema: SchemaRef,
         kinds: Vec<PgKind>,
+        columns: Vec<PgColumn>,
         batch_size: usize,
     ) -> Self {
         let properties = Arc::new(PlanProperties::new(
@@ -101,8 +120,11 @@ impl PostgresScanExec {
             queries,
             schema,
             kinds,
+            columns: Arc::new(columns),
+            runtime_filters: Vec::new(),
             batch_size,
             properties,
+            metrics: ExecutionPlanMetricsSet::new(),
             round: Mutex::new(None),
         }
     }
@@ -136,15 +158,25 @@ impl PostgresScanExec {
 impl DisplayAs for PostgresScanExec {
     fn fmt_as(&self, _format: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let [query] = self.queries.as_slice() {
-            return write!(f, "PostgresScanExec: catalog={}, sql={query}", self.catalog);
+            write!(f, "PostgresScanExec: catalog={}, sql={query}", self.catalog)?;
+        } else {
+            write!(
+                f,
+                "PostgresScanExec: catalog={}, partitions={} (one snapshot), sql=[{}]",
+                self.catalog,
+                self.queries.len(),
+                self.queries.join("; ")
+            )?;
         }
-        write!(
-            f,
-            "PostgresScanExec: catalog={}, partitions={} (one snapshot), sql=[{}]",
-            self.catalog,
-            self.queries.len(),
-            self.queries.join("; ")
-        )
+        if !self.runtime_filters.is_empty() {
+            let filters: Vec<String> = self
+                .runtime_filters
+                .iter()
+                .map(|filter| filter.to_string())
+                .collect();
+            write!(f, ", runtime_filters=[{}]", filters.join(", "))?;
+        }
+        Ok(())
     }
 }
 
@@ -172,6 +204,58 @@ impl ExecutionPlan for PostgresScanExec {
         Ok(self)
     }
 
+    /// Keeps the join filters DataFusion offers after planning (phase `Post`); the join
+    /// above still checks every row, so each is reported as not applied here.
+    fn handle_child_pushdown_result(
+        &self,
+        phase: FilterPushdownPhase,
+        child_pushdown_result: ChildPushdownResult,
+        _config: &ConfigOptions,
+    ) -> Result<FilterPushdownPropagation<Arc<dyn ExecutionPlan>>> {
+        let filters: Vec<Arc<dyn PhysicalExpr>> = child_pushdown_result
+            .parent_filters
+            .iter()
+            .map(|result| result.filter.clone())
+            .collect();
+        let not_applied = vec![PushedDown::No; filters.len()];
+        let runtime: Vec<Arc<dyn PhysicalExpr>> = filters
+            .into_iter()
+            .filter(|filter| {
+                phase == FilterPushdownPhase::Post
+                    && filter
+                        .as_any()
+                        .downcast_ref::<DynamicFilterPhysicalExpr>()
+                        .is_some()
+            })
+            .collect();
+        let mut propagation = FilterPushdownPropagation {
+            filters: not_applied,
+            updated_node: None,
+        };
+        if !runtime.is_empty() {
+            let mut runtime_filters = self.runtime_filters.clone();
+            runtime_filters.extend(runtime);
+            propagation = propagation.with_updated_node(Arc::new(PostgresScanExec {
+                catalog: self.catalog.clone(),
+                pool: self.pool.clone(),
+                queries: self.queries.clone(),
+                schema: self.schema.clone(),
+                kinds: self.kinds.clone(),
+                columns: self.columns.clone(),
+                runtime_filters,
+                batch_size: self.batch_size,
+                properties: self.properties.clone(),
+                metrics: ExecutionPlanMetricsSet::new(),
+                round: Mutex::new(None),
+            }) as Arc<dyn ExecutionPlan>);
+        }
+        Ok(propagation)
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
     fn execute(
         &self,
         partition: usize,
@@ -187,15 +271,80 @@ impl ExecutionPlan for PostgresScanExec {
             .batch_size
             .min(context.session_config().batch_size())
             .max(1);
-        let mut builder = RecordBatchReceiverStreamBuilder::new(self.schema.clone(), 2);
-        let sender = builder.tx();
-        let pool = self.pool.clone();
-        let statement = format!("COPY ({query}) TO STDOUT (FORMAT binary)");
+        let read = Read {
+            pool: self.pool.clone(),
+            query: query.clone(),
+            schema: self.schema.clone(),
+            kinds: self.kinds.clone(),
+            columns: self.columns.clone(),
+            runtime_filters: self.runtime_filters.clone(),
+            catalog: self.catalog.clone(),
+            round: (self.queries.len() > 1).then(|| self.join_round(partition)),
+            partition,
+            partitions: self.queries.len(),
+            batch_size,
+            output_rows: MetricBuilder::new(&self.metrics).output_rows(partition),
+        };
+        // Nothing is sent to Postgres until the stream is first polled: a hash join polls its
+        // probe side only once its build side is read, and its run-time filters are set by then.
         let schema = self.schema.clone();
-        let kinds = self.kinds.clone();
-        let catalog = self.catalog.clone();
-        let round = (self.queries.len() > 1).then(|| self.join_round(partition));
-        let partitions = self.queries.len();
+        let stream = futures::stream::once(async move { read.start() }).flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+}
+
+/// One partition's read, started on the first poll.
+struct Read {
+    pool: Arc<Pool>,
+    query: String,
+    schema: SchemaRef,
+    kinds: Vec<PgKind>,
+    columns: Arc<Vec<PgColumn>>,
+    runtime_filters: Vec<Arc<dyn PhysicalExpr>>,
+    catalog: String,
+    round: Option<Arc<Round>>,
+    partition: usize,
+    partitions: usize,
+    batch_size: usize,
+    output_rows: Count,
+}
+
+impl Read {
+    fn start(self) -> SendableRecordBatchStream {
+        let Read {
+            pool,
+            mut query,
+            schema,
+            kinds,
+            columns,
+            runtime_filters,
+            catalog,
+            round,
+            partition,
+            partitions,
+            batch_size,
+            output_rows,
+        } = self;
+        let conditions: Vec<String> = runtime_filters
+            .iter()
+            .filter_map(|filter| {
+                let current = filter
+                    .as_any()
+                    .downcast_ref::<DynamicFilterPhysicalExpr>()?
+                    .current()
+                    .ok()?;
+                runtime_filter_sql(&current, &columns)
+            })
+            .collect();
+        if !conditions.is_empty() {
+            query = format!(
+                "SELECT * FROM ({query}) AS runtime_filtered WHERE {}",
+                conditions.join(" AND ")
+            );
+        }
+        let mut builder = RecordBatchReceiverStreamBuilder::new(schema.clone(), 2);
+        let sender = builder.tx();
+        let statement = format!("COPY ({query}) TO STDOUT (FORMAT binary)");
         // When the consumer goes away (client disconnect, LIMIT satisfied, cancel), the builder
         // aborts this task; the pooled connection's drop then cancels the statement in Postgres.
         builder.spawn(async move {
@@ -223,12 +372,14 @@ impl ExecutionPlan for PostgresScanExec {
                 let chunk = chunk.map_err(|e| pool.error(e))?;
                 decoder.push(&chunk).map_err(decode_error)?;
                 for batch in decoder.take_ready() {
+                    output_rows.add(batch.num_rows());
                     if sender.send(Ok(batch)).await.is_err() {
                         return Ok(());
                     }
                 }
             }
             for batch in decoder.finish().map_err(decode_error)? {
+                output_rows.add(batch.num_rows());
                 if sender.send(Ok(batch)).await.is_err() {
                     return Ok(());
                 }
@@ -244,7 +395,7 @@ impl ExecutionPlan for PostgresScanExec {
             client.mark_idle();
             Ok(())
         });
-        Ok(builder.build())
+        builder.build()
     }
 }
 

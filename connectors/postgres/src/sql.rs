@@ -8,9 +8,12 @@
 //! through `::text`.
 
 use std::fmt::Write;
+use std::sync::Arc;
 
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Like, Operator};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions as physical;
 
 use crate::types::{PgColumn, PgKind};
 
@@ -116,7 +119,17 @@ impl<'a> FilterTranslator<'a> {
                 if in_list.list.is_empty() {
                     return None;
                 }
-                let mut sql = self.column_sql(&in_list.expr, false)?;
+                // Canonical uuid spellings compare as uuids, so the column's index serves.
+                let canonical_uuids = column.kind == PgKind::Uuid
+                    && in_list.list.iter().all(|item| {
+                        matches!(item, Expr::Literal(ScalarValue::Utf8(Some(text)) | ScalarValue::Utf8View(Some(text)), _)
+                            if canonical_uuid(text))
+                    });
+                let mut sql = if canonical_uuids {
+                    quote_identifier(&column.name)
+                } else {
+                    self.column_sql(&in_list.expr, false)?
+                };
                 sql.push_str(if in_list.negated {
                     " NOT IN ("
                 } else {
@@ -130,6 +143,9 @@ impl<'a> FilterTranslator<'a> {
                         sql.push_str(", ");
                     }
                     sql.push_str(&literal_for(column, value)?);
+                    if canonical_uuids {
+                        sql.push_str("::uuid");
+                    }
                 }
                 sql.push(')');
                 Some(format!("({sql})"))
@@ -241,8 +257,7 @@ impl<'a> FilterTranslator<'a> {
         if column.kind == PgKind::Uuid
             && matches!(op, Operator::Eq | Operator::NotEq)
             && let ScalarValue::Utf8(Some(text)) | ScalarValue::Utf8View(Some(text)) = value
-            && uuid::Uuid::parse_str(text)
-                .is_ok_and(|parsed| parsed.hyphenated().to_string() == *text)
+            && canonical_uuid(text)
         {
             return Some(format!(
                 "({} {symbol} {}::uuid)",
@@ -324,6 +339,117 @@ fn literal_for(column: &PgColumn, value: &ScalarValue) -> Option<String> {
         }
         _ => None,
     }
+}
+
+/// The part of a run-time filter from a join (DataFusion's dynamic filters: the build side's key
+/// range and, for a small build side, its keys as an IN list) that Postgres can apply, over the
+/// scan's output `columns`. Such a filter only ever removes rows that cannot match, so a
+/// conjunct that cannot be translated is left out (the join still checks every row); `None`
+/// when nothing is left.
+pub(crate) fn runtime_filter_sql(
+    filter: &Arc<dyn PhysicalExpr>,
+    columns: &[PgColumn],
+) -> Option<String> {
+    let translator = FilterTranslator { columns };
+    let mut conjuncts = Vec::new();
+    collect_conjuncts(filter, &mut conjuncts);
+    let parts: Vec<String> = conjuncts
+        .into_iter()
+        .filter_map(|conjunct| runtime_condition(conjunct, columns, &translator))
+        .filter(|sql| sql != "TRUE")
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(" AND "))
+}
+
+fn collect_conjuncts<'e>(
+    expr: &'e Arc<dyn PhysicalExpr>,
+    into: &mut Vec<&'e Arc<dyn PhysicalExpr>>,
+) {
+    if let Some(binary) = expr.as_any().downcast_ref::<physical::BinaryExpr>()
+        && *binary.op() == Operator::And
+    {
+        collect_conjuncts(binary.left(), into);
+        collect_conjuncts(binary.right(), into);
+        return;
+    }
+    into.push(expr);
+}
+
+/// One conjunct exactly, or `None`. A hash join over several partitions routes each key to its
+/// partition's filter with `CASE hash % n WHEN i THEN ... ELSE false END`: any row that passes
+/// passes one branch, so the OR of the branches (each with its untranslatable parts left out)
+/// keeps every such row.
+fn runtime_condition(
+    expr: &Arc<dyn PhysicalExpr>,
+    columns: &[PgColumn],
+    translator: &FilterTranslator<'_>,
+) -> Option<String> {
+    if let Some(case) = expr.as_any().downcast_ref::<physical::CaseExpr>() {
+        let else_false = case.else_expr().is_none_or(|otherwise| {
+            matches!(
+                otherwise
+                    .as_any()
+                    .downcast_ref::<physical::Literal>()
+                    .map(|l| l.value()),
+                Some(ScalarValue::Boolean(Some(false)))
+            )
+        });
+        if !else_false {
+            return None;
+        }
+        let branches = case
+            .when_then_expr()
+            .iter()
+            .map(|(_, then)| runtime_filter_sql(then, columns).unwrap_or_else(|| "TRUE".into()))
+            .collect::<Vec<_>>();
+        if branches.iter().any(|branch| branch == "TRUE") {
+            return None;
+        }
+        if branches.is_empty() {
+            return Some("FALSE".into());
+        }
+        return Some(format!("({})", branches.join(" OR ")));
+    }
+    translator.translate(&logical(expr, columns)?)
+}
+
+/// The logical form of the simple physical expressions run-time filters are made of.
+fn logical(expr: &Arc<dyn PhysicalExpr>, columns: &[PgColumn]) -> Option<Expr> {
+    let any = expr.as_any();
+    if let Some(column) = any.downcast_ref::<physical::Column>() {
+        let name = &columns.get(column.index())?.name;
+        return Some(Expr::Column(datafusion::common::Column::new_unqualified(
+            name.clone(),
+        )));
+    }
+    if let Some(literal) = any.downcast_ref::<physical::Literal>() {
+        return Some(Expr::Literal(literal.value().clone(), None));
+    }
+    if let Some(binary) = any.downcast_ref::<physical::BinaryExpr>() {
+        return Some(Expr::BinaryExpr(BinaryExpr::new(
+            Box::new(logical(binary.left(), columns)?),
+            *binary.op(),
+            Box::new(logical(binary.right(), columns)?),
+        )));
+    }
+    if let Some(in_list) = any.downcast_ref::<physical::InListExpr>() {
+        return Some(Expr::InList(datafusion::logical_expr::expr::InList::new(
+            Box::new(logical(in_list.expr(), columns)?),
+            in_list
+                .list()
+                .iter()
+                .map(|item| logical(item, columns))
+                .collect::<Option<Vec<_>>>()?,
+            in_list.negated(),
+        )));
+    }
+    None
+}
+
+/// Whether `text` is a uuid as Postgres writes one (lowercase, hyphenated): comparing it as a
+/// uuid then means the same as comparing the column's text.
+fn canonical_uuid(text: &str) -> bool {
+    uuid::Uuid::parse_str(text).is_ok_and(|parsed| parsed.hyphenated().to_string() == text)
 }
 
 fn timestamp_text(micros: i64) -> Option<String> {
