@@ -254,3 +254,73 @@ async fn a_query_over_its_memory_limit_fails_alone_with_53200() -> anyhow::Resul
     );
     fjord.stop().await
 }
+
+/// A statement Postgres runs for a long time (a join pushed whole) is cancelled in Postgres when
+/// the fjord query is cancelled by the client and when the session's statement_timeout fires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_or_timing_out_a_pushed_query_cancels_it_in_postgres() -> anyhow::Result<()> {
+    let postgres = Postgres::start()?;
+    postgres.psql_admin(
+        "workshop",
+        "CREATE TABLE pairs AS SELECT g AS id FROM generate_series(1, 200000) g",
+    )?;
+    let fjord = Fjord::start(&postgres.catalog_toml("postgresql")).await?;
+    let direct = postgres.connect("workshop").await?;
+    // 200,000 x 200,000 comparisons: far longer than this test.
+    let slow = "SELECT count(*) FROM postgresql.public.pairs a \
+                JOIN postgresql.public.pairs b ON a.id < b.id";
+    let running = "SELECT count(*) FROM pg_stat_activity \
+                   WHERE query LIKE 'COPY (SELECT%pairs%' AND state = 'active'";
+    let count_running =
+        || async { anyhow::Ok(direct.query_one(running, &[]).await?.get::<_, i64>(0)) };
+    let wait_for = |expected: i64| async move {
+        let mut seen = -1;
+        for _ in 0..100 {
+            seen = count_running().await?;
+            if seen == expected {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        anyhow::Ok(seen)
+    };
+
+    // The client cancels (psql's Ctrl-C): fjord answers 57014 and Postgres stops.
+    let client = fjord.connect().await?;
+    let token = client.cancel_token();
+    let query = tokio::spawn(async move { client.simple_query(slow).await.map(|_| ()) });
+    assert_eq!(wait_for(1).await?, 1, "the join runs in Postgres");
+    token.cancel_query(tokio_postgres::NoTls).await?;
+    let error = query.await?.expect_err("the query was cancelled");
+    assert_eq!(
+        error.code().map(|code| code.code()),
+        Some("57014"),
+        "{error:?}"
+    );
+    assert_eq!(
+        wait_for(0).await?,
+        0,
+        "the statement in Postgres was cancelled"
+    );
+
+    // statement_timeout: the same, without the client doing anything.
+    let client = fjord.connect().await?;
+    client.batch_execute("SET statement_timeout = '1s'").await?;
+    let error = client
+        .simple_query(slow)
+        .await
+        .expect_err("the query timed out");
+    assert_eq!(
+        error.code().map(|code| code.code()),
+        Some("57014"),
+        "{error:?}"
+    );
+    assert_eq!(
+        wait_for(0).await?,
+        0,
+        "the statement in Postgres was cancelled"
+    );
+    // The session goes on.
+    assert_eq!(query_text(&client, "SELECT 1").await?[0][0], "1");
+    fjord.stop().await
+}
