@@ -35,6 +35,18 @@ SELECT g,
        CASE WHEN g % 15 = 0 THEN NULL ELSE ((g * 131) % 1000) / 8.0 END,
        CASE WHEN g % 5 = 0 THEN NULL ELSE (g * 7) % 70 + 1 END
 FROM generate_series(1, 240) AS g;
+
+CREATE TABLE tags (id int PRIMARY KEY, cat_id int, tag uuid, meta jsonb, at timestamptz,
+                   price numeric(8,2), label varchar(12));
+INSERT INTO tags
+SELECT g,
+       CASE WHEN g % 9 = 0 THEN NULL ELSE (g * 13) % 250 + 1 END,
+       CASE WHEN g % 10 = 0 THEN NULL ELSE md5((g % 37)::text)::uuid END,
+       CASE WHEN g % 8 = 0 THEN NULL ELSE jsonb_build_object('k', g % 5, 'v', 'x' || (g % 3)) END,
+       CASE WHEN g % 7 = 0 THEN NULL ELSE timestamptz '2025-01-01 00:00:00+00' + g * interval '5 hours 7 minutes' END,
+       CASE WHEN g % 6 = 0 THEN NULL ELSE ((g * 71) % 10000) / 100.0 END,
+       CASE WHEN g % 5 = 0 THEN NULL ELSE (ARRAY['red', 'Red', 'blue ', 'grön'])[g % 4 + 1] END
+FROM generate_series(1, 400) AS g;
 "#;
 
 /// splitmix64: small, seedable, and the same everywhere.
@@ -164,6 +176,45 @@ fn owner_condition(rng: &mut Rng) -> String {
     }
 }
 
+/// A condition on the tags table under alias `t`: uuid and jsonb (text in fjord), timestamptz,
+/// varchar with trailing spaces.
+fn tag_condition(rng: &mut Rng) -> String {
+    let n = rng.below(37);
+    match rng.below(8) {
+        0 => "t.tag = 'e4da3b7f-bbce-2345-d777-2b0674a318d5'".to_string(),
+        1 => format!(
+            "t.tag {} '{}'",
+            rng.pick(&["=", "<>", "<", ">="]),
+            rng.pick(&[
+                "e4da3b7f-bbce-2345-d777-2b0674a318d5",
+                "8f14e45f-ceea-167a-5a36-dedd4bea2543"
+            ])
+        ),
+        2 => format!("CAST(t.meta AS text) LIKE '%\"v\": \"x{}\"%'", n % 3),
+        3 => format!(
+            "t.at {} TIMESTAMPTZ '2025-0{}-1{} 12:00:00+00'",
+            rng.pick(&["<", ">="]),
+            n % 9 + 1,
+            n % 10
+        ),
+        4 => format!("t.price {} {}.{}", rng.pick(&["<", ">", "="]), n, n % 10),
+        5 => format!(
+            "t.label {} '{}'",
+            rng.pick(&["=", "<>", "<"]),
+            rng.pick(&["red", "Red", "blue ", "blue", "grön"])
+        ),
+        6 => format!(
+            "t.{} IS {}NULL",
+            rng.pick(&["tag", "meta", "at", "price", "label", "cat_id"]),
+            if rng.chance(50) { "NOT " } else { "" }
+        ),
+        _ => format!(
+            "t.cat_id IN (SELECT c.id FROM public.cats c WHERE c.age > {})",
+            n % 17
+        ),
+    }
+}
+
 /// One query; `true` when its rows come in a defined order.
 fn generate(rng: &mut Rng) -> (String, bool) {
     let c = cat_condition(rng, 2);
@@ -178,7 +229,8 @@ fn generate(rng: &mut Rng) -> (String, bool) {
         "c.name",
     ]);
     let n = rng.below(12) + 1;
-    match rng.below(13) {
+    let t = tag_condition(rng);
+    match rng.below(19) {
         0 => (
             format!("SELECT c.id, c.name, c.age, c.weight, c.born FROM public.cats c WHERE {c}"),
             false,
@@ -292,10 +344,54 @@ fn generate(rng: &mut Rng) -> (String, bool) {
             ),
             false,
         ),
-        _ => (
+        12 => (
             format!(
                 "SELECT c.breed, o.city, count(*) FROM public.cats c JOIN public.owners o ON c.owner_id = o.id \
                  JOIN public.cats c2 ON c2.owner_id = o.id AND c2.id <> c.id WHERE {c} GROUP BY c.breed, o.city"
+            ),
+            false,
+        ),
+        13 => (
+            format!(
+                "SELECT CASE WHEN c.age > {n} THEN 'old' WHEN c.age IS NULL THEN 'unknown' ELSE 'young' END AS k, \
+                 count(*), sum(coalesce(c.age, 0) * 2 - 1), max(nullif(c.breed, 'tabby')), \
+                 min(char_length(c.name)), sum(abs(c.age - 8)) FROM public.cats c WHERE {c} GROUP BY 1"
+            ),
+            false,
+        ),
+        14 => (
+            format!(
+                "SELECT c.id, c.age FROM public.cats c WHERE {c} AND c.age > \
+                 (SELECT min(c2.age) + {} FROM public.cats c2 WHERE c2.breed = c.breed)",
+                n % 6
+            ),
+            false,
+        ),
+        15 => (
+            format!(
+                "SELECT o.id, o.name FROM public.owners o LEFT JOIN public.cats c \
+                 ON c.owner_id = o.id AND {c} WHERE c.id IS NULL AND {o}"
+            ),
+            false,
+        ),
+        16 => (
+            format!(
+                "SELECT t.tag, count(*), max(t.at), min(CAST(t.meta AS text)), sum(t.price), max(t.label) FROM public.tags t \
+                 WHERE {t} GROUP BY t.tag"
+            ),
+            false,
+        ),
+        17 => (
+            format!(
+                "SELECT c.name, t.label, t.price, t.at FROM public.tags t JOIN public.cats c ON c.id = t.cat_id \
+                 WHERE {t} AND {c} ORDER BY t.at DESC NULLS LAST, t.id LIMIT {n}"
+            ),
+            true,
+        ),
+        _ => (
+            format!(
+                "SELECT 'cats', count(*) FROM public.cats c WHERE {c} \
+                 UNION ALL SELECT o.city, count(*) FROM public.owners o WHERE {o} GROUP BY o.city"
             ),
             false,
         ),
