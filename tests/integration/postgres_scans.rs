@@ -48,6 +48,10 @@ async fn a_large_table_is_read_in_ranges_on_one_snapshot() -> anyhow::Result<()>
             "EXPLAIN SELECT sum(amount) FROM public.ledger",
             "an aggregate pushed whole",
         ),
+        (
+            "EXPLAIN SELECT * FROM public.ledger WHERE id = 5",
+            "a key lookup Postgres expects one row from",
+        ),
     ] {
         let plan = query_text(&client, sql).await?.concat().join("\n");
         assert!(plan.contains("PostgresScanExec"), "{plan}");

@@ -584,12 +584,19 @@ async fn a_small_lake_side_filters_the_postgres_side_of_a_join() -> anyhow::Resu
             vec![expected.to_vec()],
             "{sql}"
         );
-        let (plan, rows) = explain_rows(sql.clone()).await?;
-        assert!(plan.contains("runtime_filters=["), "{plan}");
-        assert!(
-            rows <= 5,
-            "joining on {key}, only the matching rows come from Postgres, not {rows}:\n{plan}"
-        );
+        // Several times: the filter is set while the join's partitions start probing.
+        for _ in 0..8 {
+            let (plan, rows) = explain_rows(sql.clone()).await?;
+            assert!(plan.contains("runtime_filters=["), "{plan}");
+            assert!(
+                plan.contains("AS runtime_filtered WHERE") && plan.contains(" IN ("),
+                "EXPLAIN ANALYZE shows the statement sent:\n{plan}"
+            );
+            assert!(
+                rows <= 5,
+                "joining on {key}, only the matching rows come from Postgres, not {rows}:\n{plan}"
+            );
+        }
 
         // Without run-time filters the whole table crosses, and the answer is the same.
         client

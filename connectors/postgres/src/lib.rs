@@ -410,6 +410,26 @@ impl PostgresTable {
     pub fn columns(&self) -> &[PgColumn] {
         &self.columns
     }
+
+    /// Postgres's estimate of the bytes `query` returns (rows times width), from its planner;
+    /// `None` if it cannot be had (the read itself then reports any problem).
+    async fn estimated_bytes(&self, query: &str) -> Option<u64> {
+        let client = self.pool.get().await.ok()?;
+        let messages = client
+            .client()
+            .simple_query(&format!("EXPLAIN (FORMAT JSON) {query}"))
+            .await
+            .ok()?;
+        let text = messages.iter().find_map(|message| match message {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+            _ => None,
+        })?;
+        let plan: serde_json::Value = serde_json::from_str(&text).ok()?;
+        let top = plan.get(0)?.get("Plan")?;
+        let rows = top.get("Plan Rows")?.as_f64()?;
+        let width = top.get("Plan Width")?.as_f64()?;
+        Some((rows * width.max(1.0)) as u64)
+    }
 }
 
 #[async_trait]
@@ -474,7 +494,7 @@ impl TableProvider for PostgresTable {
         }
         // A LIMIT must be applied by one statement; otherwise a large table is read in block
         // ranges, one connection each.
-        let ranges = match limit {
+        let mut ranges = match limit {
             Some(_) => 1,
             None => scan::range_count(
                 self.blocks,
@@ -482,6 +502,16 @@ impl TableProvider for PostgresTable {
                 self.pool.size(),
             ),
         };
+        if ranges > 1 && !conditions.is_empty() {
+            // Filters may leave a few rows (a key lookup): ask Postgres how much it expects
+            // to return before opening several connections and a snapshot for it.
+            let mut filtered = query.clone();
+            filtered.push_str(" WHERE ");
+            filtered.push_str(&conditions.join(" AND "));
+            if let Some(bytes) = self.estimated_bytes(&filtered).await {
+                ranges = ranges.min(scan::range_count_for_bytes(bytes));
+            }
+        }
         let queries = scan::ctid_ranges(self.blocks, ranges)
             .into_iter()
             .map(|range| {

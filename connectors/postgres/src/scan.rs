@@ -54,6 +54,12 @@ pub(crate) fn range_count(blocks: u64, partitions: usize, pool_size: usize) -> u
     by_size.min(partitions).min(pool_size).max(1)
 }
 
+/// How many ranges a read of about `bytes` is worth: one per 8 MB (a range's worth of
+/// blocks), so a selective read stays on one connection.
+pub(crate) fn range_count_for_bytes(bytes: u64) -> usize {
+    (bytes / (MIN_BLOCKS_PER_RANGE * 8192)).max(1) as usize
+}
+
 /// The `ctid` condition of each of `count` ranges over `blocks` blocks. The first range is
 /// open below and the last open above, so rows in blocks added since `blocks` was read are
 /// still read exactly once.
@@ -76,6 +82,12 @@ pub(crate) fn ctid_ranges(blocks: u64, count: usize) -> Vec<String> {
         .collect()
 }
 
+/// How long a scan waits at its start for a run-time filter that is not final yet. A hash join's
+/// is final microseconds after its probe starts; a TopK's or an aggregate's only at the end, and
+/// those sit over scans that read the whole table (anything smaller is pushed whole), so the
+/// wait is small beside the read.
+const RUNTIME_FILTER_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Runs one `SELECT` per partition in Postgres through binary COPY and streams the rows as
 /// Arrow batches.
 #[derive(Debug)]
@@ -96,6 +108,8 @@ pub struct PostgresScanExec {
     metrics: ExecutionPlanMetricsSet,
     /// The partitions of the current execution, which share one snapshot.
     round: Mutex<Option<Arc<Round>>>,
+    /// The statements last sent with run-time filters added, for EXPLAIN ANALYZE.
+    sent: Arc<Mutex<Vec<Option<String>>>>,
 }
 
 impl PostgresScanExec {
@@ -126,6 +140,7 @@ impl PostgresScanExec {
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
             round: Mutex::new(None),
+            sent: Arc::default(),
         }
     }
 
@@ -175,6 +190,10 @@ impl DisplayAs for PostgresScanExec {
                 .map(|filter| filter.to_string())
                 .collect();
             write!(f, ", runtime_filters=[{}]", filters.join(", "))?;
+            let sent: Vec<String> = self.sent.lock().iter().flatten().cloned().collect();
+            if !sent.is_empty() {
+                write!(f, ", sent=[{}]", sent.join("; "))?;
+            }
         }
         Ok(())
     }
@@ -247,6 +266,7 @@ impl ExecutionPlan for PostgresScanExec {
                 properties: self.properties.clone(),
                 metrics: ExecutionPlanMetricsSet::new(),
                 round: Mutex::new(None),
+                sent: Arc::default(),
             }) as Arc<dyn ExecutionPlan>);
         }
         Ok(propagation)
@@ -284,11 +304,12 @@ impl ExecutionPlan for PostgresScanExec {
             partitions: self.queries.len(),
             batch_size,
             output_rows: MetricBuilder::new(&self.metrics).output_rows(partition),
+            sent: self.sent.clone(),
         };
         // Nothing is sent to Postgres until the stream is first polled: a hash join polls its
         // probe side only once its build side is read, and its run-time filters are set by then.
         let schema = self.schema.clone();
-        let stream = futures::stream::once(async move { read.start() }).flatten();
+        let stream = futures::stream::once(read.start()).flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
     }
 }
@@ -307,10 +328,11 @@ struct Read {
     partitions: usize,
     batch_size: usize,
     output_rows: Count,
+    sent: Arc<Mutex<Vec<Option<String>>>>,
 }
 
 impl Read {
-    fn start(self) -> SendableRecordBatchStream {
+    async fn start(self) -> SendableRecordBatchStream {
         let Read {
             pool,
             mut query,
@@ -324,18 +346,24 @@ impl Read {
             partitions,
             batch_size,
             output_rows,
+            sent,
         } = self;
-        let conditions: Vec<String> = runtime_filters
-            .iter()
-            .filter_map(|filter| {
-                let current = filter
-                    .as_any()
-                    .downcast_ref::<DynamicFilterPhysicalExpr>()?
-                    .current()
-                    .ok()?;
-                runtime_filter_sql(&current, &columns)
-            })
-            .collect();
+        let mut conditions = Vec::new();
+        for filter in &runtime_filters {
+            let Some(dynamic) = filter.as_any().downcast_ref::<DynamicFilterPhysicalExpr>() else {
+                continue;
+            };
+            // A hash join releases all its partitions to probe at once and only then sets the
+            // filter, so the first probe can come a moment early: wait briefly for it.
+            let _ = tokio::time::timeout(RUNTIME_FILTER_WAIT, dynamic.wait_complete()).await;
+            if let Some(sql) = dynamic
+                .current()
+                .ok()
+                .and_then(|current| runtime_filter_sql(&current, &columns))
+            {
+                conditions.push(sql);
+            }
+        }
         if !conditions.is_empty() {
             query = format!(
                 "SELECT * FROM ({query}) AS runtime_filtered WHERE {}",
@@ -344,6 +372,13 @@ impl Read {
         }
         let mut builder = RecordBatchReceiverStreamBuilder::new(schema.clone(), 2);
         let sender = builder.tx();
+        if !runtime_filters.is_empty() {
+            let mut sent = sent.lock();
+            if sent.len() < partitions {
+                sent.resize(partitions, None);
+            }
+            sent[partition] = Some(query.clone());
+        }
         let statement = format!("COPY ({query}) TO STDOUT (FORMAT binary)");
         // When the consumer goes away (client disconnect, LIMIT satisfied, cancel), the builder
         // aborts this task; the pooled connection's drop then cancels the statement in Postgres.
@@ -500,6 +535,14 @@ mod tests {
                 "ctid >= '(8,0)'::tid".to_string()
             ]
         );
+    }
+
+    #[test]
+    fn selective_reads_are_not_split() {
+        assert_eq!(range_count_for_bytes(0), 1);
+        assert_eq!(range_count_for_bytes(120), 1);
+        assert_eq!(range_count_for_bytes(16 * 1024 * 1024 - 1), 1);
+        assert_eq!(range_count_for_bytes(64 * 1024 * 1024), 8);
     }
 
     #[test]
