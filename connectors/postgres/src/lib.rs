@@ -33,7 +33,6 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use fjord_config::PostgresCatalogConfig;
 use parking_lot::RwLock;
-use tokio_postgres::types::Type;
 
 pub use binary_copy::{BinaryCopyDecoder, DecodeError};
 pub use error::PostgresError;
@@ -48,6 +47,25 @@ use sql::{FilterTranslator, qualified_table, select_list};
 /// Schemas that are never exposed: Postgres's own catalogs.
 const SYSTEM_SCHEMA_FILTER: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') \
      AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'";
+
+/// A relation's facts on every row, one row per column (a table without columns gives one row
+/// with NULL column facts).
+const TABLE_SHAPE: &str = "SELECT c.relkind::text, \
+        CASE WHEN c.relkind IN ('r', 'm') \
+          THEN pg_catalog.pg_relation_size(c.oid) \
+               / pg_catalog.current_setting('block_size')::bigint \
+          ELSE 0 END, \
+        pg_catalog.current_setting('server_version_num')::int, \
+        a.attname::text, a.atttypid, a.atttypmod, \
+        pg_catalog.format_type(a.atttypid, a.atttypmod), \
+        CASE WHEN t.typcategory = 'A' THEN t.typelem END, NOT a.attnotnull \
+ FROM pg_catalog.pg_class c \
+ JOIN pg_catalog.pg_namespace n ON c.relnamespace = n.oid \
+ LEFT JOIN pg_catalog.pg_attribute a \
+   ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+ LEFT JOIN pg_catalog.pg_type t ON a.atttypid = t.oid \
+ WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'v', 'm', 'p', 'f') \
+ ORDER BY a.attnum";
 
 /// How long listings trust an "unavailable" verdict before asking the database again.
 const UNAVAILABLE_RETRY: Duration = Duration::from_secs(10);
@@ -254,31 +272,15 @@ impl PostgresCatalog {
         schema: &str,
         table: &str,
     ) -> Result<Option<TableShape>, PostgresError> {
-        let client = self.pool.get().await?;
-        // One round trip: the relation's facts on every row, one row per column (a table
-        // without columns gives one row with NULL column facts). `query_typed` sends the
-        // statement without preparing it first.
+        let mut client = self.pool.get().await?;
+        // One round trip, on a statement each connection prepares once.
+        let statement = client
+            .prepared(TABLE_SHAPE)
+            .await
+            .map_err(|e| self.pool.error(e))?;
         let rows = client
             .client()
-            .query_typed(
-                "SELECT c.relkind::text, \
-                        CASE WHEN c.relkind IN ('r', 'm') \
-                          THEN pg_catalog.pg_relation_size(c.oid) \
-                               / pg_catalog.current_setting('block_size')::bigint \
-                          ELSE 0 END, \
-                        pg_catalog.current_setting('server_version_num')::int, \
-                        a.attname::text, a.atttypid, a.atttypmod, \
-                        pg_catalog.format_type(a.atttypid, a.atttypmod), \
-                        CASE WHEN t.typcategory = 'A' THEN t.typelem END, NOT a.attnotnull \
-                 FROM pg_catalog.pg_class c \
-                 JOIN pg_catalog.pg_namespace n ON c.relnamespace = n.oid \
-                 LEFT JOIN pg_catalog.pg_attribute a \
-                   ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
-                 LEFT JOIN pg_catalog.pg_type t ON a.atttypid = t.oid \
-                 WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'v', 'm', 'p', 'f') \
-                 ORDER BY a.attnum",
-                &[(&schema, Type::TEXT), (&table, Type::TEXT)],
-            )
+            .query(&statement, &[&schema, &table])
             .await
             .map_err(|e| self.pool.error(e))?;
         let Some(relation) = rows.first() else {

@@ -5,8 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use std::collections::HashMap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_postgres::{Client, NoTls};
+
+use tokio_postgres::{Client, NoTls, Statement};
 
 use crate::error::PostgresError;
 
@@ -15,14 +17,22 @@ pub(crate) struct Pool {
     target: String,
     connection_string: String,
     connect_timeout: Duration,
-    idle: Mutex<Vec<Client>>,
+    idle: Mutex<Vec<Connection>>,
     permits: Arc<Semaphore>,
     size: usize,
 }
 
+/// An open connection and the statements prepared on it.
+struct Connection {
+    client: Client,
+    /// fjord's own fixed statements (catalog queries), prepared once per connection so that
+    /// Postgres parses and plans them once.
+    statements: HashMap<&'static str, Statement>,
+}
+
 /// A connection on loan. Returned to the pool on drop unless it closed or was abandoned busy.
 pub(crate) struct PooledClient {
-    client: Option<Client>,
+    client: Option<Connection>,
     pool: Arc<Pool>,
     _permit: OwnedSemaphorePermit,
     busy: bool,
@@ -100,14 +110,17 @@ impl Pool {
         for permit in each {
             let idle = loop {
                 match self.idle.lock().pop() {
-                    Some(client) if !client.is_closed() => break Some(client),
+                    Some(connection) if !connection.client.is_closed() => break Some(connection),
                     Some(_closed) => continue,
                     None => break None,
                 }
             };
             let client = match idle {
-                Some(client) => client,
-                None => self.connect().await?,
+                Some(connection) => connection,
+                None => Connection {
+                    client: self.connect().await?,
+                    statements: HashMap::new(),
+                },
             };
             clients.push(PooledClient {
                 client: Some(client),
@@ -159,7 +172,25 @@ impl Pool {
 
 impl PooledClient {
     pub(crate) fn client(&self) -> &Client {
-        self.client.as_ref().expect("client is present until drop")
+        &self
+            .client
+            .as_ref()
+            .expect("client is present until drop")
+            .client
+    }
+
+    /// `sql` prepared on this connection: the first use prepares it, later ones reuse it.
+    pub(crate) async fn prepared(
+        &mut self,
+        sql: &'static str,
+    ) -> Result<Statement, tokio_postgres::Error> {
+        let connection = self.client.as_mut().expect("client is present until drop");
+        if let Some(statement) = connection.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = connection.client.prepare(sql).await?;
+        connection.statements.insert(sql, statement.clone());
+        Ok(statement)
     }
 
     /// Marks a streaming statement as running: if this loan ends before [`Self::mark_idle`],
@@ -175,26 +206,26 @@ impl PooledClient {
 
 impl Drop for PooledClient {
     fn drop(&mut self) {
-        let Some(client) = self.client.take() else {
+        let Some(connection) = self.client.take() else {
             return;
         };
         if self.busy {
             // The consumer went away mid-statement: ask Postgres to stop working on it, and
             // close this connection rather than reuse it in an unknown protocol state.
-            let token = client.cancel_token();
+            let token = connection.client.cancel_token();
             let catalog = self.pool.catalog.clone();
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(async move {
                     if let Err(error) = token.cancel_query(NoTls).await {
                         tracing::debug!(catalog, %error, "cancelling an abandoned postgres statement failed");
                     }
-                    drop(client);
+                    drop(connection);
                 });
             }
             return;
         }
-        if !client.is_closed() {
-            self.pool.idle.lock().push(client);
+        if !connection.client.is_closed() {
+            self.pool.idle.lock().push(connection);
         }
     }
 }
