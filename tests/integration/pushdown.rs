@@ -611,3 +611,59 @@ async fn a_small_lake_side_filters_the_postgres_side_of_a_join() -> anyhow::Resu
     }
     fjord.stop().await
 }
+
+/// Values fjord reads as NULL (NaN numerics, infinite numerics and timestamps) behave as NULL in
+/// filters and aggregates that Postgres runs, as they do in DataFusion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_read_as_null_stay_null_in_postgres() -> anyhow::Result<()> {
+    let postgres = Postgres::start()?;
+    postgres.psql_admin(
+        "workshop",
+        "CREATE TABLE specials (id int, n numeric(6,2), u numeric, ts timestamptz); \
+         INSERT INTO specials VALUES \
+           (1, 1.50, 2.5, '2026-01-01 00:00:00+00'), (2, 'NaN', 'NaN', 'infinity'), \
+           (3, NULL, 'Infinity', '-infinity'), (4, 3.00, -1, '2026-06-01 00:00:00+00'), \
+           (5, 2.25, '-Infinity', NULL); \
+         CREATE VIEW specials_as_fjord AS SELECT id, NULLIF(n, 'NaN') AS n, \
+           CASE WHEN u::text IN ('NaN', 'Infinity', '-Infinity') THEN NULL ELSE u END AS u, \
+           NULLIF(NULLIF(ts, 'infinity'), '-infinity') AS ts FROM specials",
+    )?;
+    let fjord = Fjord::start(&postgres.catalog_toml("postgresql")).await?;
+    let client = fjord.connect_to("postgresql").await?;
+    let direct = postgres.connect("workshop").await?;
+    direct.batch_execute("SET TimeZone = 'UTC'").await?;
+    for condition in [
+        "n > 1",
+        "NOT (n > 2)",
+        "n IS NULL",
+        "n IS NOT NULL",
+        "n IN (1.50, 3.00)",
+        "NOT (n BETWEEN 1 AND 2)",
+        "u <> 2.5",
+        "NOT (u < 0)",
+        "u IS NULL",
+        "ts > TIMESTAMPTZ '2025-01-01 00:00:00+00'",
+        "NOT (ts < TIMESTAMPTZ '2026-03-01 00:00:00+00')",
+        "ts IS NULL",
+        "ts IS NOT NULL",
+    ] {
+        for template in [
+            "SELECT id FROM public.{t} WHERE {c} ORDER BY id",
+            "SELECT count(*), count(n), max(n), min(ts), max(ts), count(u), sum(n) FROM public.{t} WHERE {c} OR id > 0",
+            "SELECT n, count(*) FROM public.{t} WHERE {c} OR id = 5 GROUP BY n ORDER BY n NULLS FIRST",
+        ] {
+            let fjord_sql = template
+                .replace("{t}", "specials")
+                .replace("{c}", condition);
+            let postgres_sql = template
+                .replace("{t}", "specials_as_fjord")
+                .replace("{c}", condition);
+            assert_eq!(
+                query_text(&client, &fjord_sql).await?,
+                query_text(&direct, &postgres_sql).await?,
+                "{fjord_sql}"
+            );
+        }
+    }
+    fjord.stop().await
+}

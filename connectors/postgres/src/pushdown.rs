@@ -221,14 +221,25 @@ impl Builder {
             let name = quote_identifier(&column.name);
             // Each column is read as the Postgres type of its Arrow type, so comparisons above
             // see the values DataFusion would.
+            // Text is read under the "C" collation, so that equality, grouping and DISTINCT
+            // are byte-wise whatever the column's collation. Values fjord reads as NULL (NaN
+            // and infinite numerics, infinite timestamps) are NULL here too.
             let value = match &column.kind {
-                PgKind::Text if column.type_name == "text" => name,
+                // char(n) values are padded; Postgres drops the padding in every conversion
+                // to text and ignores it in comparisons: not pushed.
+                PgKind::Text if column.is_bpchar() => return None,
+                PgKind::Text if column.type_name == "text" => format!("{name} COLLATE \"C\""),
                 PgKind::Text | PgKind::Jsonb | PgKind::Uuid | PgKind::AsText => {
-                    format!("{name}::text")
+                    format!("{name}::text COLLATE \"C\"")
                 }
                 PgKind::Oid => format!("{name}::int8"),
-                PgKind::Numeric { precision, scale } if column.type_name == "numeric" => {
-                    format!("{name}::numeric({precision},{scale})")
+                PgKind::Numeric { precision, scale } if column.type_name == "numeric" => format!(
+                    "CASE WHEN {name}::text IN ('NaN', 'Infinity', '-Infinity') THEN NULL \
+                     ELSE {name}::numeric({precision},{scale}) END"
+                ),
+                PgKind::Numeric { .. } => format!("NULLIF({name}, 'NaN')"),
+                PgKind::Timestamp | PgKind::TimestampTz => {
+                    format!("NULLIF(NULLIF({name}, 'infinity'), '-infinity')")
                 }
                 _ => name,
             };
@@ -290,7 +301,8 @@ impl Builder {
                 return None;
             }
             let data_type = aggregate.schema.field(index).data_type();
-            if !groupable(data_type) {
+            // A constant key (`GROUP BY true`) reads as a column position or is refused.
+            if !groupable(data_type) || matches!(expr, Expr::Literal(..)) {
                 return None;
             }
             let sql = scope.expr(expr)?;
@@ -667,8 +679,10 @@ impl<'a> Scope<'a> {
             | Operator::Multiply
             | Operator::Divide
             | Operator::Modulo => {
-                // Integer arithmetic only: same results, and overflow or division by zero is
-                // an error in both. Decimal and float results are typed differently.
+                // Integer arithmetic only: the same results where both succeed. Overflow is an
+                // error in Postgres (and in fjord's projections and filters; DataFusion wraps
+                // elsewhere), division by zero in both. Decimal and float results are typed
+                // differently.
                 let left_type = self.data_type(left)?;
                 if class(&left_type) != Class::Int || self.data_type(right)? != left_type {
                     return None;
@@ -731,7 +745,10 @@ impl<'a> Scope<'a> {
 
     fn sort_key(&self, key: &SortExpr) -> Option<String> {
         let data_type = self.data_type(&key.expr)?;
-        if class(&data_type) == Class::Other {
+        // Floats order -0 before 0 in DataFusion and tie them in Postgres.
+        if matches!(class(&data_type), Class::Other | Class::Float)
+            || matches!(key.expr, Expr::Literal(..))
+        {
             return None;
         }
         let direction = if key.asc { "ASC" } else { "DESC" };
@@ -845,7 +862,8 @@ impl<'a> Scope<'a> {
             // Decimal averages are rounded differently: only integers and floats.
             matches!(argument_class, Class::Int | Class::Float).then_some("avg")
         } else if inner.is::<Min>() || inner.is::<Max>() {
-            (argument_class != Class::Other && argument_class != Class::Bool)
+            // Not floats: which of -0 and 0 wins differs.
+            (!matches!(argument_class, Class::Other | Class::Bool | Class::Float))
                 .then_some(if inner.is::<Min>() { "min" } else { "max" })
         } else {
             None
@@ -894,8 +912,9 @@ fn literal(value: &ScalarValue) -> Option<String> {
         V::Int16(Some(v)) => typed(v.to_string(), "int2"),
         V::Int32(Some(v)) => typed(v.to_string(), "int4"),
         V::Int64(Some(v)) => typed(v.to_string(), "int8"),
-        V::Float64(Some(v)) if v.is_finite() => typed(format!("{v:?}"), "float8"),
-        V::Float32(Some(v)) if v.is_finite() => typed(format!("{v:?}"), "float4"),
+        // Quoted: an unquoted -0.0 is read as a numeric and loses its sign.
+        V::Float64(Some(v)) if v.is_finite() => format!("'{v:?}'::float8"),
+        V::Float32(Some(v)) if v.is_finite() => format!("'{v:?}'::float4"),
         V::Decimal128(Some(v), precision, scale) if *scale >= 0 => typed(
             decimal_text(*v, *scale),
             &format!("numeric({precision},{scale})"),

@@ -110,9 +110,22 @@ impl<'a> FilterTranslator<'a> {
                 }
                 .to_string(),
             ),
-            Expr::IsNull(inner) => Some(format!("({} IS NULL)", self.column_sql(inner, false)?)),
+            // A value fjord reads as NULL (an infinite timestamp, a NaN numeric) is NULL here.
+            Expr::IsNull(inner) => {
+                let column = self.column(inner)?;
+                let sql = self.column_sql(inner, false)?;
+                Some(match column.read_as_null(&quote_identifier(&column.name)) {
+                    Some(special) => format!("({sql} IS NULL OR {special})"),
+                    None => format!("({sql} IS NULL)"),
+                })
+            }
             Expr::IsNotNull(inner) => {
-                Some(format!("({} IS NOT NULL)", self.column_sql(inner, false)?))
+                let column = self.column(inner)?;
+                let sql = self.column_sql(inner, false)?;
+                Some(match column.read_as_null(&quote_identifier(&column.name)) {
+                    Some(special) => format!("({sql} IS NOT NULL AND NOT {special})"),
+                    None => format!("({sql} IS NOT NULL)"),
+                })
             }
             Expr::InList(in_list) => {
                 let column = self.column(&in_list.expr)?;
@@ -148,7 +161,7 @@ impl<'a> FilterTranslator<'a> {
                     }
                 }
                 sql.push(')');
-                Some(format!("({sql})"))
+                Some(guarded(column, format!("({sql})")))
             }
             Expr::Between(Between {
                 expr,
@@ -163,10 +176,13 @@ impl<'a> FilterTranslator<'a> {
                 };
                 let sql = self.column_sql(expr, true)?;
                 let not = if *negated { "NOT " } else { "" };
-                Some(format!(
-                    "({sql} {not}BETWEEN {} AND {})",
-                    literal_for(column, low)?,
-                    literal_for(column, high)?
+                Some(guarded(
+                    column,
+                    format!(
+                        "({sql} {not}BETWEEN {} AND {})",
+                        literal_for(column, low)?,
+                        literal_for(column, high)?
+                    ),
                 ))
             }
             Expr::Like(Like {
@@ -205,7 +221,11 @@ impl<'a> FilterTranslator<'a> {
 
     fn column(&self, expr: &Expr) -> Option<&'a PgColumn> {
         match expr {
-            Expr::Column(column) => self.columns.iter().find(|c| c.name == column.name),
+            // char(n) compares without its padding, which fjord keeps: never pushed.
+            Expr::Column(column) => self
+                .columns
+                .iter()
+                .find(|c| c.name == column.name && !c.is_bpchar()),
             _ => None,
         }
     }
@@ -215,7 +235,8 @@ impl<'a> FilterTranslator<'a> {
     fn column_sql(&self, expr: &Expr, ordered: bool) -> Option<String> {
         let column = self.column(expr)?;
         let mut sql = quote_identifier(&column.name);
-        if column.kind.is_text_view() {
+        // json has no comparison operators of its own.
+        if column.kind.is_text_view() || column.type_name == "json" {
             sql.push_str("::text");
         }
         if ordered && (column.kind == PgKind::Text || column.kind.is_text_view()) {
@@ -267,10 +288,20 @@ impl<'a> FilterTranslator<'a> {
         }
         let ordered = !matches!(op, Operator::Eq | Operator::NotEq);
         let column_sql = self.column_sql(column_expr, ordered)?;
-        Some(format!(
-            "({column_sql} {symbol} {})",
-            literal_for(column, value)?
+        Some(guarded(
+            column,
+            format!("({column_sql} {symbol} {})", literal_for(column, value)?),
         ))
+    }
+}
+
+/// `condition` on `column`, NULL where the column holds a value fjord reads as NULL (an
+/// infinite timestamp, a NaN numeric), as DataFusion would see it; unchanged otherwise, so an
+/// index still serves the condition.
+fn guarded(column: &PgColumn, condition: String) -> String {
+    match column.read_as_null(&quote_identifier(&column.name)) {
+        Some(special) => format!("({condition} AND (NOT {special} OR NULL))"),
+        None => condition,
     }
 }
 
@@ -308,18 +339,20 @@ fn literal_for(column: &PgColumn, value: &ScalarValue) -> Option<String> {
             // Integer literals compare exactly; float literals only when finite (NaN orders
             // differently in the two engines).
             let text = match scalar {
-                V::Float64(Some(v)) if v.is_finite() => format!("{v:?}::float8"),
-                V::Float32(Some(v)) if v.is_finite() && column.kind == K::Float4 => {
-                    format!("{v:?}::float4")
+                // Not zero: -0 equals 0 in Postgres and sorts below it in DataFusion.
+                V::Float64(Some(v)) if v.is_finite() && *v != 0.0 => format!("'{v:?}'::float8"),
+                V::Float32(Some(v)) if v.is_finite() && *v != 0.0 && column.kind == K::Float4 => {
+                    format!("'{v:?}'::float4")
                 }
-                V::Int32(Some(v)) => v.to_string(),
-                V::Int64(Some(v)) => v.to_string(),
+                V::Int32(Some(v)) if *v != 0 => v.to_string(),
+                V::Int64(Some(v)) if *v != 0 => v.to_string(),
                 _ => return None,
             };
             Some(text)
         }
         (K::Date, V::Date32(Some(days))) => {
             let date = chrono::DateTime::from_timestamp(*days as i64 * 86_400, 0)?.date_naive();
+            plain_year(chrono::Datelike::year(&date))?;
             Some(format!("'{}'::date", date.format("%Y-%m-%d")))
         }
         (K::Timestamp, V::TimestampMicrosecond(Some(micros), None)) => {
@@ -452,8 +485,15 @@ fn canonical_uuid(text: &str) -> bool {
     uuid::Uuid::parse_str(text).is_ok_and(|parsed| parsed.hyphenated().to_string() == text)
 }
 
+/// Years 1 to 9999: written and read the same way by both engines (chrono writes year 0 and
+/// years past 9999 in forms Postgres reads differently or not at all).
+fn plain_year(year: i32) -> Option<()> {
+    (1..=9999).contains(&year).then_some(())
+}
+
 fn timestamp_text(micros: i64) -> Option<String> {
     let timestamp = chrono::DateTime::from_timestamp_micros(micros)?;
+    plain_year(chrono::Datelike::year(&timestamp.naive_utc()))?;
     Some(
         timestamp
             .naive_utc()
@@ -550,7 +590,7 @@ mod tests {
             translator
                 .translate(&col("weight_kg").gt(lit(ScalarValue::Decimal128(Some(-45), 4, 1))))
                 .unwrap(),
-            r#"("weight_kg" > -4.5::numeric)"#
+            r#"(("weight_kg" > -4.5::numeric) AND (NOT "weight_kg" = 'NaN' OR NULL))"#
         );
         // Functions and unknown columns stay in DataFusion.
         assert!(translator.translate(&col("missing").eq(lit(1))).is_none());

@@ -135,6 +135,28 @@ pub struct PgColumn {
 }
 
 impl PgColumn {
+    /// `char(n)`: blank-padded, compared without the padding, and converted to text without it.
+    pub fn is_bpchar(&self) -> bool {
+        self.type_name == "bpchar"
+            || (self.type_name.starts_with("character")
+                && !self.type_name.starts_with("character varying"))
+    }
+
+    /// Values Postgres holds that fjord reads as NULL (NaN and infinite numerics, infinite
+    /// timestamps): the SQL condition that is true for them, given the column's SQL.
+    pub fn read_as_null(&self, column_sql: &str) -> Option<String> {
+        match &self.kind {
+            PgKind::Timestamp | PgKind::TimestampTz => {
+                Some(format!("{column_sql} IN ('infinity', '-infinity')"))
+            }
+            PgKind::Numeric { .. } if self.type_name == "numeric" => Some(format!(
+                "{column_sql}::text IN ('NaN', 'Infinity', '-Infinity')"
+            )),
+            PgKind::Numeric { .. } => Some(format!("{column_sql} = 'NaN'")),
+            _ => None,
+        }
+    }
+
     pub fn arrow_field(&self) -> Field {
         Field::new(&self.name, self.kind.data_type(), self.nullable).with_metadata(
             [(PG_TYPE_METADATA_KEY.to_string(), self.type_name.clone())]
