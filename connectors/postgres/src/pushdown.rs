@@ -46,7 +46,8 @@ use crate::PostgresTable;
 use crate::pool::Pool;
 use crate::scan::PostgresScanExec;
 use crate::sql::{
-    FilterTranslator, decimal_text, qualified_table, quote_identifier, quote_literal,
+    FilterTranslator, date_text, decimal_text, escape_clause, qualified_table, quote_identifier,
+    quote_literal, timestamp_text,
 };
 use crate::types::{PgColumn, PgKind};
 
@@ -584,10 +585,7 @@ impl<'a> Scope<'a> {
                 {
                     return None;
                 }
-                let escape = match escape_char {
-                    None => String::new(),
-                    Some(c) => format!(" ESCAPE {}", quote_literal(&c.to_string())?),
-                };
+                let escape = escape_clause(*escape_char)?;
                 let not = if *negated { "NOT " } else { "" };
                 Some(format!(
                     "({} COLLATE \"C\" {not}LIKE {}{escape})",
@@ -922,15 +920,9 @@ fn literal(value: &ScalarValue) -> Option<String> {
         V::Utf8(Some(text)) | V::Utf8View(Some(text)) | V::LargeUtf8(Some(text)) => {
             format!("{}::text", quote_literal(text)?)
         }
-        V::Date32(Some(days)) => {
-            let date = chrono::DateTime::from_timestamp(*days as i64 * 86_400, 0)?.date_naive();
-            year_in_range(date.format("%Y").to_string())?;
-            format!("'{}'::date", date.format("%Y-%m-%d"))
-        }
+        V::Date32(Some(days)) => format!("'{}'::date", date_text(*days)?),
         V::TimestampMicrosecond(Some(micros), zone) => {
-            let at = chrono::DateTime::from_timestamp_micros(*micros)?.naive_utc();
-            year_in_range(at.format("%Y").to_string())?;
-            let text = at.format("%Y-%m-%d %H:%M:%S%.6f");
+            let text = timestamp_text(*micros)?;
             match zone {
                 None => format!("'{text}'::timestamp"),
                 Some(_) => format!("'{text}+00'::timestamptz"),
@@ -938,12 +930,6 @@ fn literal(value: &ScalarValue) -> Option<String> {
         }
         _ => return None,
     })
-}
-
-/// Years 1 to 9999: what both engines write and read the same way.
-fn year_in_range(year: String) -> Option<()> {
-    let year: i32 = year.parse().ok()?;
-    (1..=9999).contains(&year).then_some(())
 }
 
 /// The Postgres type that holds exactly the values of an Arrow type, as fjord decodes it.

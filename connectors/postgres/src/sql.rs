@@ -205,10 +205,7 @@ impl<'a> FilterTranslator<'a> {
                     // ILIKE folds case by the database's rules, which need not be DataFusion's.
                     _ => return None,
                 };
-                let escape = match escape_char {
-                    None => String::new(),
-                    Some(c) => format!(" ESCAPE {}", quote_literal(&c.to_string())?),
-                };
+                let escape = escape_clause(*escape_char)?;
                 Some(format!(
                     "({} COLLATE \"C\" {operator} {}{escape})",
                     self.column_sql(expr, false)?,
@@ -350,11 +347,7 @@ fn literal_for(column: &PgColumn, value: &ScalarValue) -> Option<String> {
             };
             Some(text)
         }
-        (K::Date, V::Date32(Some(days))) => {
-            let date = chrono::DateTime::from_timestamp(*days as i64 * 86_400, 0)?.date_naive();
-            plain_year(chrono::Datelike::year(&date))?;
-            Some(format!("'{}'::date", date.format("%Y-%m-%d")))
-        }
+        (K::Date, V::Date32(Some(days))) => Some(format!("'{}'::date", date_text(*days)?)),
         (K::Timestamp, V::TimestampMicrosecond(Some(micros), None)) => {
             Some(format!("'{}'::timestamp", timestamp_text(*micros)?))
         }
@@ -485,13 +478,31 @@ fn canonical_uuid(text: &str) -> bool {
     uuid::Uuid::parse_str(text).is_ok_and(|parsed| parsed.hyphenated().to_string() == text)
 }
 
+/// ` ESCAPE 'c'` for a LIKE with its own escape character, empty for the default (backslash
+/// in both engines).
+pub(crate) fn escape_clause(escape: Option<char>) -> Option<String> {
+    match escape {
+        None => Some(String::new()),
+        Some(c) => Some(format!(" ESCAPE {}", quote_literal(&c.to_string())?)),
+    }
+}
+
 /// Years 1 to 9999: written and read the same way by both engines (chrono writes year 0 and
 /// years past 9999 in forms Postgres reads differently or not at all).
 fn plain_year(year: i32) -> Option<()> {
     (1..=9999).contains(&year).then_some(())
 }
 
-fn timestamp_text(micros: i64) -> Option<String> {
+/// A date as Postgres reads it, for days since 1970-01-01; `None` outside years 1 to 9999.
+pub(crate) fn date_text(days: i32) -> Option<String> {
+    let date = chrono::DateTime::from_timestamp(days as i64 * 86_400, 0)?.date_naive();
+    plain_year(chrono::Datelike::year(&date))?;
+    Some(date.format("%Y-%m-%d").to_string())
+}
+
+/// A timestamp without zone as Postgres reads it, for microseconds since the epoch (UTC);
+/// `None` outside years 1 to 9999.
+pub(crate) fn timestamp_text(micros: i64) -> Option<String> {
     let timestamp = chrono::DateTime::from_timestamp_micros(micros)?;
     plain_year(chrono::Datelike::year(&timestamp.naive_utc()))?;
     Some(
