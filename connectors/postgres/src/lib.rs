@@ -29,7 +29,8 @@ use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, Session, TableProvider};
 use datafusion::common::{DataFusionError, Result};
 use datafusion::datasource::TableType;
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::logical_expr::expr::{Cast, TryCast};
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use fjord_config::PostgresCatalogConfig;
 use parking_lot::RwLock;
@@ -49,7 +50,8 @@ const SYSTEM_SCHEMA_FILTER: &str = "n.nspname NOT IN ('pg_catalog', 'information
      AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'";
 
 /// A relation's facts on every row, one row per column (a table without columns gives one row
-/// with NULL column facts).
+/// with NULL column facts). The last column says whether a valid unique index has that column
+/// as its only key, so an equality on it reads at most one row.
 const TABLE_SHAPE: &str = "SELECT c.relkind::text, \
         CASE WHEN c.relkind IN ('r', 'm') \
           THEN pg_catalog.pg_relation_size(c.oid) \
@@ -58,7 +60,10 @@ const TABLE_SHAPE: &str = "SELECT c.relkind::text, \
         pg_catalog.current_setting('server_version_num')::int, \
         a.attname::text, a.atttypid, a.atttypmod, \
         pg_catalog.format_type(a.atttypid, a.atttypmod), \
-        CASE WHEN t.typcategory = 'A' THEN t.typelem END, NOT a.attnotnull \
+        CASE WHEN t.typcategory = 'A' THEN t.typelem END, NOT a.attnotnull, \
+        EXISTS (SELECT 1 FROM pg_catalog.pg_index i \
+          WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid AND i.indnatts = 1 \
+            AND i.indkey[0] = a.attnum AND i.indpred IS NULL AND i.indexprs IS NULL) \
  FROM pg_catalog.pg_class c \
  JOIN pg_catalog.pg_namespace n ON c.relnamespace = n.oid \
  LEFT JOIN pg_catalog.pg_attribute a \
@@ -234,6 +239,7 @@ impl PostgresCatalog {
         self.record(&result);
         let Some(TableShape {
             columns,
+            unique,
             table_type,
             blocks,
         }) = result?
@@ -260,6 +266,7 @@ impl PostgresCatalog {
             schema_name: schema.to_string(),
             table_name: table.to_string(),
             columns: Arc::new(columns),
+            unique,
             schema: schema_ref,
             table_type,
             blocks,
@@ -289,6 +296,11 @@ impl PostgresCatalog {
         let relkind: String = relation.get(0);
         let blocks: i64 = relation.get(1);
         let server_version: i32 = relation.get(2);
+        let unique = rows
+            .iter()
+            .filter(|row| row.get::<_, Option<String>>(3).is_some())
+            .map(|row| row.get::<_, bool>(9))
+            .collect();
         let columns = rows
             .iter()
             .filter_map(|row| {
@@ -318,6 +330,7 @@ impl PostgresCatalog {
         };
         Ok(Some(TableShape {
             columns,
+            unique,
             table_type,
             blocks,
         }))
@@ -394,6 +407,8 @@ pub struct PostgresTable {
     schema_name: String,
     table_name: String,
     columns: Arc<Vec<PgColumn>>,
+    /// Per column: whether it alone is a unique key.
+    unique: Vec<bool>,
     schema: SchemaRef,
     table_type: TableType,
     /// Heap blocks when the table was loaded; 0 where block ranges cannot split it.
@@ -404,6 +419,7 @@ pub struct PostgresTable {
 /// What `load_columns` learns of a relation.
 struct TableShape {
     columns: Vec<PgColumn>,
+    unique: Vec<bool>,
     table_type: TableType,
     blocks: u64,
 }
@@ -504,6 +520,13 @@ impl TableProvider for PostgresTable {
                 self.pool.size(),
             ),
         };
+        if filters
+            .iter()
+            .any(|filter| is_key_lookup(filter, &self.columns, &self.unique))
+        {
+            // A key lookup reads one row: no estimate is worth a round trip.
+            ranges = 1;
+        }
         if ranges > 1 && !conditions.is_empty() {
             // Filters may leave a few rows (a key lookup): ask Postgres how much it expects
             // to return before opening several connections and a snapshot for it.
@@ -547,6 +570,36 @@ impl TableProvider for PostgresTable {
     }
 }
 
+/// Whether `filter` keeps at most one row of a table with `columns`, where `unique` says which
+/// are unique keys alone: an equality between such a column and a value (`id = 42`, also with
+/// the column cast, as a parameter of another integer type makes it). A lossy cast could let a
+/// few rows match; that only changes how the read is split, never what it returns.
+fn is_key_lookup(filter: &Expr, columns: &[PgColumn], unique: &[bool]) -> bool {
+    let Expr::BinaryExpr(BinaryExpr {
+        left,
+        op: Operator::Eq,
+        right,
+    }) = filter
+    else {
+        return false;
+    };
+    let key = |side: &Expr| {
+        let mut side = side;
+        while let Expr::Cast(Cast { expr, .. }) | Expr::TryCast(TryCast { expr, .. }) = side {
+            side = expr;
+        }
+        match side {
+            Expr::Column(column) => columns
+                .iter()
+                .position(|c| c.name == column.name)
+                .is_some_and(|index| unique.get(index).copied().unwrap_or(false)),
+            _ => false,
+        }
+    };
+    let value = |side: &Expr| matches!(side, Expr::Literal(value, _) if !value.is_null());
+    (key(left) && value(right)) || (value(left) && key(right))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -555,5 +608,28 @@ mod tests {
     fn system_schema_filter_escapes_underscores() {
         // `_` is a LIKE wildcard: pg_toast must be matched literally.
         assert!(SYSTEM_SCHEMA_FILTER.contains("pg\\_toast%"));
+    }
+
+    #[test]
+    fn key_lookups_are_equalities_on_a_unique_column() {
+        use datafusion::arrow::datatypes::DataType;
+        use datafusion::logical_expr::{cast, col, lit};
+        let column = |name: &str| PgColumn {
+            name: name.into(),
+            type_name: "integer".into(),
+            kind: PgKind::Int4,
+            nullable: false,
+        };
+        let columns = [column("id"), column("amount")];
+        let unique = [true, false];
+        let lookup = |filter: Expr| is_key_lookup(&filter, &columns, &unique);
+        assert!(lookup(col("id").eq(lit(42))));
+        assert!(lookup(lit(42).eq(col("id"))));
+        assert!(lookup(cast(col("id"), DataType::Int64).eq(lit(42i64))));
+        assert!(!lookup(col("amount").eq(lit(42))), "not a key");
+        assert!(!lookup(col("id").gt(lit(42))), "a range");
+        assert!(!lookup(col("id").eq(col("amount"))), "no value");
+        let null = Expr::Literal(datafusion::common::ScalarValue::Int32(None), None);
+        assert!(!lookup(col("id").eq(null)), "NULL");
     }
 }

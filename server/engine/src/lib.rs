@@ -598,6 +598,17 @@ impl Session {
 
     /// Plans one statement.
     pub async fn prepare(&self, sql: &str) -> Result<Prepared, EngineError> {
+        self.plan_statement(sql, true).await
+    }
+
+    /// Plans one statement that is to run at once, never described (a simple query's).
+    pub async fn prepare_to_run(&self, sql: &str) -> Result<Prepared, EngineError> {
+        self.plan_statement(sql, false).await
+    }
+
+    /// Plans one statement; `describe` also works out the analyzed row schema, which only a
+    /// client's Describe needs (a statement planned again to run skips it).
+    async fn plan_statement(&self, sql: &str, describe: bool) -> Result<Prepared, EngineError> {
         if let Some(plan) = self.inner.constant_plans.lock().get(sql) {
             return Ok(Prepared::new(PreparedKind::Constant(plan), sql));
         }
@@ -607,7 +618,7 @@ impl Session {
         }
         if commands::is_declare(&tokens) {
             let declare = commands::recognize_declare(sql)?;
-            let query = Box::pin(self.prepare(&declare.query)).await?;
+            let query = Box::pin(self.plan_statement(&declare.query, describe)).await?;
             if query.output_schema().is_none() {
                 return Err(EngineError::syntax(
                     "DECLARE CURSOR needs a query that returns rows",
@@ -622,7 +633,7 @@ impl Session {
         }
         if commands::is_copy(&tokens) {
             let copy = copy::recognize(sql)?;
-            let query = Box::pin(self.prepare(&copy.query)).await?;
+            let query = Box::pin(self.plan_statement(&copy.query, describe)).await?;
             if query.output_schema().is_none() {
                 return Err(EngineError::syntax("COPY needs a query that returns rows"));
             }
@@ -709,7 +720,7 @@ impl Session {
                 .insert(sql, constant.clone());
             return Ok(Prepared::new(PreparedKind::Constant(constant), sql));
         }
-        let analyzed_schema = analyzed_schema(&state, &plan);
+        let analyzed_schema = describe.then(|| analyzed_schema(&state, &plan)).flatten();
         let mut prepared = Prepared::new(PreparedKind::Plan(Box::new(plan)), sql).with_names(names);
         prepared.analyzed_schema = analyzed_schema;
         Ok(prepared)
@@ -780,7 +791,7 @@ impl Session {
                     .executed
                     .swap(true, std::sync::atomic::Ordering::SeqCst)
                 {
-                    replanned = self.prepare(&prepared.sql).await?;
+                    replanned = self.plan_statement(&prepared.sql, false).await?;
                     match &replanned.kind {
                         PreparedKind::Plan(plan) => plan,
                         _ => plan,
@@ -823,7 +834,7 @@ impl Session {
     pub async fn run_sql(&self, sql: &str) -> Result<Vec<RecordBatch>, EngineError> {
         let mut batches = Vec::new();
         for statement in split_statements(sql)? {
-            let prepared = self.prepare(&statement).await?;
+            let prepared = self.plan_statement(&statement, false).await?;
             if let Outcome::Rows { stream, .. } = self.execute(&prepared, None).await? {
                 batches = stream.try_collect().await?;
             }

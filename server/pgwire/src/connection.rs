@@ -521,7 +521,7 @@ impl SimpleQueryHandler for Connection {
         let mut responses = Vec::with_capacity(count);
         for (index, statement) in statements.into_iter().enumerate() {
             let outcome = Self::cancellable(&cancel, async {
-                let prepared = self.session.prepare(&statement).await?;
+                let prepared = self.session.prepare_to_run(&statement).await?;
                 self.session.execute(&prepared, None).await
             })
             .await;
