@@ -147,3 +147,54 @@ async fn a_prepared_statement_sees_rows_committed_after_it_was_prepared() -> any
     assert_eq!(third, 2);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_statement_follows_a_postgres_column_change() -> anyhow::Result<()> {
+    let postgres = Postgres::start()?;
+    postgres.psql_admin(
+        "workshop",
+        "CREATE TABLE shifting (id int PRIMARY KEY, v int, note text); \
+         INSERT INTO shifting VALUES (1, 1, 'a'), (2, 2, 'b'), (3, 3, 'c')",
+    )?;
+    let fjord = Fjord::start(&postgres.catalog_toml("postgresql")).await?;
+    let client = fjord.connect().await?;
+    let total = client
+        .prepare("SELECT count(*) FROM postgresql.public.shifting WHERE md5(v::text) <> md5('2') AND id > $1")
+        .await?;
+    // md5 is computed in fjord, so the values of v are read.
+    let first: i64 = client.query_one(&total, &[&0i32]).await?.get(0);
+    assert_eq!(first, 2);
+
+    // The column's type changes, the statement's result type does not: the next execution
+    // reads the new type (rows read with the old plan would be 8-byte values taken as 4).
+    postgres.psql_admin(
+        "workshop",
+        "ALTER TABLE shifting ALTER COLUMN v TYPE bigint USING v::bigint * 1000000000",
+    )?;
+    let wider: i64 = client.query_one(&total, &[&0i32]).await?.get(0);
+    assert_eq!(wider, 3);
+    let again: i64 = client.query_one(&total, &[&1i32]).await?.get(0);
+    assert_eq!(again, 2, "each execution uses its own parameter");
+
+    // A column the statement reads is gone: the error names it.
+    postgres.psql_admin("workshop", "ALTER TABLE shifting DROP COLUMN v")?;
+    let error = client
+        .query_one(&total, &[&0i32])
+        .await
+        .expect_err("v no longer exists");
+    let message = error
+        .as_db_error()
+        .map(|e| e.message().to_string())
+        .unwrap_or_else(|| error.to_string());
+    assert!(message.contains('v'), "{message}");
+
+    // Another column changing leaves the statement's answers right.
+    postgres.psql_admin(
+        "workshop",
+        "ALTER TABLE shifting ADD COLUMN v bigint; UPDATE shifting SET v = id * 10; \
+         ALTER TABLE shifting ALTER COLUMN note TYPE varchar(5)",
+    )?;
+    let back: i64 = client.query_one(&total, &[&0i32]).await?.get(0);
+    assert_eq!(back, 3);
+    fjord.stop().await
+}

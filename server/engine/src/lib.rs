@@ -28,7 +28,8 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::common::{ParamValues, TableReference};
+use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
+use datafusion::common::{ParamValues, TableReference, plan_err};
 use datafusion::datasource::provider_as_source;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
@@ -184,13 +185,13 @@ struct SessionInner {
 /// A statement ready to run: planned by DataFusion or recognized as a fjord command.
 ///
 /// A plan pins the Iceberg snapshots it read when it was made, so a prepared statement that runs
-/// again is planned again from its text: every execution sees the tables as they are then, as
-/// in Postgres.
+/// again has its tables looked up again (and is planned again from its text if their columns
+/// changed): every execution sees the tables as they are then, as in Postgres.
 #[derive(Debug, Clone)]
 pub struct Prepared {
     kind: PreparedKind,
     sql: Arc<str>,
-    /// Set by the first execution; later ones plan afresh.
+    /// Set by the first execution; later ones look the tables up afresh.
     executed: Arc<std::sync::atomic::AtomicBool>,
     /// Result column names as Postgres gives them, where they differ from DataFusion's.
     names: Option<Arc<[String]>>,
@@ -786,22 +787,23 @@ impl Session {
                 })
             }
             PreparedKind::Plan(plan) => {
-                let replanned;
                 let plan = if prepared
                     .executed
                     .swap(true, std::sync::atomic::Ordering::SeqCst)
                 {
-                    replanned = self.plan_statement(&prepared.sql, false).await?;
-                    match &replanned.kind {
-                        PreparedKind::Plan(plan) => plan,
-                        _ => plan,
+                    match self.with_current_tables(plan, &prepared.sql).await {
+                        Some(current) => current,
+                        None => match self.plan_statement(&prepared.sql, false).await?.kind {
+                            PreparedKind::Plan(replanned) => *replanned,
+                            _ => plan.as_ref().clone(),
+                        },
                     }
                 } else {
-                    plan
+                    plan.as_ref().clone()
                 };
                 let plan = match parameters {
-                    Some(parameters) => plan.as_ref().clone().with_param_values(parameters)?,
-                    None => plan.as_ref().clone(),
+                    Some(parameters) => plan.with_param_values(parameters)?,
+                    None => plan,
                 };
                 match self.run_plan(plan).await? {
                     Outcome::Rows { stream, tag } => {
@@ -818,6 +820,57 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// A prepared query's `plan` with every table it reads looked up again, so that running it
+    /// again sees the tables as they are now (an Iceberg table's latest snapshot, a Postgres
+    /// table's current size) without planning it again from its text. `None` where only that
+    /// will do: a table's columns changed or it is gone (planning again reports it), the query
+    /// reads the catalog views (their listings are loaded before planning), or it is not a query.
+    async fn with_current_tables(&self, plan: &LogicalPlan, sql: &str) -> Option<LogicalPlan> {
+        if matches!(
+            plan,
+            LogicalPlan::Dml(_)
+                | LogicalPlan::Ddl(_)
+                | LogicalPlan::Statement(_)
+                | LogicalPlan::Copy(_)
+        ) || mentions_catalog_views(sql)
+        {
+            return None;
+        }
+        let mut names: Vec<TableReference> = Vec::new();
+        plan.apply_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(scan) = node
+                && !names.contains(&scan.table_name)
+            {
+                names.push(scan.table_name.clone());
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .ok()?;
+        let mut current = Vec::with_capacity(names.len());
+        for name in names {
+            let provider = self.inner.context.table_provider(name.clone()).await.ok()?;
+            current.push((name, provider));
+        }
+        plan.clone()
+            .transform_up_with_subqueries(|node| {
+                let LogicalPlan::TableScan(mut scan) = node else {
+                    return Ok(Transformed::no(node));
+                };
+                let provider = current
+                    .iter()
+                    .find(|(name, _)| *name == scan.table_name)
+                    .map(|(_, provider)| provider)
+                    .filter(|provider| provider.schema() == scan.source.schema());
+                let Some(provider) = provider else {
+                    return plan_err!("{} changed since it was planned", scan.table_name);
+                };
+                scan.source = provider_as_source(provider.clone());
+                Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
+            })
+            .ok()
+            .map(|transformed| transformed.data)
     }
 
     /// The session's TimeZone when it is not UTC: timestamps with a zone are shown in it.
