@@ -171,6 +171,18 @@ async fn a_prepared_statement_follows_a_postgres_column_change() -> anyhow::Resu
         "workshop",
         "ALTER TABLE shifting ALTER COLUMN v TYPE bigint USING v::bigint * 1000000000",
     )?;
+    // A statement planned from text is planned with the columns read before (no round trip);
+    // its scan confirms them as it reads and sees the change, and the statement is planned
+    // again with the new type.
+    let simple = query_text(
+        &client,
+        "SELECT count(*), sum(v) FROM postgresql.public.shifting WHERE md5(v::text) <> ''",
+    )
+    .await?;
+    assert_eq!(
+        simple,
+        vec![vec!["3".to_string(), "6000000000".to_string()]]
+    );
     let wider: i64 = client.query_one(&total, &[&0i32]).await?.get(0);
     assert_eq!(wider, 3);
     let again: i64 = client.query_one(&total, &[&1i32]).await?.get(0);

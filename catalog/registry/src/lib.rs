@@ -208,6 +208,33 @@ impl CatalogRegistry {
         futures::future::join_all(refreshes).await;
     }
 
+    fn postgres_catalogs(&self) -> Vec<Arc<PostgresCatalog>> {
+        self.catalogs
+            .read()
+            .values()
+            .filter_map(|handle| match handle {
+                CatalogHandle::Postgres(catalog) => Some(catalog.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether any Postgres catalog plans with table shapes read for earlier statements.
+    pub fn remembers_table_shapes(&self) -> bool {
+        self.postgres_catalogs()
+            .iter()
+            .any(|catalog| catalog.remembers_shapes())
+    }
+
+    /// Makes every Postgres catalog read table shapes afresh; says whether any were kept.
+    pub fn forget_table_shapes(&self) -> bool {
+        let mut forgot = false;
+        for catalog in self.postgres_catalogs() {
+            forgot |= catalog.forget_shapes();
+        }
+        forgot
+    }
+
     pub fn describe(&self) -> Vec<CatalogInfo> {
         self.catalogs
             .read()

@@ -26,17 +26,30 @@ pub enum PostgresError {
         column: String,
         reason: String,
     },
+    /// A table's columns changed after the statement was planned with the ones fjord had read
+    /// before; the statement must be planned again (the engine does so once by itself).
+    #[error(
+        "catalog `{catalog}`: table {table} changed after the statement was planned; run it again"
+    )]
+    Changed { catalog: String, table: String },
     /// A broken invariant of the connector itself.
     #[error("catalog `{catalog}`: internal error: {reason}")]
     Internal { catalog: String, reason: String },
 }
 
 impl PostgresError {
+    /// Whether planning the statement again (with the table read afresh) would get past it.
+    pub fn needs_planning_again(&self) -> bool {
+        matches!(self, PostgresError::Changed { .. })
+    }
+
     /// The SQLSTATE a client should see for this error.
     pub fn sqlstate(&self) -> &str {
         match self {
             PostgresError::Unavailable { .. } => "08001",
             PostgresError::Server { sqlstate, .. } => sqlstate,
+            // Postgres's own code when a prepared statement's cached plan no longer fits.
+            PostgresError::Changed { .. } => "0A000",
             PostgresError::Decode { .. } | PostgresError::Internal { .. } => "XX000",
         }
     }
@@ -46,6 +59,7 @@ impl PostgresError {
             PostgresError::Unavailable { catalog, .. }
             | PostgresError::Server { catalog, .. }
             | PostgresError::Decode { catalog, .. }
+            | PostgresError::Changed { catalog, .. }
             | PostgresError::Internal { catalog, .. } => catalog,
         }
     }

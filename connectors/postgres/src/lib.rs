@@ -1,7 +1,8 @@
 //! Live PostgreSQL databases as DataFusion catalogs.
 //!
-//! Schemas, tables and columns are discovered from the database's own catalog each time a
-//! query names a table, so tables created or altered after fjord started are seen at once.
+//! Schemas, tables and columns are discovered from the database's own catalog when a query
+//! first names a table, and confirmed by every later scan in the round trip that reads its
+//! rows (see `shape`), so tables created or altered after fjord started are seen at once.
 //! Rows are read with `COPY (SELECT ...) TO STDOUT (FORMAT binary)` and decoded straight into
 //! Arrow batches; projections, exactly-translatable filters and limits go into that `SELECT`.
 //! Large plain tables are read in block ranges over several connections on one snapshot
@@ -15,6 +16,7 @@ mod load;
 mod pool;
 mod pushdown;
 mod scan;
+mod shape;
 pub mod sql;
 mod types;
 
@@ -27,10 +29,13 @@ use std::time::{Duration, Instant};
 use arrow::datatypes::{Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, Session, TableProvider};
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::datasource::TableType;
 use datafusion::logical_expr::expr::{Cast, TryCast};
-use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::logical_expr::{
+    BinaryExpr, Expr, LogicalPlan, Operator, TableProviderFilterPushDown,
+};
 use datafusion::physical_plan::ExecutionPlan;
 use fjord_config::PostgresCatalogConfig;
 use parking_lot::RwLock;
@@ -43,34 +48,12 @@ pub use scan::PostgresScanExec;
 pub use types::{PG_TYPE_METADATA_KEY, PgColumn, PgKind};
 
 use pool::Pool;
+use shape::{ShapeCache, ShapeCheck, TABLE_SHAPE, TableShape};
 use sql::{FilterTranslator, qualified_table, select_list};
 
 /// Schemas that are never exposed: Postgres's own catalogs.
 const SYSTEM_SCHEMA_FILTER: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') \
      AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'";
-
-/// A relation's facts on every row, one row per column (a table without columns gives one row
-/// with NULL column facts). The last column says whether a valid unique index has that column
-/// as its only key, so an equality on it reads at most one row.
-const TABLE_SHAPE: &str = "SELECT c.relkind::text, \
-        CASE WHEN c.relkind IN ('r', 'm') \
-          THEN pg_catalog.pg_relation_size(c.oid) \
-               / pg_catalog.current_setting('block_size')::bigint \
-          ELSE 0 END, \
-        pg_catalog.current_setting('server_version_num')::int, \
-        a.attname::text, a.atttypid, a.atttypmod, \
-        pg_catalog.format_type(a.atttypid, a.atttypmod), \
-        CASE WHEN t.typcategory = 'A' THEN t.typelem END, NOT a.attnotnull, \
-        EXISTS (SELECT 1 FROM pg_catalog.pg_index i \
-          WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid AND i.indnatts = 1 \
-            AND i.indkey[0] = a.attnum AND i.indpred IS NULL AND i.indexprs IS NULL) \
- FROM pg_catalog.pg_class c \
- JOIN pg_catalog.pg_namespace n ON c.relnamespace = n.oid \
- LEFT JOIN pg_catalog.pg_attribute a \
-   ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
- LEFT JOIN pg_catalog.pg_type t ON a.atttypid = t.oid \
- WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'v', 'm', 'p', 'f') \
- ORDER BY a.attnum";
 
 /// How long listings trust an "unavailable" verdict before asking the database again.
 const UNAVAILABLE_RETRY: Duration = Duration::from_secs(10);
@@ -100,6 +83,8 @@ pub struct PostgresCatalog {
     batch_size: usize,
     listing: RwLock<Listing>,
     state: RwLock<(CatalogState, Option<Instant>)>,
+    /// Table shapes already read, reused for planning and confirmed as rows are read.
+    shapes: Arc<ShapeCache>,
 }
 
 impl fmt::Debug for PostgresCatalog {
@@ -129,11 +114,24 @@ impl PostgresCatalog {
             batch_size,
             listing: RwLock::new(Listing::default()),
             state: RwLock::new((CatalogState::Unknown, None)),
+            shapes: Arc::default(),
         })
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether statements are planned with table shapes read for earlier ones.
+    pub fn remembers_shapes(&self) -> bool {
+        !self.shapes.is_empty()
+    }
+
+    /// Forgets the table shapes read so far, so that the next statement reads them afresh
+    /// (a statement whose planning failed may have failed on a shape that is out of date);
+    /// says whether there were any.
+    pub fn forget_shapes(&self) -> bool {
+        self.shapes.clear()
     }
 
     /// Host, port and database, without secrets.
@@ -229,23 +227,42 @@ impl PostgresCatalog {
             .is_none_or(|allowed| allowed.iter().any(|s| s == schema))
     }
 
-    /// Loads one table's columns; `None` if it does not exist.
+    /// One table as fjord will plan with it; `None` if it does not exist. A shape read for an
+    /// earlier statement is reused without asking Postgres, and confirmed by the scan (see
+    /// `shape`).
     async fn load_table(
         &self,
         schema: &str,
         table: &str,
     ) -> Result<Option<PostgresTable>, PostgresError> {
-        let result = self.load_columns(schema, table).await;
-        self.record(&result);
-        let Some(TableShape {
+        let (shape, check) = match self.shapes.get(schema, table) {
+            Some(shape) => {
+                let check = ShapeCheck {
+                    schema: schema.to_string(),
+                    table: table.to_string(),
+                    planned: shape.clone(),
+                    cache: self.shapes.clone(),
+                };
+                (shape, Some(check))
+            }
+            None => {
+                let result = self.load_columns(schema, table).await;
+                self.record(&result);
+                let shape = result?.map(Arc::new);
+                self.shapes.put(schema, table, shape.clone());
+                let Some(shape) = shape else {
+                    return Ok(None);
+                };
+                (shape, None)
+            }
+        };
+        let TableShape {
             columns,
             unique,
             table_type,
             blocks,
-        }) = result?
-        else {
-            return Ok(None);
-        };
+            ..
+        } = shape.as_ref().clone();
         {
             let mut listing = self.listing.write();
             let tables = listing.schemas.entry(schema.to_string()).or_default();
@@ -271,6 +288,7 @@ impl PostgresCatalog {
             table_type,
             blocks,
             batch_size: self.batch_size,
+            check,
         }))
     }
 
@@ -290,50 +308,7 @@ impl PostgresCatalog {
             .query(&statement, &[&schema, &table])
             .await
             .map_err(|e| self.pool.error(e))?;
-        let Some(relation) = rows.first() else {
-            return Ok(None);
-        };
-        let relkind: String = relation.get(0);
-        let blocks: i64 = relation.get(1);
-        let server_version: i32 = relation.get(2);
-        let unique = rows
-            .iter()
-            .filter(|row| row.get::<_, Option<String>>(3).is_some())
-            .map(|row| row.get::<_, bool>(9))
-            .collect();
-        let columns = rows
-            .iter()
-            .filter_map(|row| {
-                // No column facts at all for a table without columns.
-                let name: String = row.get::<_, Option<String>>(3)?;
-                let type_oid: u32 = row.get(4);
-                let typmod: i32 = row.get(5);
-                let element: Option<u32> = row.get(7);
-                Some(PgColumn {
-                    name,
-                    type_name: row.get(6),
-                    kind: PgKind::from_type(type_oid, typmod, element),
-                    nullable: row.get(8),
-                })
-            })
-            .collect();
-        let table_type = match relkind.as_str() {
-            "v" | "m" => TableType::View,
-            _ => TableType::Base,
-        };
-        // Block ranges are read with TID range scans, which Postgres has since version 14;
-        // views, partitioned and foreign tables have no blocks of their own (0 here).
-        let blocks = if server_version >= 140000 {
-            blocks.max(0) as u64
-        } else {
-            0
-        };
-        Ok(Some(TableShape {
-            columns,
-            unique,
-            table_type,
-            blocks,
-        }))
+        Ok(TableShape::from_rows(&rows))
     }
 
     fn schema_provider(self: &Arc<Self>, name: &str) -> Arc<dyn SchemaProvider> {
@@ -414,14 +389,8 @@ pub struct PostgresTable {
     /// Heap blocks when the table was loaded; 0 where block ranges cannot split it.
     blocks: u64,
     batch_size: usize,
-}
-
-/// What `load_columns` learns of a relation.
-struct TableShape {
-    columns: Vec<PgColumn>,
-    unique: Vec<bool>,
-    table_type: TableType,
-    blocks: u64,
+    /// Set when the shape was reused from an earlier statement: the scan confirms it.
+    check: Option<ShapeCheck>,
 }
 
 impl PostgresTable {
@@ -537,6 +506,16 @@ impl TableProvider for PostgresTable {
                 ranges = ranges.min(scan::range_count_for_bytes(bytes));
             }
         }
+        // Split reads run on several connections: a reused shape is confirmed before them.
+        // A single read confirms it in its own round trip.
+        let checks: Vec<ShapeCheck> = self.check.iter().cloned().collect();
+        let checks = if ranges > 1 && !checks.is_empty() {
+            let mut client = self.pool.get().await?;
+            ShapeCheck::around(&checks, &self.pool, &mut client, async |_| Ok(())).await?;
+            Vec::new()
+        } else {
+            checks
+        };
         let queries = scan::ctid_ranges(self.blocks, ranges)
             .into_iter()
             .map(|range| {
@@ -566,8 +545,29 @@ impl TableProvider for PostgresTable {
             kinds,
             selected.into_iter().cloned().collect(),
             self.batch_size,
+            checks,
         )))
     }
+}
+
+/// Whether `plan` reads a Postgres table planned with a shape reused from an earlier
+/// statement. Its scans confirm the shape as they start, and fail with
+/// [`PostgresError::Changed`] (before any of their rows) if it changed: the caller may then plan
+/// the statement again and run it.
+pub fn reads_reused_shapes(plan: &LogicalPlan) -> bool {
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node
+            && let Ok(provider) = datafusion::datasource::source_as_provider(&scan.source)
+            && let Some(table) = provider.as_any().downcast_ref::<PostgresTable>()
+            && table.check.is_some()
+        {
+            found = true;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
 }
 
 /// Whether `filter` keeps at most one row of a table with `columns`, where `unique` says which

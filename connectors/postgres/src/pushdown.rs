@@ -45,6 +45,7 @@ use datafusion::physical_planner::{ExtensionPlanner, PhysicalPlanner};
 use crate::PostgresTable;
 use crate::pool::Pool;
 use crate::scan::PostgresScanExec;
+use crate::shape::ShapeCheck;
 use crate::sql::{
     FilterTranslator, date_text, decimal_text, escape_clause, qualified_table, quote_identifier,
     quote_literal, timestamp_text,
@@ -139,6 +140,8 @@ fn worth_pushing(plan: &LogicalPlan) -> bool {
 struct Builder {
     source: Option<(String, Arc<Pool>, usize)>,
     aliases: usize,
+    /// Reused shapes of the tables read, for the scan to confirm.
+    checks: Vec<ShapeCheck>,
 }
 
 impl Builder {
@@ -160,6 +163,7 @@ impl Builder {
                 batch_size,
                 sql,
                 schema,
+                checks: self.checks.clone(),
             }),
         }))
     }
@@ -211,6 +215,14 @@ impl Builder {
             }
             Some((_, pool, _)) if Arc::ptr_eq(pool, &table.pool) => {}
             Some(_) => return None,
+        }
+        if let Some(check) = &table.check
+            && !self
+                .checks
+                .iter()
+                .any(|c| c.schema == check.schema && c.table == check.table)
+        {
+            self.checks.push(check.clone());
         }
         let indices: Vec<usize> = match &scan.projection {
             Some(projection) => projection.clone(),
@@ -990,6 +1002,7 @@ pub struct PostgresQuery {
     batch_size: usize,
     sql: String,
     schema: DFSchemaRef,
+    checks: Vec<ShapeCheck>,
 }
 
 impl PostgresQuery {
@@ -1061,6 +1074,7 @@ impl UserDefinedLogicalNodeCore for PostgresQuery {
             batch_size: self.batch_size,
             sql: self.sql.clone(),
             schema: self.schema.clone(),
+            checks: self.checks.clone(),
         })
     }
 }
@@ -1116,6 +1130,7 @@ impl ExtensionPlanner for PostgresQueryPlanner {
             kinds,
             columns,
             query.batch_size,
+            query.checks.clone(),
         ))))
     }
 }

@@ -39,6 +39,7 @@ use parking_lot::Mutex;
 use crate::binary_copy::{BinaryCopyDecoder, DecodeError};
 use crate::error::PostgresError;
 use crate::pool::{Pool, PooledClient};
+use crate::shape::ShapeCheck;
 use crate::sql::{quote_literal, runtime_filter_sql};
 use crate::types::{PgColumn, PgKind};
 
@@ -103,6 +104,8 @@ pub struct PostgresScanExec {
     /// starts: by then a hash join has built its table and set them.
     runtime_filters: Vec<Arc<dyn PhysicalExpr>>,
     batch_size: usize,
+    /// Reused table shapes to confirm in the round trip that reads the rows (one partition).
+    checks: Vec<ShapeCheck>,
     properties: Arc<PlanProperties>,
     /// Rows read from Postgres per partition (`output_rows` in EXPLAIN ANALYZE).
     metrics: ExecutionPlanMetricsSet,
@@ -113,6 +116,7 @@ pub struct PostgresScanExec {
 }
 
 impl PostgresScanExec {
+    #[allow(clippy::too_many_arguments)] // One per part of what a scan reads; all required.
     pub(crate) fn new(
         catalog: String,
         pool: Arc<Pool>,
@@ -121,6 +125,7 @@ impl PostgresScanExec {
         kinds: Vec<PgKind>,
         columns: Vec<PgColumn>,
         batch_size: usize,
+        checks: Vec<ShapeCheck>,
     ) -> Self {
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(schema.clone()),
@@ -137,6 +142,7 @@ impl PostgresScanExec {
             columns: Arc::new(columns),
             runtime_filters: Vec::new(),
             batch_size,
+            checks,
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
             round: Mutex::new(None),
@@ -263,6 +269,7 @@ impl ExecutionPlan for PostgresScanExec {
                 columns: self.columns.clone(),
                 runtime_filters,
                 batch_size: self.batch_size,
+                checks: self.checks.clone(),
                 properties: self.properties.clone(),
                 metrics: ExecutionPlanMetricsSet::new(),
                 round: Mutex::new(None),
@@ -303,6 +310,7 @@ impl ExecutionPlan for PostgresScanExec {
             partition,
             partitions: self.queries.len(),
             batch_size,
+            checks: self.checks.clone(),
             output_rows: MetricBuilder::new(&self.metrics).output_rows(partition),
             sent: self.sent.clone(),
         };
@@ -327,6 +335,7 @@ struct Read {
     partition: usize,
     partitions: usize,
     batch_size: usize,
+    checks: Vec<ShapeCheck>,
     output_rows: Count,
     sent: Arc<Mutex<Vec<Option<String>>>>,
 }
@@ -345,6 +354,7 @@ impl Read {
             partition,
             partitions,
             batch_size,
+            checks,
             output_rows,
             sent,
         } = self;
@@ -391,11 +401,14 @@ impl Read {
                     client
                 }
             };
-            let stream = client
-                .client()
-                .copy_out(statement.as_str())
-                .await
-                .map_err(|e| pool.error(e))?;
+            let stream = ShapeCheck::around(&checks, &pool, &mut client, async |client| {
+                client
+                    .client()
+                    .copy_out(statement.as_str())
+                    .await
+                    .map_err(|e| pool.error(e))
+            })
+            .await?;
             futures::pin_mut!(stream);
             let mut decoder = BinaryCopyDecoder::new(schema, &kinds, batch_size);
             let decode_error = |error: DecodeError| PostgresError::Decode {

@@ -14,6 +14,8 @@ pub struct EngineError {
     pub message: String,
     /// Extra context for the client (PostgreSQL's DETAIL).
     pub detail: Option<String>,
+    /// A table changed after the statement was planned: planning it again gets past this.
+    pub plan_again: bool,
 }
 
 /// Broad classes, for protocols that have fewer codes than Postgres (gRPC, HTTP).
@@ -41,6 +43,7 @@ impl EngineError {
             sqlstate: sqlstate.to_string(),
             message: message.into(),
             detail: None,
+            plan_again: false,
         }
     }
 
@@ -196,7 +199,9 @@ fn classify_external(error: &(dyn std::error::Error + Send + Sync + 'static)) ->
         return classify(inner);
     }
     if let Some(postgres) = error.downcast_ref::<PostgresError>() {
-        return EngineError::new(postgres.sqlstate(), postgres.to_string());
+        let mut classified = EngineError::new(postgres.sqlstate(), postgres.to_string());
+        classified.plan_again = postgres.needs_planning_again();
+        return classified;
     }
     if let Some(arrow_error) = error.downcast_ref::<ArrowError>() {
         return classify_arrow(arrow_error);

@@ -39,12 +39,13 @@ use datafusion::logical_expr::{
 };
 use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use fjord_catalog::{CatalogHandle, CatalogRegistry};
 use fjord_config::Config;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use parking_lot::Mutex;
 
 pub use commands::{Command, split_statements};
@@ -245,6 +246,31 @@ fn analyzed_schema(
         .zip(plan.schema().fields())
         .any(|(analyzed, planned)| analyzed.data_type() != planned.data_type());
     differs.then(|| Arc::new(schema.clone()))
+}
+
+/// Plans a parsed statement; `syntax` is the query as written, for select items with the same
+/// name (Postgres allows them; see `column_names`).
+async fn statement_plan(
+    state: &datafusion::execution::SessionState,
+    statement: DfStatement,
+    syntax: Option<&DfStatement>,
+    int4_results: bool,
+) -> datafusion::error::Result<LogicalPlan> {
+    match state.statement_to_plan(statement).await {
+        Err(error)
+            if error
+                .to_string()
+                .contains("require unique expression names") =>
+        {
+            let mut aliased = syntax.cloned().ok_or(error)?;
+            column_names::alias_select_items(&mut aliased);
+            if int4_results {
+                int4_literals::retype(&mut aliased);
+            }
+            state.statement_to_plan(aliased).await
+        }
+        planned => planned,
+    }
 }
 
 /// The completion tag of a statement that returns no rows, as Postgres spells it.
@@ -692,21 +718,18 @@ impl Session {
         if int4_results {
             int4_literals::retype(&mut statement);
         }
-        let plan = match state.statement_to_plan(statement).await {
-            Err(error)
-                if error
-                    .to_string()
-                    .contains("require unique expression names") =>
-            {
-                // Postgres allows select items with the same name; see `column_names`.
-                let mut aliased = syntax.clone().ok_or(error)?;
-                column_names::alias_select_items(&mut aliased);
-                if int4_results {
-                    int4_literals::retype(&mut aliased);
+        let registry = &self.inner.engine.registry;
+        // Postgres tables are planned with the columns read for earlier statements; if they
+        // changed, planning may fail on them (a new column is unknown): read them afresh once.
+        let retry = registry.remembers_table_shapes().then(|| statement.clone());
+        let plan = match statement_plan(&state, statement, syntax.as_ref(), int4_results).await {
+            Err(error) => match retry {
+                Some(statement) if registry.forget_table_shapes() => {
+                    statement_plan(&state, statement, syntax.as_ref(), int4_results).await?
                 }
-                state.statement_to_plan(aliased).await?
-            }
-            planned => planned?,
+                _ => return Err(error.into()),
+            },
+            Ok(plan) => plan,
         };
         let names = syntax
             .as_ref()
@@ -801,11 +824,20 @@ impl Session {
                 } else {
                     plan.as_ref().clone()
                 };
-                let plan = match parameters {
-                    Some(parameters) => plan.with_param_values(parameters)?,
-                    None => plan,
+                let outcome = match self.run_confirmed(plan, parameters.clone()).await {
+                    Err(error) if error.plan_again => {
+                        // A Postgres table changed since its shape was read: the failed scan
+                        // sent nothing, and planning from the text reads the table afresh.
+                        match self.plan_statement(&prepared.sql, false).await?.kind {
+                            PreparedKind::Plan(plan) => {
+                                self.run_confirmed(*plan, parameters).await?
+                            }
+                            _ => return Err(error),
+                        }
+                    }
+                    outcome => outcome?,
                 };
-                match self.run_plan(plan).await? {
+                match outcome {
                     Outcome::Rows { stream, tag } => {
                         let stream = match self.time_zone() {
                             Some(zone) => types::in_time_zone(stream, &zone),
@@ -820,6 +852,42 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Runs a query's plan. Where it reads Postgres tables planned with shapes reused from
+    /// earlier statements, waits for the first batch: a scan whose table changed fails before
+    /// sending any row, and that error comes back here (with `plan_again`) instead of in the
+    /// stream, so that the statement can be planned again and run.
+    async fn run_confirmed(
+        &self,
+        plan: LogicalPlan,
+        parameters: Option<ParamValues>,
+    ) -> Result<Outcome, EngineError> {
+        let confirm = fjord_postgres::reads_reused_shapes(&plan);
+        let plan = match parameters {
+            Some(parameters) => plan.with_param_values(parameters)?,
+            None => plan,
+        };
+        let outcome = self.run_plan(plan).await?;
+        let Outcome::Rows { mut stream, tag } = outcome else {
+            return Ok(outcome);
+        };
+        if !confirm {
+            return Ok(Outcome::Rows { stream, tag });
+        }
+        let first = stream.next().await;
+        if let Some(Err(error)) = &first {
+            let classified = error::classify(error);
+            if classified.plan_again {
+                return Err(classified);
+            }
+        }
+        let schema = stream.schema();
+        let rest = futures::stream::iter(first).chain(stream);
+        Ok(Outcome::Rows {
+            stream: Box::pin(RecordBatchStreamAdapter::new(schema, rest)),
+            tag,
+        })
     }
 
     /// A prepared query's `plan` with every table it reads looked up again, so that running it

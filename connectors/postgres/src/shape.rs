@@ -1,0 +1,249 @@
+//! What fjord knows of a Postgres table's columns, and how it keeps that knowledge current
+//! without a round trip before every statement.
+//!
+//! The first statement that names a table reads its shape (one catalog query). Later
+//! statements are planned with the shape already read, and each scan built on such a reused
+//! shape sends a much cheaper catalog query (the relation by oid and name, its columns' types
+//! and its size), pipelined on its connection just ahead of its `COPY`: both go out together
+//! and their answers come back in order. If the columns still match, the rows are read as
+//! planned; if not, the cache forgets the table and the scan fails with
+//! [`PostgresError::Changed`] before it yields any row, and the engine plans the statement
+//! again. A statement never reads rows with columns other than the ones it was planned with.
+//! Which columns are unique keys is only read with the whole shape; it only decides how a read
+//! is split.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::datasource::TableType;
+use parking_lot::Mutex;
+use tokio_postgres::Row;
+
+use crate::error::PostgresError;
+use crate::pool::{Pool, PooledClient};
+use crate::types::{PgColumn, PgKind};
+
+/// A relation's facts on every row, one row per column (a table without columns gives one row
+/// with NULL column facts). The last column says whether a valid unique index has that column
+/// as its only key, so an equality on it reads at most one row.
+pub(crate) const TABLE_SHAPE: &str = "SELECT c.relkind::text, \
+        CASE WHEN c.relkind IN ('r', 'm') \
+          THEN pg_catalog.pg_relation_size(c.oid) \
+               / pg_catalog.current_setting('block_size')::bigint \
+          ELSE 0 END, \
+        pg_catalog.current_setting('server_version_num')::int, \
+        a.attname::text, a.atttypid, a.atttypmod, \
+        pg_catalog.format_type(a.atttypid, a.atttypmod), \
+        CASE WHEN t.typcategory = 'A' THEN t.typelem END, NOT a.attnotnull, \
+        EXISTS (SELECT 1 FROM pg_catalog.pg_index i \
+          WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid AND i.indnatts = 1 \
+            AND i.indkey[0] = a.attnum AND i.indpred IS NULL AND i.indexprs IS NULL), \
+        c.oid, c.relnamespace \
+ FROM pg_catalog.pg_class c \
+ JOIN pg_catalog.pg_namespace n ON c.relnamespace = n.oid \
+ LEFT JOIN pg_catalog.pg_attribute a \
+   ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+ LEFT JOIN pg_catalog.pg_type t ON a.atttypid = t.oid \
+ WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'v', 'm', 'p', 'f') \
+ ORDER BY a.attnum";
+
+/// What a scan asks to confirm a shape read before: the same relation (by oid, under the same
+/// name and schema) with the same columns, and its current size. Two index lookups, where
+/// [`TABLE_SHAPE`] costs Postgres several times a trivial statement.
+const SHAPE_CHECK: &str = "SELECT CASE WHEN c.relkind IN ('r', 'm') \
+          THEN pg_catalog.pg_relation_size(c.oid) \
+               / pg_catalog.current_setting('block_size')::bigint \
+          ELSE 0 END, \
+        a.attname::text, a.atttypid, a.atttypmod, NOT a.attnotnull \
+ FROM pg_catalog.pg_class c \
+ LEFT JOIN pg_catalog.pg_attribute a \
+   ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+ WHERE c.oid = $1 AND c.relname = $2 AND c.relnamespace = $3 \
+ ORDER BY a.attnum";
+
+/// A column as the catalog stores it: name, type oid, type modifier, nullable.
+type ColumnFacts = (String, u32, i32, bool);
+
+/// What [`TABLE_SHAPE`] tells of a relation.
+#[derive(Debug, Clone)]
+pub(crate) struct TableShape {
+    pub(crate) columns: Vec<PgColumn>,
+    /// Per column: whether it alone is a unique key.
+    pub(crate) unique: Vec<bool>,
+    pub(crate) table_type: TableType,
+    /// Heap blocks; 0 where block ranges cannot split the relation.
+    pub(crate) blocks: u64,
+    /// Whether the server can split reads into block ranges (version 14 and later).
+    splittable: bool,
+    oid: u32,
+    namespace: u32,
+    facts: Vec<ColumnFacts>,
+}
+
+impl TableShape {
+    /// Reads [`TABLE_SHAPE`]'s rows; `None` if there are none (no such relation).
+    pub(crate) fn from_rows(rows: &[Row]) -> Option<TableShape> {
+        let relation = rows.first()?;
+        let relkind: String = relation.get(0);
+        let blocks: i64 = relation.get(1);
+        let server_version: i32 = relation.get(2);
+        // No column facts at all for a table without columns.
+        let described = || {
+            rows.iter()
+                .filter(|row| row.get::<_, Option<String>>(3).is_some())
+        };
+        let unique = described().map(|row| row.get::<_, bool>(9)).collect();
+        let facts = described()
+            .map(|row| (row.get(3), row.get(4), row.get(5), row.get(8)))
+            .collect();
+        let columns = described()
+            .map(|row| {
+                let type_oid: u32 = row.get(4);
+                let typmod: i32 = row.get(5);
+                let element: Option<u32> = row.get(7);
+                PgColumn {
+                    name: row.get(3),
+                    type_name: row.get(6),
+                    kind: PgKind::from_type(type_oid, typmod, element),
+                    nullable: row.get(8),
+                }
+            })
+            .collect();
+        let table_type = match relkind.as_str() {
+            "v" | "m" => TableType::View,
+            _ => TableType::Base,
+        };
+        // Block ranges are read with TID range scans, which Postgres has since version 14;
+        // views, partitioned and foreign tables have no blocks of their own (0 here).
+        let splittable = server_version >= 140000;
+        let blocks = if splittable { blocks.max(0) as u64 } else { 0 };
+        Some(TableShape {
+            columns,
+            unique,
+            table_type,
+            blocks,
+            splittable,
+            oid: relation.get(10),
+            namespace: relation.get(11),
+            facts,
+        })
+    }
+
+    /// Compares [`SHAPE_CHECK`]'s rows with this shape: `None` if the relation is gone or its
+    /// columns changed, else its current size in blocks.
+    fn confirm(&self, rows: &[Row]) -> Option<u64> {
+        let blocks: i64 = rows.first()?.get(0);
+        let facts = rows
+            .iter()
+            .filter_map(|row| {
+                let name: Option<String> = row.get(1);
+                Some((name?, row.get(2), row.get(3), row.get(4)))
+            })
+            .collect::<Vec<ColumnFacts>>();
+        (facts == self.facts).then_some(if self.splittable {
+            blocks.max(0) as u64
+        } else {
+            0
+        })
+    }
+}
+
+/// The shapes a catalog has read, by (schema, table).
+#[derive(Debug, Default)]
+pub(crate) struct ShapeCache {
+    shapes: Mutex<HashMap<(String, String), Arc<TableShape>>>,
+}
+
+impl ShapeCache {
+    pub(crate) fn get(&self, schema: &str, table: &str) -> Option<Arc<TableShape>> {
+        self.shapes
+            .lock()
+            .get(&(schema.to_string(), table.to_string()))
+            .cloned()
+    }
+
+    /// Forgets every shape; says whether there was any.
+    pub(crate) fn clear(&self) -> bool {
+        let mut shapes = self.shapes.lock();
+        let had = !shapes.is_empty();
+        shapes.clear();
+        had
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.shapes.lock().is_empty()
+    }
+
+    /// Records what was just read of a table: its shape, or that it does not exist.
+    pub(crate) fn put(&self, schema: &str, table: &str, shape: Option<Arc<TableShape>>) {
+        let key = (schema.to_string(), table.to_string());
+        let mut shapes = self.shapes.lock();
+        match shape {
+            Some(shape) => shapes.insert(key, shape),
+            None => shapes.remove(&key),
+        };
+    }
+}
+
+/// A reused shape that a scan confirms in the round trip that reads its rows.
+#[derive(Debug, Clone)]
+pub(crate) struct ShapeCheck {
+    pub(crate) schema: String,
+    pub(crate) table: String,
+    pub(crate) planned: Arc<TableShape>,
+    pub(crate) cache: Arc<ShapeCache>,
+}
+
+impl ShapeCheck {
+    /// Runs `read` on `client` with every check's catalog query sent just ahead of it on the
+    /// same connection; `read`'s result is returned only if every shape is as planned.
+    pub(crate) async fn around<T>(
+        checks: &[ShapeCheck],
+        pool: &Pool,
+        client: &mut PooledClient,
+        read: impl AsyncFnOnce(&PooledClient) -> Result<T, PostgresError>,
+    ) -> Result<T, PostgresError> {
+        if checks.is_empty() {
+            return read(client).await;
+        }
+        let statement = client
+            .prepared(SHAPE_CHECK)
+            .await
+            .map_err(|e| pool.error(e))?;
+        let client = &*client;
+        let statement = &statement;
+        let shapes = futures::future::try_join_all(checks.iter().map(|check| async move {
+            client
+                .client()
+                .query(
+                    statement,
+                    &[&check.planned.oid, &check.table, &check.planned.namespace],
+                )
+                .await
+        }));
+        // Polled together, the catalog queries are written before the read's statement.
+        let (shapes, read) = futures::join!(shapes, read(client));
+        let shapes = shapes.map_err(|e| pool.error(e))?;
+        for (check, rows) in checks.iter().zip(shapes) {
+            match check.planned.confirm(&rows) {
+                Some(blocks) if blocks == check.planned.blocks => {}
+                Some(blocks) => {
+                    // Same columns, another size: later statements split reads by it.
+                    let mut current = check.planned.as_ref().clone();
+                    current.blocks = blocks;
+                    check
+                        .cache
+                        .put(&check.schema, &check.table, Some(Arc::new(current)));
+                }
+                None => {
+                    check.cache.put(&check.schema, &check.table, None);
+                    return Err(PostgresError::Changed {
+                        catalog: pool.catalog().to_string(),
+                        table: format!("{}.{}", check.schema, check.table),
+                    });
+                }
+            }
+        }
+        read
+    }
+}
