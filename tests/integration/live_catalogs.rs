@@ -208,5 +208,28 @@ async fn a_prepared_statement_follows_a_postgres_column_change() -> anyhow::Resu
     )?;
     let back: i64 = client.query_one(&total, &[&0i32]).await?.get(0);
     assert_eq!(back, 3);
+
+    // The catalog views describe the table as it is now, not as it was last read.
+    postgres.psql_admin("workshop", "ALTER TABLE shifting ADD COLUMN added date")?;
+    let columns = query_text(
+        &client,
+        "SELECT column_name FROM information_schema.columns \
+         WHERE table_catalog = 'postgresql' AND table_name = 'shifting' ORDER BY ordinal_position",
+    )
+    .await?;
+    assert_eq!(
+        columns.concat(),
+        vec!["id", "note", "v", "added"],
+        "information_schema after ADD COLUMN"
+    );
+    query_text(&client, "SELECT count(*) FROM postgresql.public.shifting").await?;
+    postgres.psql_admin("workshop", "ALTER TABLE shifting ADD COLUMN more text")?;
+    let described = query_text(&client, "DESCRIBE postgresql.public.shifting").await?;
+    let names: Vec<&str> = described.iter().map(|row| row[0].as_str()).collect();
+    assert_eq!(
+        names,
+        ["id", "note", "v", "added", "more"],
+        "DESCRIBE after ADD COLUMN"
+    );
     fjord.stop().await
 }

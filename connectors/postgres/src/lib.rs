@@ -185,6 +185,9 @@ impl PostgresCatalog {
     /// not wait for a connect timeout on every statement while a source is down. Queries that
     /// name one of its tables still try at once, so recovery is not delayed.
     pub async fn refresh_listing(&self) {
+        // Catalog views describe tables from their shapes, and no scan confirms those: read
+        // them afresh.
+        self.shapes.clear();
         let recently_failed = matches!(
             &*self.state.read(),
             (CatalogState::Unavailable(_), Some(at)) if at.elapsed() < UNAVAILABLE_RETRY

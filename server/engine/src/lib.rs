@@ -1340,6 +1340,8 @@ impl Session {
                 let (catalog, schema, table) = self.full_name(name)?;
                 let reference =
                     TableReference::full(catalog.as_str(), schema.as_str(), table.as_str());
+                // The columns as they are now, not as a Postgres table's were last read.
+                self.inner.engine.registry.forget_table_shapes();
                 let provider = self.inner.context.table_provider(reference).await?;
                 let table_schema = provider.schema();
                 let mut columns = vec![Vec::new(), Vec::new(), Vec::new(), Vec::new()];
