@@ -219,13 +219,6 @@ impl CatalogRegistry {
             .collect()
     }
 
-    /// Whether any Postgres catalog plans with table shapes read for earlier statements.
-    pub fn remembers_table_shapes(&self) -> bool {
-        self.postgres_catalogs()
-            .iter()
-            .any(|catalog| catalog.remembers_shapes())
-    }
-
     /// Makes every Postgres catalog read table shapes afresh; says whether any were kept.
     pub fn forget_table_shapes(&self) -> bool {
         let mut forgot = false;

@@ -122,11 +122,6 @@ impl PostgresCatalog {
         &self.name
     }
 
-    /// Whether statements are planned with table shapes read for earlier ones.
-    pub fn remembers_shapes(&self) -> bool {
-        !self.shapes.is_empty()
-    }
-
     /// Forgets the table shapes read so far, so that the next statement reads them afresh
     /// (a statement whose planning failed may have failed on a shape that is out of date);
     /// says whether there were any.
@@ -265,7 +260,7 @@ impl PostgresCatalog {
             table_type,
             blocks,
             ..
-        } = shape.as_ref().clone();
+        } = shape.as_ref();
         {
             let mut listing = self.listing.write();
             let tables = listing.schemas.entry(schema.to_string()).or_default();
@@ -285,11 +280,11 @@ impl PostgresCatalog {
             pool: self.pool.clone(),
             schema_name: schema.to_string(),
             table_name: table.to_string(),
-            columns: Arc::new(columns),
-            unique,
+            columns: Arc::new(columns.clone()),
+            unique: unique.clone(),
             schema: schema_ref,
-            table_type,
-            blocks,
+            table_type: *table_type,
+            blocks: *blocks,
             batch_size: self.batch_size,
             check,
         }))

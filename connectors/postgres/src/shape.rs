@@ -170,10 +170,6 @@ impl ShapeCache {
         had
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.shapes.lock().is_empty()
-    }
-
     /// Records what was just read of a table: its shape, or that it does not exist.
     pub(crate) fn put(&self, schema: &str, table: &str, shape: Option<Arc<TableShape>>) {
         let key = (schema.to_string(), table.to_string());

@@ -248,31 +248,6 @@ fn analyzed_schema(
     differs.then(|| Arc::new(schema.clone()))
 }
 
-/// Plans a parsed statement; `syntax` is the query as written, for select items with the same
-/// name (Postgres allows them; see `column_names`).
-async fn statement_plan(
-    state: &datafusion::execution::SessionState,
-    statement: DfStatement,
-    syntax: Option<&DfStatement>,
-    int4_results: bool,
-) -> datafusion::error::Result<LogicalPlan> {
-    match state.statement_to_plan(statement).await {
-        Err(error)
-            if error
-                .to_string()
-                .contains("require unique expression names") =>
-        {
-            let mut aliased = syntax.cloned().ok_or(error)?;
-            column_names::alias_select_items(&mut aliased);
-            if int4_results {
-                int4_literals::retype(&mut aliased);
-            }
-            state.statement_to_plan(aliased).await
-        }
-        planned => planned,
-    }
-}
-
 /// The completion tag of a statement that returns no rows, as Postgres spells it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandTag {
@@ -634,8 +609,24 @@ impl Session {
     }
 
     /// Plans one statement; `describe` also works out the analyzed row schema, which only a
-    /// client's Describe needs (a statement planned again to run skips it).
+    /// client's Describe needs (a statement planned again to run skips it). Postgres tables
+    /// are planned with the columns read for earlier statements; if they changed, planning may
+    /// fail on them (a new column is unknown), so a failure is tried once more with them read
+    /// afresh.
     async fn plan_statement(&self, sql: &str, describe: bool) -> Result<Prepared, EngineError> {
+        match self.plan_statement_once(sql, describe).await {
+            Err(_) if self.inner.engine.registry.forget_table_shapes() => {
+                self.plan_statement_once(sql, describe).await
+            }
+            planned => planned,
+        }
+    }
+
+    async fn plan_statement_once(
+        &self,
+        sql: &str,
+        describe: bool,
+    ) -> Result<Prepared, EngineError> {
         if let Some(plan) = self.inner.constant_plans.lock().get(sql) {
             return Ok(Prepared::new(PreparedKind::Constant(plan), sql));
         }
@@ -645,7 +636,7 @@ impl Session {
         }
         if commands::is_declare(&tokens) {
             let declare = commands::recognize_declare(sql)?;
-            let query = Box::pin(self.plan_statement(&declare.query, describe)).await?;
+            let query = Box::pin(self.plan_statement_once(&declare.query, describe)).await?;
             if query.output_schema().is_none() {
                 return Err(EngineError::syntax(
                     "DECLARE CURSOR needs a query that returns rows",
@@ -660,7 +651,7 @@ impl Session {
         }
         if commands::is_copy(&tokens) {
             let copy = copy::recognize(sql)?;
-            let query = Box::pin(self.plan_statement(&copy.query, describe)).await?;
+            let query = Box::pin(self.plan_statement_once(&copy.query, describe)).await?;
             if query.output_schema().is_none() {
                 return Err(EngineError::syntax("COPY needs a query that returns rows"));
             }
@@ -718,18 +709,21 @@ impl Session {
         if int4_results {
             int4_literals::retype(&mut statement);
         }
-        let registry = &self.inner.engine.registry;
-        // Postgres tables are planned with the columns read for earlier statements; if they
-        // changed, planning may fail on them (a new column is unknown): read them afresh once.
-        let retry = registry.remembers_table_shapes().then(|| statement.clone());
-        let plan = match statement_plan(&state, statement, syntax.as_ref(), int4_results).await {
-            Err(error) => match retry {
-                Some(statement) if registry.forget_table_shapes() => {
-                    statement_plan(&state, statement, syntax.as_ref(), int4_results).await?
+        let plan = match state.statement_to_plan(statement).await {
+            Err(error)
+                if error
+                    .to_string()
+                    .contains("require unique expression names") =>
+            {
+                // Postgres allows select items with the same name; see `column_names`.
+                let mut aliased = syntax.clone().ok_or(error)?;
+                column_names::alias_select_items(&mut aliased);
+                if int4_results {
+                    int4_literals::retype(&mut aliased);
                 }
-                _ => return Err(error.into()),
-            },
-            Ok(plan) => plan,
+                state.statement_to_plan(aliased).await?
+            }
+            planned => planned?,
         };
         let names = syntax
             .as_ref()
@@ -816,10 +810,10 @@ impl Session {
                 {
                     match self.with_current_tables(plan, &prepared.sql).await {
                         Some(current) => current,
-                        None => match self.plan_statement(&prepared.sql, false).await?.kind {
-                            PreparedKind::Plan(replanned) => *replanned,
-                            _ => plan.as_ref().clone(),
-                        },
+                        None => self
+                            .replan(&prepared.sql)
+                            .await?
+                            .unwrap_or_else(|| plan.as_ref().clone()),
                     }
                 } else {
                     plan.as_ref().clone()
@@ -828,11 +822,9 @@ impl Session {
                     Err(error) if error.plan_again => {
                         // A Postgres table changed since its shape was read: the failed scan
                         // sent nothing, and planning from the text reads the table afresh.
-                        match self.plan_statement(&prepared.sql, false).await?.kind {
-                            PreparedKind::Plan(plan) => {
-                                self.run_confirmed(*plan, parameters).await?
-                            }
-                            _ => return Err(error),
+                        match self.replan(&prepared.sql).await? {
+                            Some(plan) => self.run_confirmed(plan, parameters).await?,
+                            None => return Err(error),
                         }
                     }
                     outcome => outcome?,
@@ -852,6 +844,15 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// A query's plan made afresh from its text, to run at once; `None` if the text is no
+    /// longer planned as a query.
+    async fn replan(&self, sql: &str) -> Result<Option<LogicalPlan>, EngineError> {
+        Ok(match self.plan_statement(sql, false).await?.kind {
+            PreparedKind::Plan(plan) => Some(*plan),
+            _ => None,
+        })
     }
 
     /// Runs a query's plan. Where it reads Postgres tables planned with shapes reused from
