@@ -244,7 +244,58 @@ impl LakeTable {
     /// Appends `files` and records `advance` in the offset map under `property`, but only if
     /// every partition in `expected` still stands where expected in the table. Commits of other
     /// writers to other partitions are merged (validated again on the newest state).
+    ///
+    /// Files that did not become part of the table are deleted: when the commit is fenced, and
+    /// when it fails and the table shows it did not land (its offsets are not `advance`). The
+    /// records are read and written again, so the files would otherwise stay on disk in no
+    /// snapshot, where snapshot expiry never looks.
     pub async fn commit_fenced(
+        &mut self,
+        files: Vec<DataFile>,
+        expected: &Expected,
+        advance: &Offsets,
+        property: &str,
+        extra_properties: &HashMap<String, String>,
+    ) -> iceberg::Result<CommitOutcome> {
+        let paths: Vec<String> = files
+            .iter()
+            .map(|file| file.file_path().to_string())
+            .collect();
+        let outcome = self
+            .try_commit_fenced(files, expected, advance, property, extra_properties)
+            .await;
+        let landed = match &outcome {
+            Ok(CommitOutcome::Committed { .. }) => true,
+            Ok(CommitOutcome::Fenced { .. }) => false,
+            // A failed commit may still have landed (the catalog took it, then an answer was
+            // lost): the table decides. When it cannot be read, the files are kept.
+            Err(_) => match self.reload().await.and_then(|()| self.offsets(property)) {
+                Ok(current) => advance.0.iter().any(|(topic, partitions)| {
+                    partitions
+                        .iter()
+                        .any(|(partition, next)| current.get(topic, *partition) == Some(*next))
+                }),
+                Err(_) => true,
+            },
+        };
+        if !landed {
+            self.delete_files(&paths).await;
+        }
+        outcome
+    }
+
+    /// Deletes data files this writer wrote that no snapshot reads. A file that cannot be
+    /// deleted is logged and left.
+    async fn delete_files(&self, paths: &[String]) {
+        let file_io = self.table.file_io();
+        for path in paths {
+            if let Err(error) = file_io.delete(path).await {
+                tracing::warn!(table = %self.ident, %path, %error, "cannot delete a data file that was not committed");
+            }
+        }
+    }
+
+    async fn try_commit_fenced(
         &mut self,
         files: Vec<DataFile>,
         expected: &Expected,

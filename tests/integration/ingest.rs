@@ -698,6 +698,14 @@ async fn two_sidecars_for_one_topic_neither_duplicate_nor_lose() -> Result<()> {
         vec![(total + 2000).to_string(), (total + 2000).to_string()]
     );
     second.stop().await?;
+    // A commit that lost to the other sidecar leaves no data file behind: every Parquet file
+    // on disk is one the table reads (the table only ever had appends).
+    let seen = pyiceberg_view_of(&fjord, "data_on_eks.visitor_checkins_raw").await?;
+    assert_eq!(
+        parquet_files_on_disk(&fjord, "data_on_eks.visitor_checkins_raw")?,
+        seen["data_files"].as_u64().context("a file count")? as usize,
+        "{seen}"
+    );
     Ok(())
 }
 
@@ -1254,6 +1262,11 @@ async fn maintain_expires_snapshots_but_keeps_the_ones_holding_the_offsets() -> 
 /// What PyIceberg reads of the interactions table of `fjord`'s catalog (see
 /// `python/pyiceberg_check.py`).
 async fn pyiceberg_view(fjord: &Fjord) -> Result<serde_json::Value> {
+    pyiceberg_view_of(fjord, INTERACTIONS_PIPELINE.2).await
+}
+
+/// What PyIceberg reads of `table` (`schema.name` in the `iceberg` catalog).
+async fn pyiceberg_view_of(fjord: &Fjord, table: &str) -> Result<serde_json::Value> {
     let venv = fjord_tests::test_venv()?;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/pyiceberg_check.py");
     let directory = fjord.directory.path();
@@ -1262,7 +1275,7 @@ async fn pyiceberg_view(fjord: &Fjord) -> Result<serde_json::Value> {
         .arg("iceberg")
         .arg(directory.join("catalog.db"))
         .arg(directory.join("warehouse"))
-        .arg(INTERACTIONS_PIPELINE.2)
+        .arg(table)
         .output()
         .await?;
     anyhow::ensure!(
