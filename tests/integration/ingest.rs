@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use fjord_config::Config;
 use fjord_ingest::{IngestOptions, IngestServer};
 use fjord_tests::kafka::{IngestProcess, Kafka, produce_with};
-use fjord_tests::{Fjord, query_text};
+use fjord_tests::{Fjord, http_get, query_text};
 
 /// The scenario's interactions pipeline: (name, topic, table).
 const INTERACTIONS_PIPELINE: (&str, &str, &str) = (
@@ -117,26 +117,6 @@ async fn row_count(client: &tokio_postgres::Client, table: &str) -> u64 {
         Ok(rows) => rows[0][0].parse().unwrap_or(0),
         Err(_) => 0,
     }
-}
-
-async fn http_get(address: std::net::SocketAddr, path: &str) -> Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(address).await?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let status: u16 = response
-        .split_whitespace()
-        .nth(1)
-        .context("status")?
-        .parse()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

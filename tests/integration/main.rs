@@ -3,6 +3,7 @@
 #![allow(clippy::print_stderr)] // Long tests report their progress.
 
 mod auth;
+mod catalog_reload;
 mod cdc;
 mod config_files;
 mod copy_out;

@@ -289,7 +289,7 @@ impl Fjord {
         init_logging();
         let directory = tempfile::Builder::new().prefix("fjord-test-").tempdir()?;
         let mut text = String::from(
-            "[server]\npostgres_listen = \"127.0.0.1:0\"\ndefault_catalog = \"iceberg\"\ndefault_schema = \"data_on_eks\"\nshutdown_grace_seconds = 5\n",
+            "[server]\npostgres_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\ndefault_catalog = \"iceberg\"\ndefault_schema = \"data_on_eks\"\nshutdown_grace_seconds = 5\n",
         );
         text.push_str(server_toml);
         text.push_str("\n\n");
@@ -306,6 +306,21 @@ impl Fjord {
             server: Some(server),
             directory,
         })
+    }
+
+    /// The configuration file fjord serves (it follows edits of it).
+    pub fn config_path(&self) -> PathBuf {
+        self.directory.path().join("config.toml")
+    }
+
+    /// `GET path` on fjord's HTTP listener: the status code and the body.
+    pub async fn http_get(&self, path: &str) -> Result<(u16, String)> {
+        let address = self
+            .server
+            .as_ref()
+            .and_then(|server| server.http_address)
+            .context("fjord's HTTP listener is off")?;
+        http_get(address, path).await
     }
 
     pub fn port(&self) -> u16 {
@@ -495,6 +510,27 @@ pub async fn query_text(client: &Client, sql: &str) -> Result<Vec<Vec<String>>> 
             _ => None,
         })
         .collect())
+}
+
+/// `GET path` over plain HTTP/1.0: the status code and the body.
+pub async fn http_get(address: std::net::SocketAddr, path: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let status: u16 = response
+        .split_whitespace()
+        .nth(1)
+        .context("status")?
+        .parse()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
 }
 
 pub mod kafka;

@@ -46,6 +46,12 @@ pub struct Config {
     /// the working directory for the embedded default). Not a key of the file.
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// Catalogs read from the catalogs directory, by name: the file each came from. Not a key.
+    #[serde(skip)]
+    pub catalog_files: BTreeMap<String, PathBuf>,
+    /// The file this configuration was loaded from; `None` for the embedded default. Not a key.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// `[server]`: listeners and the defaults of every new session.
@@ -54,6 +60,8 @@ pub struct Config {
 pub struct ServerConfig {
     /// Address of the PostgreSQL wire protocol listener.
     pub postgres_listen: String,
+    /// Address of the HTTP listener (`/health`, `/catalogs`); empty for none.
+    pub http_listen: String,
     /// Catalog that unqualified table names resolve in.
     pub default_catalog: String,
     /// Schema that unqualified table names resolve in.
@@ -73,12 +81,16 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
     /// `[server.auth]`: the users who may connect and how they authenticate.
     pub auth: AuthConfig,
+    /// Directory of one file per catalog (`<name>.toml`), beside the `[catalogs.*]` tables of
+    /// this file; relative to this file's directory. Read when it exists.
+    pub catalogs_dir: String,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             postgres_listen: "127.0.0.1:5433".into(),
+            http_listen: "127.0.0.1:8080".into(),
             default_catalog: "iceberg".into(),
             default_schema: "data_on_eks".into(),
             target_partitions: 0,
@@ -88,6 +100,7 @@ impl Default for ServerConfig {
             query_memory_limit: "2GiB".into(),
             tls: None,
             auth: AuthConfig::default(),
+            catalogs_dir: "catalogs".into(),
         }
     }
 }
@@ -130,7 +143,7 @@ impl Default for DemoConfig {
 }
 
 /// `[catalogs.<name>]`: one catalog, chosen by `type`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum CatalogConfig {
     Iceberg(IcebergCatalogConfig),
@@ -158,7 +171,7 @@ pub enum IcebergCatalogKind {
 }
 
 /// An Iceberg catalog.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IcebergCatalogConfig {
     #[serde(default)]
@@ -211,7 +224,7 @@ impl IcebergCatalogConfig {
 }
 
 /// `[catalogs.<name>.s3]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3Config {
     /// Endpoint URL of an S3-compatible store (MinIO, Ceph...); empty for AWS.
@@ -226,7 +239,7 @@ pub struct S3Config {
 }
 
 /// A live PostgreSQL database.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresCatalogConfig {
     /// A `postgres://user:password@host:port/database` URL; instead of the separate keys.
@@ -339,6 +352,11 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// Loads and validates a file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with_text(path).map(|(config, _)| config)
+    }
+
+    /// [`Config::load`], also returning the file's text as it was read.
+    pub fn load_with_text(path: &Path) -> Result<(Config, String), ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
             file: path.display().to_string(),
             line: None,
@@ -351,7 +369,9 @@ impl Config {
             .filter(|parent| !parent.as_os_str().is_empty())
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
-        Self::parse(&text, &path.display().to_string(), &base)
+        let mut config = Self::parse(&text, &path.display().to_string(), &base)?;
+        config.source = Some(path.to_path_buf());
+        Ok((config, text))
     }
 
     /// The embedded default, with relative paths resolved against the working directory.
@@ -359,91 +379,99 @@ impl Config {
         Self::parse(DEFAULT_CONFIG, DEFAULT_CONFIG_NAME, Path::new("."))
     }
 
-    /// Parses and validates `text`, naming it `file` in errors.
+    /// Parses and validates `text`, naming it `file` in errors. The catalogs directory
+    /// (`server.catalogs_dir`, relative to `base_dir`) is read too when it exists.
     pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigError> {
-        let error_at =
-            |key: Option<String>, span: Option<std::ops::Range<usize>>, reason: String| {
-                let (line, column) = span
-                    .map(|span| locate::line_and_column(text, span.start))
-                    .or_else(|| key.as_deref().and_then(|key| locate::find_key(text, key)))
-                    .map(|(line, column)| (Some(line), Some(column)))
-                    .unwrap_or((None, None));
-                ConfigError {
-                    file: file.to_string(),
-                    line,
-                    column,
-                    key,
-                    reason,
-                }
-            };
-        let deserializer = toml::Deserializer::new(text);
-        let mut config: Config =
-            serde_path_to_error::deserialize(deserializer).map_err(|error| {
-                let path = error.path().to_string();
-                let inner = error.inner();
-                let mut key = (path != "." && !path.is_empty()).then_some(path);
-                // Inside a tagged catalog table the path stops at the table: the field's name
-                // is in the message.
-                if let Some(field) = inner
-                    .message()
-                    .strip_prefix("unknown field `")
-                    .and_then(|rest| rest.split('`').next())
-                    && let Some(table) = &key
-                    && !table.ends_with(field)
-                {
-                    key = Some(format!("{table}.{field}"));
-                }
-                // Errors inside a tagged catalog table lose toml's span; the key path finds
-                // the line instead.
-                let span = if key
-                    .as_deref()
-                    .is_some_and(|key| key.starts_with("catalogs."))
-                {
-                    None
-                } else {
-                    inner.span()
-                };
-                error_at(key, span, inner.message().trim().to_string())
-            })?;
+        let mut config: Config = deserialize_located(text, file, "catalogs.")?;
         config.base_dir = base_dir.to_path_buf();
         config
             .resolve_secrets()
-            .map_err(|(key, reason)| error_at(Some(key), None, reason))?;
+            .map_err(|(key, reason)| locate_error(text, file, Some(key), None, reason))?;
+        config.read_catalogs_dir(text, file)?;
         config
             .validate()
-            .map_err(|(key, reason)| error_at(Some(key), None, reason))?;
+            .map_err(|(key, reason)| locate_error(text, file, Some(key), None, reason))?;
         Ok(config)
+    }
+
+    /// The catalogs directory, absolute.
+    pub fn catalogs_dir(&self) -> PathBuf {
+        absolute(&self.base_dir, &self.server.catalogs_dir)
+    }
+
+    /// Adds the catalogs of the catalogs directory: every `<name>.toml` file (hidden files and
+    /// other names are ignored), each checked on its own and named in its errors. A name also
+    /// configured in the main file is an error.
+    fn read_catalogs_dir(&mut self, main_text: &str, main_file: &str) -> Result<(), ConfigError> {
+        let directory = self.catalogs_dir();
+        let entries = match std::fs::read_dir(&directory) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => {
+                return Err(ConfigError {
+                    file: directory.display().to_string(),
+                    line: None,
+                    column: None,
+                    key: None,
+                    reason: format!("cannot read the catalogs directory: {error}"),
+                });
+            }
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+            .filter(|path| {
+                path.extension().is_some_and(|ext| ext == "toml")
+                    && !path
+                        .file_name()
+                        .is_some_and(|name| name.to_string_lossy().starts_with('.'))
+            })
+            .collect();
+        paths.sort();
+        for path in paths {
+            let file = path.display().to_string();
+            let name = path
+                .file_stem()
+                .map(|stem| stem.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let whole_file = |reason: String| ConfigError {
+                file: file.clone(),
+                line: None,
+                column: None,
+                key: None,
+                reason,
+            };
+            let text = std::fs::read_to_string(&path)
+                .map_err(|error| whole_file(format!("cannot read the file: {error}")))?;
+            if let Err(reason) = check_catalog_name(&name) {
+                return Err(whole_file(format!(
+                    "the file name gives the catalog `{name}`: {reason}"
+                )));
+            }
+            if self.catalogs.contains_key(&name) {
+                let line = locate::find_key(main_text, &format!("catalogs.{name}"))
+                    .map(|(line, _)| format!(":{line}"))
+                    .unwrap_or_default();
+                return Err(whole_file(format!(
+                    "catalog `{name}` is also configured in {main_file}{line}; keep one of the two"
+                )));
+            }
+            let mut catalog: CatalogConfig = deserialize_located(&text, &file, "")?;
+            let located = |(key, reason): (String, String)| {
+                locate_error(&text, &file, Some(key), None, reason)
+            };
+            resolve_catalog_secrets(&mut catalog).map_err(located)?;
+            validate_catalog(&catalog).map_err(located)?;
+            self.catalogs.insert(name.clone(), catalog);
+            self.catalog_files.insert(name, path);
+        }
+        Ok(())
     }
 
     fn resolve_secrets(&mut self) -> Result<(), (String, String)> {
         self.server.auth.resolve_secrets()?;
         for (name, catalog) in &mut self.catalogs {
-            let key = |field: &str| format!("catalogs.{name}.{field}");
-            match catalog {
-                CatalogConfig::Postgres(pg) => {
-                    if let Some(url) = &mut pg.url {
-                        url.resolve().map_err(|reason| (key("url"), reason))?;
-                    }
-                    if let Some(password) = &mut pg.password {
-                        password
-                            .resolve()
-                            .map_err(|reason| (key("password"), reason))?;
-                    }
-                }
-                CatalogConfig::Iceberg(iceberg) => {
-                    if let Some(s3) = &mut iceberg.s3 {
-                        for (field, secret) in [
-                            ("s3.access_key_id", &mut s3.access_key_id),
-                            ("s3.secret_access_key", &mut s3.secret_access_key),
-                            ("s3.session_token", &mut s3.session_token),
-                        ] {
-                            if let Some(secret) = secret {
-                                secret.resolve().map_err(|reason| (key(field), reason))?;
-                            }
-                        }
-                    }
-                }
-            }
+            resolve_catalog_secrets(catalog)
+                .map_err(|(field, reason)| (format!("catalogs.{name}.{field}"), reason))?;
         }
         if let Some(ingest) = &mut self.ingest {
             ingest.resolve_secrets()?;
@@ -453,84 +481,13 @@ impl Config {
 
     fn validate(&self) -> Result<(), (String, String)> {
         for (name, catalog) in &self.catalogs {
-            if !is_valid_catalog_name(name) {
-                return Err((
-                    format!("catalogs.{name}"),
-                    "a catalog name must start with a lowercase letter and contain only lowercase \
-                     letters, digits and underscores"
-                        .into(),
-                ));
+            if self.catalog_files.contains_key(name) {
+                // Checked in its own file.
+                continue;
             }
-            if matches!(
-                name.as_str(),
-                "information_schema" | "pg_catalog" | "system"
-            ) {
-                return Err((
-                    format!("catalogs.{name}"),
-                    "this catalog name is reserved".into(),
-                ));
-            }
-            let key = |field: &str| format!("catalogs.{name}.{field}");
-            match catalog {
-                CatalogConfig::Postgres(pg) => {
-                    if let Some(url) = &pg.url {
-                        if pg.host.is_some() || pg.database.is_some() || pg.user.is_some() {
-                            return Err((
-                                key("url"),
-                                "give either `url` or `host`/`database`/`user`, not both".into(),
-                            ));
-                        }
-                        if !(url.expose().starts_with("postgres://")
-                            || url.expose().starts_with("postgresql://"))
-                        {
-                            return Err((
-                                key("url"),
-                                "must start with postgres:// or postgresql://".into(),
-                            ));
-                        }
-                    } else {
-                        for (field, value) in [
-                            ("host", &pg.host),
-                            ("database", &pg.database),
-                            ("user", &pg.user),
-                        ] {
-                            if value.is_none() {
-                                return Err((
-                                    key(field),
-                                    format!(
-                                        "missing: a postgres catalog needs `{field}` (or a `url`)"
-                                    ),
-                                ));
-                            }
-                        }
-                    }
-                    if pg.pool_size == 0 {
-                        return Err((key("pool_size"), "must be at least 1".into()));
-                    }
-                }
-                CatalogConfig::Iceberg(iceberg) => {
-                    if iceberg.catalog == IcebergCatalogKind::Rest && iceberg.uri.is_none() {
-                        return Err((
-                            key("uri"),
-                            "a REST catalog needs the catalog's base URL".into(),
-                        ));
-                    }
-                    if iceberg.catalog == IcebergCatalogKind::Sql
-                        && iceberg
-                            .uri
-                            .as_deref()
-                            .is_some_and(|uri| !uri.starts_with("sqlite://"))
-                    {
-                        return Err((key("uri"), "the SQL catalog takes a sqlite:// URI".into()));
-                    }
-                    if iceberg.warehouse.starts_with("s3://") && iceberg.s3.is_none() {
-                        // AWS credentials may come from the environment: allowed.
-                    }
-                    if iceberg.warehouse.trim().is_empty() {
-                        return Err((key("warehouse"), "must not be empty".into()));
-                    }
-                }
-            }
+            check_catalog_name(name).map_err(|reason| (format!("catalogs.{name}"), reason))?;
+            validate_catalog(catalog)
+                .map_err(|(field, reason)| (format!("catalogs.{name}.{field}"), reason))?;
         }
         if !self.catalogs.is_empty() && !self.catalogs.contains_key(&self.server.default_catalog) {
             return Err((
@@ -579,6 +536,174 @@ impl Config {
                 .unwrap_or(2)
         }
     }
+}
+
+/// Deserializes `text` with errors located in it. Keys under `tagged_prefix` sit in a tagged
+/// catalog table, whose errors lose toml's span: the key path finds the line instead.
+fn deserialize_located<T: serde::de::DeserializeOwned>(
+    text: &str,
+    file: &str,
+    tagged_prefix: &str,
+) -> Result<T, ConfigError> {
+    let deserializer = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.inner();
+        let mut key = (path != "." && !path.is_empty()).then_some(path);
+        // Inside a tagged catalog table the path stops at the table: the field's name is in
+        // the message.
+        if let Some(field) = inner
+            .message()
+            .strip_prefix("unknown field `")
+            .and_then(|rest| rest.split('`').next())
+        {
+            match &key {
+                Some(table) if !table.ends_with(field) => key = Some(format!("{table}.{field}")),
+                None if tagged_prefix.is_empty() => key = Some(field.to_string()),
+                _ => {}
+            }
+        }
+        let span = if key
+            .as_deref()
+            .is_some_and(|key| key.starts_with(tagged_prefix))
+        {
+            None
+        } else {
+            inner.span()
+        };
+        locate_error(text, file, key, span, inner.message().trim().to_string())
+    })
+}
+
+/// A [`ConfigError`] in `file` (whose contents are `text`), at `span` or else at `key`.
+fn locate_error(
+    text: &str,
+    file: &str,
+    key: Option<String>,
+    span: Option<std::ops::Range<usize>>,
+    reason: String,
+) -> ConfigError {
+    let (line, column) = span
+        .map(|span| locate::line_and_column(text, span.start))
+        .or_else(|| key.as_deref().and_then(|key| locate::find_key(text, key)))
+        .map(|(line, column)| (Some(line), Some(column)))
+        .unwrap_or((None, None));
+    ConfigError {
+        file: file.to_string(),
+        line,
+        column,
+        key,
+        reason,
+    }
+}
+
+/// Why `name` cannot name a catalog, if it cannot.
+fn check_catalog_name(name: &str) -> Result<(), String> {
+    if !is_valid_catalog_name(name) {
+        return Err(
+            "a catalog name must start with a lowercase letter and contain only \
+                    lowercase letters, digits and underscores"
+                .into(),
+        );
+    }
+    if matches!(name, "information_schema" | "pg_catalog" | "system") {
+        return Err("this catalog name is reserved".into());
+    }
+    Ok(())
+}
+
+/// Expands the secret references of one catalog; errors name the field.
+fn resolve_catalog_secrets(catalog: &mut CatalogConfig) -> Result<(), (String, String)> {
+    match catalog {
+        CatalogConfig::Postgres(pg) => {
+            if let Some(url) = &mut pg.url {
+                url.resolve().map_err(|reason| ("url".into(), reason))?;
+            }
+            if let Some(password) = &mut pg.password {
+                password
+                    .resolve()
+                    .map_err(|reason| ("password".into(), reason))?;
+            }
+        }
+        CatalogConfig::Iceberg(iceberg) => {
+            if let Some(s3) = &mut iceberg.s3 {
+                for (field, secret) in [
+                    ("s3.access_key_id", &mut s3.access_key_id),
+                    ("s3.secret_access_key", &mut s3.secret_access_key),
+                    ("s3.session_token", &mut s3.session_token),
+                ] {
+                    if let Some(secret) = secret {
+                        secret.resolve().map_err(|reason| (field.into(), reason))?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks one catalog's settings; errors name the field.
+fn validate_catalog(catalog: &CatalogConfig) -> Result<(), (String, String)> {
+    let key = |field: &str| field.to_string();
+    match catalog {
+        CatalogConfig::Postgres(pg) => {
+            if let Some(url) = &pg.url {
+                if pg.host.is_some() || pg.database.is_some() || pg.user.is_some() {
+                    return Err((
+                        key("url"),
+                        "give either `url` or `host`/`database`/`user`, not both".into(),
+                    ));
+                }
+                if !(url.expose().starts_with("postgres://")
+                    || url.expose().starts_with("postgresql://"))
+                {
+                    return Err((
+                        key("url"),
+                        "must start with postgres:// or postgresql://".into(),
+                    ));
+                }
+            } else {
+                for (field, value) in [
+                    ("host", &pg.host),
+                    ("database", &pg.database),
+                    ("user", &pg.user),
+                ] {
+                    if value.is_none() {
+                        return Err((
+                            key(field),
+                            format!("missing: a postgres catalog needs `{field}` (or a `url`)"),
+                        ));
+                    }
+                }
+            }
+            if pg.pool_size == 0 {
+                return Err((key("pool_size"), "must be at least 1".into()));
+            }
+        }
+        CatalogConfig::Iceberg(iceberg) => {
+            if iceberg.catalog == IcebergCatalogKind::Rest && iceberg.uri.is_none() {
+                return Err((
+                    key("uri"),
+                    "a REST catalog needs the catalog's base URL".into(),
+                ));
+            }
+            if iceberg.catalog == IcebergCatalogKind::Sql
+                && iceberg
+                    .uri
+                    .as_deref()
+                    .is_some_and(|uri| !uri.starts_with("sqlite://"))
+            {
+                return Err((key("uri"), "the SQL catalog takes a sqlite:// URI".into()));
+            }
+            if iceberg.warehouse.starts_with("s3://") && iceberg.s3.is_none() {
+                // AWS credentials may come from the environment: allowed.
+            }
+            if iceberg.warehouse.trim().is_empty() {
+                return Err((key("warehouse"), "must not be empty".into()));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A size such as `2GiB`, `512MB`, `64k` or `1048576` (bytes), in bytes.
@@ -709,5 +834,68 @@ mod tests {
         let error = Config::parse(text, "f.toml", Path::new(".")).unwrap_err();
         assert!(error.reason.contains("mysql"), "{error}");
         assert_eq!(error.line, Some(2), "{error}");
+    }
+
+    const MAIN: &str = "[server]\ndefault_catalog = \"lake\"\n\n[catalogs.lake]\ntype = \"iceberg\"\nwarehouse = \"wh\"\n";
+
+    #[test]
+    fn the_catalogs_directory_adds_one_catalog_per_file() {
+        let directory = tempfile::tempdir().unwrap();
+        let catalogs = directory.path().join("catalogs");
+        std::fs::create_dir(&catalogs).unwrap();
+        std::fs::write(
+            catalogs.join("shop.toml"),
+            "type = \"postgres\"\nhost = \"db\"\ndatabase = \"shop\"\nuser = \"app\"\n",
+        )
+        .unwrap();
+        // Editors' leftovers are not catalogs.
+        std::fs::write(catalogs.join(".shop.toml.swp"), "junk").unwrap();
+        std::fs::write(catalogs.join("notes.txt"), "junk").unwrap();
+        let config = Config::parse(MAIN, "config.toml", directory.path()).unwrap();
+        assert_eq!(config.catalogs.keys().collect::<Vec<_>>(), ["lake", "shop"]);
+        assert_eq!(config.catalog_files["shop"], catalogs.join("shop.toml"));
+        assert!(!config.catalog_files.contains_key("lake"));
+    }
+
+    #[test]
+    fn a_bad_catalog_file_is_named_with_its_line() {
+        let directory = tempfile::tempdir().unwrap();
+        let catalogs = directory.path().join("catalogs");
+        std::fs::create_dir(&catalogs).unwrap();
+        let file = catalogs.join("shop.toml");
+        std::fs::write(
+            &file,
+            "type = \"postgres\"\nhost = \"db\"\ndatabase = \"shop\"\nuser = \"app\"\nportt = 1\n",
+        )
+        .unwrap();
+        let error = Config::parse(MAIN, "config.toml", directory.path()).unwrap_err();
+        assert_eq!(error.file, file.display().to_string(), "{error}");
+        assert_eq!(error.line, Some(5), "{error}");
+        assert!(error.reason.contains("portt"), "{error}");
+
+        std::fs::write(&file, "type = \"postgres\"\nhost = \"db\"\n").unwrap();
+        let error = Config::parse(MAIN, "config.toml", directory.path()).unwrap_err();
+        assert!(error.to_string().contains("database"), "{error}");
+
+        std::fs::remove_file(&file).unwrap();
+        std::fs::write(
+            catalogs.join("lake.toml"),
+            "type = \"iceberg\"\nwarehouse = \"x\"\n",
+        )
+        .unwrap();
+        let error = Config::parse(MAIN, "config.toml", directory.path()).unwrap_err();
+        assert!(
+            error.reason.contains("also configured in config.toml:4"),
+            "{error}"
+        );
+
+        std::fs::remove_file(catalogs.join("lake.toml")).unwrap();
+        std::fs::write(
+            catalogs.join("Shop.toml"),
+            "type = \"iceberg\"\nwarehouse = \"x\"\n",
+        )
+        .unwrap();
+        let error = Config::parse(MAIN, "config.toml", directory.path()).unwrap_err();
+        assert!(error.reason.contains("`Shop`"), "{error}");
     }
 }

@@ -39,8 +39,9 @@ impl fmt::Display for Secret {
     }
 }
 
-/// Replaces every `${NAME}` in `text` with `lookup(NAME)`; `$${` stands for a literal `${`.
-/// An unset variable is an error naming it (never its would-be value).
+/// Replaces every `${NAME}` in `text` with `lookup(NAME)` and every `${file:/path}` with the
+/// file's contents (without trailing line breaks); `$${` stands for a literal `${`. An unset
+/// variable or unreadable file is an error naming it (never its would-be value).
 pub fn expand_env_references(
     text: &str,
     lookup: impl Fn(&str) -> Option<String>,
@@ -58,6 +59,11 @@ pub fn expand_env_references(
                 .find('}')
                 .ok_or_else(|| "unterminated `${` reference (missing `}`)".to_string())?;
             let name = &reference[..end];
+            if let Some(path) = name.strip_prefix("file:") {
+                out.push_str(&read_secret_file(path)?);
+                rest = &reference[end + 1..];
+                continue;
+            }
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(format!(
                     "`${{{name}}}` is not a valid environment variable reference"
@@ -74,6 +80,19 @@ pub fn expand_env_references(
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// The contents of a secret file (a mounted Kubernetes or Docker secret, say), trailing line
+/// breaks removed.
+fn read_secret_file(path: &str) -> Result<String, String> {
+    if !std::path::Path::new(path).is_absolute() {
+        return Err(format!(
+            "`${{file:{path}}}` needs an absolute path to the secret file"
+        ));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| format!("cannot read the secret file `{path}`: {error}"))?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }
 
 #[cfg(test)]
@@ -95,5 +114,21 @@ mod tests {
                 .contains("NOPE")
         );
         assert!(expand_env_references("${PW", lookup).is_err());
+    }
+
+    #[test]
+    fn file_references_read_the_file_without_its_line_break() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("pw");
+        std::fs::write(&path, "fr0m-a-file\n").unwrap();
+        let text = format!("user:${{file:{}}}@host", path.display());
+        assert_eq!(
+            expand_env_references(&text, |_| None).unwrap(),
+            "user:fr0m-a-file@host"
+        );
+        let missing = expand_env_references("${file:/no/such/secret}", |_| None).unwrap_err();
+        assert!(missing.contains("/no/such/secret"), "{missing}");
+        let relative = expand_env_references("${file:pw}", |_| None).unwrap_err();
+        assert!(relative.contains("absolute"), "{relative}");
     }
 }

@@ -8,6 +8,7 @@
 use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use datafusion::catalog::{CatalogProvider, CatalogProviderList};
 use fjord_config::{CatalogConfig, Config};
@@ -89,7 +90,7 @@ impl CatalogError {
     }
 }
 
-/// What a catalog is and how it is doing, for `SHOW CATALOGS` and logs.
+/// What a catalog is and how it is doing, for `SHOW CATALOGS`, system tables and logs.
 #[derive(Debug, Clone)]
 pub struct CatalogInfo {
     pub name: String,
@@ -97,12 +98,58 @@ pub struct CatalogInfo {
     /// "available", "unavailable" or "unknown" (not contacted yet).
     pub state: String,
     pub last_error: Option<String>,
+    /// When this catalog (in its current settings) was built.
+    pub loaded_at: SystemTime,
 }
 
-/// Every configured catalog, shared by all sessions.
+/// One registered catalog: the catalog, the settings it was built from (none for catalogs
+/// registered by DataFusion itself) and when.
+#[derive(Debug, Clone)]
+struct Entry {
+    handle: CatalogHandle,
+    config: Option<CatalogConfig>,
+    loaded_at: SystemTime,
+}
+
+/// What [`CatalogRegistry::apply`] changed, by catalog name.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CatalogChanges {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+impl CatalogChanges {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
+}
+
+impl std::fmt::Display for CatalogChanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_empty() {
+            return f.write_str("no catalog changed");
+        }
+        let mut parts = Vec::new();
+        for (label, names) in [
+            ("added", &self.added),
+            ("changed", &self.changed),
+            ("removed", &self.removed),
+        ] {
+            if !names.is_empty() {
+                parts.push(format!("{label} {}", names.join(", ")));
+            }
+        }
+        f.write_str(&parts.join("; "))
+    }
+}
+
+/// Every configured catalog, shared by all sessions. Statements look catalogs up here when
+/// they are planned, so a catalog replaced or removed by [`CatalogRegistry::apply`] is gone for
+/// new statements while running ones keep the one they planned with.
 #[derive(Debug, Default)]
 pub struct CatalogRegistry {
-    catalogs: RwLock<BTreeMap<String, CatalogHandle>>,
+    catalogs: RwLock<BTreeMap<String, Entry>>,
 }
 
 impl CatalogRegistry {
@@ -110,12 +157,55 @@ impl CatalogRegistry {
     /// or catalog database) stops start-up; unreachable Postgres databases do not.
     pub async fn from_config(config: &Config) -> Result<Arc<Self>, CatalogError> {
         let registry = Arc::new(CatalogRegistry::default());
-        for (name, catalog_config) in &config.catalogs {
-            let handle = Self::build_catalog(name, catalog_config, config).await?;
-            registry.catalogs.write().insert(name.clone(), handle);
-        }
+        registry.apply(config).await?;
         registry.refresh_all().await;
         Ok(registry)
+    }
+
+    /// Makes the registered catalogs those of `config`: catalogs with new or different
+    /// settings are built, then all changes take effect at once; catalogs whose settings did
+    /// not change are kept as they are (with their connections and caches). When a catalog
+    /// cannot be built (an unusable Iceberg warehouse), nothing changes. An unreachable
+    /// Postgres database is not an error: its catalog is registered and reports itself
+    /// unavailable until the database answers.
+    pub async fn apply(&self, config: &Config) -> Result<CatalogChanges, CatalogError> {
+        let current: BTreeMap<String, Option<CatalogConfig>> = self
+            .catalogs
+            .read()
+            .iter()
+            .map(|(name, entry)| (name.clone(), entry.config.clone()))
+            .collect();
+        let mut changes = CatalogChanges::default();
+        let mut built = Vec::new();
+        for (name, catalog_config) in &config.catalogs {
+            match current.get(name) {
+                Some(Some(old)) if old == catalog_config => continue,
+                Some(_) => changes.changed.push(name.clone()),
+                None => changes.added.push(name.clone()),
+            }
+            let handle = Self::build_catalog(name, catalog_config, config).await?;
+            built.push((name.clone(), handle, catalog_config.clone()));
+        }
+        let now = SystemTime::now();
+        let mut catalogs = self.catalogs.write();
+        catalogs.retain(|name, entry| {
+            let keep = entry.config.is_none() || config.catalogs.contains_key(name);
+            if !keep {
+                changes.removed.push(name.clone());
+            }
+            keep
+        });
+        for (name, handle, catalog_config) in built {
+            catalogs.insert(
+                name,
+                Entry {
+                    handle,
+                    config: Some(catalog_config),
+                    loaded_at: now,
+                },
+            );
+        }
+        Ok(changes)
     }
 
     /// The one place that maps a catalog type to its builder.
@@ -159,7 +249,10 @@ impl CatalogRegistry {
     }
 
     pub fn get(&self, name: &str) -> Option<CatalogHandle> {
-        self.catalogs.read().get(name).cloned()
+        self.catalogs
+            .read()
+            .get(name)
+            .map(|entry| entry.handle.clone())
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -191,7 +284,7 @@ impl CatalogRegistry {
             .catalogs
             .read()
             .iter()
-            .map(|(name, handle)| (name.clone(), handle.clone()))
+            .map(|(name, entry)| (name.clone(), entry.handle.clone()))
             .collect();
         let refreshes = handles.into_iter().map(|(name, handle)| async move {
             match handle {
@@ -212,7 +305,7 @@ impl CatalogRegistry {
         self.catalogs
             .read()
             .values()
-            .filter_map(|handle| match handle {
+            .filter_map(|entry| match &entry.handle {
                 CatalogHandle::Postgres(catalog) => Some(catalog.clone()),
                 _ => None,
             })
@@ -232,7 +325,8 @@ impl CatalogRegistry {
         self.catalogs
             .read()
             .iter()
-            .map(|(name, handle)| {
+            .map(|(name, entry)| {
+                let handle = &entry.handle;
                 let (state, last_error) = match handle {
                     CatalogHandle::Postgres(catalog) => match catalog.state() {
                         CatalogState::Available => ("available".to_string(), None),
@@ -248,6 +342,7 @@ impl CatalogRegistry {
                     type_name: handle.type_name(),
                     state,
                     last_error,
+                    loaded_at: entry.loaded_at,
                 }
             })
             .collect()
@@ -264,10 +359,15 @@ impl CatalogProviderList for CatalogRegistry {
         name: String,
         catalog: Arc<dyn CatalogProvider>,
     ) -> Option<Arc<dyn CatalogProvider>> {
+        let entry = Entry {
+            handle: CatalogHandle::Other(catalog),
+            config: None,
+            loaded_at: SystemTime::now(),
+        };
         self.catalogs
             .write()
-            .insert(name, CatalogHandle::Other(catalog))
-            .map(|previous| previous.provider())
+            .insert(name, entry)
+            .map(|previous| previous.handle.provider())
     }
 
     fn catalog_names(&self) -> Vec<String> {

@@ -2,8 +2,11 @@
 //! server that tests start the same way `fjord serve` does.
 
 mod command;
+mod http;
+mod reload;
 
 pub use command::main;
+pub use reload::ReloadStatus;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -68,6 +71,10 @@ pub fn check_config(path: Option<&std::path::Path>) -> Result<String, fjord_conf
 pub struct RunningServer {
     pub engine: Arc<Engine>,
     pub postgres_address: SocketAddr,
+    /// The HTTP listener's address (`/health`, `/catalogs`), when it is on.
+    pub http_address: Option<SocketAddr>,
+    /// What the newest configuration load did.
+    pub reload_status: Arc<parking_lot::Mutex<ReloadStatus>>,
     shutdown: CancellationToken,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -99,12 +106,44 @@ impl RunningServer {
                 )
             })?;
         let postgres_address = server.local_addr()?;
+        let http_listener = match config.server.http_listen.trim() {
+            "" => None,
+            address => Some(
+                tokio::net::TcpListener::bind(address)
+                    .await
+                    .map_err(|error| {
+                        anyhow::anyhow!("cannot listen for HTTP on {address}: {error}")
+                    })?,
+            ),
+        };
+        let http_address = http_listener
+            .as_ref()
+            .map(|listener| listener.local_addr())
+            .transpose()?;
         let shutdown = CancellationToken::new();
+        let reload_status = Arc::new(parking_lot::Mutex::new(ReloadStatus::new(&config)));
+        if let Some(listener) = http_listener {
+            tracing::info!(address = %listener.local_addr()?, "HTTP listening: /health, /catalogs");
+            tokio::spawn(http::serve(
+                listener,
+                engine.registry().clone(),
+                reload_status.clone(),
+                shutdown.clone(),
+            ));
+        }
+        reload::spawn(
+            config.clone(),
+            engine.registry().clone(),
+            reload_status.clone(),
+            shutdown.clone(),
+        );
         let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
         let task = tokio::spawn(server.run(shutdown.clone(), grace));
         Ok(RunningServer {
             engine,
             postgres_address,
+            http_address,
+            reload_status,
             shutdown,
             task,
         })

@@ -1,0 +1,233 @@
+//! Catalog edits without a restart: fjord serve follows its configuration file and catalogs
+//! directory (and SIGHUP), rejects a broken edit whole while the previous catalogs keep
+//! serving, and never shows the secrets it expands.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use fjord_tests::{Fjord, Postgres, query_text, sqlstate};
+
+/// Runs `sql` until it gives `expected` (or until 15 s have passed: a failure naming the last
+/// answer); returns how long it took.
+async fn until_answer(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    expected: &[&[&str]],
+) -> Result<Duration> {
+    let started = Instant::now();
+    loop {
+        let answer = query_text(client, sql)
+            .await
+            .map_err(|error| error.to_string());
+        if let Ok(rows) = &answer
+            && rows
+                .iter()
+                .map(|row| row.iter().map(String::as_str).collect::<Vec<_>>())
+                .eq(expected.iter().map(|row| row.to_vec()))
+        {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > Duration::from_secs(15) {
+            bail!("`{sql}` did not give {expected:?} within 15 s; last answer: {answer:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The SQLSTATE of `sql`'s error, once it fails (within 15 s).
+async fn until_error(client: &tokio_postgres::Client, sql: &str) -> Result<(String, String)> {
+    let started = Instant::now();
+    loop {
+        if let Err(error) = client.simple_query(sql).await {
+            let message = error
+                .as_db_error()
+                .map(|db| db.message().to_string())
+                .unwrap_or_else(|| error.to_string());
+            return Ok((sqlstate(&error).unwrap_or_default(), message));
+        }
+        if started.elapsed() > Duration::from_secs(15) {
+            bail!("`{sql}` still ran after 15 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A catalog file for `database` on `postgres`, its password read from `password_file`.
+fn postgres_catalog_file(postgres: &Postgres, database: &str, password_file: &Path) -> String {
+    format!(
+        "type = \"postgres\"\nhost = \"127.0.0.1\"\nport = {}\ndatabase = \"{database}\"\nuser = \"postgres\"\n\
+         password = \"${{file:{}}}\"\npool_size = 2\nconnect_timeout_seconds = 2\n",
+        postgres.port,
+        password_file.display()
+    )
+}
+
+/// fjord's open connections to `database`, as Postgres counts them.
+fn fjord_connections(postgres: &Postgres, database: &str) -> Result<u32> {
+    let count = postgres.psql_admin(
+        "postgres",
+        &format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'fjord' AND datname = '{database}'"
+        ),
+    )?;
+    count
+        .trim()
+        .parse()
+        .with_context(|| format!("a count, not {count:?}"))
+}
+
+async fn catalogs_json(fjord: &Fjord) -> Result<serde_json::Value> {
+    let (status, body) = fjord.http_get("/catalogs").await?;
+    anyhow::ensure!(status == 200, "/catalogs answered {status}: {body}");
+    Ok(serde_json::from_str(&body)?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalogs_are_added_changed_and_removed_by_editing_files() -> Result<()> {
+    let postgres = Postgres::start()?;
+    postgres.psql_admin("postgres", "CREATE DATABASE shop")?;
+    postgres.psql_admin("postgres", "CREATE DATABASE shop_next")?;
+    postgres.psql_admin(
+        "shop",
+        "CREATE TABLE items (id int PRIMARY KEY, name text); INSERT INTO items VALUES (1, 'bowl'), (2, 'brush');\
+         CREATE VIEW slow AS SELECT n FROM generate_series(1, 3) AS n WHERE pg_sleep(0.5) IS NOT NULL",
+    )?;
+    postgres.psql_admin(
+        "shop_next",
+        "CREATE TABLE items (id int PRIMARY KEY, name text); INSERT INTO items VALUES (1, 'bowl'), (2, 'brush'), (3, 'bed')",
+    )?;
+    let fjord = Fjord::start("").await?;
+    let secrets = tempfile::tempdir()?;
+    let password_file = secrets.path().join("shop-password");
+    let secret = "zebra-Secret-4417";
+    std::fs::write(&password_file, format!("{secret}\n"))?;
+    let catalogs = fjord.directory.path().join("catalogs");
+    std::fs::create_dir(&catalogs)?;
+    // A session open before any edit follows them all.
+    let client = fjord.connect().await?;
+    let count = "SELECT count(*) FROM shop.public.items";
+    let (state, message) = until_error(&client, count).await?;
+    assert!(
+        matches!(state.as_str(), "3D000" | "42P01"),
+        "{state} {message}"
+    );
+    assert!(message.contains("shop"), "{message}");
+
+    // Added: a file in the catalogs directory.
+    std::fs::write(
+        catalogs.join("shop.toml"),
+        postgres_catalog_file(&postgres, "shop", &password_file),
+    )?;
+    let took = until_answer(&client, count, &[&["2"]]).await?;
+    eprintln!("a catalog added by a new file answered after {took:?}");
+    let listed = query_text(&client, "SHOW CATALOGS").await?;
+    assert!(listed.contains(&vec!["shop".to_string()]), "{listed:?}");
+
+    // Changed: its database. A query running on the old one finishes there.
+    let running = {
+        let background = fjord.connect().await?;
+        tokio::spawn(async move {
+            query_text(&background, "SELECT count(*) FROM shop.public.slow").await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::write(
+        catalogs.join("shop.toml"),
+        postgres_catalog_file(&postgres, "shop_next", &password_file),
+    )?;
+    let took = until_answer(&client, count, &[&["3"]]).await?;
+    eprintln!("a changed catalog answered from its new database after {took:?}");
+    assert_eq!(running.await??, vec![vec!["3".to_string()]]);
+
+    // A broken edit is rejected whole, named with file and line; the catalogs keep serving.
+    std::fs::write(
+        catalogs.join("shop.toml"),
+        format!(
+            "{}colour = \"blue\"\n",
+            postgres_catalog_file(&postgres, "shop", &password_file)
+        ),
+    )?;
+    let rejected = wait_for_rejection(&fjord, "shop.toml").await?;
+    assert!(rejected.contains("shop.toml:9"), "{rejected}");
+    assert!(rejected.contains("colour"), "{rejected}");
+    assert_eq!(
+        query_text(&client, count).await?,
+        vec![vec!["3".to_string()]]
+    );
+    // So is one in the main file, and an unresolvable reference.
+    let config = std::fs::read_to_string(fjord.config_path())?;
+    std::fs::write(fjord.config_path(), format!("{config}\n[catalogs.more\n"))?;
+    let rejected = wait_for_rejection(&fjord, "config.toml").await?;
+    assert!(rejected.contains("config.toml:"), "{rejected}");
+    std::fs::write(fjord.config_path(), &config)?;
+    std::fs::write(
+        catalogs.join("shop.toml"),
+        postgres_catalog_file(&postgres, "shop_next", Path::new("/no/such/secret")),
+    )?;
+    let rejected = wait_for_rejection(&fjord, "/no/such/secret").await?;
+    assert!(rejected.contains("/no/such/secret"), "{rejected}");
+    assert_eq!(
+        query_text(&client, count).await?,
+        vec![vec!["3".to_string()]]
+    );
+    let status = catalogs_json(&fjord).await?;
+    let shop = status["catalogs"]
+        .as_array()
+        .context("catalogs")?
+        .iter()
+        .find(|catalog| catalog["name"] == "shop")
+        .context("shop listed")?;
+    assert_eq!(shop["type"], "postgres", "{status}");
+    assert_eq!(shop["state"], "available", "{status}");
+    assert!(
+        shop["file"]
+            .as_str()
+            .is_some_and(|file| file.ends_with("catalogs/shop.toml")),
+        "{status}"
+    );
+
+    // Removed: its queries fail naming it, and its connections close.
+    std::fs::remove_file(catalogs.join("shop.toml"))?;
+    let (state, message) = until_error(&client, count).await?;
+    assert!(
+        matches!(state.as_str(), "3D000" | "42P01"),
+        "{state} {message}"
+    );
+    assert!(message.contains("shop"), "{message}");
+    let listed = query_text(&client, "SHOW CATALOGS").await?;
+    assert!(!listed.contains(&vec!["shop".to_string()]), "{listed:?}");
+    let status = catalogs_json(&fjord).await?;
+    assert!(status["config"]["rejected_edit"].is_null(), "{status}");
+    let started = Instant::now();
+    while fjord_connections(&postgres, "shop_next")? > 0 {
+        if started.elapsed() > Duration::from_secs(15) {
+            bail!("fjord kept its connections to a removed catalog's database");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The expanded password never shows: not in answers, errors or HTTP output.
+    let shown = format!("{status}{:?}", query_text(&client, "SHOW CATALOGS").await?);
+    assert!(!shown.contains(secret), "{shown}");
+    fjord.stop().await?;
+    Ok(())
+}
+
+/// Waits for `/catalogs` to report a rejected edit whose reason mentions `naming`; returns
+/// the reason.
+async fn wait_for_rejection(fjord: &Fjord, naming: &str) -> Result<String> {
+    let started = Instant::now();
+    loop {
+        let status = catalogs_json(fjord).await?;
+        if let Some(reason) = status["config"]["rejected_edit"]["reason"].as_str()
+            && reason.contains(naming)
+        {
+            return Ok(reason.to_string());
+        }
+        if started.elapsed() > Duration::from_secs(15) {
+            bail!("no rejected edit reported within 15 s: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
