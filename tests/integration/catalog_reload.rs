@@ -231,3 +231,82 @@ async fn wait_for_rejection(fjord: &Fjord, naming: &str) -> Result<String> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[test]
+fn sighup_reloads_and_the_log_never_holds_a_secret() -> Result<()> {
+    let postgres = Postgres::start()?;
+    postgres.psql_admin("workshop", "CREATE TABLE toys (id int)")?;
+    let serve = crate::process::Serve::start("")?;
+    let directory = serve
+        .config_path()
+        .parent()
+        .context("a directory")?
+        .to_path_buf();
+    let password_file = directory.join("pg-password");
+    let secret = "okapi-Secret-9921";
+    std::fs::write(&password_file, secret)?;
+    let catalogs = directory.join("catalogs");
+    std::fs::create_dir(&catalogs)?;
+    std::fs::write(
+        catalogs.join("shop.toml"),
+        postgres_catalog_file(&postgres, "workshop", &password_file),
+    )?;
+    let started = Instant::now();
+    loop {
+        let (ok, output) = serve.psql(
+            "host=127.0.0.1 user=tester dbname=iceberg",
+            None,
+            "SELECT count(*) FROM shop.public.toys",
+        )?;
+        if ok {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(15) {
+            bail!(
+                "the new catalog never answered: {output}\n{}",
+                serve.log_text()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &serve.child.id().to_string()])
+        .status()?;
+    anyhow::ensure!(status.success(), "kill -HUP failed");
+    let started = Instant::now();
+    while !serve
+        .log_text()
+        .contains("configuration reloaded after SIGHUP: no catalog changed")
+    {
+        if started.elapsed() > Duration::from_secs(15) {
+            bail!("no reload after SIGHUP:\n{}", serve.log_text());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A rejected edit and a failing statement on the catalog: neither shows the password.
+    std::fs::write(
+        catalogs.join("shop.toml"),
+        format!(
+            "{}port = \"x\"\n",
+            postgres_catalog_file(&postgres, "workshop", &password_file)
+        ),
+    )?;
+    let started = Instant::now();
+    while !serve.log_text().contains("configuration edit rejected") {
+        if started.elapsed() > Duration::from_secs(15) {
+            bail!("no rejection logged:\n{}", serve.log_text());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (ok, output) = serve.psql(
+        "host=127.0.0.1 user=tester dbname=iceberg",
+        None,
+        "SELECT * FROM shop.public.nothing_here",
+    )?;
+    assert!(!ok, "{output}");
+    assert!(!output.contains(secret), "{output}");
+    let log = serve.log_text();
+    assert!(log.contains("shop.toml:"), "{log}");
+    assert!(!log.contains(secret), "the log holds the password:\n{log}");
+    Ok(())
+}
