@@ -29,7 +29,7 @@ fn postgres_verifier(postgres: &Postgres, role: &str, password: &str) -> Result<
 }
 
 /// The verifier `fjord hash-password` prints for `password`.
-fn fjord_verifier(password: &str) -> Result<String> {
+pub(crate) fn fjord_verifier(password: &str) -> Result<String> {
     use std::io::Write;
     let mut child = Command::new(fjord_binary())
         .arg("hash-password")

@@ -310,3 +310,128 @@ fn sighup_reloads_and_the_log_never_holds_a_secret() -> Result<()> {
     assert!(!log.contains(secret), "the log holds the password:\n{log}");
     Ok(())
 }
+
+/// The SQLSTATE and message of a statement that must fail.
+async fn failure(client: &tokio_postgres::Client, sql: &str) -> Result<(String, String)> {
+    match client.simple_query(sql).await {
+        Ok(_) => bail!("`{sql}` succeeded"),
+        Err(error) => Ok((
+            sqlstate(&error).unwrap_or_default(),
+            error
+                .as_db_error()
+                .map(|db| db.message().to_string())
+                .unwrap_or_else(|| error.to_string()),
+        )),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_catalog_persists_a_file_and_drop_catalog_removes_it() -> Result<()> {
+    let postgres = Postgres::start()?;
+    postgres.psql_admin(
+        "workshop",
+        "CREATE TABLE toys (id int); INSERT INTO toys VALUES (1), (2), (3)",
+    )?;
+    let mut fjord = Fjord::start("").await?;
+    let secrets = tempfile::tempdir()?;
+    let password_file = secrets.path().join("pw");
+    let secret = "lynx-Secret-3318";
+    std::fs::write(&password_file, secret)?;
+    let client = fjord.connect().await?;
+    let create = format!(
+        "CREATE CATALOG shop USING postgres WITH (host = '127.0.0.1', port = {}, database = 'workshop', \
+         user = 'postgres', password = '${{file:{}}}', schemas = ARRAY['public'], pool_size = 2)",
+        postgres.port,
+        password_file.display()
+    );
+    client.simple_query(&create).await?;
+    // At once, without waiting for the configuration watch.
+    let count = "SELECT count(*) FROM shop.public.toys";
+    assert_eq!(
+        query_text(&client, count).await?,
+        vec![vec!["3".to_string()]]
+    );
+    let file = fjord.directory.path().join("catalogs/shop.toml");
+    let text = std::fs::read_to_string(&file)?;
+    assert!(text.contains("${file:"), "{text}");
+    assert!(!text.contains(secret), "{text}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&file)?.permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let (state, message) = failure(&client, &create).await?;
+    assert_eq!(state, "42710", "{message}");
+    client
+        .simple_query(&create.replace("CREATE CATALOG shop", "CREATE CATALOG IF NOT EXISTS shop"))
+        .await?;
+    // A setting the catalog type does not have: refused, and no file is left.
+    let (state, message) = failure(
+        &client,
+        "CREATE CATALOG bad USING postgres WITH (hots = 'db', database = 'x', user = 'y')",
+    )
+    .await?;
+    assert_eq!(state, "22023", "{message}");
+    assert!(message.contains("hots"), "{message}");
+    assert!(!fjord.directory.path().join("catalogs/bad.toml").exists());
+    let (state, message) =
+        failure(&client, "CREATE CATALOG odd USING mysql WITH (host = 'x')").await?;
+    assert_eq!(state, "0A000", "{message}");
+    // Catalogs of the main file are changed there, not in SQL.
+    let (state, message) = failure(&client, "DROP CATALOG iceberg").await?;
+    assert_eq!(state, "55000", "{message}");
+    assert!(message.contains("config.toml"), "{message}");
+
+    // A restart finds the catalog in its file.
+    drop(client);
+    fjord.restart().await?;
+    let client = fjord.connect().await?;
+    assert_eq!(
+        query_text(&client, count).await?,
+        vec![vec!["3".to_string()]]
+    );
+
+    client.simple_query("DROP CATALOG shop").await?;
+    assert!(!file.exists());
+    let (state, message) = failure(&client, count).await?;
+    assert_eq!(state, "42P01", "{message}");
+    let (state, message) = failure(&client, "DROP CATALOG shop").await?;
+    assert_eq!(state, "3D000", "{message}");
+    client.simple_query("DROP CATALOG IF EXISTS shop").await?;
+    fjord.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_admins_change_catalogs_and_the_statement_is_never_logged() -> Result<()> {
+    let postgres = Postgres::start()?;
+    let alice = crate::auth::fjord_verifier("alice-pw")?;
+    let bob = crate::auth::fjord_verifier("bob-pw")?;
+    let serve = crate::process::Serve::start(&format!(
+        "[server.auth]\nadmins = [\"alice\"]\n[server.auth.users]\nalice = \"{alice}\"\nbob = \"{bob}\"\n"
+    ))?;
+    let secret = "plain-Literal-5512";
+    let create = format!(
+        "CREATE CATALOG shop USING postgres WITH (host = '127.0.0.1', port = {}, database = 'workshop', \
+         user = 'postgres', password = '{secret}')",
+        postgres.port
+    );
+    let bob = serve.connect("bob", "bob-pw").await?;
+    let (state, message) = failure(&bob, &create).await?;
+    assert_eq!(state, "42501", "{message}");
+    let (state, message) = failure(&bob, "DROP CATALOG iceberg").await?;
+    assert_eq!(state, "42501", "{message}");
+    let alice = serve.connect("alice", "alice-pw").await?;
+    alice.simple_query(&create).await?;
+    let rows = query_text(&bob, "SHOW CATALOGS").await?;
+    assert!(rows.contains(&vec!["shop".to_string()]), "{rows:?}");
+    // A literal password is kept as given in the catalog's file (readable by its owner only),
+    // but the log, at debug level, never shows it.
+    let log = serve.log_text();
+    assert!(log.contains("CREATE CATALOG shop"), "{log}");
+    assert!(!log.contains(secret), "the log holds the password:\n{log}");
+    Ok(())
+}

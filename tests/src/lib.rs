@@ -402,6 +402,18 @@ impl Fjord {
         ))
     }
 
+    /// Stops the server and starts it again on the same files (warehouse, configuration and
+    /// catalogs directory), as an operator's restart would.
+    pub async fn restart(&mut self) -> Result<()> {
+        if let Some(server) = self.server.take() {
+            server.stop().await?;
+        }
+        let config =
+            Config::load(&self.config_path()).map_err(|error| anyhow::anyhow!("{error}"))?;
+        self.server = Some(RunningServer::start(config).await?);
+        Ok(())
+    }
+
     /// Stops the server gracefully.
     pub async fn stop(mut self) -> Result<()> {
         if let Some(server) = self.server.take() {

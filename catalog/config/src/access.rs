@@ -60,6 +60,16 @@ pub struct AuthConfig {
     /// User name to SCRAM-SHA-256 verifier. With no users, the server trusts connections from
     /// loopback addresses and refuses every other.
     pub users: BTreeMap<String, Secret>,
+    /// Users who may change catalogs with `CREATE CATALOG` and `DROP CATALOG`. With no users
+    /// configured, every (loopback) session may.
+    pub admins: Vec<String>,
+}
+
+impl AuthConfig {
+    /// Whether `user` may run `CREATE CATALOG` and `DROP CATALOG`.
+    pub fn is_admin(&self, user: &str) -> bool {
+        self.users.is_empty() || self.admins.iter().any(|admin| admin == user)
+    }
 }
 
 /// A parsed SCRAM-SHA-256 verifier:
@@ -172,6 +182,14 @@ impl AuthConfig {
                 return Err((
                     "server.auth.users".into(),
                     "a user name must not be empty".into(),
+                ));
+            }
+        }
+        for admin in &self.admins {
+            if !self.users.contains_key(admin) {
+                return Err((
+                    "server.auth.admins".into(),
+                    format!("`{admin}` is not one of [server.auth.users]"),
                 ));
             }
         }

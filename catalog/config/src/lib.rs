@@ -394,6 +394,15 @@ impl Config {
         Ok(config)
     }
 
+    /// Loads this configuration's file again (the embedded default when it came from none),
+    /// with the catalogs directory as it is now.
+    pub fn load_again(&self) -> Result<Config, ConfigError> {
+        match &self.source {
+            Some(path) => Config::load(path),
+            None => Config::embedded_default(),
+        }
+    }
+
     /// The catalogs directory, absolute.
     pub fn catalogs_dir(&self) -> PathBuf {
         absolute(&self.base_dir, &self.server.catalogs_dir)
@@ -706,6 +715,88 @@ fn validate_catalog(catalog: &CatalogConfig) -> Result<(), (String, String)> {
     Ok(())
 }
 
+/// One setting of a catalog written by `CREATE CATALOG`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogSetting {
+    Text(String),
+    Integer(i64),
+    Boolean(bool),
+    List(Vec<String>),
+}
+
+/// The text of a catalogs-directory file for a catalog of `type_name` with `settings`, each a
+/// key (`s3.region` for a nested one) and its value, under a `# comment` line. Values are written
+/// as given, so a `${...}` reference stays a reference and is expanded at load. Errors name the
+/// key, never a value.
+pub fn render_catalog_file(
+    type_name: &str,
+    settings: &[(String, CatalogSetting)],
+    comment: &str,
+) -> Result<String, String> {
+    let quote = |text: &str| {
+        let mut quoted = String::with_capacity(text.len() + 2);
+        quoted.push('"');
+        for c in text.chars() {
+            match c {
+                '"' => quoted.push_str("\\\""),
+                '\\' => quoted.push_str("\\\\"),
+                c if c.is_control() => quoted.push_str(&format!("\\u{:04X}", c as u32)),
+                c => quoted.push(c),
+            }
+        }
+        quoted.push('"');
+        quoted
+    };
+    let mut text = format!("# {comment}\ntype = {}\n", quote(type_name));
+    for (key, value) in settings {
+        let valid = !key.is_empty()
+            && key.split('.').all(|part| {
+                !part.is_empty()
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            });
+        if !valid || key == "type" {
+            return Err(format!("`{key}` is not a catalog setting"));
+        }
+        let value = match value {
+            CatalogSetting::Text(text) => quote(text),
+            CatalogSetting::Integer(number) => number.to_string(),
+            CatalogSetting::Boolean(flag) => flag.to_string(),
+            CatalogSetting::List(items) => format!(
+                "[{}]",
+                items
+                    .iter()
+                    .map(|item| quote(item))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        text.push_str(&format!("{key} = {value}\n"));
+    }
+    Ok(text)
+}
+
+/// Writes `text` as catalog `name`'s file in `directory` (made if missing), readable by its
+/// owner only (it may hold secrets), replacing the file at once: a reader never sees half of
+/// it.
+pub fn write_catalog_file(directory: &Path, name: &str, text: &str) -> std::io::Result<PathBuf> {
+    use std::io::Write as _;
+    std::fs::create_dir_all(directory)?;
+    let path = directory.join(format!("{name}.toml"));
+    // Hidden, so a directory read meanwhile skips it.
+    let partial = directory.join(format!(".{name}.toml.partial"));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&partial)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&partial, &path)?;
+    Ok(path)
+}
+
 /// A size such as `2GiB`, `512MB`, `64k` or `1048576` (bytes), in bytes.
 pub fn parse_size(text: &str) -> Option<usize> {
     let (number, unit) = split_number_unit(text)?;
@@ -897,5 +988,37 @@ mod tests {
         .unwrap();
         let error = Config::parse(MAIN, "config.toml", directory.path()).unwrap_err();
         assert!(error.reason.contains("`Shop`"), "{error}");
+    }
+
+    #[test]
+    fn rendered_catalog_files_read_back_as_given() {
+        let hostile = "a\"b\\c\nd'e $x";
+        let settings = vec![
+            ("host".to_string(), CatalogSetting::Text(hostile.into())),
+            ("port".to_string(), CatalogSetting::Integer(6543)),
+            (
+                "password".to_string(),
+                CatalogSetting::Text("${SHOP_PW}".into()),
+            ),
+            (
+                "schemas".to_string(),
+                CatalogSetting::List(vec!["public".into(), "x\"y".into()]),
+            ),
+        ];
+        let text = render_catalog_file("postgres", &settings, "made by a test").unwrap();
+        let table: toml::Table = text.parse().unwrap();
+        assert_eq!(table["host"].as_str(), Some(hostile));
+        assert_eq!(table["port"].as_integer(), Some(6543));
+        assert_eq!(table["password"].as_str(), Some("${SHOP_PW}"));
+        assert_eq!(
+            table["schemas"].as_array().unwrap()[1].as_str(),
+            Some("x\"y")
+        );
+        let bad = render_catalog_file(
+            "postgres",
+            &[("host\nport".into(), CatalogSetting::Integer(1))],
+            "x",
+        );
+        assert!(bad.is_err());
     }
 }

@@ -66,7 +66,35 @@ pub enum Command {
     CloseCursor {
         name: Option<String>,
     },
+    /// `CREATE CATALOG [IF NOT EXISTS] name USING type WITH (key = value, ...)` (Trino's).
+    CreateCatalog {
+        name: String,
+        type_name: String,
+        properties: CatalogProperties,
+        if_not_exists: bool,
+    },
+    /// `DROP CATALOG [IF EXISTS] name`.
+    DropCatalog {
+        name: String,
+        if_exists: bool,
+    },
 }
+
+/// The `WITH (...)` settings of `CREATE CATALOG`. They may hold passwords, so `Debug` shows
+/// the keys only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CatalogProperties(pub Vec<(String, PropertyValue)>);
+
+impl std::fmt::Debug for CatalogProperties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(key, _)| format!("{key} = ***")))
+            .finish()
+    }
+}
+
+/// One `CREATE CATALOG` setting's value.
+pub use fjord_config::CatalogSetting as PropertyValue;
 
 /// How far a `FETCH` or `MOVE` goes. Cursors read forward only, so every movement ends at or
 /// after the current position.
@@ -427,7 +455,9 @@ pub fn recognize(tokens: &[Token]) -> Result<Option<Command>, EngineError> {
     } else if cursor.keyword(Keyword::SET) {
         recognize_set(&mut cursor)?
     } else if cursor.keyword(Keyword::CREATE) {
-        if cursor.keyword(Keyword::SCHEMA) || cursor.keyword(Keyword::DATABASE) {
+        if cursor.keyword(Keyword::CATALOG) {
+            Some(recognize_create_catalog(&mut cursor)?)
+        } else if cursor.keyword(Keyword::SCHEMA) || cursor.keyword(Keyword::DATABASE) {
             let if_not_exists = cursor.keyword(Keyword::IF)
                 && cursor.keyword(Keyword::NOT)
                 && cursor.keyword(Keyword::EXISTS);
@@ -464,16 +494,183 @@ pub fn recognize(tokens: &[Token]) -> Result<Option<Command>, EngineError> {
             return Err(EngineError::syntax("unexpected text after CLOSE"));
         }
         Some(Command::CloseCursor { name })
-    } else if cursor.keyword(Keyword::DROP) && cursor.keyword(Keyword::TABLE) {
-        let if_exists = cursor.keyword(Keyword::IF) && cursor.keyword(Keyword::EXISTS);
-        let name = cursor
-            .qualified_name()
-            .ok_or_else(|| EngineError::syntax("DROP TABLE needs a name"))?;
-        Some(Command::DropTable { name, if_exists })
+    } else if cursor.keyword(Keyword::DROP) {
+        if cursor.keyword(Keyword::CATALOG) {
+            let if_exists = cursor.keyword(Keyword::IF) && cursor.keyword(Keyword::EXISTS);
+            let name = cursor
+                .identifier()
+                .ok_or_else(|| EngineError::syntax("DROP CATALOG needs a catalog name"))?;
+            // Trino's RESTRICT is what happens anyway; CASCADE has nothing more to drop.
+            let _ = cursor.keyword(Keyword::RESTRICT) || cursor.keyword(Keyword::CASCADE);
+            if !cursor.at_end() {
+                return Err(EngineError::syntax(
+                    "unexpected text after DROP CATALOG name",
+                ));
+            }
+            Some(Command::DropCatalog { name, if_exists })
+        } else if cursor.keyword(Keyword::TABLE) {
+            let if_exists = cursor.keyword(Keyword::IF) && cursor.keyword(Keyword::EXISTS);
+            let name = cursor
+                .qualified_name()
+                .ok_or_else(|| EngineError::syntax("DROP TABLE needs a name"))?;
+            Some(Command::DropTable { name, if_exists })
+        } else {
+            None
+        }
     } else {
         None
     };
     Ok(command)
+}
+
+/// The rest of `CREATE CATALOG`: `[IF NOT EXISTS] name USING type [WITH (key = value, ...)]`.
+/// Keys are names (`"s3.region"` quoted for a nested key); values are quoted strings, integers,
+/// `true`/`false` or `ARRAY['a', ...]`. Errors never repeat a value.
+fn recognize_create_catalog(cursor: &mut Cursor<'_>) -> Result<Command, EngineError> {
+    let if_not_exists = cursor.keyword(Keyword::IF)
+        && cursor.keyword(Keyword::NOT)
+        && cursor.keyword(Keyword::EXISTS);
+    let name = cursor
+        .identifier()
+        .ok_or_else(|| EngineError::syntax("CREATE CATALOG needs a catalog name"))?;
+    if !cursor.keyword(Keyword::USING) {
+        return Err(EngineError::syntax(
+            "CREATE CATALOG needs USING postgres or USING iceberg after the name",
+        ));
+    }
+    let type_name = cursor
+        .identifier()
+        .ok_or_else(|| EngineError::syntax("USING needs a catalog type: postgres or iceberg"))?;
+    let mut properties = Vec::new();
+    if cursor.keyword(Keyword::WITH) {
+        if !matches!(cursor.peek(), Some(Token::LParen)) {
+            return Err(EngineError::syntax("WITH needs ( key = value, ... )"));
+        }
+        cursor.position += 1;
+        loop {
+            let key = cursor
+                .identifier()
+                .ok_or_else(|| EngineError::syntax("CREATE CATALOG: expected a property name"))?;
+            if !matches!(cursor.peek(), Some(Token::Eq)) {
+                return Err(EngineError::syntax(format!(
+                    "CREATE CATALOG: expected = after property `{key}`"
+                )));
+            }
+            cursor.position += 1;
+            let value = property_value(cursor).ok_or_else(|| {
+                EngineError::syntax(format!(
+                    "CREATE CATALOG: property `{key}` needs a quoted string, an integer, true, \
+                     false or ARRAY['...']"
+                ))
+            })?;
+            if properties.iter().any(|(seen, _)| *seen == key) {
+                return Err(EngineError::syntax(format!(
+                    "CREATE CATALOG: property `{key}` is given twice"
+                )));
+            }
+            properties.push((key, value));
+            match cursor.peek() {
+                Some(Token::Comma) => cursor.position += 1,
+                Some(Token::RParen) => {
+                    cursor.position += 1;
+                    break;
+                }
+                _ => {
+                    return Err(EngineError::syntax(
+                        "CREATE CATALOG: expected , or ) after a property",
+                    ));
+                }
+            }
+        }
+    }
+    if !cursor.at_end() {
+        return Err(EngineError::syntax(
+            "unexpected text after CREATE CATALOG's properties",
+        ));
+    }
+    Ok(Command::CreateCatalog {
+        name,
+        type_name,
+        properties: CatalogProperties(properties),
+        if_not_exists,
+    })
+}
+
+fn property_value(cursor: &mut Cursor<'_>) -> Option<PropertyValue> {
+    if let Some(text) = cursor.string() {
+        return Some(PropertyValue::Text(text));
+    }
+    if cursor.keyword(Keyword::TRUE) {
+        return Some(PropertyValue::Boolean(true));
+    }
+    if cursor.keyword(Keyword::FALSE) {
+        return Some(PropertyValue::Boolean(false));
+    }
+    if cursor.keyword(Keyword::ARRAY) {
+        if !matches!(cursor.peek(), Some(Token::LBracket)) {
+            return None;
+        }
+        cursor.position += 1;
+        let mut items = Vec::new();
+        if matches!(cursor.peek(), Some(Token::RBracket)) {
+            cursor.position += 1;
+            return Some(PropertyValue::List(items));
+        }
+        loop {
+            items.push(cursor.string()?);
+            match cursor.peek() {
+                Some(Token::Comma) => cursor.position += 1,
+                Some(Token::RBracket) => {
+                    cursor.position += 1;
+                    return Some(PropertyValue::List(items));
+                }
+                _ => return None,
+            }
+        }
+    }
+    let negative = matches!(cursor.peek(), Some(Token::Minus));
+    if negative {
+        cursor.position += 1;
+    }
+    match cursor.peek() {
+        Some(Token::Number(number, _)) => {
+            let value: i64 = number.parse().ok()?;
+            cursor.position += 1;
+            Some(PropertyValue::Integer(if negative {
+                -value
+            } else {
+                value
+            }))
+        }
+        _ => None,
+    }
+}
+
+/// `sql` as it may be logged: the settings of `CREATE CATALOG` (which may hold passwords) are
+/// left out; every other statement is logged as it is.
+pub fn loggable(sql: &str) -> std::borrow::Cow<'_, str> {
+    if !sql
+        .as_bytes()
+        .windows(7)
+        .any(|window| window.eq_ignore_ascii_case(b"catalog"))
+    {
+        return sql.into();
+    }
+    let Ok(tokens) = significant_tokens(sql) else {
+        return sql.into();
+    };
+    let mut cursor = Cursor {
+        tokens: &tokens,
+        position: 0,
+    };
+    if cursor.keyword(Keyword::CREATE) && cursor.keyword(Keyword::CATALOG) {
+        let _ = cursor.keyword(Keyword::IF)
+            && cursor.keyword(Keyword::NOT)
+            && cursor.keyword(Keyword::EXISTS);
+        let name = cursor.identifier().unwrap_or_default();
+        return format!("CREATE CATALOG {name} ... (settings not logged)").into();
+    }
+    sql.into()
 }
 
 /// `FETCH [direction] [FROM | IN] name` and the same for `MOVE`, as PostgreSQL reads them.
@@ -809,5 +1006,78 @@ mod tests {
         assert!(like_match("c_t%", "cats"));
         assert!(!like_match("dog%", "cats"));
         assert!(like_match("%", ""));
+    }
+
+    #[test]
+    fn recognizes_create_and_drop_catalog() {
+        let command = parse(
+            "CREATE CATALOG IF NOT EXISTS crm USING postgres WITH (host = 'db', port = 6543, \
+             password = '${CRM_PW}', schemas = ARRAY['public', 'sales'], \"s3.path_style\" = true)",
+        );
+        let Some(Command::CreateCatalog {
+            name,
+            type_name,
+            properties,
+            if_not_exists,
+        }) = command
+        else {
+            panic!("not recognized: {command:?}");
+        };
+        assert_eq!(
+            (name.as_str(), type_name.as_str(), if_not_exists),
+            ("crm", "postgres", true)
+        );
+        assert_eq!(
+            properties.0,
+            vec![
+                ("host".to_string(), PropertyValue::Text("db".into())),
+                ("port".to_string(), PropertyValue::Integer(6543)),
+                (
+                    "password".to_string(),
+                    PropertyValue::Text("${CRM_PW}".into())
+                ),
+                (
+                    "schemas".to_string(),
+                    PropertyValue::List(vec!["public".into(), "sales".into()])
+                ),
+                ("s3.path_style".to_string(), PropertyValue::Boolean(true)),
+            ]
+        );
+        // Debug output, which logs may show, has the keys but no value.
+        let shown = format!("{properties:?}");
+        assert!(
+            shown.contains("password") && !shown.contains("CRM_PW"),
+            "{shown}"
+        );
+        assert_eq!(
+            parse("drop catalog if exists crm"),
+            Some(Command::DropCatalog {
+                name: "crm".into(),
+                if_exists: true
+            })
+        );
+        assert_eq!(
+            parse("DROP TABLE t"),
+            Some(Command::DropTable {
+                name: vec!["t".into()],
+                if_exists: false
+            })
+        );
+        let error = recognize(
+            &significant_tokens("CREATE CATALOG c USING postgres WITH (password = now())").unwrap(),
+        )
+        .unwrap_err();
+        assert!(error.message.contains("password"), "{}", error.message);
+        assert!(
+            recognize(&significant_tokens("CREATE CATALOG c WITH (a = '1')").unwrap()).is_err()
+        );
+    }
+
+    #[test]
+    fn create_catalog_is_logged_without_its_settings() {
+        let logged = loggable("create catalog crm using postgres with (password = 'hunter2')");
+        assert!(!logged.contains("hunter2"), "{logged}");
+        assert!(logged.contains("crm"), "{logged}");
+        assert_eq!(loggable("SELECT 1"), "SELECT 1");
     }
 }

@@ -104,6 +104,7 @@ pub mod sqlstate {
     pub const UNDEFINED_FUNCTION: &str = "42883";
     pub const UNDEFINED_TABLE: &str = "42P01";
     pub const UNDEFINED_OBJECT: &str = "42704";
+    pub const DUPLICATE_OBJECT: &str = "42710";
     pub const DUPLICATE_SCHEMA: &str = "42P06";
     pub const DUPLICATE_TABLE: &str = "42P07";
     pub const DUPLICATE_CURSOR: &str = "42P03";

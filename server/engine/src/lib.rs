@@ -5,6 +5,7 @@
 //! rows are encoded, the same SQL text goes through the same code whatever the protocol.
 //! Sessions share the catalogs and the memory pool; settings (`SET`, `USE`) are per session.
 
+mod catalog_admin;
 mod checked_arithmetic;
 mod column_names;
 mod commands;
@@ -48,7 +49,7 @@ use fjord_config::Config;
 use futures::{StreamExt, TryStreamExt};
 use parking_lot::Mutex;
 
-pub use commands::{Command, split_statements};
+pub use commands::{Command, loggable as loggable_sql, split_statements};
 pub use copy::{CopyFormat, CopyOptions, CopyStatement, ForceQuote, recognize as recognize_copy};
 pub use error::{EngineError, ErrorClass, classify, sqlstate};
 pub use fjord_catalog;
@@ -1493,6 +1494,28 @@ impl Session {
                     .await
                     .map_err(iceberg_error)?;
                 Ok(Outcome::Command(CommandTag::new("DROP TABLE")))
+            }
+            Command::CreateCatalog {
+                name,
+                type_name,
+                properties,
+                if_not_exists,
+            } => {
+                let user = self.inner.variables.lock().user.clone();
+                catalog_admin::create(
+                    &self.inner.engine.config,
+                    registry,
+                    &user,
+                    (name, type_name, properties, *if_not_exists),
+                )
+                .await?;
+                Ok(Outcome::Command(CommandTag::new("CREATE CATALOG")))
+            }
+            Command::DropCatalog { name, if_exists } => {
+                let user = self.inner.variables.lock().user.clone();
+                catalog_admin::drop(&self.inner.engine.config, registry, &user, name, *if_exists)
+                    .await?;
+                Ok(Outcome::Command(CommandTag::new("DROP CATALOG")))
             }
         }
     }

@@ -508,7 +508,7 @@ impl SimpleQueryHandler for Connection {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         self.check_shutdown()?;
-        tracing::debug!(peer = %self.peer, sql = %query, "simple query");
+        tracing::debug!(peer = %self.peer, sql = %fjord_engine::loggable_sql(query), "simple query");
         let cancel = self
             .query_cancel
             .start_query(self.session.statement_timeout());
@@ -621,7 +621,7 @@ impl QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        tracing::debug!(sql, "parse");
+        tracing::debug!(sql = %fjord_engine::loggable_sql(sql), "parse");
         self.session.prepare(sql).await.map_err(engine_error)
     }
 
