@@ -435,3 +435,146 @@ async fn only_admins_change_catalogs_and_the_statement_is_never_logged() -> Resu
     assert!(!log.contains(secret), "the log holds the password:\n{log}");
     Ok(())
 }
+
+/// A connection to fjord as application `application`.
+async fn connect_as(fjord: &Fjord, application: &str) -> Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=tester dbname=iceberg application_name={application}",
+            fjord.port()
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// Waits until `system.runtime.queries` shows a running statement reading `pg.public.slow`;
+/// returns its id, backend pid, user, source and catalogs.
+async fn running_slow_query(client: &tokio_postgres::Client) -> Result<Vec<String>> {
+    let started = Instant::now();
+    loop {
+        let rows = query_text(
+            client,
+            "SELECT query_id, CAST(backend_pid AS text), \"user\", source, catalogs \
+             FROM system.runtime.queries WHERE state = 'RUNNING' AND query LIKE '%public.slow%' \
+             AND query NOT LIKE '%system.runtime%'",
+        )
+        .await?;
+        if let Some(row) = rows.into_iter().next() {
+            return Ok(row);
+        }
+        if started.elapsed() > Duration::from_secs(15) {
+            bail!("the slow query never showed as running");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn system_tables_show_catalogs_and_queries_and_kill_a_query() -> Result<()> {
+    let postgres = Postgres::start()?;
+    postgres.psql_admin(
+        "workshop",
+        "CREATE VIEW slow AS SELECT n FROM generate_series(1, 1) AS n WHERE pg_sleep(60) IS NOT NULL",
+    )?;
+    let fjord = Fjord::start(&postgres.catalog_toml("pg")).await?;
+    let watcher = fjord.connect().await?;
+
+    let catalogs = query_text(
+        &watcher,
+        "SELECT catalog_name, connector_name, state FROM system.runtime.catalogs ORDER BY 1",
+    )
+    .await?;
+    assert_eq!(
+        catalogs,
+        vec![
+            vec!["iceberg".to_string(), "iceberg".into(), "available".into()],
+            vec!["pg".to_string(), "postgres".into(), "available".into()],
+        ]
+    );
+    let nodes = query_text(
+        &watcher,
+        "SELECT count(*), bool_and(coordinator) FROM system.runtime.nodes",
+    )
+    .await?;
+    assert_eq!(nodes, vec![vec!["1".to_string(), "t".into()]]);
+
+    // A finished statement stays listed, with its rows.
+    query_text(
+        &watcher,
+        "SELECT * FROM (VALUES (1), (2), (3)) AS t(x) WHERE x > 0",
+    )
+    .await?;
+    let finished = query_text(
+        &watcher,
+        "SELECT state, CAST(rows AS text) FROM system.runtime.queries WHERE query LIKE '%VALUES (1), (2), (3)%' \
+         AND query NOT LIKE '%system.runtime%'",
+    )
+    .await?;
+    assert_eq!(finished, vec![vec!["FINISHED".to_string(), "3".into()]]);
+
+    // Killed by id: the client gets 57014 and the statement shows as cancelled.
+    let reporter = connect_as(&fjord, "cat-report").await?;
+    let slow = tokio::spawn(async move {
+        reporter
+            .simple_query("SELECT count(*) FROM pg.public.slow")
+            .await
+            .map(|_| ())
+    });
+    let running = running_slow_query(&watcher).await?;
+    assert_eq!(&running[2..], ["tester", "cat-report", "pg"], "{running:?}");
+    let (status, body) = fjord.http_get("/queries").await?;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&running[0]), "{body}");
+    watcher
+        .simple_query(&format!(
+            "CALL system.runtime.kill_query(query_id => '{}', message => 'too slow')",
+            running[0]
+        ))
+        .await?;
+    let error = tokio::time::timeout(Duration::from_secs(15), slow)
+        .await??
+        .expect_err("the killed query failed");
+    assert_eq!(sqlstate(&error).as_deref(), Some("57014"), "{error}");
+    let state = query_text(
+        &watcher,
+        &format!(
+            "SELECT state FROM system.runtime.queries WHERE query_id = '{}'",
+            running[0]
+        ),
+    )
+    .await?;
+    assert_eq!(state, vec![vec!["CANCELLED".to_string()]]);
+    let (state, message) = failure(
+        &watcher,
+        &format!("CALL system.runtime.kill_query('{}')", running[0]),
+    )
+    .await?;
+    assert_eq!(state, "42704", "{message}");
+
+    // pg_cancel_backend by the connection's process id.
+    let reporter = connect_as(&fjord, "cat-report").await?;
+    let slow = tokio::spawn(async move {
+        reporter
+            .simple_query("SELECT count(*) FROM pg.public.slow")
+            .await
+            .map(|_| ())
+    });
+    let running = running_slow_query(&watcher).await?;
+    let cancelled = query_text(
+        &watcher,
+        &format!("SELECT pg_cancel_backend({})", running[1]),
+    )
+    .await?;
+    assert_eq!(cancelled, vec![vec!["t".to_string()]]);
+    let error = tokio::time::timeout(Duration::from_secs(15), slow)
+        .await??
+        .expect_err("the cancelled query failed");
+    assert_eq!(sqlstate(&error).as_deref(), Some("57014"), "{error}");
+    let none = query_text(&watcher, "SELECT pg_cancel_backend(999999)").await?;
+    assert_eq!(none, vec![vec!["f".to_string()]]);
+    fjord.stop().await?;
+    Ok(())
+}

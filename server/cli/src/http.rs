@@ -1,5 +1,5 @@
-//! The server's HTTP listener: `/health`, and `/catalogs` (every catalog with its state, and
-//! what the newest configuration load did).
+//! The server's HTTP listener: `/health`, `/catalogs` (every catalog with its state, and what
+//! the newest configuration load did) and `/queries` (running and recent statements).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -8,7 +8,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use fjord_catalog::CatalogRegistry;
+use fjord_engine::Engine;
 use parking_lot::Mutex;
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -18,20 +18,21 @@ use crate::reload::ReloadStatus;
 
 #[derive(Clone)]
 struct Shared {
-    registry: Arc<CatalogRegistry>,
+    engine: Arc<Engine>,
     status: Arc<Mutex<ReloadStatus>>,
 }
 
 pub(crate) async fn serve(
     listener: TcpListener,
-    registry: Arc<CatalogRegistry>,
+    engine: Arc<Engine>,
     status: Arc<Mutex<ReloadStatus>>,
     shutdown: CancellationToken,
 ) {
     let app = Router::new()
         .route("/health", get(health))
         .route("/catalogs", get(catalogs))
-        .with_state(Shared { registry, status });
+        .route("/queries", get(queries))
+        .with_state(Shared { engine, status });
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;
@@ -54,7 +55,8 @@ fn timestamp(time: SystemTime) -> String {
 async fn catalogs(State(shared): State<Shared>) -> Response {
     let status = shared.status.lock().clone();
     let catalogs: Vec<serde_json::Value> = shared
-        .registry
+        .engine
+        .registry()
         .describe()
         .into_iter()
         .map(|info| {
@@ -82,4 +84,39 @@ async fn catalogs(State(shared): State<Shared>) -> Response {
         "catalogs": catalogs,
     }))
     .into_response()
+}
+
+/// What `system.runtime.queries` shows: running statements, oldest first, then finished ones,
+/// newest first.
+async fn queries(State(shared): State<Shared>) -> Response {
+    let now = SystemTime::now();
+    let queries: Vec<serde_json::Value> = shared
+        .engine
+        .queries()
+        .snapshot()
+        .into_iter()
+        .map(|query| {
+            let elapsed = query
+                .ended
+                .unwrap_or(now)
+                .duration_since(query.created)
+                .map(|elapsed| elapsed.as_millis() as u64)
+                .unwrap_or_default();
+            json!({
+                "query_id": query.id,
+                "state": query.state.as_str(),
+                "user": query.user,
+                "source": query.source,
+                "backend_pid": query.backend_pid,
+                "query": query.query,
+                "created": timestamp(query.created),
+                "end": query.ended.map(timestamp),
+                "elapsed_ms": elapsed,
+                "rows": query.rows,
+                "catalogs": query.catalogs,
+                "error": query.error,
+            })
+        })
+        .collect();
+    axum::Json(json!({ "queries": queries })).into_response()
 }

@@ -123,10 +123,10 @@ impl RunningServer {
         let shutdown = CancellationToken::new();
         let reload_status = Arc::new(parking_lot::Mutex::new(ReloadStatus::new(&config)));
         if let Some(listener) = http_listener {
-            tracing::info!(address = %listener.local_addr()?, "HTTP listening: /health, /catalogs");
+            tracing::info!(address = %listener.local_addr()?, "HTTP listening: /health, /catalogs, /queries");
             tokio::spawn(http::serve(
                 listener,
-                engine.registry().clone(),
+                engine.clone(),
                 reload_status.clone(),
                 shutdown.clone(),
             ));

@@ -78,6 +78,11 @@ pub enum Command {
         name: String,
         if_exists: bool,
     },
+    /// `CALL system.runtime.kill_query(query_id => '...' [, message => '...'])` (Trino's).
+    KillQuery {
+        query_id: String,
+        message: Option<String>,
+    },
 }
 
 /// The `WITH (...)` settings of `CREATE CATALOG`. They may hold passwords, so `Debug` shows
@@ -476,6 +481,8 @@ pub fn recognize(tokens: &[Token]) -> Result<Option<Command>, EngineError> {
         } else {
             None
         }
+    } else if cursor.keyword(Keyword::CALL) {
+        Some(recognize_call(&mut cursor)?)
     } else if cursor.keyword(Keyword::FETCH) {
         Some(recognize_fetch(&mut cursor, true)?)
     } else if cursor.word_ci("MOVE") {
@@ -593,6 +600,75 @@ fn recognize_create_catalog(cursor: &mut Cursor<'_>) -> Result<Command, EngineEr
         type_name,
         properties: CatalogProperties(properties),
         if_not_exists,
+    })
+}
+
+/// The rest of `CALL`: only `system.runtime.kill_query`, with its arguments by name
+/// (`query_id => '...'`, `message => '...'`) or by position.
+fn recognize_call(cursor: &mut Cursor<'_>) -> Result<Command, EngineError> {
+    let name = cursor
+        .qualified_name()
+        .ok_or_else(|| EngineError::syntax("CALL needs a procedure name"))?;
+    let known = matches!(
+        name.iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice(),
+        ["system", "runtime", "kill_query"] | ["runtime", "kill_query"] | ["kill_query"]
+    );
+    if !known {
+        return Err(EngineError::new(
+            sqlstate::UNDEFINED_FUNCTION,
+            format!(
+                "procedure {} does not exist; fjord has system.runtime.kill_query",
+                name.join(".")
+            ),
+        ));
+    }
+    let usage = "kill_query takes (query_id => '...' [, message => '...'])";
+    if !matches!(cursor.peek(), Some(Token::LParen)) {
+        return Err(EngineError::syntax(usage));
+    }
+    cursor.position += 1;
+    let mut query_id = None;
+    let mut message = None;
+    let mut position = 0;
+    while !matches!(cursor.peek(), Some(Token::RParen)) {
+        let named = match (cursor.peek(), cursor.tokens.get(cursor.position + 1)) {
+            (Some(Token::Word(_)), Some(Token::RArrow)) => {
+                let argument = cursor.identifier().unwrap_or_default();
+                cursor.position += 1;
+                Some(argument)
+            }
+            _ => None,
+        };
+        let value = cursor.string().ok_or_else(|| EngineError::syntax(usage))?;
+        match named
+            .as_deref()
+            .unwrap_or(if position == 0 { "query_id" } else { "message" })
+        {
+            "query_id" => query_id = Some(value),
+            "message" => message = Some(value),
+            other => {
+                return Err(EngineError::syntax(format!(
+                    "kill_query has no argument `{other}`; {usage}"
+                )));
+            }
+        }
+        position += 1;
+        match cursor.peek() {
+            Some(Token::Comma) => cursor.position += 1,
+            Some(Token::RParen) => {}
+            _ => return Err(EngineError::syntax(usage)),
+        }
+    }
+    cursor.position += 1;
+    if !cursor.at_end() {
+        return Err(EngineError::syntax(usage));
+    }
+    Ok(Command::KillQuery {
+        query_id: query_id.ok_or_else(|| EngineError::syntax(usage))?,
+        message,
     })
 }
 
@@ -1079,5 +1155,26 @@ mod tests {
         assert!(!logged.contains("hunter2"), "{logged}");
         assert!(logged.contains("crm"), "{logged}");
         assert_eq!(loggable("SELECT 1"), "SELECT 1");
+    }
+
+    #[test]
+    fn recognizes_kill_query_by_name_and_by_position() {
+        let expected = Some(Command::KillQuery {
+            query_id: "20261204_140000_00001".into(),
+            message: Some("too slow".into()),
+        });
+        assert_eq!(
+            parse(
+                "CALL system.runtime.kill_query(query_id => '20261204_140000_00001', message => 'too slow')"
+            ),
+            expected
+        );
+        assert_eq!(
+            parse("call system.runtime.kill_query('20261204_140000_00001', 'too slow')"),
+            expected
+        );
+        let error =
+            recognize(&significant_tokens("CALL system.runtime.nope('x')").unwrap()).unwrap_err();
+        assert_eq!(error.sqlstate, "42883");
     }
 }

@@ -20,8 +20,10 @@ mod numeric_sums;
 mod pg_catalog;
 mod pg_catalog_tables;
 pub mod pg_text;
+pub mod queries;
 mod query_planner;
 mod session_vars;
+mod system;
 mod types;
 mod untyped_literals;
 
@@ -64,6 +66,7 @@ const DEFAULT_TIME_ZONE: &str = "UTC";
 pub struct Engine {
     config: Arc<Config>,
     registry: Arc<CatalogRegistry>,
+    queries: Arc<queries::QueryLog>,
     catalog_list: Arc<pg_catalog::SessionCatalogList>,
     compatibility_parser: Arc<datafusion_pg_catalog::sql::PostgresCompatibilityParser>,
     runtime: Arc<RuntimeEnv>,
@@ -88,12 +91,18 @@ impl Engine {
         let runtime = RuntimeEnvBuilder::new()
             .build_arc()
             .expect("the default runtime environment builds");
-        let catalog_list = Arc::new(pg_catalog::SessionCatalogList::new(registry.clone()));
+        let queries = Arc::new(queries::QueryLog::default());
+        let system = system::SystemCatalog::new(&config, registry.clone(), queries.clone());
+        let catalog_list = Arc::new(pg_catalog::SessionCatalogList::new(
+            registry.clone(),
+            Arc::new(system),
+        ));
         let compatibility_parser =
             Arc::new(datafusion_pg_catalog::sql::PostgresCompatibilityParser::new());
         Arc::new(Engine {
             config: Arc::new(config),
             registry,
+            queries,
             catalog_list,
             compatibility_parser,
             runtime,
@@ -106,6 +115,71 @@ impl Engine {
 
     pub fn registry(&self) -> &Arc<CatalogRegistry> {
         &self.registry
+    }
+
+    /// `pg_cancel_backend(pid)`: cancels the statement running on connection `pid` (its own
+    /// user's, or anyone's for an admin), `true` when there was such a connection.
+    fn cancel_backend_udf(
+        self: &Arc<Self>,
+        facts: Arc<parking_lot::RwLock<pg_catalog::SessionFacts>>,
+    ) -> datafusion::logical_expr::ScalarUDF {
+        use datafusion::arrow::array::{Array, BooleanArray, Int64Array};
+        use datafusion::common::{DataFusionError, ScalarValue};
+        use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+        let engine = Arc::downgrade(self);
+        create_udf(
+            "pg_cancel_backend",
+            vec![DataType::Int64],
+            DataType::Boolean,
+            Volatility::Volatile,
+            Arc::new(move |arguments: &[ColumnarValue]| {
+                let Some(engine) = engine.upgrade() else {
+                    return Ok(ColumnarValue::Scalar(ScalarValue::Boolean(Some(false))));
+                };
+                let user = facts.read().user.clone();
+                let admin = engine.config.server.auth.is_admin(&user);
+                let cancel =
+                    |pid: i64| -> datafusion::error::Result<bool> {
+                        let pid = i32::try_from(pid).unwrap_or(0);
+                        engine.queries.cancel_backend(pid, &user, admin).map_err(|_| {
+                        DataFusionError::External(Box::new(EngineError::new(
+                            sqlstate::INSUFFICIENT_PRIVILEGE,
+                            format!(
+                                "permission denied to cancel connection {pid}: it is another \
+                                 user's, and \"{user}\" is not one of server.auth.admins"
+                            ),
+                        )))
+                    })
+                    };
+                match &arguments[0] {
+                    ColumnarValue::Scalar(ScalarValue::Int64(pid)) => Ok(ColumnarValue::Scalar(
+                        ScalarValue::Boolean(pid.map(cancel).transpose()?),
+                    )),
+                    ColumnarValue::Scalar(_) => {
+                        Ok(ColumnarValue::Scalar(ScalarValue::Boolean(None)))
+                    }
+                    ColumnarValue::Array(array) => {
+                        let pids =
+                            array.as_any().downcast_ref::<Int64Array>().ok_or_else(|| {
+                                DataFusionError::Internal("pg_cancel_backend takes int8".into())
+                            })?;
+                        let answers = (0..pids.len())
+                            .map(|i| {
+                                (!pids.is_null(i))
+                                    .then(|| cancel(pids.value(i)))
+                                    .transpose()
+                            })
+                            .collect::<datafusion::error::Result<BooleanArray>>()?;
+                        Ok(ColumnarValue::Array(Arc::new(answers)))
+                    }
+                }
+            }),
+        )
+    }
+
+    /// Running and recent statements.
+    pub fn queries(&self) -> &Arc<queries::QueryLog> {
+        &self.queries
     }
 
     /// A new session with the configured defaults.
@@ -154,6 +228,7 @@ impl Engine {
             backend_pid: 0,
         }));
         pg_catalog::register_session_functions(&context, facts.clone());
+        context.register_udf(self.cancel_backend_udf(facts.clone()));
         let variables = Arc::new(Mutex::new(SessionVariables::new(&server.default_schema)));
         context.register_udf(session_vars::CurrentSetting::udf(variables.clone()));
         Session {
@@ -182,6 +257,15 @@ struct SessionInner {
     facts: Arc<parking_lot::RwLock<pg_catalog::SessionFacts>>,
     constant_plans: Mutex<constant_plans::ConstantPlans>,
     cursors: Mutex<cursors::Cursors>,
+}
+
+impl Drop for SessionInner {
+    fn drop(&mut self) {
+        let pid = self.facts.read().backend_pid;
+        if pid != 0 {
+            self.engine.queries.unregister_backend(pid);
+        }
+    }
 }
 
 /// A statement ready to run: planned by DataFusion or recognized as a fjord command.
@@ -317,6 +401,34 @@ impl Prepared {
             cursor_schema: None,
             analyzed_schema: None,
         }
+    }
+
+    /// The catalogs of the tables this statement reads or writes (`default` for names without
+    /// one), sorted.
+    fn catalogs(&self, default: &str) -> Vec<String> {
+        let mut catalogs = Vec::new();
+        match &self.kind {
+            PreparedKind::Plan(plan) => {
+                let _ = plan.apply_with_subqueries(|node| {
+                    let table = match node {
+                        LogicalPlan::TableScan(scan) => Some(&scan.table_name),
+                        LogicalPlan::Dml(dml) => Some(&dml.table_name),
+                        _ => None,
+                    };
+                    if let Some(table) = table {
+                        catalogs.push(table.catalog().unwrap_or(default).to_string());
+                    }
+                    Ok(TreeNodeRecursion::Continue)
+                });
+            }
+            PreparedKind::Declare { query, .. } | PreparedKind::Copy { query, .. } => {
+                return query.catalogs(default);
+            }
+            _ => {}
+        }
+        catalogs.sort();
+        catalogs.dedup();
+        catalogs
     }
 
     fn with_names(mut self, names: Option<Arc<[String]>>) -> Self {
@@ -500,9 +612,15 @@ impl Session {
         Ok(())
     }
 
-    /// The process id the front door gave this session (`pg_backend_pid()`).
-    pub fn set_backend_pid(&self, pid: i32) {
+    /// The process id the front door gave this session (`pg_backend_pid()`), and how to cancel
+    /// its running statement (for `pg_cancel_backend` and `kill_query`).
+    pub fn set_backend(&self, pid: i32, cancel: Arc<dyn Fn() + Send + Sync>) {
         self.inner.facts.write().backend_pid = pid;
+        let user = self.inner.variables.lock().user.clone();
+        self.inner
+            .engine
+            .queries
+            .register_backend(pid, &user, cancel);
     }
 
     /// The session's `statement_timeout`, if one is set (PostgreSQL's forms: milliseconds as
@@ -745,8 +863,47 @@ impl Session {
         Ok(prepared)
     }
 
-    /// Runs a prepared statement with its parameter values, if it has any.
+    /// Runs a prepared statement with its parameter values, if it has any. It shows in
+    /// `system.runtime.queries` while it runs (its rows until the stream ends) and after.
     pub async fn execute(
+        &self,
+        prepared: &Prepared,
+        parameters: Option<ParamValues>,
+    ) -> Result<Outcome, EngineError> {
+        if matches!(prepared.kind, PreparedKind::Empty) {
+            return Ok(Outcome::Empty);
+        }
+        let handle = {
+            let variables = self.inner.variables.lock();
+            let source = variables.get("application_name").unwrap_or_default();
+            let pid = self.inner.facts.read().backend_pid;
+            self.inner.engine.queries.begin(
+                (pid, &variables.user, &source),
+                &prepared.sql,
+                prepared.catalogs(&self.current_catalog()),
+            )
+        };
+        match self.execute_untracked(prepared, parameters).await {
+            Ok(Outcome::Rows { stream, tag }) => Ok(Outcome::Rows {
+                stream: handle.track(stream),
+                tag,
+            }),
+            Ok(Outcome::Copy { stream, options }) => Ok(Outcome::Copy {
+                stream: handle.track(stream),
+                options,
+            }),
+            Ok(outcome) => {
+                handle.finish();
+                Ok(outcome)
+            }
+            Err(error) => {
+                handle.fail(&error.message);
+                Err(error)
+            }
+        }
+    }
+
+    async fn execute_untracked(
         &self,
         prepared: &Prepared,
         parameters: Option<ParamValues>,
@@ -774,7 +931,7 @@ impl Session {
             PreparedKind::Empty => Ok(Outcome::Empty),
             PreparedKind::Command(command) => self.run_command(command).await,
             PreparedKind::Declare { name, hold, query } => {
-                match Box::pin(self.execute(query, parameters)).await? {
+                match Box::pin(self.execute_untracked(query, parameters)).await? {
                     Outcome::Rows { stream, .. } => {
                         self.inner.cursors.lock().declare(name, *hold, stream)?;
                         Ok(Outcome::Command(CommandTag::new("DECLARE CURSOR")))
@@ -785,7 +942,7 @@ impl Session {
                 }
             }
             PreparedKind::Copy { query, options } => {
-                match Box::pin(self.execute(query, parameters)).await? {
+                match Box::pin(self.execute_untracked(query, parameters)).await? {
                     Outcome::Rows { stream, .. } => Ok(Outcome::Copy {
                         stream,
                         options: options.clone(),
@@ -1510,6 +1667,32 @@ impl Session {
                 )
                 .await?;
                 Ok(Outcome::Command(CommandTag::new("CREATE CATALOG")))
+            }
+            Command::KillQuery { query_id, message } => {
+                let user = self.inner.variables.lock().user.clone();
+                let admin = self.inner.engine.config.server.auth.is_admin(&user);
+                match self.inner.engine.queries.kill(query_id, &user, admin) {
+                    Ok(()) => {
+                        tracing::info!(
+                            query_id,
+                            user,
+                            message = message.as_deref().unwrap_or(""),
+                            "query killed"
+                        );
+                        Ok(Outcome::Command(CommandTag::new("CALL")))
+                    }
+                    Err(queries::KillError::NotRunning) => Err(EngineError::new(
+                        sqlstate::UNDEFINED_OBJECT,
+                        format!("query \"{query_id}\" is not running"),
+                    )),
+                    Err(queries::KillError::NotYours) => Err(EngineError::new(
+                        sqlstate::INSUFFICIENT_PRIVILEGE,
+                        format!(
+                            "permission denied to kill query \"{query_id}\": it is another user's, \
+                             and \"{user}\" is not one of server.auth.admins"
+                        ),
+                    )),
+                }
             }
             Command::DropCatalog { name, if_exists } => {
                 let user = self.inner.variables.lock().user.clone();

@@ -47,12 +47,14 @@ pub fn version_string() -> String {
 #[derive(Debug)]
 pub(crate) struct SessionCatalogList {
     registry: Arc<CatalogRegistry>,
+    /// `system`: resolved by name, not listed with the configured catalogs.
+    system: Arc<dyn CatalogProvider>,
     statics: Option<Arc<PgCatalogStaticTables>>,
     pg_catalogs: Mutex<HashMap<String, Arc<dyn SchemaProvider>>>,
 }
 
 impl SessionCatalogList {
-    pub(crate) fn new(registry: Arc<CatalogRegistry>) -> Self {
+    pub(crate) fn new(registry: Arc<CatalogRegistry>, system: Arc<dyn CatalogProvider>) -> Self {
         let statics = match PgCatalogStaticTables::try_new() {
             Ok(statics) => Some(Arc::new(statics)),
             Err(error) => {
@@ -62,6 +64,7 @@ impl SessionCatalogList {
         };
         SessionCatalogList {
             registry,
+            system,
             statics,
             pg_catalogs: Mutex::new(HashMap::new()),
         }
@@ -107,6 +110,9 @@ impl CatalogProviderList for SessionCatalogList {
     }
 
     fn catalog(&self, name: &str) -> Option<Arc<dyn CatalogProvider>> {
+        if name == crate::system::SYSTEM_CATALOG {
+            return Some(self.system.clone());
+        }
         let inner = self.registry.catalog(name)?;
         match self.pg_catalog(name) {
             Some(pg_catalog) => Some(Arc::new(WithPgCatalog { inner, pg_catalog })),

@@ -371,7 +371,15 @@ impl Connection {
         // The cancel key must be unguessable by other clients.
         let secret = i32::from_ne_bytes(random_bytes::<4>());
         client.set_pid_and_secret_key(pid, SecretKey::I32(secret));
-        self.session.set_backend_pid(pid);
+        let query_cancel = Arc::downgrade(&self.query_cancel);
+        self.session.set_backend(
+            pid,
+            Arc::new(move || {
+                if let Some(cancel) = query_cancel.upgrade() {
+                    cancel.cancel();
+                }
+            }),
+        );
         self.cancels.register(
             pid,
             SecretKey::I32(secret).to_bytes().to_vec(),

@@ -1,0 +1,321 @@
+//! Every statement the server runs, while it runs and for a while after: for
+//! `system.runtime.queries`, the HTTP `/queries` page, `CALL system.runtime.kill_query` and
+//! `pg_cancel_backend`. The front door registers each connection's cancel handle by its
+//! process id; killing a query cancels its connection's running statement, as a cancel request
+//! would.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::error::Result as DfResult;
+use datafusion::physical_plan::{RecordBatchStream, SendableRecordBatchStream};
+use futures::Stream;
+use parking_lot::Mutex;
+
+/// Finished statements kept for `system.runtime.queries`.
+const RECENT: usize = 200;
+/// Statement text kept per query (characters).
+const TEXT_LIMIT: usize = 2000;
+
+/// What happened to a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryState {
+    Running,
+    Finished,
+    Failed,
+    /// Cancelled, killed, timed out, or its client stopped reading.
+    Cancelled,
+}
+
+impl QueryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueryState::Running => "RUNNING",
+            QueryState::Finished => "FINISHED",
+            QueryState::Failed => "FAILED",
+            QueryState::Cancelled => "CANCELLED",
+        }
+    }
+}
+
+/// One statement, as `system.runtime.queries` shows it.
+#[derive(Debug, Clone)]
+pub struct QueryRecord {
+    pub id: String,
+    pub state: QueryState,
+    pub user: String,
+    /// The client's `application_name`.
+    pub source: String,
+    /// The connection's process id (`pg_backend_pid()`); 0 for the server's own statements.
+    pub backend_pid: i32,
+    /// The statement, as it may be logged (`CREATE CATALOG` without its settings).
+    pub query: String,
+    pub created: SystemTime,
+    pub ended: Option<SystemTime>,
+    pub rows: u64,
+    /// The catalogs its tables are in.
+    pub catalogs: Vec<String>,
+    pub error: Option<String>,
+}
+
+/// A connection that runs statements: who, and how to cancel its running one.
+struct Backend {
+    user: String,
+    cancel: Arc<dyn Fn() + Send + Sync>,
+}
+
+/// Why a query could not be killed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum KillError {
+    NotRunning,
+    NotYours,
+}
+
+#[derive(Default)]
+pub struct QueryLog {
+    sequence: AtomicU64,
+    running: Mutex<BTreeMap<String, QueryRecord>>,
+    recent: Mutex<VecDeque<QueryRecord>>,
+    backends: Mutex<HashMap<i32, Backend>>,
+}
+
+impl std::fmt::Debug for QueryLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryLog")
+            .field("running", &self.running.lock().len())
+            .finish()
+    }
+}
+
+impl QueryLog {
+    /// Records a statement that starts now; the handle records how it ends.
+    pub fn begin(
+        self: &Arc<Self>,
+        (backend_pid, user, source): (i32, &str, &str),
+        sql: &str,
+        catalogs: Vec<String>,
+    ) -> QueryHandle {
+        let sequence = self.sequence.fetch_add(1, Ordering::Relaxed) + 1;
+        let created = SystemTime::now();
+        let id = format!(
+            "{}_{sequence:05}",
+            chrono::DateTime::<chrono::Utc>::from(created).format("%Y%m%d_%H%M%S")
+        );
+        let logged = crate::commands::loggable(sql);
+        let query = match logged.char_indices().nth(TEXT_LIMIT) {
+            Some((end, _)) => format!("{}...", &logged[..end]),
+            None => logged.into_owned(),
+        };
+        let record = QueryRecord {
+            id: id.clone(),
+            state: QueryState::Running,
+            user: user.to_string(),
+            source: source.to_string(),
+            backend_pid,
+            query,
+            created,
+            ended: None,
+            rows: 0,
+            catalogs,
+            error: None,
+        };
+        self.running.lock().insert(id.clone(), record);
+        QueryHandle {
+            log: self.clone(),
+            id,
+            rows: 0,
+            ended: false,
+        }
+    }
+
+    fn end(&self, id: &str, state: QueryState, rows: u64, error: Option<String>) {
+        let Some(mut record) = self.running.lock().remove(id) else {
+            return;
+        };
+        record.state = state;
+        record.rows = rows;
+        record.error = error;
+        record.ended = Some(SystemTime::now());
+        let mut recent = self.recent.lock();
+        if recent.len() == RECENT {
+            recent.pop_front();
+        }
+        recent.push_back(record);
+    }
+
+    /// Running statements (oldest first), then finished ones (newest first).
+    pub fn snapshot(&self) -> Vec<QueryRecord> {
+        let mut records: Vec<QueryRecord> = self.running.lock().values().cloned().collect();
+        records.sort_by_key(|record| record.created);
+        records.extend(self.recent.lock().iter().rev().cloned());
+        records
+    }
+
+    /// A connection starts: `cancel` cancels its running statement.
+    pub fn register_backend(&self, pid: i32, user: &str, cancel: Arc<dyn Fn() + Send + Sync>) {
+        self.backends.lock().insert(
+            pid,
+            Backend {
+                user: user.to_string(),
+                cancel,
+            },
+        );
+    }
+
+    pub fn unregister_backend(&self, pid: i32) {
+        self.backends.lock().remove(&pid);
+    }
+
+    /// `pg_cancel_backend(pid)` by `user` (`admin`: may cancel anyone's): whether there was such
+    /// a connection.
+    pub fn cancel_backend(&self, pid: i32, user: &str, admin: bool) -> Result<bool, KillError> {
+        let cancel = match self.backends.lock().get(&pid) {
+            Some(backend) if admin || backend.user == user => backend.cancel.clone(),
+            Some(_) => return Err(KillError::NotYours),
+            None => return Ok(false),
+        };
+        cancel();
+        Ok(true)
+    }
+
+    /// `CALL system.runtime.kill_query(query_id => id)` by `user`.
+    pub fn kill(&self, id: &str, user: &str, admin: bool) -> Result<(), KillError> {
+        let (pid, owner) = match self.running.lock().get(id) {
+            Some(record) if record.backend_pid != 0 => (record.backend_pid, record.user.clone()),
+            _ => return Err(KillError::NotRunning),
+        };
+        if !admin && owner != user {
+            return Err(KillError::NotYours);
+        }
+        match self.cancel_backend(pid, user, true) {
+            Ok(true) => Ok(()),
+            _ => Err(KillError::NotRunning),
+        }
+    }
+}
+
+/// A running statement's entry; dropping it before [`QueryHandle::finish`] or
+/// [`QueryHandle::fail`] records it as cancelled.
+pub struct QueryHandle {
+    log: Arc<QueryLog>,
+    id: String,
+    rows: u64,
+    ended: bool,
+}
+
+impl QueryHandle {
+    pub fn finish(mut self) {
+        self.ended = true;
+        self.log
+            .end(&self.id, QueryState::Finished, self.rows, None);
+    }
+
+    pub fn fail(mut self, message: &str) {
+        self.ended = true;
+        self.log.end(
+            &self.id,
+            QueryState::Failed,
+            self.rows,
+            Some(message.to_string()),
+        );
+    }
+
+    /// `stream`, counting its rows into this entry, which ends with the stream.
+    pub fn track(self, stream: SendableRecordBatchStream) -> SendableRecordBatchStream {
+        Box::pin(Tracked {
+            schema: stream.schema(),
+            inner: stream,
+            handle: Some(self),
+        })
+    }
+}
+
+impl Drop for QueryHandle {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.log
+                .end(&self.id, QueryState::Cancelled, self.rows, None);
+        }
+    }
+}
+
+struct Tracked {
+    schema: SchemaRef,
+    inner: SendableRecordBatchStream,
+    handle: Option<QueryHandle>,
+}
+
+impl Stream for Tracked {
+    type Item = DfResult<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let polled = self.inner.as_mut().poll_next(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(batch))) => {
+                if let Some(handle) = self.handle.as_mut() {
+                    handle.rows += batch.num_rows() as u64;
+                }
+            }
+            Poll::Ready(Some(Err(error))) => {
+                if let Some(handle) = self.handle.take() {
+                    handle.fail(&error.to_string());
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(handle) = self.handle.take() {
+                    handle.finish();
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+}
+
+impl RecordBatchStream for Tracked {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_are_recorded_and_killed_by_id() {
+        let log = Arc::new(QueryLog::default());
+        let cancelled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = cancelled.clone();
+        log.register_backend(
+            7,
+            "ann",
+            Arc::new(move || flag.store(true, Ordering::SeqCst)),
+        );
+        let handle = log.begin((7, "ann", "psql"), "SELECT 1", vec!["iceberg".into()]);
+        let id = log.snapshot()[0].id.clone();
+        assert_eq!(log.snapshot()[0].state, QueryState::Running);
+        assert_eq!(log.kill(&id, "bob", false), Err(KillError::NotYours));
+        assert!(!cancelled.load(Ordering::SeqCst));
+        assert_eq!(log.kill(&id, "bob", true), Ok(()));
+        assert!(cancelled.load(Ordering::SeqCst));
+        drop(handle);
+        let record = &log.snapshot()[0];
+        assert_eq!(record.state, QueryState::Cancelled);
+        assert!(record.ended.is_some());
+        assert_eq!(log.kill(&id, "ann", false), Err(KillError::NotRunning));
+        let secret = log.begin(
+            (7, "ann", ""),
+            "CREATE CATALOG c USING postgres WITH (password = 'pw-123')",
+            vec![],
+        );
+        secret.finish();
+        assert!(!log.snapshot()[0].query.contains("pw-123"));
+    }
+}
