@@ -207,6 +207,37 @@ async fn catalogs_are_added_changed_and_removed_by_editing_files() -> Result<()>
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // An unreachable database is not a bad edit: its catalog exists, unavailable, with why.
+    std::fs::write(
+        catalogs.join("down.toml"),
+        format!(
+            "type = \"postgres\"\nhost = \"127.0.0.1\"\nport = {}\ndatabase = \"x\"\nuser = \"x\"\nconnect_timeout_seconds = 1\n",
+            fjord_tests::free_port()
+        ),
+    )?;
+    let started = Instant::now();
+    loop {
+        let status = catalogs_json(&fjord).await?;
+        let down = status["catalogs"]
+            .as_array()
+            .and_then(|catalogs| catalogs.iter().find(|c| c["name"] == "down").cloned());
+        if let Some(down) = down
+            && down["state"] == "unavailable"
+        {
+            assert!(
+                down["last_error"].as_str().is_some_and(|e| !e.is_empty()),
+                "{status}"
+            );
+            assert!(status["config"]["rejected_edit"].is_null(), "{status}");
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(15) {
+            bail!("the unreachable catalog never showed as unavailable: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    std::fs::remove_file(catalogs.join("down.toml"))?;
+
     // The expanded password never shows: not in answers, errors or HTTP output.
     let shown = format!("{status}{:?}", query_text(&client, "SHOW CATALOGS").await?);
     assert!(!shown.contains(secret), "{shown}");
@@ -430,6 +461,10 @@ async fn only_admins_change_catalogs_and_the_statement_is_never_logged() -> Resu
     assert!(rows.contains(&vec!["shop".to_string()]), "{rows:?}");
     // A literal password is kept as given in the catalog's file (readable by its owner only),
     // but the log, at debug level, never shows it.
+    let listed = query_text(&alice, "SELECT query FROM system.runtime.queries").await?;
+    let listed = format!("{listed:?}");
+    assert!(listed.contains("CREATE CATALOG shop"), "{listed}");
+    assert!(!listed.contains(secret), "{listed}");
     let log = serve.log_text();
     assert!(log.contains("CREATE CATALOG shop"), "{log}");
     assert!(!log.contains(secret), "the log holds the password:\n{log}");

@@ -171,3 +171,35 @@ fn check_config_accepts_the_reference_file_and_locates_mistakes() -> anyhow::Res
     }
     Ok(())
 }
+
+/// `fjord check-config` reads the catalogs directory as `fjord serve` would, and names a
+/// broken catalog file with its line.
+#[test]
+fn check_config_judges_the_catalogs_directory_too() -> anyhow::Result<()> {
+    let directory = tempfile::tempdir()?;
+    let config = directory.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "[catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"w\"\n",
+    )?;
+    let catalogs = directory.path().join("catalogs");
+    std::fs::create_dir(&catalogs)?;
+    std::fs::write(
+        catalogs.join("crm.toml"),
+        "type = \"postgres\"\nhost = \"db\"\ndatabase = \"crm\"\nuser = \"u\"\n",
+    )?;
+    let summary = fjord_cli::check_config(Some(&config)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    assert!(summary.contains("crm (postgres)"), "{summary}");
+    std::fs::write(
+        catalogs.join("crm.toml"),
+        "type = \"postgres\"\nhost = \"db\"\ndatabase = \"crm\"\nuser = \"u\"\npool_size = \"big\"\n",
+    )?;
+    let error = fjord_cli::check_config(Some(&config)).expect_err("a broken catalog file");
+    let printed = error.to_string();
+    assert!(
+        printed.starts_with(&format!("{}:5", catalogs.join("crm.toml").display())),
+        "{printed}"
+    );
+    assert!(printed.contains("pool_size"), "{printed}");
+    Ok(())
+}

@@ -382,7 +382,19 @@ impl Config {
     /// Parses and validates `text`, naming it `file` in errors. The catalogs directory
     /// (`server.catalogs_dir`, relative to `base_dir`) is read too when it exists.
     pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigError> {
-        let mut config: Config = deserialize_located(text, file, "catalogs.")?;
+        let mut config: Config = deserialize_located(text, file, "catalogs.").map_err(|error| {
+            // A mistake inside a catalog table is reported at the table: find its line.
+            match error
+                .key
+                .as_deref()
+                .and_then(|key| key.strip_prefix("catalogs."))
+            {
+                Some(name) if !name.contains('.') => {
+                    locate_in_main_catalog(text, file, name).unwrap_or(error)
+                }
+                _ => error,
+            }
+        })?;
         config.base_dir = base_dir.to_path_buf();
         config
             .resolve_secrets()
@@ -464,7 +476,14 @@ impl Config {
                     "catalog `{name}` is also configured in {main_file}{line}; keep one of the two"
                 )));
             }
-            let mut catalog: CatalogConfig = deserialize_located(&text, &file, "")?;
+            let mut catalog: CatalogConfig = match deserialize_located(&text, &file, "") {
+                Ok(catalog) => catalog,
+                // A tagged table's errors keep neither key nor place: read it again as its type.
+                Err(error) if error.key.is_none() => {
+                    return Err(locate_in_catalog_type(&text, &file).unwrap_or(error));
+                }
+                Err(error) => return Err(error),
+            };
             let located = |(key, reason): (String, String)| {
                 locate_error(&text, &file, Some(key), None, reason)
             };
@@ -582,6 +601,59 @@ fn deserialize_located<T: serde::de::DeserializeOwned>(
         };
         locate_error(text, file, key, span, inner.message().trim().to_string())
     })
+}
+
+/// The located error of a catalog file read as the struct of its `type`, with the `type` line
+/// blanked (so lines keep their numbers): serde's tagged enums lose the key and place of a
+/// mistake such as a wrong type, which this finds. `None` when that reading succeeds or the
+/// type is unknown.
+fn locate_in_catalog_type(text: &str, file: &str) -> Option<ConfigError> {
+    let table: toml::Table = text.parse().ok()?;
+    let type_name = table.get("type")?.as_str()?.to_string();
+    let (type_line, _) = locate::find_key(text, "type")?;
+    let blanked: String = text
+        .split_inclusive('\n')
+        .enumerate()
+        .map(
+            |(index, line)| {
+                if index + 1 == type_line { "\n" } else { line }
+            },
+        )
+        .collect();
+    // No key is under a tagged table here: toml's spans are kept.
+    const NONE: &str = "\u{0}";
+    match type_name.as_str() {
+        "postgres" => deserialize_located::<PostgresCatalogConfig>(&blanked, file, NONE).err(),
+        "iceberg" => deserialize_located::<IcebergCatalogConfig>(&blanked, file, NONE).err(),
+        _ => None,
+    }
+}
+
+/// [`locate_in_catalog_type`] for the table `[catalogs.<name>]` of the main file: the lines
+/// from its header to the next header are read on their own (the others blanked).
+fn locate_in_main_catalog(text: &str, file: &str, name: &str) -> Option<ConfigError> {
+    let (header, _) = locate::find_key(text, &format!("catalogs.{name}"))?;
+    let mut inside = false;
+    let region: String = text
+        .split_inclusive('\n')
+        .enumerate()
+        .map(|(index, line)| {
+            if index + 1 == header {
+                inside = true;
+                return "\n";
+            }
+            if line.trim_start().starts_with('[') {
+                inside = false;
+            }
+            if inside { line } else { "\n" }
+        })
+        .collect();
+    let mut error = locate_in_catalog_type(&region, file)?;
+    error.key = Some(match error.key {
+        Some(field) => format!("catalogs.{name}.{field}"),
+        None => format!("catalogs.{name}"),
+    });
+    Some(error)
 }
 
 /// A [`ConfigError`] in `file` (whose contents are `text`), at `span` or else at `key`.
@@ -1020,5 +1092,17 @@ mod tests {
             "x",
         );
         assert!(bad.is_err());
+    }
+
+    #[test]
+    fn a_wrong_type_in_a_catalog_table_names_its_key_and_line() {
+        let text = "[catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"w\"\n\n[catalogs.crm]\ntype = \"postgres\"\nhost = \"db\"\ndatabase = \"crm\"\nuser = \"u\"\npool_size = \"big\"\n\n[demo]\nseed = 1\n";
+        let error = Config::parse(text, "c.toml", Path::new(".")).unwrap_err();
+        assert_eq!(error.line, Some(10), "{error}");
+        assert_eq!(
+            error.key.as_deref(),
+            Some("catalogs.crm.pool_size"),
+            "{error}"
+        );
     }
 }
