@@ -138,6 +138,7 @@ class Fjord:
             f"""[server]
 postgres_listen = "127.0.0.1:{self.port}"
 http_listen = "127.0.0.1:{free_port()}"
+flight_listen = "127.0.0.1:{free_port()}"
 [demo]
 build_on_start = false
 interactions = {interactions}

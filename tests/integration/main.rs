@@ -8,6 +8,7 @@ mod cdc;
 mod config_files;
 mod copy_out;
 mod failures;
+mod flight_sql;
 mod ingest;
 mod live_catalogs;
 mod load;

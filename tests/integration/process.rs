@@ -32,7 +32,7 @@ impl Serve {
         std::fs::write(
             &config,
             format!(
-                "[server]\npostgres_listen = \"127.0.0.1:{port}\"\nhttp_listen = \"\"\ndefault_catalog = \"iceberg\"\n\
+                "[server]\npostgres_listen = \"127.0.0.1:{port}\"\nhttp_listen = \"\"\nflight_listen = \"\"\ndefault_catalog = \"iceberg\"\n\
                  default_schema = \"public\"\n{server_toml}\n\n\
                  [catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"warehouse\"\n\n\
                  [demo]\nbuild_on_start = false\n"

@@ -289,7 +289,7 @@ impl Fjord {
         init_logging();
         let directory = tempfile::Builder::new().prefix("fjord-test-").tempdir()?;
         let mut text = String::from(
-            "[server]\npostgres_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\ndefault_catalog = \"iceberg\"\ndefault_schema = \"data_on_eks\"\nshutdown_grace_seconds = 5\n",
+            "[server]\npostgres_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\nflight_listen = \"127.0.0.1:0\"\ndefault_catalog = \"iceberg\"\ndefault_schema = \"data_on_eks\"\nshutdown_grace_seconds = 5\n",
         );
         text.push_str(server_toml);
         text.push_str("\n\n");

@@ -92,6 +92,16 @@ impl std::fmt::Debug for ScramVerifier {
 pub const SCRAM_PREFIX: &str = "SCRAM-SHA-256$";
 
 impl ScramVerifier {
+    /// Whether `password` (received in clear) is the one this verifier was made from.
+    pub fn matches_password(&self, password: &str) -> bool {
+        let Some(iterations) = std::num::NonZeroU32::new(self.iterations) else {
+            return false;
+        };
+        let (stored_key, server_key) = scram_keys(password, &self.salt, iterations);
+        equal_in_constant_time(&stored_key, &self.stored_key)
+            && equal_in_constant_time(&server_key, &self.server_key)
+    }
+
     /// Parses a verifier; the error says what is wrong without repeating the text.
     pub fn parse(text: &str) -> Result<ScramVerifier, String> {
         let Some(rest) = text.strip_prefix(SCRAM_PREFIX) else {
@@ -204,6 +214,46 @@ impl AuthConfig {
         }
         Ok(())
     }
+}
+
+/// StoredKey and ServerKey of a password, as RFC 5802 defines them. The password is normalized
+/// with SASLprep when it can be, and used as it is otherwise, as PostgreSQL does.
+pub fn scram_keys(
+    password: &str,
+    salt: &[u8],
+    iterations: std::num::NonZeroU32,
+) -> (Vec<u8>, Vec<u8>) {
+    use ring::{digest, pbkdf2};
+    let prepared = stringprep::saslprep(password)
+        .map(|prepared| prepared.into_owned())
+        .unwrap_or_else(|_| password.to_string());
+    let mut salted = [0u8; 32];
+    pbkdf2::derive(
+        pbkdf2::PBKDF2_HMAC_SHA256,
+        iterations,
+        salt,
+        prepared.as_bytes(),
+        &mut salted,
+    );
+    let client_key = hmac_sha256(&salted, b"Client Key");
+    let stored_key = digest::digest(&digest::SHA256, &client_key)
+        .as_ref()
+        .to_vec();
+    let server_key = hmac_sha256(&salted, b"Server Key");
+    (stored_key, server_key)
+}
+
+/// HMAC-SHA-256 of `data` under `key`.
+pub fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
+    use ring::hmac;
+    hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), data)
+        .as_ref()
+        .to_vec()
+}
+
+/// Whether two byte strings are equal, in a time that does not depend on where they differ.
+pub fn equal_in_constant_time(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -16,7 +16,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub use access::{AuthConfig, AuthMethod, SCRAM_PREFIX, ScramVerifier, TlsConfig};
+pub use access::{
+    AuthConfig, AuthMethod, SCRAM_PREFIX, ScramVerifier, TlsConfig, equal_in_constant_time,
+    hmac_sha256, scram_keys,
+};
 pub use ingest::{
     CHANGELOG_SUFFIX, CommitPolicy, IngestConfig, KafkaConfig, MaintenanceConfig, PipelineConfig,
     SchemaRegistryConfig, SecurityProtocol, TOPIC_PLACEHOLDER, TableTemplate, ValueFormat,
@@ -60,8 +63,10 @@ pub struct Config {
 pub struct ServerConfig {
     /// Address of the PostgreSQL wire protocol listener.
     pub postgres_listen: String,
-    /// Address of the HTTP listener (`/health`, `/catalogs`); empty for none.
+    /// Address of the HTTP listener (`/health`, `/catalogs`, `/queries`); empty for none.
     pub http_listen: String,
+    /// Address of the Arrow Flight SQL listener; empty for none.
+    pub flight_listen: String,
     /// Catalog that unqualified table names resolve in.
     pub default_catalog: String,
     /// Schema that unqualified table names resolve in.
@@ -91,6 +96,7 @@ impl Default for ServerConfig {
         Self {
             postgres_listen: "127.0.0.1:5433".into(),
             http_listen: "127.0.0.1:8080".into(),
+            flight_listen: "127.0.0.1:50051".into(),
             default_catalog: "iceberg".into(),
             default_schema: "data_on_eks".into(),
             target_partitions: 0,

@@ -71,8 +71,10 @@ pub fn check_config(path: Option<&std::path::Path>) -> Result<String, fjord_conf
 pub struct RunningServer {
     pub engine: Arc<Engine>,
     pub postgres_address: SocketAddr,
-    /// The HTTP listener's address (`/health`, `/catalogs`), when it is on.
+    /// The HTTP listener's address (`/health`, `/catalogs`, `/queries`), when it is on.
     pub http_address: Option<SocketAddr>,
+    /// The Arrow Flight SQL listener's address, when it is on.
+    pub flight_address: Option<SocketAddr>,
     /// What the newest configuration load did.
     pub reload_status: Arc<parking_lot::Mutex<ReloadStatus>>,
     shutdown: CancellationToken,
@@ -120,7 +122,29 @@ impl RunningServer {
             .as_ref()
             .map(|listener| listener.local_addr())
             .transpose()?;
+        let flight = match config.server.flight_listen.trim() {
+            "" => None,
+            address => Some(
+                fjord_flight::FlightServer::bind(address, engine.clone())
+                    .await
+                    .map_err(|error| {
+                        anyhow::anyhow!("cannot listen for Flight SQL on {address}: {error}")
+                    })?,
+            ),
+        };
+        let flight_address = flight
+            .as_ref()
+            .map(fjord_flight::FlightServer::local_addr)
+            .transpose()?;
         let shutdown = CancellationToken::new();
+        if let Some(flight) = flight {
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                if let Err(error) = flight.run(shutdown).await {
+                    tracing::error!(%error, "the Flight SQL listener failed");
+                }
+            });
+        }
         let reload_status = Arc::new(parking_lot::Mutex::new(ReloadStatus::new(&config)));
         if let Some(listener) = http_listener {
             tracing::info!(address = %listener.local_addr()?, "HTTP listening: /health, /catalogs, /queries");
@@ -143,6 +167,7 @@ impl RunningServer {
             engine,
             postgres_address,
             http_address,
+            flight_address,
             reload_status,
             shutdown,
             task,

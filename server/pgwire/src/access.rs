@@ -15,10 +15,12 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use fjord_config::{AuthMethod, ScramVerifier, ServerConfig};
+use fjord_config::{
+    AuthMethod, ScramVerifier, ServerConfig, equal_in_constant_time, hmac_sha256, scram_keys,
+};
 use pgwire::error::ErrorInfo;
 use ring::rand::{SecureRandom, SystemRandom};
-use ring::{digest, hmac, pbkdf2};
+use ring::{digest, hmac};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -278,15 +280,9 @@ impl Access {
 
     /// Checks a password received in clear against the user's verifier.
     pub(crate) fn check_password(&self, user: &str, password: &str) -> bool {
-        let Some(verifier) = self.users.get(user) else {
-            return false;
-        };
-        let Some(iterations) = NonZeroU32::new(verifier.iterations) else {
-            return false;
-        };
-        let (stored_key, server_key) = scram_keys(password, &verifier.salt, iterations);
-        equal_in_constant_time(&stored_key, &verifier.stored_key)
-            && equal_in_constant_time(&server_key, &verifier.server_key)
+        self.users
+            .get(user)
+            .is_some_and(|verifier| verifier.matches_password(password))
     }
 
     /// A verifier for a user that does not exist: its salt is stable for the user, and no
@@ -314,38 +310,6 @@ pub fn hash_password(password: &str) -> String {
         server_key,
     }
     .to_text()
-}
-
-/// StoredKey and ServerKey of a password, as RFC 5802 defines them. The password is normalized
-/// with SASLprep when it can be, and used as it is otherwise, as PostgreSQL does.
-fn scram_keys(password: &str, salt: &[u8], iterations: NonZeroU32) -> (Vec<u8>, Vec<u8>) {
-    let prepared = stringprep::saslprep(password)
-        .map(|prepared| prepared.into_owned())
-        .unwrap_or_else(|_| password.to_string());
-    let mut salted = [0u8; 32];
-    pbkdf2::derive(
-        pbkdf2::PBKDF2_HMAC_SHA256,
-        iterations,
-        salt,
-        prepared.as_bytes(),
-        &mut salted,
-    );
-    let client_key = hmac_sha256(&salted, b"Client Key");
-    let stored_key = digest::digest(&digest::SHA256, &client_key)
-        .as_ref()
-        .to_vec();
-    let server_key = hmac_sha256(&salted, b"Server Key");
-    (stored_key, server_key)
-}
-
-fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
-    hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), data)
-        .as_ref()
-        .to_vec()
-}
-
-fn equal_in_constant_time(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Bytes from the system's secure random source.
@@ -444,8 +408,8 @@ mod tests {
         let salt = STANDARD.decode(fields[&'s']).unwrap();
         let iterations = NonZeroU32::new(fields[&'i'].parse().unwrap()).unwrap();
         let mut salted = [0u8; 32];
-        pbkdf2::derive(
-            pbkdf2::PBKDF2_HMAC_SHA256,
+        ring::pbkdf2::derive(
+            ring::pbkdf2::PBKDF2_HMAC_SHA256,
             iterations,
             &salt,
             password.as_bytes(),

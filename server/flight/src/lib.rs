@@ -1,0 +1,632 @@
+//! The Arrow Flight SQL front door: the same engine, sessions and catalogs as the PostgreSQL
+//! wire protocol, with results sent as Arrow record batches.
+//!
+//! A statement's `FlightInfo` carries the SQL in its ticket; `DoGet` plans and runs it on a
+//! fresh session of the caller's user and streams the batches as they are computed. Metadata
+//! calls (catalogs, schemas, tables, table types, SQL info) are answered from the same catalogs
+//! `information_schema` shows. Errors carry the gRPC code of their SQLSTATE's class and the
+//! message the Postgres front door would give.
+//!
+//! Authentication: with no users configured, calls from loopback addresses are trusted (as on
+//! the Postgres port) and others refused. With users, a client first sends a Handshake with
+//! HTTP Basic credentials, checked against the same verifiers, and gets a bearer token to send
+//! with every later call.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::datatypes::Schema;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::{
+    CommandGetCatalogs, CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes,
+    CommandGetTables, CommandStatementQuery, CommandStatementUpdate, ProstMessageExt, SqlInfo,
+    TicketStatementQuery,
+};
+use arrow_flight::{
+    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, Ticket,
+};
+use base64::Engine as _;
+use fjord_config::ScramVerifier;
+use fjord_engine::{Engine, EngineError, Outcome, Session};
+use futures::{Stream, StreamExt, TryStreamExt};
+use parking_lot::Mutex;
+use prost::Message;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status, Streaming};
+
+/// How long a bearer token stays valid without use.
+const TOKEN_IDLE: Duration = Duration::from_secs(8 * 60 * 60);
+
+/// The Flight SQL listener, bound and ready to serve.
+pub struct FlightServer {
+    listener: TcpListener,
+    service: FjordFlightSql,
+}
+
+impl FlightServer {
+    /// Binds `address` for `engine`; users and their verifiers come from `[server.auth]`.
+    pub async fn bind(address: &str, engine: Arc<Engine>) -> std::io::Result<FlightServer> {
+        let listener = TcpListener::bind(address).await?;
+        let users = engine
+            .config()
+            .server
+            .auth
+            .verifiers()
+            .map_err(|(key, reason)| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{key}: {reason}"))
+            })?;
+        Ok(FlightServer {
+            listener,
+            service: FjordFlightSql {
+                engine,
+                users,
+                tokens: Mutex::default(),
+                sql_info: sql_info(),
+            },
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown`; calls in flight are given no grace (their clients see the
+    /// connection end).
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), tonic::transport::Error> {
+        let address = self.listener.local_addr().ok();
+        tracing::info!(
+            ?address,
+            users = self.service.users.len(),
+            "flight sql listening"
+        );
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.listener);
+        tonic::transport::Server::builder()
+            .add_service(FlightServiceServer::new(self.service))
+            .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await })
+            .await
+    }
+}
+
+struct FjordFlightSql {
+    engine: Arc<Engine>,
+    /// User name to verifier; empty: loopback callers are trusted.
+    users: BTreeMap<String, ScramVerifier>,
+    /// Bearer token to (user, last use).
+    tokens: Mutex<HashMap<String, (String, Instant)>>,
+    sql_info: SqlInfoData,
+}
+
+/// The facts clients read with GetSqlInfo.
+fn sql_info() -> SqlInfoData {
+    let mut builder = SqlInfoDataBuilder::new();
+    builder.append(SqlInfo::FlightSqlServerName, "fjord");
+    builder.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
+    builder.append(SqlInfo::FlightSqlServerArrowVersion, "58");
+    builder.append(SqlInfo::FlightSqlServerReadOnly, false);
+    builder.append(SqlInfo::FlightSqlServerSql, true);
+    builder.append(SqlInfo::FlightSqlServerSubstrait, false);
+    builder.append(SqlInfo::FlightSqlServerTransaction, 0_i32);
+    builder.append(SqlInfo::FlightSqlServerCancel, false);
+    builder.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
+    builder.append(SqlInfo::SqlIdentifierCase, 2_i32); // lowercase, as Postgres folds
+    builder.append(SqlInfo::SqlQuotedIdentifierCase, 3_i32); // case sensitive
+    builder.append(SqlInfo::SqlDdlCatalog, true);
+    builder.append(SqlInfo::SqlDdlSchema, true);
+    builder.append(SqlInfo::SqlDdlTable, true);
+    builder.append(SqlInfo::SqlAllTablesAreSelectable, true);
+    builder.append(SqlInfo::SqlSearchStringEscape, "\\");
+    builder.append(SqlInfo::SqlCatalogTerm, "catalog");
+    builder.append(SqlInfo::SqlSchemaTerm, "schema");
+    builder.build().expect("the SQL info facts build")
+}
+
+/// The gRPC status for an engine error: the code of its SQLSTATE's class, the message the
+/// Postgres front door would give, and the SQLSTATE in the `x-sqlstate` header.
+fn status(error: &EngineError) -> Status {
+    use tonic::Code;
+    let state = error.sqlstate.as_str();
+    let code = match state {
+        "42P01" | "3D000" | "3F000" | "42703" | "42883" | "42704" => Code::NotFound,
+        "42501" => Code::PermissionDenied,
+        "57014" => Code::Cancelled,
+        "0A000" => Code::Unimplemented,
+        "42P07" | "42P06" | "42710" => Code::AlreadyExists,
+        "57P01" => Code::Unavailable,
+        _ if state.starts_with("08") => Code::Unavailable,
+        _ if state.starts_with("28") => Code::Unauthenticated,
+        _ if state.starts_with("53") => Code::ResourceExhausted,
+        _ if state.starts_with("42") || state.starts_with("22") => Code::InvalidArgument,
+        _ if state.starts_with("55") => Code::FailedPrecondition,
+        _ => Code::Internal,
+    };
+    let mut status = Status::new(code, error.message.clone());
+    if let Ok(value) = state.parse() {
+        status.metadata_mut().insert("x-sqlstate", value);
+    }
+    status
+}
+
+type DoGetStream = <FjordFlightSql as FlightService>::DoGetStream;
+
+/// `batches` (with `schema`) as Flight data; an error mid-stream becomes its gRPC status.
+fn flight_stream(
+    schema: Arc<Schema>,
+    batches: impl Stream<Item = Result<arrow::record_batch::RecordBatch, EngineError>> + Send + 'static,
+) -> DoGetStream {
+    let batches = batches.map_err(|error| FlightError::Tonic(Box::new(status(&error))));
+    Box::pin(
+        FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(batches)
+            .map_err(Status::from),
+    )
+}
+
+fn one_batch(
+    batch: Result<arrow::record_batch::RecordBatch, FlightError>,
+) -> Result<Response<DoGetStream>, Status> {
+    let batch = batch.map_err(|error| Status::internal(error.to_string()))?;
+    let schema = batch.schema();
+    Ok(Response::new(flight_stream(
+        schema,
+        futures::stream::once(async move { Ok(batch) }),
+    )))
+}
+
+/// A `FlightInfo` whose one endpoint's ticket is `ticket`.
+fn flight_info(
+    schema: &Schema,
+    ticket: Vec<u8>,
+    descriptor: FlightDescriptor,
+) -> Result<Response<FlightInfo>, Status> {
+    let info = FlightInfo::new()
+        .try_with_schema(schema)
+        .map_err(|error| Status::internal(format!("cannot encode the schema: {error}")))?
+        .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)))
+        .with_descriptor(descriptor);
+    Ok(Response::new(info))
+}
+
+impl FjordFlightSql {
+    /// The caller's user: from its bearer token, or trusted on loopback when no users exist.
+    fn user(&self, metadata: &MetadataMap, peer: Option<SocketAddr>) -> Result<String, Status> {
+        if let Some(token) = metadata
+            .get("authorization")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+        {
+            let mut tokens = self.tokens.lock();
+            if let Some((user, used)) = tokens.get_mut(token)
+                && used.elapsed() < TOKEN_IDLE
+            {
+                *used = Instant::now();
+                return Ok(user.clone());
+            }
+            tokens.remove(token);
+            return Err(Status::unauthenticated(
+                "the bearer token is unknown or expired; send a Handshake again",
+            ));
+        }
+        if self.users.is_empty() {
+            if peer.is_some_and(|peer| peer.ip().is_loopback()) {
+                return Ok("flight".to_string());
+            }
+            return Err(Status::unauthenticated(
+                "no users are configured: only loopback connections are accepted",
+            ));
+        }
+        Err(Status::unauthenticated(
+            "authenticate first: a Handshake with Basic credentials returns a bearer token",
+        ))
+    }
+
+    /// A fresh session for the caller of `request`.
+    fn session<T>(&self, request: &Request<T>) -> Result<Session, Status> {
+        let user = self.user(request.metadata(), request.remote_addr())?;
+        let session = self.engine.new_session();
+        session
+            .set_client(Some(&user), None, Some("flight sql"))
+            .map_err(|error| status(&error))?;
+        Ok(session)
+    }
+
+    /// Runs `sql` and returns its rows' schema and stream (an empty one for statements
+    /// without rows).
+    async fn run(&self, session: &Session, sql: &str) -> Result<DoGetStream, Status> {
+        let prepared = session
+            .prepare_to_run(sql)
+            .await
+            .map_err(|error| status(&error))?;
+        match session
+            .execute(&prepared, None)
+            .await
+            .map_err(|error| status(&error))?
+        {
+            Outcome::Rows { stream, .. } => {
+                let schema = stream.schema();
+                Ok(flight_stream(schema, stream.map_err(EngineError::from)))
+            }
+            _ => Ok(flight_stream(
+                Arc::new(Schema::empty()),
+                futures::stream::empty(),
+            )),
+        }
+    }
+
+    /// Every `(catalog, schema, table, type)` the session can see, from `information_schema`.
+    async fn tables(&self, session: &Session) -> Result<Vec<[String; 4]>, Status> {
+        let batches = session
+            .run_sql(
+                "SELECT table_catalog, table_schema, table_name, table_type \
+                 FROM information_schema.tables ORDER BY 1, 2, 3",
+            )
+            .await
+            .map_err(|error| status(&error))?;
+        let mut rows = Vec::new();
+        for batch in batches {
+            let [catalogs, schemas, tables, kinds] = [0, 1, 2, 3].map(|i| text_column(&batch, i));
+            let (catalogs, schemas, tables, kinds) = (catalogs?, schemas?, tables?, kinds?);
+            for (((catalog, schema), table), kind) in
+                catalogs.into_iter().zip(schemas).zip(tables).zip(kinds)
+            {
+                rows.push([catalog, schema, table, kind]);
+            }
+        }
+        Ok(rows)
+    }
+}
+
+/// Column `index` of `batch` as text (NULL as empty).
+fn text_column(
+    batch: &arrow::record_batch::RecordBatch,
+    index: usize,
+) -> Result<Vec<String>, Status> {
+    let text = arrow::compute::cast(batch.column(index), &arrow::datatypes::DataType::Utf8)
+        .map_err(|error| Status::internal(error.to_string()))?;
+    let text = text
+        .as_any()
+        .downcast_ref::<arrow::array::StringArray>()
+        .ok_or_else(|| Status::internal("a column cast to text is not text"))?;
+    Ok(text
+        .iter()
+        .map(|value| value.unwrap_or_default().to_string())
+        .collect())
+}
+
+/// `information_schema`'s table types as Flight SQL names them.
+fn table_type(information_schema: &str) -> &str {
+    match information_schema {
+        "BASE TABLE" => "TABLE",
+        other => other,
+    }
+}
+
+/// A double-quoted SQL identifier.
+fn quote(identifier: &str) -> String {
+    format!("\"{}\"", identifier.replace('"', "\"\""))
+}
+
+#[tonic::async_trait]
+impl FlightSqlService for FjordFlightSql {
+    type FlightService = FjordFlightSql;
+
+    async fn do_handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<
+        Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
+        Status,
+    > {
+        let basic = request
+            .metadata()
+            .get("authorization")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Basic "))
+            .and_then(|encoded| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(encoded)
+                    .ok()
+            })
+            .and_then(|decoded| String::from_utf8(decoded).ok());
+        let user = match basic.as_deref().and_then(|text| text.split_once(':')) {
+            Some((user, password)) => {
+                let known = self.users.get(user);
+                let accepted = match known {
+                    Some(verifier) => verifier.matches_password(password),
+                    None => self.users.is_empty(),
+                };
+                if !accepted {
+                    tracing::warn!(user, peer = ?request.remote_addr(), "flight sql: password authentication failed");
+                    return Err(Status::unauthenticated(format!(
+                        "password authentication failed for user \"{user}\""
+                    )));
+                }
+                user.to_string()
+            }
+            None => self.user(request.metadata(), request.remote_addr())?,
+        };
+        let token = {
+            use ring::rand::SecureRandom;
+            let mut bytes = [0u8; 32];
+            ring::rand::SystemRandom::new()
+                .fill(&mut bytes)
+                .map_err(|_| Status::internal("no secure random source"))?;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+        };
+        self.tokens
+            .lock()
+            .insert(token.clone(), (user, Instant::now()));
+        let reply = HandshakeResponse {
+            protocol_version: 0,
+            payload: token.clone().into_bytes().into(),
+        };
+        let mut response: Response<
+            Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>,
+        > = Response::new(Box::pin(futures::stream::once(async { Ok(reply) })));
+        if let Ok(value) = format!("Bearer {token}").parse() {
+            response.metadata_mut().insert("authorization", value);
+        }
+        Ok(response)
+    }
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let session = self.session(&request)?;
+        let prepared = session
+            .prepare(&query.query)
+            .await
+            .map_err(|error| status(&error))?;
+        let schema = prepared
+            .output_schema()
+            .map(|schema| schema.as_ref().clone())
+            .unwrap_or_else(Schema::empty);
+        let ticket = TicketStatementQuery {
+            statement_handle: query.query.into_bytes().into(),
+        };
+        flight_info(
+            &schema,
+            ticket.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let session = self.session(&request)?;
+        let sql = String::from_utf8(ticket.statement_handle.to_vec())
+            .map_err(|_| Status::invalid_argument("the ticket is not a statement of fjord's"))?;
+        Ok(Response::new(self.run(&session, &sql).await?))
+    }
+
+    async fn do_put_statement_update(
+        &self,
+        command: CommandStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let session = self.session(&request)?;
+        let prepared = session
+            .prepare_to_run(&command.query)
+            .await
+            .map_err(|error| status(&error))?;
+        match session
+            .execute(&prepared, None)
+            .await
+            .map_err(|error| status(&error))?
+        {
+            Outcome::Command(tag) => Ok(tag.rows.map_or(-1, |rows| rows as i64)),
+            Outcome::Rows { mut stream, .. } => {
+                // An INSERT's count comes as a row; anything else is drained and counted.
+                let mut rows = 0_i64;
+                while let Some(batch) = stream.next().await {
+                    let batch = batch.map_err(|error| status(&EngineError::from(error)))?;
+                    rows += batch.num_rows() as i64;
+                }
+                Ok(rows)
+            }
+            _ => Ok(-1),
+        }
+    }
+
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.user(request.metadata(), request.remote_addr())?;
+        let schema = query.into_builder().schema();
+        flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.user(request.metadata(), request.remote_addr())?;
+        let mut builder = query.into_builder();
+        for name in self.engine.registry().names() {
+            builder.append(name);
+        }
+        one_batch(builder.build())
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.user(request.metadata(), request.remote_addr())?;
+        let schema = query.clone().into_builder().schema();
+        flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let session = self.session(&request)?;
+        let mut schemas: Vec<(String, String)> = self
+            .tables(&session)
+            .await?
+            .into_iter()
+            .map(|[catalog, schema, _, _]| (catalog, schema))
+            .collect();
+        // Schemas without tables too.
+        let listed = session
+            .run_sql("SELECT catalog_name, schema_name FROM information_schema.schemata")
+            .await
+            .map_err(|error| status(&error))?;
+        for batch in listed {
+            let (catalogs, names) = (text_column(&batch, 0)?, text_column(&batch, 1)?);
+            schemas.extend(catalogs.into_iter().zip(names));
+        }
+        schemas.sort();
+        schemas.dedup();
+        let mut builder = query.into_builder();
+        for (catalog, schema) in schemas {
+            builder.append(catalog, schema);
+        }
+        one_batch(builder.build())
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.user(request.metadata(), request.remote_addr())?;
+        let schema = query.clone().into_builder().schema();
+        flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let session = self.session(&request)?;
+        let include_schema = query.include_schema;
+        let mut builder = query.into_builder();
+        for [catalog, schema, table, kind] in self.tables(&session).await? {
+            let columns = if include_schema && schema != "information_schema" {
+                let sql = format!(
+                    "SELECT * FROM {}.{}.{} LIMIT 0",
+                    quote(&catalog),
+                    quote(&schema),
+                    quote(&table)
+                );
+                match session.prepare(&sql).await {
+                    Ok(prepared) => prepared
+                        .output_schema()
+                        .map(|schema| schema.as_ref().clone())
+                        .unwrap_or_else(Schema::empty),
+                    Err(_) => Schema::empty(),
+                }
+            } else {
+                Schema::empty()
+            };
+            builder
+                .append(&catalog, &schema, &table, table_type(&kind), &columns)
+                .map_err(|error| Status::internal(error.to_string()))?;
+        }
+        one_batch(builder.build())
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.user(request.metadata(), request.remote_addr())?;
+        let schema = query.into_builder().schema();
+        flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.user(request.metadata(), request.remote_addr())?;
+        let mut builder = query.into_builder();
+        for kind in ["TABLE", "VIEW"] {
+            builder.append(kind);
+        }
+        one_batch(builder.build())
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.user(request.metadata(), request.remote_addr())?;
+        let schema = query.clone().into_builder(&self.sql_info).schema();
+        flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.user(request.metadata(), request.remote_addr())?;
+        one_batch(query.into_builder(&self.sql_info).build())
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_carry_the_code_of_their_class() {
+        let code = |state: &str| status(&EngineError::new(state, "x")).code();
+        assert_eq!(code("42P01"), tonic::Code::NotFound);
+        assert_eq!(code("42601"), tonic::Code::InvalidArgument);
+        assert_eq!(code("08001"), tonic::Code::Unavailable);
+        assert_eq!(code("57014"), tonic::Code::Cancelled);
+        assert_eq!(code("XX000"), tonic::Code::Internal);
+        let with_state = status(&EngineError::new("42P01", "relation \"t\" does not exist"));
+        assert_eq!(with_state.metadata().get("x-sqlstate").unwrap(), "42P01");
+        assert_eq!(with_state.message(), "relation \"t\" does not exist");
+    }
+}

@@ -1,0 +1,230 @@
+//! The Arrow Flight SQL front door, through arrow-flight's own Flight SQL client: the same SQL
+//! gives the same rows as on the Postgres port, metadata calls list both catalogs, updates
+//! write Iceberg, errors carry their class, and users authenticate with a handshake.
+
+use anyhow::{Context, Result};
+use arrow_flight::FlightInfo;
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables, SqlInfo};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use fjord_tests::{Fjord, Postgres, query_text};
+use futures::TryStreamExt;
+use tonic::transport::Channel;
+
+async fn client(fjord: &Fjord) -> Result<FlightSqlServiceClient<Channel>> {
+    let address = fjord
+        .server
+        .as_ref()
+        .and_then(|server| server.flight_address)
+        .context("the Flight SQL listener is off")?;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
+        .connect()
+        .await?;
+    Ok(FlightSqlServiceClient::new(channel))
+}
+
+/// Every endpoint's batches of `info`.
+async fn fetch(
+    client: &mut FlightSqlServiceClient<Channel>,
+    info: FlightInfo,
+) -> Result<Vec<RecordBatch>> {
+    let mut batches = Vec::new();
+    for endpoint in info.endpoint {
+        let ticket = endpoint.ticket.context("an endpoint without a ticket")?;
+        let stream = client.do_get(ticket).await?;
+        batches.extend(stream.try_collect::<Vec<_>>().await?);
+    }
+    Ok(batches)
+}
+
+/// Rows as text, the way `query_text` gives the Postgres port's.
+fn text_rows(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>> {
+    let options = FormatOptions::default().with_null("NULL");
+    let mut rows = Vec::new();
+    for batch in batches {
+        let formatters = batch
+            .columns()
+            .iter()
+            .map(|column| ArrayFormatter::try_new(column.as_ref(), &options))
+            .collect::<Result<Vec<_>, _>>()?;
+        for row in 0..batch.num_rows() {
+            rows.push(
+                formatters
+                    .iter()
+                    .map(|formatter| formatter.value(row).to_string())
+                    .collect(),
+            );
+        }
+    }
+    Ok(rows)
+}
+
+async fn rows(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> Result<Vec<Vec<String>>> {
+    let info = client.execute(sql.to_string(), None).await?;
+    text_rows(&fetch(client, info).await?)
+}
+
+/// One column of a metadata answer, as text.
+fn column(batches: &[RecordBatch], name: &str) -> Result<Vec<String>> {
+    let mut values = Vec::new();
+    for batch in batches {
+        let index = batch.schema().index_of(name)?;
+        let formatter =
+            ArrayFormatter::try_new(batch.column(index).as_ref(), &FormatOptions::default())?;
+        values.extend((0..batch.num_rows()).map(|row| formatter.value(row).to_string()));
+    }
+    Ok(values)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flight_sql_answers_as_the_postgres_port_does() -> Result<()> {
+    let postgres = Postgres::start()?;
+    postgres.psql_admin(
+        "workshop",
+        "CREATE TABLE cats (id int PRIMARY KEY, name text); \
+         INSERT INTO cats VALUES (1, 'Miso'), (2, 'Tofu'), (3, 'Nori')",
+    )?;
+    let fjord = Fjord::start(&postgres.catalog_toml("postgresql")).await?;
+    let pg = fjord.connect().await?;
+    pg.simple_query(
+        "CREATE SCHEMA iceberg.cafe; \
+         CREATE TABLE iceberg.cafe.visits AS SELECT * FROM (VALUES (1, 'morning'), (1, 'evening'), (3, 'noon')) AS v(cat_id, slot)",
+    )
+    .await?;
+    let mut flight = client(&fjord).await?;
+
+    // The same federated join, the same rows.
+    let join = "SELECT c.name, v.slot, count(*) OVER () AS total FROM postgresql.public.cats c \
+                JOIN iceberg.cafe.visits v ON v.cat_id = c.id ORDER BY 1, 2";
+    let over_flight = rows(&mut flight, join).await?;
+    assert_eq!(over_flight.len(), 3, "{over_flight:?}");
+    assert_eq!(over_flight, query_text(&pg, join).await?);
+
+    // Metadata: both catalogs, their schemas, tables with their columns, types, facts.
+    let catalogs = {
+        let info = flight.get_catalogs().await?;
+        column(&fetch(&mut flight, info).await?, "catalog_name")?
+    };
+    assert!(
+        catalogs.contains(&"iceberg".to_string()) && catalogs.contains(&"postgresql".to_string()),
+        "{catalogs:?}"
+    );
+    let schemas = {
+        let info = flight
+            .get_db_schemas(CommandGetDbSchemas {
+                catalog: Some("iceberg".into()),
+                db_schema_filter_pattern: Some("caf%".into()),
+            })
+            .await?;
+        column(&fetch(&mut flight, info).await?, "db_schema_name")?
+    };
+    assert_eq!(schemas, ["cafe"]);
+    let tables = {
+        let info = flight
+            .get_tables(CommandGetTables {
+                catalog: Some("postgresql".into()),
+                db_schema_filter_pattern: Some("public".into()),
+                table_name_filter_pattern: Some("ca%".into()),
+                table_types: vec![],
+                include_schema: true,
+            })
+            .await?;
+        fetch(&mut flight, info).await?
+    };
+    assert_eq!(column(&tables, "table_name")?, ["cats"]);
+    assert_eq!(column(&tables, "table_type")?, ["TABLE"]);
+    let schema_bytes = column(&tables, "table_schema")?;
+    assert!(
+        !schema_bytes[0].is_empty(),
+        "a table's schema is sent when asked for"
+    );
+    let types = {
+        let info = flight.get_table_types().await?;
+        column(&fetch(&mut flight, info).await?, "table_type")?
+    };
+    assert_eq!(types, ["TABLE", "VIEW"]);
+    let facts = {
+        let info = flight
+            .get_sql_info(vec![SqlInfo::FlightSqlServerName])
+            .await?;
+        fetch(&mut flight, info).await?
+    };
+    assert_eq!(facts.iter().map(RecordBatch::num_rows).sum::<usize>(), 1);
+    assert!(format!("{:?}", facts[0].column(1)).contains("fjord"));
+
+    // An update writes Iceberg; the Postgres port sees it.
+    flight
+        .execute_update(
+            "CREATE TABLE iceberg.cafe.visit_copy AS SELECT * FROM iceberg.cafe.visits".into(),
+            None,
+        )
+        .await?;
+    assert_eq!(
+        query_text(&pg, "SELECT count(*) FROM iceberg.cafe.visit_copy").await?,
+        vec![vec!["3".to_string()]]
+    );
+
+    // Errors name what was wrong, with the class's gRPC code.
+    let missing = flight
+        .execute("SELECT * FROM iceberg.cafe.nope".into(), None)
+        .await
+        .expect_err("an unknown table");
+    let shown = missing.to_string();
+    // tonic shows a code by its description.
+    assert!(
+        shown.contains(&tonic::Code::NotFound.description().to_string())
+            && shown.contains("iceberg.cafe.nope")
+            && shown.contains("does not exist"),
+        "{shown}"
+    );
+    let bad = flight
+        .execute("SELEC 1".into(), None)
+        .await
+        .expect_err("bad SQL");
+    assert!(
+        bad.to_string()
+            .contains(&tonic::Code::InvalidArgument.description().to_string()),
+        "{bad}"
+    );
+    fjord.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flight_sql_users_authenticate_with_a_handshake() -> Result<()> {
+    let alice = crate::auth::fjord_verifier("alice-pw")?;
+    let fjord = Fjord::start_full(
+        &format!("[server.auth.users]\nalice = \"{alice}\"\n"),
+        "[catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"warehouse\"\n",
+    )
+    .await?;
+    let mut anonymous = client(&fjord).await?;
+    let refused = anonymous
+        .execute("SELECT 1".into(), None)
+        .await
+        .expect_err("no credentials");
+    assert!(
+        refused
+            .to_string()
+            .contains(&tonic::Code::Unauthenticated.description().to_string()),
+        "{refused}"
+    );
+    let mut wrong = client(&fjord).await?;
+    let error = wrong
+        .handshake("alice", "not-her-password")
+        .await
+        .expect_err("a wrong password");
+    assert!(
+        error.to_string().contains("password authentication failed"),
+        "{error}"
+    );
+    let mut flight = client(&fjord).await?;
+    flight.handshake("alice", "alice-pw").await?;
+    assert_eq!(
+        rows(&mut flight, "SELECT current_user AS who").await?,
+        vec![vec!["alice".to_string()]]
+    );
+    fjord.stop().await?;
+    Ok(())
+}
