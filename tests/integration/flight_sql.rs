@@ -12,6 +12,24 @@ use fjord_tests::{Fjord, Postgres, query_text};
 use futures::TryStreamExt;
 use tonic::transport::Channel;
 
+/// What tests/python/adbc_check.py saw through `uri` (as `credentials`: user and password).
+async fn adbc_check(uri: &str, credentials: &[&str]) -> Result<serde_json::Value> {
+    let venv = fjord_tests::test_venv()?;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/adbc_check.py");
+    let output = tokio::process::Command::new(venv.join("bin/python"))
+        .arg(script)
+        .arg(uri)
+        .args(credentials)
+        .output()
+        .await?;
+    anyhow::ensure!(
+        output.status.success(),
+        "the ADBC check failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
 async fn client(fjord: &Fjord) -> Result<FlightSqlServiceClient<Channel>> {
     let address = fjord
         .server
@@ -165,6 +183,45 @@ async fn flight_sql_answers_as_the_postgres_port_does() -> Result<()> {
         vec![vec!["3".to_string()]]
     );
 
+    // ADBC's Flight SQL driver, as pyarrow users connect.
+    let address = fjord
+        .server
+        .as_ref()
+        .and_then(|server| server.flight_address)
+        .context("flight address")?;
+    let seen = adbc_check(&format!("grpc://{address}"), &[]).await?;
+    let join_rows: Vec<Vec<String>> = query_text(
+        &pg,
+        "SELECT c.name, v.slot FROM postgresql.public.cats c JOIN iceberg.cafe.visits v ON v.cat_id = c.id ORDER BY 1, 2",
+    )
+    .await?;
+    assert_eq!(seen["join"], serde_json::json!(join_rows), "{seen}");
+    assert_eq!(seen["cat_2"], serde_json::json!([["Tofu"]]), "{seen}");
+    assert_eq!(seen["cat_3"], serde_json::json!([["Nori"]]), "{seen}");
+    assert_eq!(seen["copied"], 3, "{seen}");
+    assert!(
+        seen["missing"]
+            .as_str()
+            .is_some_and(|error| error.contains("does not exist")),
+        "{seen}"
+    );
+    let catalogs = seen["catalogs"].to_string();
+    assert!(
+        catalogs.contains("iceberg") && catalogs.contains("postgresql"),
+        "{seen}"
+    );
+    let tables = seen["tables"].to_string();
+    assert!(
+        tables.contains("iceberg.cafe.visits") && tables.contains("postgresql.public.cats"),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["table_types"],
+        serde_json::json!(["TABLE", "VIEW"]),
+        "{seen}"
+    );
+    assert_eq!(seen["vendor"], "fjord", "{seen}");
+
     // Errors name what was wrong, with the class's gRPC code.
     let missing = flight
         .execute("SELECT * FROM iceberg.cafe.nope".into(), None)
@@ -218,6 +275,23 @@ async fn flight_sql_users_authenticate_with_a_handshake() -> Result<()> {
     assert!(
         error.to_string().contains("password authentication failed"),
         "{error}"
+    );
+    let address = fjord
+        .server
+        .as_ref()
+        .and_then(|server| server.flight_address)
+        .context("flight address")?;
+    let uri = format!("grpc://{address}");
+    let seen = adbc_check(&uri, &["alice", "alice-pw"]).await?;
+    assert_eq!(seen["user"], "alice", "{seen}");
+    let refused = adbc_check(&uri, &["alice", "wrong"])
+        .await
+        .expect_err("a wrong password");
+    assert!(
+        refused
+            .to_string()
+            .contains("password authentication failed"),
+        "{refused}"
     );
     let mut flight = client(&fjord).await?;
     flight.handshake("alice", "alice-pw").await?;

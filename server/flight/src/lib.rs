@@ -19,22 +19,27 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::datatypes::Schema;
+use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
-    CommandGetCatalogs, CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes,
-    CommandGetTables, CommandStatementQuery, CommandStatementUpdate, ProstMessageExt, SqlInfo,
-    TicketStatementQuery,
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
+    ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetDbSchemas,
+    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandPreparedStatementQuery,
+    CommandPreparedStatementUpdate, CommandStatementQuery, CommandStatementUpdate,
+    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
-    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, Ticket,
+    Action, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
+    IpcMessage, SchemaAsIpc, Ticket,
 };
 use base64::Engine as _;
+use datafusion::common::{ParamValues, ScalarValue};
 use fjord_config::ScramVerifier;
-use fjord_engine::{Engine, EngineError, Outcome, Session};
+use fjord_engine::{Engine, EngineError, Outcome, Prepared, Session};
 use futures::{Stream, StreamExt, TryStreamExt};
 use parking_lot::Mutex;
 use prost::Message;
@@ -70,6 +75,7 @@ impl FlightServer {
                 engine,
                 users,
                 tokens: Mutex::default(),
+                statements: Mutex::default(),
                 sql_info: sql_info(),
             },
         })
@@ -102,7 +108,56 @@ struct FjordFlightSql {
     users: BTreeMap<String, ScramVerifier>,
     /// Bearer token to (user, last use).
     tokens: Mutex<HashMap<String, (String, Instant)>>,
+    /// Prepared statements by handle, until closed.
+    statements: Mutex<HashMap<Vec<u8>, PreparedStatement>>,
     sql_info: SqlInfoData,
+}
+
+/// A prepared statement of one user, with the parameters bound last.
+#[derive(Clone)]
+struct PreparedStatement {
+    user: String,
+    session: Session,
+    prepared: Prepared,
+    parameters: Option<ParamValues>,
+}
+
+/// A schema as Flight SQL sends it in messages: an IPC schema message.
+fn schema_bytes(schema: &Schema) -> Result<prost::bytes::Bytes, Status> {
+    let message: IpcMessage =
+        SchemaAsIpc::new(schema, &arrow::ipc::writer::IpcWriteOptions::default())
+            .try_into()
+            .map_err(|error: arrow::error::ArrowError| {
+                Status::internal(format!("cannot encode a schema: {error}"))
+            })?;
+    Ok(message.0)
+}
+
+/// The parameter values in the first row of what a client put, in column order. The stream
+/// is read whole, its first message (with the schema) included.
+async fn bound_parameters(stream: PeekableFlightDataStream) -> Result<Option<ParamValues>, Status> {
+    let mut batches =
+        FlightRecordBatchStream::new_from_flight_data(stream.map_err(FlightError::from));
+    while let Some(batch) = batches.next().await {
+        let batch =
+            batch.map_err(|error| Status::invalid_argument(format!("bad parameters: {error}")))?;
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        if batch.num_rows() > 1 {
+            return Err(Status::invalid_argument(
+                "bind one row of parameters at a time",
+            ));
+        }
+        let values = batch
+            .columns()
+            .iter()
+            .map(|column| ScalarValue::try_from_array(column, 0))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| Status::invalid_argument(format!("bad parameters: {error}")))?;
+        return Ok(Some(ParamValues::from(values)));
+    }
+    Ok(None)
 }
 
 /// The facts clients read with GetSqlInfo.
@@ -229,6 +284,21 @@ impl FjordFlightSql {
         ))
     }
 
+    /// The caller's prepared statement `handle`.
+    fn statement<T>(
+        &self,
+        handle: &[u8],
+        request: &Request<T>,
+    ) -> Result<PreparedStatement, Status> {
+        let user = self.user(request.metadata(), request.remote_addr())?;
+        match self.statements.lock().get(handle) {
+            Some(statement) if statement.user == user => Ok(statement.clone()),
+            _ => Err(Status::not_found(
+                "no such prepared statement (closed, or another user's)",
+            )),
+        }
+    }
+
     /// A fresh session for the caller of `request`.
     fn session<T>(&self, request: &Request<T>) -> Result<Session, Status> {
         let user = self.user(request.metadata(), request.remote_addr())?;
@@ -242,24 +312,9 @@ impl FjordFlightSql {
     /// Runs `sql` and returns its rows' schema and stream (an empty one for statements
     /// without rows).
     async fn run(&self, session: &Session, sql: &str) -> Result<DoGetStream, Status> {
-        let prepared = session
-            .prepare_to_run(sql)
-            .await
-            .map_err(|error| status(&error))?;
-        match session
-            .execute(&prepared, None)
-            .await
-            .map_err(|error| status(&error))?
-        {
-            Outcome::Rows { stream, .. } => {
-                let schema = stream.schema();
-                Ok(flight_stream(schema, stream.map_err(EngineError::from)))
-            }
-            _ => Ok(flight_stream(
-                Arc::new(Schema::empty()),
-                futures::stream::empty(),
-            )),
-        }
+        // Planned as GetFlightInfo planned it, so the rows have the schema it announced.
+        let prepared = session.prepare(sql).await.map_err(|error| status(&error))?;
+        rows_stream(session, &prepared, None).await
     }
 
     /// Every `(catalog, schema, table, type)` the session can see, from `information_schema`.
@@ -282,6 +337,150 @@ impl FjordFlightSql {
             }
         }
         Ok(rows)
+    }
+}
+
+/// `sql` with JDBC/ODBC-style `?` parameter markers, which Flight SQL clients send (ADBC's
+/// DB-API uses them), numbered as `$1`, `$2`, ...; markers inside quoted strings, quoted
+/// identifiers, dollar-quoted strings and comments are left alone.
+fn number_question_marks(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut chars = sql.char_indices().peekable();
+    let mut next = 1;
+    while let Some((at, c)) = chars.next() {
+        match c {
+            '\'' | '"' => {
+                out.push(c);
+                for (_, inner) in chars.by_ref() {
+                    out.push(inner);
+                    if inner == c {
+                        // A doubled quote continues the string; the loop reads it as a
+                        // closing quote followed by a new opening one.
+                        break;
+                    }
+                }
+            }
+            '-' if sql[at..].starts_with("--") => {
+                out.push(c);
+                for (_, inner) in chars.by_ref() {
+                    out.push(inner);
+                    if inner == '\n' {
+                        break;
+                    }
+                }
+            }
+            '/' if sql[at..].starts_with("/*") => {
+                let end = sql[at + 2..]
+                    .find("*/")
+                    .map_or(sql.len(), |end| at + 2 + end + 2);
+                out.push_str(&sql[at..end]);
+                while chars.peek().is_some_and(|(index, _)| *index < end) {
+                    chars.next();
+                }
+            }
+            '$' => {
+                // `$tag$ ... $tag$` (tag empty or an identifier); `$1` is a number, not a tag.
+                let rest = &sql[at + 1..];
+                let tag_end = rest.find(|c: char| !(c.is_alphanumeric() || c == '_'));
+                match tag_end {
+                    Some(end)
+                        if rest[end..].starts_with('$')
+                            && !rest[..end].starts_with(|c: char| c.is_ascii_digit()) =>
+                    {
+                        let delimiter = &sql[at..at + end + 2];
+                        let body = at + delimiter.len();
+                        let close = sql[body..]
+                            .find(delimiter)
+                            .map_or(sql.len(), |close| body + close + delimiter.len());
+                        out.push_str(&sql[at..close]);
+                        while chars.peek().is_some_and(|(index, _)| *index < close) {
+                            chars.next();
+                        }
+                    }
+                    _ => out.push(c),
+                }
+            }
+            '?' => {
+                out.push_str(&format!("${next}"));
+                next += 1;
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Runs `prepared` and streams its rows in the schema its `FlightInfo` announced (the planned
+/// one): Flight SQL clients check that the two agree, and execution may find a column never
+/// null where planning could not tell, or choose another physical type for it.
+async fn rows_stream(
+    session: &Session,
+    prepared: &Prepared,
+    parameters: Option<ParamValues>,
+) -> Result<DoGetStream, Status> {
+    let announced = prepared.output_schema();
+    let outcome = session
+        .execute(prepared, parameters)
+        .await
+        .map_err(|error| status(&error))?;
+    let Outcome::Rows { stream, .. } = outcome else {
+        return Ok(flight_stream(
+            Arc::new(Schema::empty()),
+            futures::stream::empty(),
+        ));
+    };
+    let schema = announced.unwrap_or_else(|| stream.schema());
+    let target = schema.clone();
+    let batches = stream.map(move |batch| {
+        let batch = batch.map_err(EngineError::from)?;
+        conform(batch, &target)
+    });
+    Ok(flight_stream(schema, batches))
+}
+
+/// `batch` with `schema`'s fields: columns cast where their types differ.
+fn conform(
+    batch: arrow::record_batch::RecordBatch,
+    schema: &arrow::datatypes::SchemaRef,
+) -> Result<arrow::record_batch::RecordBatch, EngineError> {
+    if batch.schema().as_ref() == schema.as_ref() {
+        return Ok(batch);
+    }
+    let internal = |error: arrow::error::ArrowError| {
+        EngineError::new(
+            "XX000",
+            format!("the rows do not fit the announced schema: {error}"),
+        )
+    };
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| {
+            if column.data_type() == field.data_type() {
+                Ok(column.clone())
+            } else {
+                arrow::compute::cast(column, field.data_type()).map_err(internal)
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    arrow::record_batch::RecordBatch::try_new(schema.clone(), columns).map_err(internal)
+}
+
+/// The rows an update wrote: its command's count, or the rows it answered (an INSERT's count
+/// comes as a row); -1 when unknown.
+async fn affected_rows(outcome: Outcome) -> Result<i64, Status> {
+    match outcome {
+        Outcome::Command(tag) => Ok(tag.rows.map_or(-1, |rows| rows as i64)),
+        Outcome::Rows { mut stream, .. } => {
+            let mut rows = 0_i64;
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(|error| status(&EngineError::from(error)))?;
+                rows += batch.num_rows() as i64;
+            }
+            Ok(rows)
+        }
+        _ => Ok(-1),
     }
 }
 
@@ -331,12 +530,15 @@ impl FlightSqlService for FjordFlightSql {
             .get("authorization")
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Basic "))
-            .and_then(|encoded| {
-                base64::engine::general_purpose::STANDARD
-                    .decode(encoded)
+            .map(|encoded| {
+                // Padded or not: Go's Flight client (under ADBC) sends it unpadded.
+                base64::engine::general_purpose::STANDARD_NO_PAD
+                    .decode(encoded.trim().trim_end_matches('='))
                     .ok()
+                    .and_then(|decoded| String::from_utf8(decoded).ok())
+                    .ok_or_else(|| Status::unauthenticated("malformed Basic credentials"))
             })
-            .and_then(|decoded| String::from_utf8(decoded).ok());
+            .transpose()?;
         let user = match basic.as_deref().and_then(|text| text.split_once(':')) {
             Some((user, password)) => {
                 let known = self.users.get(user);
@@ -423,23 +625,11 @@ impl FlightSqlService for FjordFlightSql {
             .prepare_to_run(&command.query)
             .await
             .map_err(|error| status(&error))?;
-        match session
+        let outcome = session
             .execute(&prepared, None)
             .await
-            .map_err(|error| status(&error))?
-        {
-            Outcome::Command(tag) => Ok(tag.rows.map_or(-1, |rows| rows as i64)),
-            Outcome::Rows { mut stream, .. } => {
-                // An INSERT's count comes as a row; anything else is drained and counted.
-                let mut rows = 0_i64;
-                while let Some(batch) = stream.next().await {
-                    let batch = batch.map_err(|error| status(&EngineError::from(error)))?;
-                    rows += batch.num_rows() as i64;
-                }
-                Ok(rows)
-            }
-            _ => Ok(-1),
-        }
+            .map_err(|error| status(&error))?;
+        affected_rows(outcome).await
     }
 
     async fn get_flight_info_catalogs(
@@ -610,12 +800,159 @@ impl FlightSqlService for FjordFlightSql {
         one_batch(query.into_builder(&self.sql_info).build())
     }
 
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let user = self.user(request.metadata(), request.remote_addr())?;
+        let session = self.session(&request)?;
+        let prepared = session
+            .prepare(&number_question_marks(&query.query))
+            .await
+            .map_err(|error| status(&error))?;
+        let dataset = prepared
+            .output_schema()
+            .map(|schema| schema.as_ref().clone())
+            .unwrap_or_else(Schema::empty);
+        let parameters = Schema::new(
+            prepared
+                .parameter_types()
+                .into_iter()
+                .enumerate()
+                .map(|(index, kind)| {
+                    arrow::datatypes::Field::new(
+                        format!("${}", index + 1),
+                        kind.unwrap_or(arrow::datatypes::DataType::Utf8),
+                        true,
+                    )
+                })
+                .collect::<Vec<_>>(),
+        );
+        let handle = {
+            use ring::rand::SecureRandom;
+            let mut bytes = [0u8; 16];
+            ring::rand::SystemRandom::new()
+                .fill(&mut bytes)
+                .map_err(|_| Status::internal("no secure random source"))?;
+            bytes.to_vec()
+        };
+        let result = ActionCreatePreparedStatementResult {
+            prepared_statement_handle: handle.clone().into(),
+            dataset_schema: schema_bytes(&dataset)?,
+            parameter_schema: schema_bytes(&parameters)?,
+        };
+        self.statements.lock().insert(
+            handle,
+            PreparedStatement {
+                user,
+                session,
+                prepared,
+                parameters: None,
+            },
+        );
+        Ok(result)
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let handle = query.prepared_statement_handle.to_vec();
+        self.statement(&handle, &request)?;
+        let parameters = bound_parameters(request.into_inner()).await?;
+        if let Some(statement) = self.statements.lock().get_mut(&handle) {
+            statement.parameters = parameters;
+        }
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(handle.into()),
+        })
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let statement = self.statement(&query.prepared_statement_handle, &request)?;
+        let schema = statement
+            .prepared
+            .output_schema()
+            .map(|schema| schema.as_ref().clone())
+            .unwrap_or_else(Schema::empty);
+        flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let statement = self.statement(&query.prepared_statement_handle, &request)?;
+        Ok(Response::new(
+            rows_stream(
+                &statement.session,
+                &statement.prepared,
+                statement.parameters.clone(),
+            )
+            .await?,
+        ))
+    }
+
+    async fn do_put_prepared_statement_update(
+        &self,
+        query: CommandPreparedStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let handle = query.prepared_statement_handle.to_vec();
+        let statement = self.statement(&handle, &request)?;
+        let parameters = bound_parameters(request.into_inner())
+            .await?
+            .or(statement.parameters.clone());
+        let outcome = statement
+            .session
+            .execute(&statement.prepared, parameters)
+            .await
+            .map_err(|error| status(&error))?;
+        affected_rows(outcome).await
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        query: ActionClosePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<(), Status> {
+        let handle = query.prepared_statement_handle.to_vec();
+        self.statement(&handle, &request)?;
+        self.statements.lock().remove(&handle);
+        Ok(())
+    }
+
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn question_marks_become_numbered_parameters_outside_quotes_and_comments() {
+        assert_eq!(
+            number_question_marks("SELECT * FROM t WHERE a = ? AND b = ?"),
+            "SELECT * FROM t WHERE a = $1 AND b = $2"
+        );
+        assert_eq!(
+            number_question_marks(
+                "SELECT '?', 'it''s ?', \"q?\", $$ ? $$, $x$?$x$ -- ?\n, ? /* ? */, $1"
+            ),
+            "SELECT '?', 'it''s ?', \"q?\", $$ ? $$, $x$?$x$ -- ?\n, $1 /* ? */, $1"
+        );
+    }
 
     #[test]
     fn errors_carry_the_code_of_their_class() {

@@ -1,0 +1,59 @@
+"""Drives fjord's Flight SQL port with ADBC's Flight SQL driver, the stock client of pyarrow
+users. Prints one JSON document; the Rust test compares it with the Postgres port's answers.
+
+usage: adbc_check.py URI [USER PASSWORD]
+
+With a user and password it only checks who it is connected as.
+"""
+
+import json
+import sys
+
+import adbc_driver_flightsql.dbapi as flight_sql
+
+uri = sys.argv[1]
+kwargs = {}
+if len(sys.argv) > 3:
+    kwargs["db_kwargs"] = {"username": sys.argv[2], "password": sys.argv[3]}
+
+out = {}
+if kwargs:
+    # With credentials: who the server says we are, and nothing else.
+    with flight_sql.connect(uri, **kwargs) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT current_user")
+        out["user"] = cursor.fetchone()[0]
+    print(json.dumps(out))
+    sys.exit(0)
+with flight_sql.connect(uri, **kwargs) as connection:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.name, v.slot FROM postgresql.public.cats c "
+            "JOIN iceberg.cafe.visits v ON v.cat_id = c.id ORDER BY 1, 2"
+        )
+        out["join"] = [list(row) for row in cursor.fetchall()]
+        # A prepared statement with a parameter, run twice with different values.
+        query = "SELECT name FROM postgresql.public.cats WHERE id = ?"
+        cursor.execute(query, parameters=(2,))
+        out["cat_2"] = [list(row) for row in cursor.fetchall()]
+        cursor.execute(query, parameters=(3,))
+        out["cat_3"] = [list(row) for row in cursor.fetchall()]
+        cursor.execute("CREATE TABLE iceberg.cafe.visits_by_adbc AS SELECT * FROM iceberg.cafe.visits")
+        cursor.fetchall()
+        cursor.execute("SELECT count(*) FROM iceberg.cafe.visits_by_adbc")
+        out["copied"] = cursor.fetchone()[0]
+        try:
+            cursor.execute("SELECT * FROM iceberg.cafe.nope")
+            out["missing"] = "no error"
+        except Exception as error:  # the driver's error class varies between versions
+            out["missing"] = str(error)
+    objects = connection.adbc_get_objects(depth="tables").read_all().to_pylist()
+    out["catalogs"] = sorted(entry["catalog_name"] for entry in objects)
+    out["tables"] = sorted(
+        f'{entry["catalog_name"]}.{schema["db_schema_name"]}.{table["table_name"]}'
+        for entry in objects
+        for schema in entry["catalog_db_schemas"] or []
+        for table in schema["db_schema_tables"] or []
+    )
+    out["table_types"] = sorted(connection.adbc_get_table_types())
+    out["vendor"] = connection.adbc_get_info().get("vendor_name")
+print(json.dumps(out, default=str))
