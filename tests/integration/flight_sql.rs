@@ -171,6 +171,40 @@ async fn flight_sql_answers_as_the_postgres_port_does() -> Result<()> {
     assert_eq!(facts.iter().map(RecordBatch::num_rows).sum::<usize>(), 1);
     assert!(format!("{:?}", facts[0].column(1)).contains("fjord"));
 
+    let type_names = {
+        let info = flight
+            .get_xdbc_type_info(arrow_flight::sql::CommandGetXdbcTypeInfo { data_type: None })
+            .await?;
+        column(&fetch(&mut flight, info).await?, "type_name")?
+    };
+    assert!(
+        type_names.contains(&"bigint".to_string()) && type_names.contains(&"text".to_string()),
+        "{type_names:?}"
+    );
+    // Keys are not tracked: empty answers, never errors.
+    let keys = {
+        let info = flight
+            .get_primary_keys(arrow_flight::sql::CommandGetPrimaryKeys {
+                catalog: Some("postgresql".into()),
+                db_schema: Some("public".into()),
+                table: "cats".into(),
+            })
+            .await?;
+        fetch(&mut flight, info).await?
+    };
+    assert_eq!(keys.iter().map(RecordBatch::num_rows).sum::<usize>(), 0);
+    let imported = {
+        let info = flight
+            .get_imported_keys(arrow_flight::sql::CommandGetImportedKeys {
+                catalog: None,
+                db_schema: None,
+                table: "cats".into(),
+            })
+            .await?;
+        fetch(&mut flight, info).await?
+    };
+    assert_eq!(imported.iter().map(RecordBatch::num_rows).sum::<usize>(), 0);
+
     // An update writes Iceberg; the Postgres port sees it.
     flight
         .execute_update(

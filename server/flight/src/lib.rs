@@ -23,14 +23,18 @@ use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
-use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
+use arrow_flight::sql::metadata::{
+    SqlInfoData, SqlInfoDataBuilder, XdbcTypeInfo, XdbcTypeInfoData, XdbcTypeInfoDataBuilder,
+};
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
-    ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetDbSchemas,
-    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandPreparedStatementQuery,
-    CommandPreparedStatementUpdate, CommandStatementQuery, CommandStatementUpdate,
-    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
+    ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetCrossReference,
+    CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys, CommandGetPrimaryKeys,
+    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
+    CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementQuery,
+    CommandStatementUpdate, DoPutPreparedStatementResult, Nullable, ProstMessageExt, Searchable,
+    SqlInfo, TicketStatementQuery, XdbcDataType,
 };
 use arrow_flight::{
     Action, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
@@ -77,6 +81,7 @@ impl FlightServer {
                 tokens: Mutex::default(),
                 statements: Mutex::default(),
                 sql_info: sql_info(),
+                type_info: type_info(),
             },
         })
     }
@@ -111,6 +116,127 @@ struct FjordFlightSql {
     /// Prepared statements by handle, until closed.
     statements: Mutex<HashMap<Vec<u8>, PreparedStatement>>,
     sql_info: SqlInfoData,
+    type_info: XdbcTypeInfoData,
+}
+
+/// The SQL types clients may use in statements, for GetXdbcTypeInfo: fjord's column types by
+/// their Postgres names.
+fn type_info() -> XdbcTypeInfoData {
+    let mut builder = XdbcTypeInfoDataBuilder::new();
+    /// Name, type, column size, creation parameters, and whether values are quoted text.
+    type TypeFacts = (
+        &'static str,
+        XdbcDataType,
+        Option<i32>,
+        Option<&'static str>,
+        bool,
+    );
+    let types: [TypeFacts; 11] = [
+        ("boolean", XdbcDataType::XdbcBit, Some(1), None, false),
+        (
+            "smallint",
+            XdbcDataType::XdbcSmallint,
+            Some(16),
+            None,
+            false,
+        ),
+        ("integer", XdbcDataType::XdbcInteger, Some(32), None, false),
+        ("bigint", XdbcDataType::XdbcBigint, Some(64), None, false),
+        ("real", XdbcDataType::XdbcReal, Some(24), None, false),
+        (
+            "double precision",
+            XdbcDataType::XdbcDouble,
+            Some(53),
+            None,
+            false,
+        ),
+        (
+            "numeric",
+            XdbcDataType::XdbcDecimal,
+            Some(38),
+            Some("precision, scale"),
+            false,
+        ),
+        ("text", XdbcDataType::XdbcVarchar, None, None, true),
+        ("date", XdbcDataType::XdbcDate, Some(10), None, false),
+        (
+            "timestamp",
+            XdbcDataType::XdbcTimestamp,
+            Some(26),
+            None,
+            false,
+        ),
+        ("bytea", XdbcDataType::XdbcVarbinary, None, None, false),
+    ];
+    for (name, kind, size, params, text) in types {
+        let numeric = size.is_some()
+            && !matches!(
+                kind,
+                XdbcDataType::XdbcBit | XdbcDataType::XdbcDate | XdbcDataType::XdbcTimestamp
+            );
+        builder.append(XdbcTypeInfo {
+            type_name: name.into(),
+            data_type: kind,
+            column_size: size,
+            literal_prefix: text.then(|| "'".into()),
+            literal_suffix: text.then(|| "'".into()),
+            create_params: params.map(|params| vec![params.into()]),
+            nullable: Nullable::NullabilityNullable,
+            case_sensitive: text,
+            searchable: Searchable::Full,
+            unsigned_attribute: numeric.then_some(false),
+            fixed_prec_scale: false,
+            auto_increment: numeric.then_some(false),
+            local_type_name: Some(name.into()),
+            minimum_scale: None,
+            maximum_scale: None,
+            sql_data_type: kind,
+            datetime_subcode: None,
+            num_prec_radix: numeric.then_some(2),
+            interval_precision: None,
+        });
+    }
+    builder.build().expect("the type facts build")
+}
+
+/// The schema of GetPrimaryKeys' answer, as the Flight SQL specification defines it.
+fn primary_keys_schema() -> Schema {
+    use arrow::datatypes::{DataType, Field};
+    Schema::new(vec![
+        Field::new("catalog_name", DataType::Utf8, true),
+        Field::new("db_schema_name", DataType::Utf8, true),
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("column_name", DataType::Utf8, false),
+        Field::new("key_sequence", DataType::Int32, false),
+        Field::new("key_name", DataType::Utf8, true),
+    ])
+}
+
+/// The schema of GetImportedKeys', GetExportedKeys' and GetCrossReference's answers.
+fn foreign_keys_schema() -> Schema {
+    use arrow::datatypes::{DataType, Field};
+    Schema::new(vec![
+        Field::new("pk_catalog_name", DataType::Utf8, true),
+        Field::new("pk_db_schema_name", DataType::Utf8, true),
+        Field::new("pk_table_name", DataType::Utf8, false),
+        Field::new("pk_column_name", DataType::Utf8, false),
+        Field::new("fk_catalog_name", DataType::Utf8, true),
+        Field::new("fk_db_schema_name", DataType::Utf8, true),
+        Field::new("fk_table_name", DataType::Utf8, false),
+        Field::new("fk_column_name", DataType::Utf8, false),
+        Field::new("key_sequence", DataType::Int32, false),
+        Field::new("fk_key_name", DataType::Utf8, true),
+        Field::new("pk_key_name", DataType::Utf8, true),
+        Field::new("update_rule", DataType::UInt8, false),
+        Field::new("delete_rule", DataType::UInt8, false),
+    ])
+}
+
+/// No rows of `schema`: fjord does not track keys, and clients expect an empty answer.
+fn no_rows(schema: Schema) -> Result<Response<DoGetStream>, Status> {
+    one_batch(Ok(arrow::record_batch::RecordBatch::new_empty(Arc::new(
+        schema,
+    ))))
 }
 
 /// A prepared statement of one user, with the parameters bound last.
@@ -931,6 +1057,117 @@ impl FlightSqlService for FjordFlightSql {
         self.statement(&handle, &request)?;
         self.statements.lock().remove(&handle);
         Ok(())
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.user(request.metadata(), request.remote_addr())?;
+        let schema = query.into_builder(&self.type_info).schema();
+        flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.user(request.metadata(), request.remote_addr())?;
+        one_batch(query.into_builder(&self.type_info).build())
+    }
+
+    async fn get_flight_info_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.user(request.metadata(), request.remote_addr())?;
+        flight_info(
+            &primary_keys_schema(),
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_primary_keys(
+        &self,
+        _query: CommandGetPrimaryKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.user(request.metadata(), request.remote_addr())?;
+        no_rows(primary_keys_schema())
+    }
+
+    async fn get_flight_info_imported_keys(
+        &self,
+        query: CommandGetImportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.user(request.metadata(), request.remote_addr())?;
+        flight_info(
+            &foreign_keys_schema(),
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_imported_keys(
+        &self,
+        _query: CommandGetImportedKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.user(request.metadata(), request.remote_addr())?;
+        no_rows(foreign_keys_schema())
+    }
+
+    async fn get_flight_info_exported_keys(
+        &self,
+        query: CommandGetExportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.user(request.metadata(), request.remote_addr())?;
+        flight_info(
+            &foreign_keys_schema(),
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_exported_keys(
+        &self,
+        _query: CommandGetExportedKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.user(request.metadata(), request.remote_addr())?;
+        no_rows(foreign_keys_schema())
+    }
+
+    async fn get_flight_info_cross_reference(
+        &self,
+        query: CommandGetCrossReference,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.user(request.metadata(), request.remote_addr())?;
+        flight_info(
+            &foreign_keys_schema(),
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_cross_reference(
+        &self,
+        _query: CommandGetCrossReference,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.user(request.metadata(), request.remote_addr())?;
+        no_rows(foreign_keys_schema())
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
