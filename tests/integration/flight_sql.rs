@@ -12,14 +12,14 @@ use fjord_tests::{Fjord, Postgres, query_text};
 use futures::TryStreamExt;
 use tonic::transport::Channel;
 
-/// What tests/python/adbc_check.py saw through `uri` (as `credentials`: user and password).
-async fn adbc_check(uri: &str, credentials: &[&str]) -> Result<serde_json::Value> {
+/// What tests/python/adbc_check.py saw through `uri` (with its extra `options`).
+async fn adbc_check(uri: &str, options: &[&str]) -> Result<serde_json::Value> {
     let venv = fjord_tests::test_venv()?;
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/adbc_check.py");
     let output = tokio::process::Command::new(venv.join("bin/python"))
         .arg(script)
         .arg(uri)
-        .args(credentials)
+        .args(options)
         .output()
         .await?;
     anyhow::ensure!(
@@ -316,9 +316,13 @@ async fn flight_sql_users_authenticate_with_a_handshake() -> Result<()> {
         .and_then(|server| server.flight_address)
         .context("flight address")?;
     let uri = format!("grpc://{address}");
-    let seen = adbc_check(&uri, &["alice", "alice-pw"]).await?;
+    let seen = adbc_check(
+        &uri,
+        &["--who", "--user", "alice", "--password", "alice-pw"],
+    )
+    .await?;
     assert_eq!(seen["user"], "alice", "{seen}");
-    let refused = adbc_check(&uri, &["alice", "wrong"])
+    let refused = adbc_check(&uri, &["--who", "--user", "alice", "--password", "wrong"])
         .await
         .expect_err("a wrong password");
     assert!(
@@ -333,6 +337,39 @@ async fn flight_sql_users_authenticate_with_a_handshake() -> Result<()> {
         rows(&mut flight, "SELECT current_user AS who").await?,
         vec![vec!["alice".to_string()]]
     );
+    fjord.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flight_sql_serves_tls_from_the_configured_certificate() -> Result<()> {
+    let certificates = tempfile::tempdir()?;
+    let (ca, certificate, key) = fjord_tests::make_certificates(certificates.path())?;
+    let fjord = Fjord::start_full(
+        &format!(
+            "[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            certificate.display(),
+            key.display()
+        ),
+        "[catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"warehouse\"\n",
+    )
+    .await?;
+    let address = fjord
+        .server
+        .as_ref()
+        .and_then(|server| server.flight_address)
+        .context("flight address")?;
+    let ca = ca.display().to_string();
+    let seen = adbc_check(
+        &format!("grpc+tls://localhost:{}", address.port()),
+        &["--who", "--tls-root", &ca],
+    )
+    .await?;
+    assert_eq!(seen["user"], "flight", "{seen}");
+    // Plaintext is not spoken on a TLS port.
+    adbc_check(&format!("grpc://{address}"), &["--who"])
+        .await
+        .expect_err("plaintext to a TLS port");
     fjord.stop().await?;
     Ok(())
 }

@@ -1,29 +1,40 @@
 """Drives fjord's Flight SQL port with ADBC's Flight SQL driver, the stock client of pyarrow
 users. Prints one JSON document; the Rust test compares it with the Postgres port's answers.
 
-usage: adbc_check.py URI [USER PASSWORD]
+usage: adbc_check.py URI [--user U --password P] [--tls-root CA.pem] [--who]
 
-With a user and password it only checks who it is connected as.
+With --who it only checks who it is connected as; otherwise it runs the federated checks.
 """
 
+import argparse
 import json
-import sys
 
 import adbc_driver_flightsql.dbapi as flight_sql
 
-uri = sys.argv[1]
-kwargs = {}
-if len(sys.argv) > 3:
-    kwargs["db_kwargs"] = {"username": sys.argv[2], "password": sys.argv[3]}
+parser = argparse.ArgumentParser()
+parser.add_argument("uri")
+parser.add_argument("--user")
+parser.add_argument("--password")
+parser.add_argument("--tls-root")
+parser.add_argument("--who", action="store_true")
+args = parser.parse_args()
+uri = args.uri
+db_kwargs = {}
+if args.user:
+    db_kwargs["username"] = args.user
+    db_kwargs["password"] = args.password
+if args.tls_root:
+    with open(args.tls_root) as pem:
+        db_kwargs["adbc.flight.sql.client_option.tls_root_certs"] = pem.read()
+kwargs = {"db_kwargs": db_kwargs} if db_kwargs else {}
 
 out = {}
-if kwargs:
-    # With credentials: who the server says we are, and nothing else.
+if args.who:
     with flight_sql.connect(uri, **kwargs) as connection, connection.cursor() as cursor:
         cursor.execute("SELECT current_user")
         out["user"] = cursor.fetchone()[0]
     print(json.dumps(out))
-    sys.exit(0)
+    raise SystemExit(0)
 with flight_sql.connect(uri, **kwargs) as connection:
     with connection.cursor() as cursor:
         cursor.execute(

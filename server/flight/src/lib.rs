@@ -58,6 +58,8 @@ const TOKEN_IDLE: Duration = Duration::from_secs(8 * 60 * 60);
 /// The Flight SQL listener, bound and ready to serve.
 pub struct FlightServer {
     listener: TcpListener,
+    /// With `[server.tls]`, the port speaks TLS only.
+    tls: Option<tonic::transport::ServerTlsConfig>,
     service: FjordFlightSql,
 }
 
@@ -73,8 +75,31 @@ impl FlightServer {
             .map_err(|(key, reason)| {
                 std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{key}: {reason}"))
             })?;
+        let tls = match &engine.config().server.tls {
+            Some(tls) => {
+                // tonic's TLS takes the process's rustls provider; more than one is linked in,
+                // so name fjord's (the one the Postgres port uses). Already set is fine.
+                let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+                let base = &engine.config().base_dir;
+                let read = |path: std::path::PathBuf| {
+                    std::fs::read(&path).map_err(|error| {
+                        std::io::Error::new(
+                            error.kind(),
+                            format!("cannot read {}: {error}", path.display()),
+                        )
+                    })
+                };
+                let identity = tonic::transport::Identity::from_pem(
+                    read(tls.cert_path(base))?,
+                    read(tls.key_path(base))?,
+                );
+                Some(tonic::transport::ServerTlsConfig::new().identity(identity))
+            }
+            None => None,
+        };
         Ok(FlightServer {
             listener,
+            tls,
             service: FjordFlightSql {
                 engine,
                 users,
@@ -100,7 +125,11 @@ impl FlightServer {
             "flight sql listening"
         );
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.listener);
-        tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = self.tls {
+            builder = builder.tls_config(tls)?;
+        }
+        builder
             .add_service(FlightServiceServer::new(self.service))
             .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await })
             .await
