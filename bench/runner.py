@@ -133,12 +133,13 @@ class Fjord:
         self.dir = pathlib.Path(workdir) / "fjord"
         self.dir.mkdir()
         self.port = free_port()
+        self.flight_port = free_port()
         self.config = self.dir / "config.toml"
         self.config.write_text(
             f"""[server]
 postgres_listen = "127.0.0.1:{self.port}"
 http_listen = "127.0.0.1:{free_port()}"
-flight_listen = "127.0.0.1:{free_port()}"
+flight_listen = "127.0.0.1:{self.flight_port}"
 [demo]
 build_on_start = false
 interactions = {interactions}

@@ -121,6 +121,13 @@ async fn catalogs_are_added_changed_and_removed_by_editing_files() -> Result<()>
     )?;
     let took = until_answer(&client, count, &[&["2"]]).await?;
     eprintln!("a catalog added by a new file answered after {took:?}");
+    // EXPLAIN names the catalog and the SQL sent, never the connection's password.
+    let explained = format!(
+        "{:?}",
+        query_text(&client, &format!("EXPLAIN ANALYZE {count}")).await?
+    );
+    assert!(explained.contains("catalog=shop"), "{explained}");
+    assert!(!explained.contains(secret), "{explained}");
     let listed = query_text(&client, "SHOW CATALOGS").await?;
     assert!(listed.contains(&vec!["shop".to_string()]), "{listed:?}");
 
