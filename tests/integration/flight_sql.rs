@@ -373,3 +373,56 @@ async fn flight_sql_serves_tls_from_the_configured_certificate() -> Result<()> {
     fjord.stop().await?;
     Ok(())
 }
+
+/// fjord's statements running in `postgres`'s `workshop` database, by their text.
+fn running_in_postgres(postgres: &Postgres, like: &str) -> Result<u32> {
+    let count = postgres.psql_admin(
+        "postgres",
+        &format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'fjord' \
+             AND state = 'active' AND query LIKE '{like}'"
+        ),
+    )?;
+    Ok(count.trim().parse()?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_a_flight_stream_stops_the_statement_in_postgres() -> Result<()> {
+    let postgres = Postgres::start()?;
+    postgres.psql_admin(
+        "workshop",
+        "CREATE VIEW slow AS SELECT n FROM generate_series(1, 1) AS n WHERE pg_sleep(60) IS NOT NULL",
+    )?;
+    let fjord = Fjord::start(&postgres.catalog_toml("postgresql")).await?;
+    let mut flight = client(&fjord).await?;
+    let info = flight
+        .execute("SELECT count(*) FROM postgresql.public.slow".into(), None)
+        .await?;
+    let ticket = info.endpoint[0].ticket.clone().context("a ticket")?;
+    // The client waits for the first batch, which Postgres takes a minute to give.
+    let reading = tokio::spawn(async move {
+        let stream = flight.do_get(ticket).await;
+        drop(stream);
+        drop(flight);
+    });
+    let started = std::time::Instant::now();
+    while running_in_postgres(&postgres, "%public%slow%")? == 0 {
+        anyhow::ensure!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "the statement never reached Postgres"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The client goes away mid-statement: fjord cancels it in Postgres.
+    reading.abort();
+    let started = std::time::Instant::now();
+    while running_in_postgres(&postgres, "%public%slow%")? > 0 {
+        anyhow::ensure!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "Postgres kept running a statement whose Flight client left"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    fjord.stop().await?;
+    Ok(())
+}
