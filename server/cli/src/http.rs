@@ -103,7 +103,7 @@ async fn queries(State(shared): State<Shared>) -> Response {
                 .map(|elapsed| elapsed.as_millis() as u64)
                 .unwrap_or_default();
             json!({
-                "query_id": query.id,
+                "query_id": query.id(),
                 "state": query.state.as_str(),
                 "user": query.user,
                 "source": query.source,

@@ -405,10 +405,11 @@ impl Prepared {
 
     /// The catalogs of the tables this statement reads or writes (`default` for names without
     /// one), sorted.
-    fn catalogs(&self, default: &str) -> Vec<String> {
+    fn catalogs(&self, default: impl Fn() -> String) -> Vec<String> {
         let mut catalogs = Vec::new();
         match &self.kind {
             PreparedKind::Plan(plan) => {
+                let default = default();
                 let _ = plan.apply_with_subqueries(|node| {
                     let table = match node {
                         LogicalPlan::TableScan(scan) => Some(&scan.table_name),
@@ -416,7 +417,7 @@ impl Prepared {
                         _ => None,
                     };
                     if let Some(table) = table {
-                        catalogs.push(table.catalog().unwrap_or(default).to_string());
+                        catalogs.push(table.catalog().unwrap_or(&default).to_string());
                     }
                     Ok(TreeNodeRecursion::Continue)
                 });
@@ -880,7 +881,7 @@ impl Session {
             self.inner.engine.queries.begin(
                 (pid, &variables.user, &source),
                 &prepared.sql,
-                prepared.catalogs(&self.current_catalog()),
+                prepared.catalogs(|| self.current_catalog()),
             )
         };
         match self.execute_untracked(prepared, parameters).await {

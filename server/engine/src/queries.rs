@@ -47,7 +47,8 @@ impl QueryState {
 /// One statement, as `system.runtime.queries` shows it.
 #[derive(Debug, Clone)]
 pub struct QueryRecord {
-    pub id: String,
+    /// Counts statements since start; [`QueryRecord::id`] is what users see.
+    pub sequence: u64,
     pub state: QueryState,
     pub user: String,
     /// The client's `application_name`.
@@ -55,13 +56,30 @@ pub struct QueryRecord {
     /// The connection's process id (`pg_backend_pid()`); 0 for the server's own statements.
     pub backend_pid: i32,
     /// The statement, as it may be logged (`CREATE CATALOG` without its settings).
-    pub query: String,
+    pub query: Arc<str>,
     pub created: SystemTime,
     pub ended: Option<SystemTime>,
     pub rows: u64,
     /// The catalogs its tables are in.
     pub catalogs: Vec<String>,
     pub error: Option<String>,
+}
+
+impl QueryRecord {
+    /// The query id, Trino-style: when it started (UTC) and its sequence number,
+    /// `20261204_140500_00042`.
+    pub fn id(&self) -> String {
+        format!(
+            "{}_{:05}",
+            chrono::DateTime::<chrono::Utc>::from(self.created).format("%Y%m%d_%H%M%S"),
+            self.sequence
+        )
+    }
+}
+
+/// The sequence number in a query id (its last `_` part).
+fn sequence_of(id: &str) -> Option<u64> {
+    id.rsplit('_').next()?.parse().ok()
 }
 
 /// A connection that runs statements: who, and how to cancel its running one.
@@ -80,7 +98,7 @@ pub enum KillError {
 #[derive(Default)]
 pub struct QueryLog {
     sequence: AtomicU64,
-    running: Mutex<BTreeMap<String, QueryRecord>>,
+    running: Mutex<BTreeMap<u64, QueryRecord>>,
     recent: Mutex<VecDeque<QueryRecord>>,
     backends: Mutex<HashMap<i32, Backend>>,
 }
@@ -94,48 +112,47 @@ impl std::fmt::Debug for QueryLog {
 }
 
 impl QueryLog {
-    /// Records a statement that starts now; the handle records how it ends.
+    /// Records a statement that starts now; the handle records how it ends. Called for every
+    /// statement, so it only counts, reads the clock and shares `sql` (copied only when it
+    /// must be shortened or has settings to hide).
     pub fn begin(
         self: &Arc<Self>,
         (backend_pid, user, source): (i32, &str, &str),
-        sql: &str,
+        sql: &Arc<str>,
         catalogs: Vec<String>,
     ) -> QueryHandle {
         let sequence = self.sequence.fetch_add(1, Ordering::Relaxed) + 1;
-        let created = SystemTime::now();
-        let id = format!(
-            "{}_{sequence:05}",
-            chrono::DateTime::<chrono::Utc>::from(created).format("%Y%m%d_%H%M%S")
-        );
-        let logged = crate::commands::loggable(sql);
-        let query = match logged.char_indices().nth(TEXT_LIMIT) {
-            Some((end, _)) => format!("{}...", &logged[..end]),
-            None => logged.into_owned(),
+        let query = match crate::commands::loggable(sql) {
+            std::borrow::Cow::Borrowed(_) => match sql.char_indices().nth(TEXT_LIMIT) {
+                Some((end, _)) => Arc::from(format!("{}...", &sql[..end])),
+                None => sql.clone(),
+            },
+            std::borrow::Cow::Owned(logged) => Arc::from(logged),
         };
         let record = QueryRecord {
-            id: id.clone(),
+            sequence,
             state: QueryState::Running,
             user: user.to_string(),
             source: source.to_string(),
             backend_pid,
             query,
-            created,
+            created: SystemTime::now(),
             ended: None,
             rows: 0,
             catalogs,
             error: None,
         };
-        self.running.lock().insert(id.clone(), record);
+        self.running.lock().insert(sequence, record);
         QueryHandle {
             log: self.clone(),
-            id,
+            sequence,
             rows: 0,
             ended: false,
         }
     }
 
-    fn end(&self, id: &str, state: QueryState, rows: u64, error: Option<String>) {
-        let Some(mut record) = self.running.lock().remove(id) else {
+    fn end(&self, sequence: u64, state: QueryState, rows: u64, error: Option<String>) {
+        let Some(mut record) = self.running.lock().remove(&sequence) else {
             return;
         };
         record.state = state;
@@ -151,8 +168,8 @@ impl QueryLog {
 
     /// Running statements (oldest first), then finished ones (newest first).
     pub fn snapshot(&self) -> Vec<QueryRecord> {
+        // Sequence order is start order.
         let mut records: Vec<QueryRecord> = self.running.lock().values().cloned().collect();
-        records.sort_by_key(|record| record.created);
         records.extend(self.recent.lock().iter().rev().cloned());
         records
     }
@@ -186,9 +203,15 @@ impl QueryLog {
 
     /// `CALL system.runtime.kill_query(query_id => id)` by `user`.
     pub fn kill(&self, id: &str, user: &str, admin: bool) -> Result<(), KillError> {
-        let (pid, owner) = match self.running.lock().get(id) {
-            Some(record) if record.backend_pid != 0 => (record.backend_pid, record.user.clone()),
-            _ => return Err(KillError::NotRunning),
+        let running = sequence_of(id).and_then(|sequence| {
+            self.running
+                .lock()
+                .get(&sequence)
+                .filter(|record| record.backend_pid != 0 && record.id() == id)
+                .map(|record| (record.backend_pid, record.user.clone()))
+        });
+        let Some((pid, owner)) = running else {
+            return Err(KillError::NotRunning);
         };
         if !admin && owner != user {
             return Err(KillError::NotYours);
@@ -204,7 +227,7 @@ impl QueryLog {
 /// [`QueryHandle::fail`] records it as cancelled.
 pub struct QueryHandle {
     log: Arc<QueryLog>,
-    id: String,
+    sequence: u64,
     rows: u64,
     ended: bool,
 }
@@ -213,13 +236,13 @@ impl QueryHandle {
     pub fn finish(mut self) {
         self.ended = true;
         self.log
-            .end(&self.id, QueryState::Finished, self.rows, None);
+            .end(self.sequence, QueryState::Finished, self.rows, None);
     }
 
     pub fn fail(mut self, message: &str) {
         self.ended = true;
         self.log.end(
-            &self.id,
+            self.sequence,
             QueryState::Failed,
             self.rows,
             Some(message.to_string()),
@@ -240,7 +263,7 @@ impl Drop for QueryHandle {
     fn drop(&mut self) {
         if !self.ended {
             self.log
-                .end(&self.id, QueryState::Cancelled, self.rows, None);
+                .end(self.sequence, QueryState::Cancelled, self.rows, None);
         }
     }
 }
@@ -298,8 +321,12 @@ mod tests {
             "ann",
             Arc::new(move || flag.store(true, Ordering::SeqCst)),
         );
-        let handle = log.begin((7, "ann", "psql"), "SELECT 1", vec!["iceberg".into()]);
-        let id = log.snapshot()[0].id.clone();
+        let handle = log.begin(
+            (7, "ann", "psql"),
+            &Arc::from("SELECT 1"),
+            vec!["iceberg".into()],
+        );
+        let id = log.snapshot()[0].id();
         assert_eq!(log.snapshot()[0].state, QueryState::Running);
         assert_eq!(log.kill(&id, "bob", false), Err(KillError::NotYours));
         assert!(!cancelled.load(Ordering::SeqCst));
@@ -312,7 +339,7 @@ mod tests {
         assert_eq!(log.kill(&id, "ann", false), Err(KillError::NotRunning));
         let secret = log.begin(
             (7, "ann", ""),
-            "CREATE CATALOG c USING postgres WITH (password = 'pw-123')",
+            &Arc::from("CREATE CATALOG c USING postgres WITH (password = 'pw-123')"),
             vec![],
         );
         secret.finish();

@@ -218,15 +218,16 @@ fn queries_table(queries: Arc<QueryLog>) -> Arc<SystemTable> {
             let now = SystemTime::now();
             let records = queries.snapshot();
             let catalogs: Vec<String> = records.iter().map(|r| r.catalogs.join(",")).collect();
+            let ids: Vec<String> = records.iter().map(|r| r.id()).collect();
             let columns: Vec<ArrayRef> = vec![
-                text(records.iter().map(|r| Some(r.id.as_str()))),
+                text(ids.iter().map(|id| Some(id.as_str()))),
                 text(records.iter().map(|r| Some(r.state.as_str()))),
                 text(records.iter().map(|r| Some(r.user.as_str()))),
                 text(records.iter().map(|r| Some(r.source.as_str()))),
                 Arc::new(Int32Array::from_iter_values(
                     records.iter().map(|r| r.backend_pid),
                 )),
-                text(records.iter().map(|r| Some(r.query.as_str()))),
+                text(records.iter().map(|r| Some(r.query.as_ref()))),
                 timestamps(records.iter().map(|r| Some(millis(r.created)))),
                 timestamps(records.iter().map(|r| r.ended.map(millis))),
                 Arc::new(Int64Array::from_iter_values(records.iter().map(|r| {
