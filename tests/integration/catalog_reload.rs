@@ -492,6 +492,19 @@ async fn connect_as(fjord: &Fjord, application: &str) -> Result<tokio_postgres::
     Ok(client)
 }
 
+/// Starts the minute-long `pg.public.slow` query on a connection of application `cat-report`.
+async fn start_slow_report(
+    fjord: &Fjord,
+) -> Result<tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>> {
+    let reporter = connect_as(fjord, "cat-report").await?;
+    Ok(tokio::spawn(async move {
+        reporter
+            .simple_query("SELECT count(*) FROM pg.public.slow")
+            .await
+            .map(|_| ())
+    }))
+}
+
 /// Waits until `system.runtime.queries` shows a running statement reading `pg.public.slow`;
 /// returns its id, backend pid, user, source and catalogs.
 async fn running_slow_query(client: &tokio_postgres::Client) -> Result<Vec<String>> {
@@ -558,13 +571,7 @@ async fn system_tables_show_catalogs_and_queries_and_kill_a_query() -> Result<()
     assert_eq!(finished, vec![vec!["FINISHED".to_string(), "3".into()]]);
 
     // Killed by id: the client gets 57014 and the statement shows as cancelled.
-    let reporter = connect_as(&fjord, "cat-report").await?;
-    let slow = tokio::spawn(async move {
-        reporter
-            .simple_query("SELECT count(*) FROM pg.public.slow")
-            .await
-            .map(|_| ())
-    });
+    let slow = start_slow_report(&fjord).await?;
     let running = running_slow_query(&watcher).await?;
     assert_eq!(&running[2..], ["tester", "cat-report", "pg"], "{running:?}");
     let (status, body) = fjord.http_get("/queries").await?;
@@ -597,13 +604,7 @@ async fn system_tables_show_catalogs_and_queries_and_kill_a_query() -> Result<()
     assert_eq!(state, "42704", "{message}");
 
     // pg_cancel_backend by the connection's process id.
-    let reporter = connect_as(&fjord, "cat-report").await?;
-    let slow = tokio::spawn(async move {
-        reporter
-            .simple_query("SELECT count(*) FROM pg.public.slow")
-            .await
-            .map(|_| ())
-    });
+    let slow = start_slow_report(&fjord).await?;
     let running = running_slow_query(&watcher).await?;
     let cancelled = query_text(
         &watcher,

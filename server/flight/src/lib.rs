@@ -834,13 +834,7 @@ impl FlightSqlService for FjordFlightSql {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let session = self.session(&request)?;
-        let mut schemas: Vec<(String, String)> = self
-            .tables(&session)
-            .await?
-            .into_iter()
-            .map(|[catalog, schema, _, _]| (catalog, schema))
-            .collect();
-        // Schemas without tables too.
+        let mut schemas: Vec<(String, String)> = Vec::new();
         let listed = session
             .run_sql("SELECT catalog_name, schema_name FROM information_schema.schemata")
             .await
