@@ -811,20 +811,8 @@ pub fn render_catalog_file(
     settings: &[(String, CatalogSetting)],
     comment: &str,
 ) -> Result<String, String> {
-    let quote = |text: &str| {
-        let mut quoted = String::with_capacity(text.len() + 2);
-        quoted.push('"');
-        for c in text.chars() {
-            match c {
-                '"' => quoted.push_str("\\\""),
-                '\\' => quoted.push_str("\\\\"),
-                c if c.is_control() => quoted.push_str(&format!("\\u{:04X}", c as u32)),
-                c => quoted.push(c),
-            }
-        }
-        quoted.push('"');
-        quoted
-    };
+    // toml_edit writes a string value with TOML's quoting and escapes.
+    let quote = |text: &str| toml_edit::Value::from(text).to_string();
     let mut text = format!("# {comment}\ntype = {}\n", quote(type_name));
     for (key, value) in settings {
         let valid = !key.is_empty()
@@ -1084,6 +1072,8 @@ mod tests {
             ),
         ];
         let text = render_catalog_file("postgres", &settings, "made by a test").unwrap();
+        assert!(text.contains("\ntype = \"postgres\"\n"), "{text}");
+        assert!(text.contains("\npassword = \"${SHOP_PW}\"\n"), "{text}");
         let table: toml::Table = text.parse().unwrap();
         assert_eq!(table["host"].as_str(), Some(hostile));
         assert_eq!(table["port"].as_integer(), Some(6543));
