@@ -9,7 +9,7 @@ use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables, SqlInfo};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use fjord_tests::{Fjord, Postgres, query_text};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use tonic::transport::Channel;
 
 /// What tests/python/adbc_check.py saw through `uri` (with its extra `options`).
@@ -22,6 +22,10 @@ async fn adbc_check(uri: &str, options: &[&str]) -> Result<serde_json::Value> {
         .args(options)
         .output()
         .await?;
+    adbc_output(output)
+}
+
+fn adbc_output(output: std::process::Output) -> Result<serde_json::Value> {
     anyhow::ensure!(
         output.status.success(),
         "the ADBC check failed: {}",
@@ -401,8 +405,9 @@ async fn closing_a_flight_stream_stops_the_statement_in_postgres() -> Result<()>
     let ticket = info.endpoint[0].ticket.clone().context("a ticket")?;
     // The client waits for the first batch, which Postgres takes a minute to give.
     let reading = tokio::spawn(async move {
-        let stream = flight.do_get(ticket).await;
-        drop(stream);
+        if let Ok(mut stream) = flight.do_get(ticket).await {
+            let _ = stream.next().await;
+        }
         drop(flight);
     });
     let started = std::time::Instant::now();
@@ -423,6 +428,286 @@ async fn closing_a_flight_stream_stops_the_statement_in_postgres() -> Result<()>
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    fjord.stop().await?;
+    Ok(())
+}
+
+/// `info`'s first endpoint, read to its end by a client of its own in the background.
+fn read_in_background(
+    flight: FlightSqlServiceClient<Channel>,
+    info: &FlightInfo,
+) -> Result<tokio::task::JoinHandle<Result<Vec<RecordBatch>>>> {
+    let ticket = info.endpoint[0].ticket.clone().context("a ticket")?;
+    let mut flight = flight;
+    Ok(tokio::spawn(async move {
+        let stream = flight.do_get(ticket).await?;
+        Ok(stream.try_collect::<Vec<_>>().await?)
+    }))
+}
+
+/// Waits until `postgres` runs `count` of fjord's statements on its `slow` view.
+async fn until_running_in_postgres(postgres: &Postgres, count: u32) -> Result<()> {
+    let started = std::time::Instant::now();
+    while running_in_postgres(postgres, "%public%slow%")? != count {
+        anyhow::ensure!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "Postgres never ran {count} of fjord's statements on the slow view"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// CancelFlightInfo for `info`: the status the server answered.
+async fn cancel_flight_info(
+    flight: &mut FlightSqlServiceClient<Channel>,
+    info: &FlightInfo,
+) -> Result<arrow_flight::CancelStatus> {
+    use prost::Message;
+    let action = arrow_flight::Action::new(
+        "CancelFlightInfo",
+        arrow_flight::CancelFlightInfoRequest::new(info.clone()).encode_to_vec(),
+    );
+    let mut results = flight.do_action(action).await?;
+    let result = results
+        .try_next()
+        .await?
+        .context("CancelFlightInfo answered nothing")?;
+    let result = arrow_flight::CancelFlightInfoResult::decode(result.body)?;
+    Ok(arrow_flight::CancelStatus::try_from(result.status)?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flight_statements_stop_on_cancel_flight_info_and_kill_query() -> Result<()> {
+    let postgres = Postgres::start()?;
+    postgres.psql_admin(
+        "workshop",
+        "CREATE VIEW slow AS SELECT n FROM generate_series(1, 1) AS n WHERE pg_sleep(60) IS NOT NULL",
+    )?;
+    let fjord = Fjord::start(&postgres.catalog_toml("postgresql")).await?;
+    let slow = "SELECT count(*) FROM postgresql.public.slow";
+    let mut flight = client(&fjord).await?;
+
+    // CancelFlightInfo: the reader's stream ends with CANCELLED (never as if the result were
+    // whole), and the statement stops in Postgres.
+    let info = flight.execute(slow.into(), None).await?;
+    let reader = read_in_background(client(&fjord).await?, &info)?;
+    until_running_in_postgres(&postgres, 1)
+        .await
+        .context("step 1")?;
+    assert_eq!(
+        cancel_flight_info(&mut flight, &info).await?,
+        arrow_flight::CancelStatus::Cancelled
+    );
+    let error = reader.await?.expect_err("a cancelled statement's rows");
+    assert!(
+        error
+            .to_string()
+            .contains("canceling statement due to user request"),
+        "{error}"
+    );
+    until_running_in_postgres(&postgres, 0)
+        .await
+        .context("step 2")?;
+    assert_eq!(
+        cancel_flight_info(&mut flight, &info).await?,
+        arrow_flight::CancelStatus::NotCancellable,
+        "a statement that ended cannot be cancelled again"
+    );
+
+    // kill_query from the Postgres port finds the Flight statement by its id.
+    let info = flight.execute(slow.into(), None).await?;
+    let reader = read_in_background(client(&fjord).await?, &info)?;
+    until_running_in_postgres(&postgres, 1)
+        .await
+        .context("step 3")?;
+    let pg = fjord.connect().await?;
+    let running = query_text(
+        &pg,
+        "SELECT query_id, backend_pid FROM system.runtime.queries \
+         WHERE state = 'RUNNING' AND source = 'flight sql' AND query LIKE '%slow%'",
+    )
+    .await?;
+    assert_eq!(running.len(), 1, "{running:?}");
+    assert_ne!(running[0][1], "0", "a Flight session has a process id");
+    pg.simple_query(&format!(
+        "CALL system.runtime.kill_query(query_id => '{}')",
+        running[0][0]
+    ))
+    .await?;
+    let error = reader.await?.expect_err("a killed statement's rows");
+    assert!(error.to_string().contains("canceling statement"), "{error}");
+    until_running_in_postgres(&postgres, 0)
+        .await
+        .context("step 4")?;
+    let state = query_text(
+        &pg,
+        &format!(
+            "SELECT state FROM system.runtime.queries WHERE query_id = '{}'",
+            running[0][0]
+        ),
+    )
+    .await?;
+    assert_eq!(state, vec![vec!["CANCELLED".to_string()]]);
+
+    // ADBC's cancel call, from another thread of the client that reads.
+    let address = fjord
+        .server
+        .as_ref()
+        .and_then(|server| server.flight_address)
+        .context("flight address")?;
+    let signals = tempfile::tempdir()?;
+    let go = signals.path().join("go");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/adbc_check.py");
+    let reading = tokio::process::Command::new(fjord_tests::test_venv()?.join("bin/python"))
+        .arg(script)
+        .arg(format!("grpc://{address}"))
+        .args(["--cancel", slow, "--go-file"])
+        .arg(&go)
+        .output();
+    let reading = tokio::spawn(reading);
+    let started = until_running_in_postgres(&postgres, 1).await;
+    std::fs::write(&go, "")?;
+    let seen = adbc_output(reading.await??)?;
+    started.with_context(|| format!("the ADBC client saw {seen}"))?;
+    assert!(
+        seen["cancelled"]
+            .as_str()
+            .is_some_and(|error| error.to_lowercase().contains("cancel")),
+        "{seen}"
+    );
+    until_running_in_postgres(&postgres, 0)
+        .await
+        .context("step 5")?;
+
+    // A statement cancelled before its endpoint is fetched has nothing left to fetch.
+    let info = flight.execute("SELECT 1 AS one".into(), None).await?;
+    assert_eq!(
+        cancel_flight_info(&mut flight, &info).await?,
+        arrow_flight::CancelStatus::Cancelled
+    );
+    let gone = fetch(&mut flight, info)
+        .await
+        .expect_err("a cancelled endpoint");
+    assert!(
+        gone.to_string()
+            .contains(&tonic::Code::NotFound.description().to_string()),
+        "{gone}"
+    );
+    fjord.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flight_results_offer_an_endpoint_per_partition() -> Result<()> {
+    let fjord = Fjord::start_full(
+        "target_partitions = 3\n",
+        "[catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"warehouse\"\n",
+    )
+    .await?;
+    let pg = fjord.connect().await?;
+    pg.simple_query(
+        "CREATE SCHEMA iceberg.shop; \
+         CREATE TABLE iceberg.shop.sales AS \
+           SELECT value AS id, value % 11 AS store, value * 0.5 AS amount \
+           FROM generate_series(1, 30000)",
+    )
+    .await?;
+    let mut flight = client(&fjord).await?;
+
+    // A grouped result comes in the aggregate's partitions, which clients read in parallel.
+    let grouped = "SELECT store, count(*) AS sales, sum(amount) AS total \
+                   FROM iceberg.shop.sales GROUP BY store";
+    let info = flight.execute(grouped.into(), None).await?;
+    assert_eq!(info.endpoint.len(), 3, "{info:?}");
+    assert!(!info.ordered);
+    let readers = info
+        .endpoint
+        .iter()
+        .map(|endpoint| {
+            let ticket = endpoint.ticket.clone();
+            let fjord_client = client(&fjord);
+            async move {
+                let mut flight = fjord_client.await?;
+                let stream = flight.do_get(ticket.context("a ticket")?).await?;
+                Ok::<_, anyhow::Error>(stream.try_collect::<Vec<_>>().await?)
+            }
+        })
+        .collect::<Vec<_>>();
+    let mut batches = Vec::new();
+    for partition in futures::future::try_join_all(readers).await? {
+        batches.extend(partition);
+    }
+    let mut over_flight = text_rows(&batches)?;
+    over_flight.sort();
+    let mut over_postgres = query_text(&pg, grouped).await?;
+    over_postgres.sort();
+    assert_eq!(over_flight.len(), 11);
+    assert_eq!(over_flight, over_postgres);
+
+    // Each endpoint is read once.
+    let again = flight
+        .do_get(info.endpoint[0].ticket.clone().context("a ticket")?)
+        .await;
+    let again = match again {
+        Ok(stream) => stream.try_collect::<Vec<_>>().await.map(|_| ()),
+        Err(error) => Err(error),
+    }
+    .expect_err("a ticket read twice");
+    assert!(
+        again
+            .to_string()
+            .contains(&tonic::Code::NotFound.description().to_string())
+            || again.to_string().contains("fetched already"),
+        "{again}"
+    );
+
+    // An ordered result is one endpoint, in order.
+    let info = flight
+        .execute(
+            "SELECT store, count(*) AS sales FROM iceberg.shop.sales GROUP BY store ORDER BY store"
+                .into(),
+            None,
+        )
+        .await?;
+    assert_eq!(info.endpoint.len(), 1);
+    assert!(info.ordered);
+    let rows = text_rows(&fetch(&mut flight, info).await?)?;
+    let stores: Vec<String> = rows.iter().map(|row| row[0].clone()).collect();
+    assert_eq!(stores, (0..11).map(|n| n.to_string()).collect::<Vec<_>>());
+    fjord.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flight_token_keeps_its_session_settings() -> Result<()> {
+    let fjord = Fjord::start("").await?;
+    // With no users configured, a loopback client may still hand-shake for a session.
+    let mut flight = client(&fjord).await?;
+    flight.handshake("ann", "").await?;
+    let pid = rows(&mut flight, "SELECT pg_backend_pid() AS pid").await?;
+    assert_ne!(pid, vec![vec!["0".to_string()]]);
+    flight
+        .execute("SET TimeZone = 'Asia/Kolkata'".into(), None)
+        .await?;
+    assert_eq!(
+        rows(&mut flight, "SHOW TimeZone").await?,
+        vec![vec!["Asia/Kolkata".to_string()]]
+    );
+    assert_eq!(
+        rows(&mut flight, "SELECT pg_backend_pid() AS pid").await?,
+        pid
+    );
+    assert_eq!(
+        rows(&mut flight, "SELECT current_user AS who").await?,
+        vec![vec!["ann".to_string()]]
+    );
+    // A client without a token gets a session per call, with the defaults.
+    let mut other = client(&fjord).await?;
+    assert_eq!(
+        rows(&mut other, "SHOW TimeZone").await?,
+        vec![vec!["UTC".to_string()]]
+    );
     fjord.stop().await?;
     Ok(())
 }

@@ -2,12 +2,19 @@
 users. Prints one JSON document; the Rust test compares it with the Postgres port's answers.
 
 usage: adbc_check.py URI [--user U --password P] [--tls-root CA.pem] [--who]
+       adbc_check.py URI --cancel SQL --go-file PATH
 
-With --who it only checks who it is connected as; otherwise it runs the federated checks.
+With --who it only checks who it is connected as. With --cancel it runs SQL in a thread and,
+once PATH exists (the test creates it when the statement is seen running), cancels it with
+ADBC's cancel call and reports the error the reading thread got. Otherwise it runs the
+federated checks.
 """
 
 import argparse
 import json
+import os
+import threading
+import time
 
 import adbc_driver_flightsql.dbapi as flight_sql
 
@@ -17,6 +24,8 @@ parser.add_argument("--user")
 parser.add_argument("--password")
 parser.add_argument("--tls-root")
 parser.add_argument("--who", action="store_true")
+parser.add_argument("--cancel")
+parser.add_argument("--go-file")
 args = parser.parse_args()
 uri = args.uri
 db_kwargs = {}
@@ -33,6 +42,27 @@ if args.who:
     with flight_sql.connect(uri, **kwargs) as connection, connection.cursor() as cursor:
         cursor.execute("SELECT current_user")
         out["user"] = cursor.fetchone()[0]
+    print(json.dumps(out))
+    raise SystemExit(0)
+if args.cancel:
+    with flight_sql.connect(uri, **kwargs) as connection, connection.cursor() as cursor:
+        seen = {}
+
+        def read():
+            try:
+                cursor.execute(args.cancel)
+                seen["rows"] = [list(row) for row in cursor.fetchall()]
+            except Exception as error:  # the driver's error class varies between versions
+                seen["error"] = str(error)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        deadline = time.monotonic() + 30
+        while not os.path.exists(args.go_file) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        cursor.adbc_cancel()
+        reader.join(30)
+        out["cancelled"] = seen.get("error", f"not cancelled: {seen}")
     print(json.dumps(out))
     raise SystemExit(0)
 with flight_sql.connect(uri, **kwargs) as connection:

@@ -356,6 +356,14 @@ impl CommandTag {
     }
 }
 
+/// What [`Session::execute_partitioned`] produced.
+pub enum Executed {
+    /// A query's rows, one stream per partition of its plan (at least one).
+    Partitions(Vec<SendableRecordBatchStream>),
+    /// Anything else, as [`Session::execute`] gives it.
+    One(Outcome),
+}
+
 /// What running a statement produced.
 pub enum Outcome {
     Empty,
@@ -874,16 +882,7 @@ impl Session {
         if matches!(prepared.kind, PreparedKind::Empty) {
             return Ok(Outcome::Empty);
         }
-        let handle = {
-            let variables = self.inner.variables.lock();
-            let source = variables.get("application_name").unwrap_or_default();
-            let pid = self.inner.facts.read().backend_pid;
-            self.inner.engine.queries.begin(
-                (pid, &variables.user, &source),
-                &prepared.sql,
-                prepared.catalogs(|| self.current_catalog()),
-            )
-        };
+        let handle = self.begin_query(prepared);
         match self.execute_untracked(prepared, parameters).await {
             Ok(Outcome::Rows { stream, tag }) => Ok(Outcome::Rows {
                 stream: handle.track(stream),
@@ -902,6 +901,139 @@ impl Session {
                 Err(error)
             }
         }
+    }
+
+    /// Runs a query as the independent streams of its plan's output partitions, so that a
+    /// front door can hand them to a client to read in parallel (Flight SQL's endpoints). The
+    /// result is the same rows `execute` gives, in no particular order across the streams.
+    /// Statements that are not plain queries, and queries whose plan has one partition or must
+    /// be confirmed before running (see `run_confirmed`), run as `execute` runs them.
+    pub async fn execute_partitioned(
+        &self,
+        prepared: &Prepared,
+        parameters: Option<ParamValues>,
+    ) -> Result<Executed, EngineError> {
+        let PreparedKind::Plan(plan) = &prepared.kind else {
+            return Ok(Executed::One(self.execute(prepared, parameters).await?));
+        };
+        if matches!(
+            plan.as_ref(),
+            LogicalPlan::Statement(_)
+                | LogicalPlan::Ddl(_)
+                | LogicalPlan::Dml(_)
+                | LogicalPlan::Copy(_)
+                | LogicalPlan::Explain(_)
+                | LogicalPlan::Analyze(_)
+        ) {
+            return Ok(Executed::One(self.execute(prepared, parameters).await?));
+        }
+        if fjord_postgres::reads_reused_shapes(plan) {
+            // Confirming reused shapes waits for the first rows (see `run_confirmed`): that
+            // happens when the rows are first read, so that starting the statement stays quick.
+            let session = self.clone();
+            let prepared = prepared.clone();
+            let schema = self
+                .rows_schema(&prepared)
+                .unwrap_or_else(|| Arc::new(Schema::empty()));
+            let rows = futures::stream::once(async move {
+                match session.execute(&prepared, parameters).await {
+                    Ok(Outcome::Rows { stream, .. }) => stream,
+                    Ok(_) => Box::pin(RecordBatchStreamAdapter::new(
+                        Arc::new(Schema::empty()),
+                        futures::stream::empty(),
+                    )),
+                    Err(error) => Box::pin(RecordBatchStreamAdapter::new(
+                        Arc::new(Schema::empty()),
+                        futures::stream::once(async move {
+                            Err(datafusion::error::DataFusionError::External(Box::new(
+                                error,
+                            )))
+                        }),
+                    )),
+                }
+            })
+            .flatten();
+            return Ok(Executed::Partitions(vec![Box::pin(
+                RecordBatchStreamAdapter::new(schema, rows),
+            )]));
+        }
+        let handle = self.begin_query(prepared);
+        let streams = async {
+            let plan = self.plan_to_run(prepared, plan).await?;
+            let plan = match parameters {
+                Some(parameters) => plan.with_param_values(parameters)?,
+                None => plan,
+            };
+            let frame = self.inner.context.execute_logical_plan(plan).await?;
+            let zone = self.time_zone();
+            Ok::<_, EngineError>(
+                frame
+                    .execute_stream_partitioned()
+                    .await?
+                    .into_iter()
+                    .map(|stream| {
+                        let stream = match &zone {
+                            Some(zone) => types::in_time_zone(stream, zone),
+                            None => stream,
+                        };
+                        prepared.client_named(stream)
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        }
+        .await;
+        match streams {
+            Ok(streams) => Ok(Executed::Partitions(handle.track_all(streams))),
+            Err(error) => {
+                handle.fail(&error.message);
+                Err(error)
+            }
+        }
+    }
+
+    /// The schema of the rows `prepared` gives in this session: its output schema, with
+    /// timestamps with a zone in the session's TimeZone. `None` for statements without rows.
+    pub fn rows_schema(&self, prepared: &Prepared) -> Option<SchemaRef> {
+        let schema = prepared.output_schema()?;
+        Some(
+            self.time_zone()
+                .and_then(|zone| types::zoned_schema(&schema, &zone))
+                .unwrap_or(schema),
+        )
+    }
+
+    /// The entry of `prepared` in the query log, running from now.
+    fn begin_query(&self, prepared: &Prepared) -> queries::QueryHandle {
+        let variables = self.inner.variables.lock();
+        let source = variables.get("application_name").unwrap_or_default();
+        let pid = self.inner.facts.read().backend_pid;
+        self.inner.engine.queries.begin(
+            (pid, &variables.user, &source),
+            &prepared.sql,
+            prepared.catalogs(|| self.current_catalog()),
+        )
+    }
+
+    /// The plan to run for a prepared query: as planned the first time, with its tables looked
+    /// up again (or planned again from the text) after that.
+    async fn plan_to_run(
+        &self,
+        prepared: &Prepared,
+        plan: &LogicalPlan,
+    ) -> Result<LogicalPlan, EngineError> {
+        if !prepared
+            .executed
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Ok(plan.clone());
+        }
+        Ok(match self.with_current_tables(plan, &prepared.sql).await {
+            Some(current) => current,
+            None => self
+                .replan(&prepared.sql)
+                .await?
+                .unwrap_or_else(|| plan.clone()),
+        })
     }
 
     async fn execute_untracked(
@@ -963,20 +1095,7 @@ impl Session {
                 })
             }
             PreparedKind::Plan(plan) => {
-                let plan = if prepared
-                    .executed
-                    .swap(true, std::sync::atomic::Ordering::SeqCst)
-                {
-                    match self.with_current_tables(plan, &prepared.sql).await {
-                        Some(current) => current,
-                        None => self
-                            .replan(&prepared.sql)
-                            .await?
-                            .unwrap_or_else(|| plan.as_ref().clone()),
-                    }
-                } else {
-                    plan.as_ref().clone()
-                };
+                let plan = self.plan_to_run(prepared, plan).await?;
                 let outcome = match self.run_confirmed(plan, parameters.clone()).await {
                     Err(error) if error.plan_again => {
                         // A Postgres table changed since its shape was read: the failed scan

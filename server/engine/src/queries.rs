@@ -23,6 +23,18 @@ const RECENT: usize = 200;
 /// Statement text kept per query (characters).
 const TEXT_LIMIT: usize = 2000;
 
+/// Process ids handed to sessions (`pg_backend_pid()`), by every front door: unique in a server
+/// process, never reused while it runs.
+static NEXT_PID: std::sync::LazyLock<std::sync::atomic::AtomicI32> =
+    std::sync::LazyLock::new(|| {
+        std::sync::atomic::AtomicI32::new(1000 + (std::process::id() as i32 % 1000) * 1000)
+    });
+
+/// A new session's process id.
+pub fn next_backend_pid() -> i32 {
+    NEXT_PID.fetch_add(1, Ordering::Relaxed)
+}
+
 /// What happened to a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueryState {
@@ -251,11 +263,35 @@ impl QueryHandle {
 
     /// `stream`, counting its rows into this entry, which ends with the stream.
     pub fn track(self, stream: SendableRecordBatchStream) -> SendableRecordBatchStream {
-        Box::pin(Tracked {
-            schema: stream.schema(),
-            inner: stream,
-            handle: Some(self),
-        })
+        self.track_all(vec![stream])
+            .pop()
+            .unwrap_or_else(|| unreachable!("one stream in, one out"))
+    }
+
+    /// `streams` (the partitions of one result), counting their rows into this entry, which
+    /// ends when the last of them ends: failed if one failed, cancelled if one was dropped
+    /// before its end.
+    pub fn track_all(
+        self,
+        streams: Vec<SendableRecordBatchStream>,
+    ) -> Vec<SendableRecordBatchStream> {
+        let shared = Arc::new(Shared {
+            handle: Mutex::new(Some(self)),
+            open: AtomicU64::new(streams.len() as u64),
+            rows: AtomicU64::new(0),
+            outcome: Mutex::new(None),
+        });
+        streams
+            .into_iter()
+            .map(|stream| {
+                Box::pin(Tracked {
+                    schema: stream.schema(),
+                    inner: stream,
+                    shared: shared.clone(),
+                    ended: false,
+                }) as SendableRecordBatchStream
+            })
+            .collect()
     }
 }
 
@@ -268,10 +304,44 @@ impl Drop for QueryHandle {
     }
 }
 
+/// The entry of a result read as one or more streams.
+struct Shared {
+    handle: Mutex<Option<QueryHandle>>,
+    /// Streams not yet ended or dropped.
+    open: AtomicU64,
+    rows: AtomicU64,
+    /// The first way a stream ended other than finishing: failed (with the error) or
+    /// cancelled (`None`).
+    outcome: Mutex<Option<Option<String>>>,
+}
+
+impl Shared {
+    /// One stream ended: with `failure` (`Some(None)`: dropped before its end).
+    fn close(&self, failure: Option<Option<String>>) {
+        if let Some(failure) = failure {
+            self.outcome.lock().get_or_insert(failure);
+        }
+        if self.open.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        let Some(mut handle) = self.handle.lock().take() else {
+            return;
+        };
+        handle.rows = self.rows.load(Ordering::Relaxed);
+        match self.outcome.lock().take() {
+            None => handle.finish(),
+            Some(Some(error)) => handle.fail(&error),
+            // Dropping it records it as cancelled.
+            Some(None) => drop(handle),
+        }
+    }
+}
+
 struct Tracked {
     schema: SchemaRef,
     inner: SendableRecordBatchStream,
-    handle: Option<QueryHandle>,
+    shared: Arc<Shared>,
+    ended: bool,
 }
 
 impl Stream for Tracked {
@@ -279,25 +349,34 @@ impl Stream for Tracked {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let polled = self.inner.as_mut().poll_next(cx);
+        if self.ended {
+            return polled;
+        }
         match &polled {
             Poll::Ready(Some(Ok(batch))) => {
-                if let Some(handle) = self.handle.as_mut() {
-                    handle.rows += batch.num_rows() as u64;
-                }
+                self.shared
+                    .rows
+                    .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
             }
             Poll::Ready(Some(Err(error))) => {
-                if let Some(handle) = self.handle.take() {
-                    handle.fail(&error.to_string());
-                }
+                self.ended = true;
+                self.shared.close(Some(Some(error.to_string())));
             }
             Poll::Ready(None) => {
-                if let Some(handle) = self.handle.take() {
-                    handle.finish();
-                }
+                self.ended = true;
+                self.shared.close(None);
             }
             Poll::Pending => {}
         }
         polled
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.shared.close(Some(None));
+        }
     }
 }
 
@@ -344,5 +423,56 @@ mod tests {
         );
         secret.finish();
         assert!(!log.snapshot()[0].query.contains("pw-123"));
+    }
+
+    fn batches(rows: &[usize]) -> SendableRecordBatchStream {
+        use datafusion::arrow::array::Int32Array;
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int32, false)]));
+        let batches: Vec<DfResult<RecordBatch>> = rows
+            .iter()
+            .map(|&count| {
+                Ok(RecordBatch::try_new(
+                    schema.clone(),
+                    vec![Arc::new(Int32Array::from(vec![1; count]))],
+                )?)
+            })
+            .collect();
+        Box::pin(RecordBatchStreamAdapter::new(
+            schema,
+            futures::stream::iter(batches),
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_partitioned_result_ends_with_its_last_stream() {
+        use futures::StreamExt;
+        let log = Arc::new(QueryLog::default());
+        let handle = log.begin((0, "ann", ""), &Arc::from("SELECT n"), vec![]);
+        let mut streams = handle.track_all(vec![batches(&[2, 3]), batches(&[4])]);
+        let second = streams.pop().unwrap();
+        let mut first = streams.pop().unwrap();
+        while first.next().await.is_some() {}
+        assert_eq!(log.snapshot()[0].state, QueryState::Running);
+        let rows: usize = second
+            .map(|batch| batch.unwrap().num_rows())
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .sum();
+        assert_eq!(rows, 4);
+        let record = &log.snapshot()[0];
+        assert_eq!(record.state, QueryState::Finished);
+        assert_eq!(record.rows, 9);
+
+        // A partition dropped before its end: the statement was cancelled.
+        let handle = log.begin((0, "ann", ""), &Arc::from("SELECT n"), vec![]);
+        let mut streams = handle.track_all(vec![batches(&[2]), batches(&[1])]);
+        let mut first = streams.remove(0);
+        while first.next().await.is_some() {}
+        drop(streams);
+        assert_eq!(log.snapshot()[0].state, QueryState::Cancelled);
+        assert_eq!(log.snapshot()[0].rows, 2);
     }
 }

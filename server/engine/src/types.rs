@@ -172,20 +172,17 @@ pub(crate) fn check_time_zone(zone: &str) -> Result<(), EngineError> {
 
 /// The rows of `stream` with every timestamp-with-zone column shown in `zone` (the instants are
 /// unchanged; only the zone they are written in).
-pub(crate) fn in_time_zone(
-    stream: datafusion::physical_plan::SendableRecordBatchStream,
+/// `schema` with its timestamps with a zone in `zone`; `None` if it has none.
+pub(crate) fn zoned_schema(
+    schema: &datafusion::arrow::datatypes::SchemaRef,
     zone: &str,
-) -> datafusion::physical_plan::SendableRecordBatchStream {
-    use datafusion::arrow::record_batch::RecordBatch;
-    use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-    use futures::StreamExt;
-    let schema = stream.schema();
+) -> Option<datafusion::arrow::datatypes::SchemaRef> {
     if !schema
         .fields()
         .iter()
         .any(|field| matches!(field.data_type(), DataType::Timestamp(_, Some(_))))
     {
-        return stream;
+        return None;
     }
     let zone: Arc<str> = Arc::from(zone);
     let fields: Vec<Field> = schema
@@ -199,7 +196,23 @@ pub(crate) fn in_time_zone(
             _ => field.as_ref().clone(),
         })
         .collect();
-    let converted = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+    Some(Arc::new(Schema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    )))
+}
+
+pub(crate) fn in_time_zone(
+    stream: datafusion::physical_plan::SendableRecordBatchStream,
+    zone: &str,
+) -> datafusion::physical_plan::SendableRecordBatchStream {
+    use datafusion::arrow::record_batch::RecordBatch;
+    use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+    use futures::StreamExt;
+    let schema = stream.schema();
+    let Some(converted) = zoned_schema(&schema, zone) else {
+        return stream;
+    };
     let target = converted.clone();
     let batches = stream.map(move |batch| {
         let batch = batch?;

@@ -27,6 +27,7 @@ use arrow_flight::sql::metadata::{
     SqlInfoData, SqlInfoDataBuilder, XdbcTypeInfo, XdbcTypeInfoData, XdbcTypeInfoDataBuilder,
 };
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::{ActionCancelQueryRequest, ActionCancelQueryResult};
 use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
     ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetCrossReference,
@@ -37,13 +38,15 @@ use arrow_flight::sql::{
     SqlInfo, TicketStatementQuery, XdbcDataType,
 };
 use arrow_flight::{
-    Action, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
-    IpcMessage, SchemaAsIpc, Ticket,
+    Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightDescriptor,
+    FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage, SchemaAsIpc,
+    Ticket,
 };
 use base64::Engine as _;
 use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use fjord_config::ScramVerifier;
-use fjord_engine::{Engine, EngineError, Outcome, Prepared, Session};
+use fjord_engine::{Engine, EngineError, Executed, Outcome, Prepared, Session};
 use futures::{Stream, StreamExt, TryStreamExt};
 use parking_lot::Mutex;
 use prost::Message;
@@ -51,6 +54,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
+
+mod running;
+
+use running::{Running, Unreadable};
 
 /// How long a bearer token stays valid without use.
 const TOKEN_IDLE: Duration = Duration::from_secs(8 * 60 * 60);
@@ -104,6 +111,7 @@ impl FlightServer {
                 engine,
                 users,
                 tokens: Mutex::default(),
+                running: Running::default(),
                 statements: Mutex::default(),
                 sql_info: sql_info(),
                 type_info: type_info(),
@@ -140,8 +148,10 @@ struct FjordFlightSql {
     engine: Arc<Engine>,
     /// User name to verifier; empty: loopback callers are trusted.
     users: BTreeMap<String, ScramVerifier>,
-    /// Bearer token to (user, last use).
-    tokens: Mutex<HashMap<String, (String, Instant)>>,
+    /// Bearer token to (its session, last use).
+    tokens: Mutex<HashMap<String, (FlightSession, Instant)>>,
+    /// Statements started by GetFlightInfo, until their endpoints are read.
+    running: Running,
     /// Prepared statements by handle, until closed.
     statements: Mutex<HashMap<Vec<u8>, PreparedStatement>>,
     sql_info: SqlInfoData,
@@ -272,9 +282,50 @@ fn no_rows(schema: Schema) -> Result<Response<DoGetStream>, Status> {
 #[derive(Clone)]
 struct PreparedStatement {
     user: String,
-    session: Session,
+    client: FlightSession,
     prepared: Prepared,
     parameters: Option<ParamValues>,
+}
+
+/// A client's session: a bearer token's for the token's life (so `SET`, cursors and
+/// transaction blocks carry over between its calls, as on a Postgres connection), or one
+/// call's. It is registered as a backend, so `kill_query` and `pg_cancel_backend` reach its
+/// statements.
+#[derive(Clone)]
+struct FlightSession {
+    user: String,
+    session: Session,
+    /// Cancels the statements running now; replaced once used, so later ones run.
+    cancel: Arc<Mutex<CancellationToken>>,
+}
+
+impl FlightSession {
+    fn new(engine: &Arc<Engine>, user: &str) -> Result<FlightSession, Status> {
+        let session = engine.new_session();
+        session
+            .set_client(Some(user), None, Some("flight sql"))
+            .map_err(|error| status(&error))?;
+        let cancel = Arc::new(Mutex::new(CancellationToken::new()));
+        let current = cancel.clone();
+        session.set_backend(
+            fjord_engine::queries::next_backend_pid(),
+            Arc::new(move || {
+                let mut token = current.lock();
+                token.cancel();
+                *token = CancellationToken::new();
+            }),
+        );
+        Ok(FlightSession {
+            user: user.to_string(),
+            session,
+            cancel,
+        })
+    }
+
+    /// The token that cancels a statement starting now.
+    fn statement_token(&self) -> CancellationToken {
+        self.cancel.lock().child_token()
+    }
 }
 
 /// A schema as Flight SQL sends it in messages: an IPC schema message.
@@ -325,7 +376,7 @@ fn sql_info() -> SqlInfoData {
     builder.append(SqlInfo::FlightSqlServerSql, true);
     builder.append(SqlInfo::FlightSqlServerSubstrait, false);
     builder.append(SqlInfo::FlightSqlServerTransaction, 0_i32);
-    builder.append(SqlInfo::FlightSqlServerCancel, false);
+    builder.append(SqlInfo::FlightSqlServerCancel, true);
     builder.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
     builder.append(SqlInfo::SqlIdentifierCase, 2_i32); // lowercase, as Postgres folds
     builder.append(SqlInfo::SqlQuotedIdentifierCase, 3_i32); // case sensitive
@@ -406,20 +457,27 @@ fn flight_info(
     Ok(Response::new(info))
 }
 
+/// Who is calling: a client with a session of its own, or a trusted one without.
+enum Caller {
+    Session(FlightSession),
+    Trusted(String),
+}
+
 impl FjordFlightSql {
-    /// The caller's user: from its bearer token, or trusted on loopback when no users exist.
-    fn user(&self, metadata: &MetadataMap, peer: Option<SocketAddr>) -> Result<String, Status> {
+    /// The caller: its bearer token's session, or a user trusted on loopback when no users
+    /// exist.
+    fn caller(&self, metadata: &MetadataMap, peer: Option<SocketAddr>) -> Result<Caller, Status> {
         if let Some(token) = metadata
             .get("authorization")
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "))
         {
             let mut tokens = self.tokens.lock();
-            if let Some((user, used)) = tokens.get_mut(token)
+            if let Some((session, used)) = tokens.get_mut(token)
                 && used.elapsed() < TOKEN_IDLE
             {
                 *used = Instant::now();
-                return Ok(user.clone());
+                return Ok(Caller::Session(session.clone()));
             }
             tokens.remove(token);
             return Err(Status::unauthenticated(
@@ -428,7 +486,7 @@ impl FjordFlightSql {
         }
         if self.users.is_empty() {
             if peer.is_some_and(|peer| peer.ip().is_loopback()) {
-                return Ok("flight".to_string());
+                return Ok(Caller::Trusted("flight".to_string()));
             }
             return Err(Status::unauthenticated(
                 "no users are configured: only loopback connections are accepted",
@@ -437,6 +495,22 @@ impl FjordFlightSql {
         Err(Status::unauthenticated(
             "authenticate first: a Handshake with Basic credentials returns a bearer token",
         ))
+    }
+
+    /// The caller's user.
+    fn user(&self, metadata: &MetadataMap, peer: Option<SocketAddr>) -> Result<String, Status> {
+        Ok(match self.caller(metadata, peer)? {
+            Caller::Session(session) => session.user,
+            Caller::Trusted(user) => user,
+        })
+    }
+
+    /// The caller's session: its token's, or a new one for this call.
+    fn client<T>(&self, request: &Request<T>) -> Result<FlightSession, Status> {
+        match self.caller(request.metadata(), request.remote_addr())? {
+            Caller::Session(session) => Ok(session),
+            Caller::Trusted(user) => FlightSession::new(&self.engine, &user),
+        }
     }
 
     /// The caller's prepared statement `handle`.
@@ -454,22 +528,101 @@ impl FjordFlightSql {
         }
     }
 
-    /// A fresh session for the caller of `request`.
+    /// The caller's session (see [`FjordFlightSql::client`]).
     fn session<T>(&self, request: &Request<T>) -> Result<Session, Status> {
-        let user = self.user(request.metadata(), request.remote_addr())?;
-        let session = self.engine.new_session();
-        session
-            .set_client(Some(&user), None, Some("flight sql"))
-            .map_err(|error| status(&error))?;
-        Ok(session)
+        Ok(self.client(request)?.session)
     }
 
-    /// Runs `sql` and returns its rows' schema and stream (an empty one for statements
-    /// without rows).
-    async fn run(&self, session: &Session, sql: &str) -> Result<DoGetStream, Status> {
-        // Planned as GetFlightInfo planned it, so the rows have the schema it announced.
-        let prepared = session.prepare(sql).await.map_err(|error| status(&error))?;
-        rows_stream(session, &prepared, None).await
+    /// Starts `prepared` (with `parameters`) in `client`'s session and describes its result:
+    /// one endpoint per partition, each read by its own DoGet.
+    async fn start(
+        &self,
+        client: &FlightSession,
+        prepared: &Prepared,
+        parameters: Option<ParamValues>,
+        descriptor: FlightDescriptor,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let announced = client.session.rows_schema(prepared);
+        let cancel = client.statement_token();
+        let executed = client
+            .session
+            .execute_partitioned(prepared, parameters)
+            .await
+            .map_err(|error| status(&error))?;
+        let mut streams = match executed {
+            Executed::Partitions(streams) => streams,
+            Executed::One(Outcome::Rows { stream, .. } | Outcome::Copy { stream, .. }) => {
+                vec![stream]
+            }
+            // It ran: its endpoint has no rows.
+            Executed::One(_) => Vec::new(),
+        };
+        let schema = announced
+            .or_else(|| streams.first().map(|stream| stream.schema()))
+            .unwrap_or_else(|| Arc::new(Schema::empty()));
+        if streams.is_empty() {
+            streams.push(Box::pin(RecordBatchStreamAdapter::new(
+                schema.clone(),
+                futures::stream::empty(),
+            )));
+        }
+        let partitions = streams.len() as u32;
+        let (id, expires) = self.running.insert(
+            &client.user,
+            client.session.clone(),
+            schema.clone(),
+            streams,
+            cancel,
+        )?;
+        let since_epoch = expires
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let expiration = prost_types::Timestamp {
+            seconds: since_epoch.as_secs() as i64,
+            nanos: since_epoch.subsec_nanos() as i32,
+        };
+        let mut info = FlightInfo::new()
+            .try_with_schema(&schema)
+            .map_err(|error| Status::internal(format!("cannot encode the schema: {error}")))?
+            .with_descriptor(descriptor)
+            .with_ordered(partitions == 1);
+        for partition in 0..partitions {
+            let ticket = TicketStatementQuery {
+                statement_handle: running::ticket_bytes(&id, partition).into(),
+            };
+            info = info.with_endpoint(
+                FlightEndpoint::new()
+                    .with_ticket(Ticket::new(ticket.as_any().encode_to_vec()))
+                    .with_expiration_time(expiration),
+            );
+        }
+        Ok(Response::new(info))
+    }
+
+    /// Cancels the statement whose `FlightInfo` is `info`, for the caller of `request`:
+    /// whether it was still running.
+    fn cancel<T>(&self, info: &FlightInfo, request: &Request<T>) -> Result<bool, Status> {
+        let user = self.user(request.metadata(), request.remote_addr())?;
+        let Some((id, _)) = info
+            .endpoint
+            .first()
+            .and_then(|endpoint| endpoint.ticket.as_ref())
+            .and_then(|ticket| {
+                arrow_flight::sql::Any::decode(ticket.ticket.as_ref())
+                    .ok()?
+                    .unpack::<TicketStatementQuery>()
+                    .ok()?
+            })
+            .and_then(|ticket| running::parse_ticket(&ticket.statement_handle))
+        else {
+            return Err(Status::invalid_argument(
+                "the FlightInfo is not one of a statement fjord started",
+            ));
+        };
+        let admin = self.engine.config().server.auth.is_admin(&user);
+        self.running
+            .cancel(&id, &user, admin)
+            .map_err(|_| Status::permission_denied("the statement is another user's"))
     }
 
     /// Every `(catalog, schema, table, type)` the session can see, from `information_schema`.
@@ -573,7 +726,7 @@ async fn rows_stream(
     prepared: &Prepared,
     parameters: Option<ParamValues>,
 ) -> Result<DoGetStream, Status> {
-    let announced = prepared.output_schema();
+    let announced = session.rows_schema(prepared);
     let outcome = session
         .execute(prepared, parameters)
         .await
@@ -719,9 +872,12 @@ impl FlightSqlService for FjordFlightSql {
                 .map_err(|_| Status::internal("no secure random source"))?;
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
         };
-        self.tokens
-            .lock()
-            .insert(token.clone(), (user, Instant::now()));
+        let session = FlightSession::new(&self.engine, &user)?;
+        {
+            let mut tokens = self.tokens.lock();
+            tokens.retain(|_, (_, used)| used.elapsed() < TOKEN_IDLE);
+            tokens.insert(token.clone(), (session, Instant::now()));
+        }
         let reply = HandshakeResponse {
             protocol_version: 0,
             payload: token.clone().into_bytes().into(),
@@ -740,23 +896,14 @@ impl FlightSqlService for FjordFlightSql {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let session = self.session(&request)?;
-        let prepared = session
+        let client = self.client(&request)?;
+        let prepared = client
+            .session
             .prepare(&query.query)
             .await
             .map_err(|error| status(&error))?;
-        let schema = prepared
-            .output_schema()
-            .map(|schema| schema.as_ref().clone())
-            .unwrap_or_else(Schema::empty);
-        let ticket = TicketStatementQuery {
-            statement_handle: query.query.into_bytes().into(),
-        };
-        flight_info(
-            &schema,
-            ticket.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.start(&client, &prepared, None, request.into_inner())
+            .await
     }
 
     async fn do_get_statement(
@@ -764,10 +911,27 @@ impl FlightSqlService for FjordFlightSql {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let session = self.session(&request)?;
-        let sql = String::from_utf8(ticket.statement_handle.to_vec())
-            .map_err(|_| Status::invalid_argument("the ticket is not a statement of fjord's"))?;
-        Ok(Response::new(self.run(&session, &sql).await?))
+        let user = self.user(request.metadata(), request.remote_addr())?;
+        let (id, partition) = running::parse_ticket(&ticket.statement_handle)
+            .ok_or_else(|| Status::invalid_argument("the ticket is not one of fjord's"))?;
+        let (schema, reading) =
+            self.running
+                .take(&id, partition, &user)
+                .map_err(|reason| match reason {
+                    Unreadable::Unknown => Status::not_found(
+                        "no such statement: it ended, was cancelled, or waited too long to be \
+                         fetched; call GetFlightInfo again",
+                    ),
+                    Unreadable::NotYours => {
+                        Status::permission_denied("the statement is another user's")
+                    }
+                    Unreadable::Taken => Status::failed_precondition(
+                        "this endpoint was fetched already: each endpoint is read once",
+                    ),
+                })?;
+        let target = schema.clone();
+        let batches = reading.map(move |batch| conform(batch?, &target));
+        Ok(Response::new(flight_stream(schema, batches)))
     }
 
     async fn do_put_statement_update(
@@ -954,9 +1118,9 @@ impl FlightSqlService for FjordFlightSql {
         query: ActionCreatePreparedStatementRequest,
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let user = self.user(request.metadata(), request.remote_addr())?;
-        let session = self.session(&request)?;
-        let prepared = session
+        let client = self.client(&request)?;
+        let prepared = client
+            .session
             .prepare(&number_question_marks(&query.query))
             .await
             .map_err(|error| status(&error))?;
@@ -994,8 +1158,8 @@ impl FlightSqlService for FjordFlightSql {
         self.statements.lock().insert(
             handle,
             PreparedStatement {
-                user,
-                session,
+                user: client.user.clone(),
+                client,
                 prepared,
                 parameters: None,
             },
@@ -1025,16 +1189,13 @@ impl FlightSqlService for FjordFlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let statement = self.statement(&query.prepared_statement_handle, &request)?;
-        let schema = statement
-            .prepared
-            .output_schema()
-            .map(|schema| schema.as_ref().clone())
-            .unwrap_or_else(Schema::empty);
-        flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
+        self.start(
+            &statement.client,
+            &statement.prepared,
+            statement.parameters.clone(),
             request.into_inner(),
         )
+        .await
     }
 
     async fn do_get_prepared_statement(
@@ -1045,7 +1206,7 @@ impl FlightSqlService for FjordFlightSql {
         let statement = self.statement(&query.prepared_statement_handle, &request)?;
         Ok(Response::new(
             rows_stream(
-                &statement.session,
+                &statement.client.session,
                 &statement.prepared,
                 statement.parameters.clone(),
             )
@@ -1064,6 +1225,7 @@ impl FlightSqlService for FjordFlightSql {
             .await?
             .or(statement.parameters.clone());
         let outcome = statement
+            .client
             .session
             .execute(&statement.prepared, parameters)
             .await
@@ -1191,6 +1353,65 @@ impl FlightSqlService for FjordFlightSql {
     ) -> Result<Response<DoGetStream>, Status> {
         self.user(request.metadata(), request.remote_addr())?;
         no_rows(foreign_keys_schema())
+    }
+
+    /// Flight SQL's older cancel action, with the `FlightInfo` serialized in the request.
+    async fn do_action_cancel_query(
+        &self,
+        query: ActionCancelQueryRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCancelQueryResult, Status> {
+        let info = FlightInfo::decode(query.info.as_ref())
+            .map_err(|error| Status::invalid_argument(format!("bad FlightInfo: {error}")))?;
+        // Its result codes are CancelFlightInfo's (the older enum is not exported).
+        let result = if self.cancel(&info, &request)? {
+            CancelStatus::Cancelled
+        } else {
+            CancelStatus::NotCancellable
+        };
+        Ok(ActionCancelQueryResult {
+            result: result as i32,
+        })
+    }
+
+    /// Flight's `CancelFlightInfo` action, which Flight SQL clients send to cancel a statement.
+    async fn do_action_fallback(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        if request.get_ref().r#type != "CancelFlightInfo" {
+            return Err(Status::unimplemented(format!(
+                "fjord has no action {:?}",
+                request.get_ref().r#type
+            )));
+        }
+        let cancel =
+            CancelFlightInfoRequest::decode(request.get_ref().body.as_ref()).map_err(|error| {
+                Status::invalid_argument(format!("bad CancelFlightInfoRequest: {error}"))
+            })?;
+        let info = cancel
+            .info
+            .ok_or_else(|| Status::invalid_argument("CancelFlightInfo without a FlightInfo"))?;
+        let status = if self.cancel(&info, &request)? {
+            CancelStatus::Cancelled
+        } else {
+            CancelStatus::NotCancellable
+        };
+        let result = CancelFlightInfoResult {
+            status: status as i32,
+        };
+        Ok(Response::new(Box::pin(futures::stream::once(async move {
+            Ok(arrow_flight::Result {
+                body: result.encode_to_vec().into(),
+            })
+        }))))
+    }
+
+    async fn list_custom_actions(&self) -> Option<Vec<Result<arrow_flight::ActionType, Status>>> {
+        Some(vec![Ok(arrow_flight::ActionType {
+            r#type: "CancelFlightInfo".into(),
+            description: "Cancels a statement: its FlightInfo in a CancelFlightInfoRequest".into(),
+        })])
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}

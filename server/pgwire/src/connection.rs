@@ -2,8 +2,8 @@
 
 use std::fmt::Debug;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arrow_pg::datatypes::df::deserialize_parameters;
 use arrow_pg::datatypes::into_pg_type;
@@ -47,10 +47,6 @@ use tokio_util::sync::CancellationToken;
 use crate::access::{Access, Admission, AuthFailure, Exchange, SCRAM_SHA_256, fatal, random_bytes};
 use crate::cancel::{CancelRegistry, QueryCancel, QueryToken};
 use crate::encode::{canceled, canceled_by, engine_error, pg_fields, query_response};
-
-/// Process ids handed to clients: unique per server process, never reused while it runs.
-static NEXT_PID: LazyLock<AtomicI32> =
-    LazyLock::new(|| AtomicI32::new(1000 + (std::process::id() as i32 % 1000) * 1000));
 
 /// Counts a query as running while alive; shutdown waits for the count to reach zero.
 pub(crate) struct QueryGuard(Arc<AtomicUsize>);
@@ -367,7 +363,7 @@ impl Connection {
             }
         }
 
-        let pid = NEXT_PID.fetch_add(1, Ordering::Relaxed);
+        let pid = fjord_engine::queries::next_backend_pid();
         // The cancel key must be unguessable by other clients.
         let secret = i32::from_ne_bytes(random_bytes::<4>());
         client.set_pid_and_secret_key(pid, SecretKey::I32(secret));
