@@ -12,6 +12,11 @@ use fjord_tests::{Fjord, Postgres, query_text};
 use futures::{StreamExt, TryStreamExt};
 use tonic::transport::Channel;
 
+/// Whether `error` (as shown) carries gRPC `code`: tonic shows a code by its description.
+fn has_code(error: &dyn std::fmt::Display, code: tonic::Code) -> bool {
+    error.to_string().contains(code.description())
+}
+
 /// What tests/python/adbc_check.py saw through `uri` (with its extra `options`).
 async fn adbc_check(uri: &str, options: &[&str]) -> Result<serde_json::Value> {
     let venv = fjord_tests::test_venv()?;
@@ -35,11 +40,7 @@ fn adbc_output(output: std::process::Output) -> Result<serde_json::Value> {
 }
 
 async fn client(fjord: &Fjord) -> Result<FlightSqlServiceClient<Channel>> {
-    let address = fjord
-        .server
-        .as_ref()
-        .and_then(|server| server.flight_address)
-        .context("the Flight SQL listener is off")?;
+    let address = fjord.flight_address()?;
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
         .connect()
         .await?;
@@ -222,11 +223,7 @@ async fn flight_sql_answers_as_the_postgres_port_does() -> Result<()> {
     );
 
     // ADBC's Flight SQL driver, as pyarrow users connect.
-    let address = fjord
-        .server
-        .as_ref()
-        .and_then(|server| server.flight_address)
-        .context("flight address")?;
+    let address = fjord.flight_address()?;
     let seen = adbc_check(&format!("grpc://{address}"), &[]).await?;
     let join_rows: Vec<Vec<String>> = query_text(
         &pg,
@@ -266,9 +263,8 @@ async fn flight_sql_answers_as_the_postgres_port_does() -> Result<()> {
         .await
         .expect_err("an unknown table");
     let shown = missing.to_string();
-    // tonic shows a code by its description.
     assert!(
-        shown.contains(&tonic::Code::NotFound.description().to_string())
+        has_code(&shown, tonic::Code::NotFound)
             && shown.contains("iceberg.cafe.nope")
             && shown.contains("does not exist"),
         "{shown}"
@@ -277,11 +273,7 @@ async fn flight_sql_answers_as_the_postgres_port_does() -> Result<()> {
         .execute("SELEC 1".into(), None)
         .await
         .expect_err("bad SQL");
-    assert!(
-        bad.to_string()
-            .contains(&tonic::Code::InvalidArgument.description().to_string()),
-        "{bad}"
-    );
+    assert!(has_code(&bad, tonic::Code::InvalidArgument), "{bad}");
     fjord.stop().await?;
     Ok(())
 }
@@ -300,9 +292,7 @@ async fn flight_sql_users_authenticate_with_a_handshake() -> Result<()> {
         .await
         .expect_err("no credentials");
     assert!(
-        refused
-            .to_string()
-            .contains(&tonic::Code::Unauthenticated.description().to_string()),
+        has_code(&refused, tonic::Code::Unauthenticated),
         "{refused}"
     );
     let mut wrong = client(&fjord).await?;
@@ -314,11 +304,7 @@ async fn flight_sql_users_authenticate_with_a_handshake() -> Result<()> {
         error.to_string().contains("password authentication failed"),
         "{error}"
     );
-    let address = fjord
-        .server
-        .as_ref()
-        .and_then(|server| server.flight_address)
-        .context("flight address")?;
+    let address = fjord.flight_address()?;
     let uri = format!("grpc://{address}");
     let seen = adbc_check(
         &uri,
@@ -358,11 +344,7 @@ async fn flight_sql_serves_tls_from_the_configured_certificate() -> Result<()> {
         "[catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"warehouse\"\n",
     )
     .await?;
-    let address = fjord
-        .server
-        .as_ref()
-        .and_then(|server| server.flight_address)
-        .context("flight address")?;
+    let address = fjord.flight_address()?;
     let ca = ca.display().to_string();
     let seen = adbc_check(
         &format!("grpc+tls://localhost:{}", address.port()),
@@ -551,11 +533,7 @@ async fn flight_statements_stop_on_cancel_flight_info_and_kill_query() -> Result
     assert_eq!(state, vec![vec!["CANCELLED".to_string()]]);
 
     // ADBC's cancel call, from another thread of the client that reads.
-    let address = fjord
-        .server
-        .as_ref()
-        .and_then(|server| server.flight_address)
-        .context("flight address")?;
+    let address = fjord.flight_address()?;
     let signals = tempfile::tempdir()?;
     let go = signals.path().join("go");
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/adbc_check.py");
@@ -589,11 +567,7 @@ async fn flight_statements_stop_on_cancel_flight_info_and_kill_query() -> Result
     let gone = fetch(&mut flight, info)
         .await
         .expect_err("a cancelled endpoint");
-    assert!(
-        gone.to_string()
-            .contains(&tonic::Code::NotFound.description().to_string()),
-        "{gone}"
-    );
+    assert!(has_code(&gone, tonic::Code::NotFound), "{gone}");
     fjord.stop().await?;
     Ok(())
 }
@@ -655,10 +629,7 @@ async fn flight_results_offer_an_endpoint_per_partition() -> Result<()> {
     }
     .expect_err("a ticket read twice");
     assert!(
-        again
-            .to_string()
-            .contains(&tonic::Code::NotFound.description().to_string())
-            || again.to_string().contains("fetched already"),
+        has_code(&again, tonic::Code::NotFound) || again.to_string().contains("fetched already"),
         "{again}"
     );
 
@@ -701,6 +672,22 @@ async fn a_flight_token_keeps_its_session_settings() -> Result<()> {
     assert_eq!(
         rows(&mut flight, "SELECT current_user AS who").await?,
         vec![vec!["ann".to_string()]]
+    );
+    // The session's statement_timeout ends a statement that runs too long.
+    flight
+        .execute("SET statement_timeout = '200ms'".into(), None)
+        .await?;
+    let info = flight
+        .execute(
+            "SELECT count(*) FROM generate_series(1, 2000000000)".into(),
+            None,
+        )
+        .await?;
+    let timed_out = fetch(&mut flight, info).await.expect_err("a timeout");
+    assert!(
+        timed_out.to_string().contains("statement timeout")
+            && has_code(&timed_out, tonic::Code::Cancelled),
+        "{timed_out}"
     );
     // A client without a token gets a session per call, with the defaults.
     let mut other = client(&fjord).await?;

@@ -441,11 +441,7 @@ async fn run_files(front_door: FrontDoor) -> anyhow::Result<()> {
     ))
     .await?;
     let port = fjord.port();
-    let flight = fjord
-        .server
-        .as_ref()
-        .and_then(|server| server.flight_address)
-        .ok_or_else(|| anyhow::anyhow!("the Flight SQL listener is off"))?;
+    let flight = fjord.flight_address()?;
     let directory = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("slt");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&directory)?
         .flatten()

@@ -323,6 +323,14 @@ impl Fjord {
         http_get(address, path).await
     }
 
+    /// Where fjord's Flight SQL port listens.
+    pub fn flight_address(&self) -> Result<std::net::SocketAddr> {
+        self.server
+            .as_ref()
+            .and_then(|server| server.flight_address)
+            .context("the Flight SQL listener is off")
+    }
+
     pub fn port(&self) -> u16 {
         self.server
             .as_ref()

@@ -573,6 +573,7 @@ impl FjordFlightSql {
             schema.clone(),
             streams,
             cancel,
+            client.session.statement_timeout(),
         )?;
         let since_epoch = expires
             .duration_since(std::time::UNIX_EPOCH)

@@ -50,6 +50,8 @@ struct Entry {
     /// The schema announced in the `FlightInfo`, which every partition's rows are given.
     schema: SchemaRef,
     cancel: CancellationToken,
+    /// When the session's `statement_timeout` ends it.
+    deadline: Option<Instant>,
     /// Partitions being read now.
     reading: usize,
     /// Until when the unread partitions wait.
@@ -88,6 +90,7 @@ impl Running {
         schema: SchemaRef,
         streams: Vec<SendableRecordBatchStream>,
         cancel: CancellationToken,
+        timeout: Option<Duration>,
     ) -> Result<([u8; HANDLE_LEN], SystemTime), Status> {
         let id = random_id()?;
         let now = Instant::now();
@@ -101,6 +104,7 @@ impl Running {
                 streams: streams.into_iter().map(Some).collect(),
                 schema,
                 cancel,
+                deadline: timeout.map(|timeout| now + timeout),
                 reading: 0,
                 expires: now + UNREAD_TTL,
                 _session: session,
@@ -132,6 +136,9 @@ impl Running {
         let reading = Reading {
             inner: Some(stream),
             cancelled: entry.cancel.clone().cancelled_owned().boxed(),
+            timeout: entry
+                .deadline
+                .map(|deadline| Box::pin(tokio::time::sleep_until(deadline.into()))),
             done: false,
             _guard: ReadGuard {
                 running: self.clone(),
@@ -196,12 +203,14 @@ impl Drop for ReadGuard {
     }
 }
 
-/// One partition being read. Cancelling its statement ends it with 57014 (so a client never
-/// takes a cut-short result for a whole one) and drops the partition's stream, which stops
-/// its work, in Postgres too.
+/// One partition being read. Cancelling its statement, or its session's `statement_timeout`,
+/// ends it with 57014 (so a client never takes a cut-short result for a whole one) and drops
+/// the partition's stream, which stops its work, in Postgres too.
 pub(crate) struct Reading {
     inner: Option<SendableRecordBatchStream>,
     cancelled: futures::future::BoxFuture<'static, ()>,
+    /// The session's `statement_timeout`, counted from the statement's start.
+    timeout: Option<Pin<Box<tokio::time::Sleep>>>,
     done: bool,
     /// Counts the read as ended when dropped.
     _guard: ReadGuard,
@@ -214,12 +223,23 @@ impl Stream for Reading {
         if self.done {
             return Poll::Ready(None);
         }
-        if self.cancelled.poll_unpin(cx).is_ready() {
+        let reason = if self.cancelled.poll_unpin(cx).is_ready() {
+            Some("canceling statement due to user request")
+        } else if self
+            .timeout
+            .as_mut()
+            .is_some_and(|timeout| timeout.as_mut().poll(cx).is_ready())
+        {
+            Some("canceling statement due to statement timeout")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
             self.done = true;
             self.inner = None;
             return Poll::Ready(Some(Err(EngineError::new(
                 fjord_engine::sqlstate::QUERY_CANCELED,
-                "canceling statement due to user request",
+                reason,
             ))));
         }
         let Some(inner) = self.inner.as_mut() else {
