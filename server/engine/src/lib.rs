@@ -853,6 +853,14 @@ impl Session {
             }
             planned => planned?,
         };
+        if mentions_catalog_views(sql)
+            && let Some(name) = self.unknown_catalog_view(&plan)
+        {
+            return Err(EngineError::new(
+                sqlstate::INVALID_CATALOG_NAME,
+                format!("catalog \"{name}\" does not exist"),
+            ));
+        }
         let names = syntax
             .as_ref()
             .and_then(|syntax| column_names::postgres_names(syntax, plan.schema()));
@@ -870,6 +878,25 @@ impl Session {
         let mut prepared = Prepared::new(PreparedKind::Plan(Box::new(plan)), sql).with_names(names);
         prepared.analyzed_schema = analyzed_schema;
         Ok(prepared)
+    }
+
+    /// The catalog of an `information_schema` view `plan` reads, when no such catalog exists:
+    /// DataFusion answers `c.information_schema.tables` for any name `c`.
+    fn unknown_catalog_view(&self, plan: &LogicalPlan) -> Option<String> {
+        let mut unknown = None;
+        let _ = plan.apply_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(scan) = node
+                && let Some(catalog) = scan.table_name.catalog()
+                && scan.table_name.schema() == Some("information_schema")
+                && catalog != system::SYSTEM_CATALOG
+                && self.inner.engine.registry.get(catalog).is_none()
+            {
+                unknown = Some(catalog.to_string());
+                return Ok(TreeNodeRecursion::Stop);
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        unknown
     }
 
     /// Runs a prepared statement with its parameter values, if it has any. It shows in
