@@ -132,6 +132,18 @@ impl FlightServer {
             users = self.service.users.len(),
             "flight sql listening"
         );
+        // Statements whose endpoints nobody fetches are dropped after a while, even when no
+        // other statement comes to sweep them.
+        let running = self.service.running.clone();
+        let sweeping = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = sweeping.cancelled() => return,
+                    _ = tokio::time::sleep(running::UNREAD_TTL / 10) => running.sweep(),
+                }
+            }
+        });
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.listener);
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = self.tls {

@@ -93,10 +93,9 @@ impl Running {
         timeout: Option<Duration>,
     ) -> Result<([u8; HANDLE_LEN], SystemTime), Status> {
         let id = random_id()?;
+        self.sweep();
         let now = Instant::now();
         let mut entries = self.entries.lock();
-        // Forget what waited too long; dropping its streams stops it.
-        entries.retain(|_, entry| entry.reading > 0 || entry.expires > now);
         entries.insert(
             id,
             Entry {
@@ -111,6 +110,29 @@ impl Running {
             },
         );
         Ok((id, SystemTime::now() + UNREAD_TTL))
+    }
+
+    /// Forgets the statements whose unread endpoints waited too long; dropping their streams
+    /// stops them.
+    pub(crate) fn sweep(&self) {
+        let now = Instant::now();
+        let expired: Vec<Entry> = {
+            let mut entries = self.entries.lock();
+            let ids: Vec<[u8; HANDLE_LEN]> = entries
+                .iter()
+                .filter(|(_, entry)| entry.reading == 0 && entry.expires <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.iter().filter_map(|id| entries.remove(id)).collect()
+        };
+        if !expired.is_empty() {
+            tracing::info!(
+                statements = expired.len(),
+                "flight sql: dropped statements whose endpoints were never fetched"
+            );
+        }
+        // Dropped outside the lock: a stream's drop may cancel work in Postgres.
+        drop(expired);
     }
 
     /// Partition `partition` of statement `id` for `user` to read: its rows in the announced
@@ -156,19 +178,26 @@ impl Running {
         user: &str,
         admin: bool,
     ) -> Result<bool, Unreadable> {
-        let mut entries = self.entries.lock();
-        let Some(entry) = entries.get_mut(id) else {
-            return Ok(false);
+        let (unread, _ended) = {
+            let mut entries = self.entries.lock();
+            let Some(entry) = entries.get_mut(id) else {
+                return Ok(false);
+            };
+            if entry.user != user && !admin {
+                return Err(Unreadable::NotYours);
+            }
+            entry.cancel.cancel();
+            // Partitions nobody reads yet stop at once.
+            let unread: Vec<_> = entry.streams.iter_mut().filter_map(Option::take).collect();
+            let ended = if entry.finished() {
+                entries.remove(id)
+            } else {
+                None
+            };
+            (unread, ended)
         };
-        if entry.user != user && !admin {
-            return Err(Unreadable::NotYours);
-        }
-        entry.cancel.cancel();
-        // Partitions nobody reads yet stop at once.
-        entry.streams.iter_mut().for_each(|stream| *stream = None);
-        if entry.finished() {
-            entries.remove(id);
-        }
+        // Dropped outside the lock: a stream's drop may cancel work in Postgres.
+        drop(unread);
         Ok(true)
     }
 
