@@ -476,6 +476,22 @@ enum Caller {
 }
 
 impl FjordFlightSql {
+    /// The `FlightInfo` of a metadata command for an authenticated caller: the command's result
+    /// schema and one endpoint whose ticket is the command itself.
+    fn command_info(
+        &self,
+        request: Request<FlightDescriptor>,
+        schema: &Schema,
+        command: &impl ProstMessageExt,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.user(request.metadata(), request.remote_addr())?;
+        flight_info(
+            schema,
+            command.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
     /// The caller: its bearer token's session, or a user trusted on loopback when no users
     /// exist.
     fn caller(&self, metadata: &MetadataMap, peer: Option<SocketAddr>) -> Result<Caller, Status> {
@@ -969,13 +985,8 @@ impl FlightSqlService for FjordFlightSql {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.user(request.metadata(), request.remote_addr())?;
-        let schema = query.into_builder().schema();
-        flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        let schema = query.clone().into_builder().schema();
+        self.command_info(request, &schema, &query)
     }
 
     async fn do_get_catalogs(
@@ -996,13 +1007,8 @@ impl FlightSqlService for FjordFlightSql {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.user(request.metadata(), request.remote_addr())?;
         let schema = query.clone().into_builder().schema();
-        flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.command_info(request, &schema, &query)
     }
 
     async fn do_get_schemas(
@@ -1034,13 +1040,8 @@ impl FlightSqlService for FjordFlightSql {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.user(request.metadata(), request.remote_addr())?;
         let schema = query.clone().into_builder().schema();
-        flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.command_info(request, &schema, &query)
     }
 
     async fn do_get_tables(
@@ -1081,13 +1082,8 @@ impl FlightSqlService for FjordFlightSql {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.user(request.metadata(), request.remote_addr())?;
-        let schema = query.into_builder().schema();
-        flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        let schema = query.clone().into_builder().schema();
+        self.command_info(request, &schema, &query)
     }
 
     async fn do_get_table_types(
@@ -1108,13 +1104,8 @@ impl FlightSqlService for FjordFlightSql {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.user(request.metadata(), request.remote_addr())?;
         let schema = query.clone().into_builder(&self.sql_info).schema();
-        flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.command_info(request, &schema, &query)
     }
 
     async fn do_get_sql_info(
@@ -1262,13 +1253,8 @@ impl FlightSqlService for FjordFlightSql {
         query: CommandGetXdbcTypeInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.user(request.metadata(), request.remote_addr())?;
-        let schema = query.into_builder(&self.type_info).schema();
-        flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        let schema = query.clone().into_builder(&self.type_info).schema();
+        self.command_info(request, &schema, &query)
     }
 
     async fn do_get_xdbc_type_info(
@@ -1285,12 +1271,7 @@ impl FlightSqlService for FjordFlightSql {
         query: CommandGetPrimaryKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.user(request.metadata(), request.remote_addr())?;
-        flight_info(
-            &primary_keys_schema(),
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.command_info(request, &primary_keys_schema(), &query)
     }
 
     async fn do_get_primary_keys(
@@ -1307,12 +1288,7 @@ impl FlightSqlService for FjordFlightSql {
         query: CommandGetImportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.user(request.metadata(), request.remote_addr())?;
-        flight_info(
-            &foreign_keys_schema(),
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.command_info(request, &foreign_keys_schema(), &query)
     }
 
     async fn do_get_imported_keys(
@@ -1329,12 +1305,7 @@ impl FlightSqlService for FjordFlightSql {
         query: CommandGetExportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.user(request.metadata(), request.remote_addr())?;
-        flight_info(
-            &foreign_keys_schema(),
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.command_info(request, &foreign_keys_schema(), &query)
     }
 
     async fn do_get_exported_keys(
@@ -1351,12 +1322,7 @@ impl FlightSqlService for FjordFlightSql {
         query: CommandGetCrossReference,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.user(request.metadata(), request.remote_addr())?;
-        flight_info(
-            &foreign_keys_schema(),
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.command_info(request, &foreign_keys_schema(), &query)
     }
 
     async fn do_get_cross_reference(
