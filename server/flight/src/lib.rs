@@ -985,7 +985,7 @@ impl FlightSqlService for FjordFlightSql {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder().schema();
+        let schema = query.into_builder().schema();
         self.command_info(request, &schema, &query)
     }
 
@@ -1082,7 +1082,7 @@ impl FlightSqlService for FjordFlightSql {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder().schema();
+        let schema = query.into_builder().schema();
         self.command_info(request, &schema, &query)
     }
 
@@ -1253,7 +1253,7 @@ impl FlightSqlService for FjordFlightSql {
         query: CommandGetXdbcTypeInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder(&self.type_info).schema();
+        let schema = query.into_builder(&self.type_info).schema();
         self.command_info(request, &schema, &query)
     }
 
