@@ -992,19 +992,12 @@ impl Session {
                 None => plan,
             };
             let frame = self.inner.context.execute_logical_plan(plan).await?;
-            let zone = self.time_zone();
             Ok::<_, EngineError>(
                 frame
                     .execute_stream_partitioned()
                     .await?
                     .into_iter()
-                    .map(|stream| {
-                        let stream = match &zone {
-                            Some(zone) => types::in_time_zone(stream, zone),
-                            None => stream,
-                        };
-                        prepared.client_named(stream)
-                    })
+                    .map(|stream| self.client_rows(prepared, stream))
                     .collect::<Vec<_>>(),
             )
         }
@@ -1027,6 +1020,20 @@ impl Session {
                 .and_then(|zone| types::zoned_schema(&schema, &zone))
                 .unwrap_or(schema),
         )
+    }
+
+    /// `prepared`'s rows as the client sees them: timestamps with a zone in the session's
+    /// TimeZone, columns under the names the client's SQL gave them.
+    fn client_rows(
+        &self,
+        prepared: &Prepared,
+        stream: SendableRecordBatchStream,
+    ) -> SendableRecordBatchStream {
+        let stream = match self.time_zone() {
+            Some(zone) => types::in_time_zone(stream, &zone),
+            None => stream,
+        };
+        prepared.client_named(stream)
     }
 
     /// The entry of `prepared` in the query log, running from now.
@@ -1110,17 +1117,10 @@ impl Session {
                     _ => Err(EngineError::syntax("COPY needs a query that returns rows")),
                 }
             }
-            PreparedKind::Constant(plan) => {
-                let stream = plan.execute()?;
-                let stream = match self.time_zone() {
-                    Some(zone) => types::in_time_zone(stream, &zone),
-                    None => stream,
-                };
-                Ok(Outcome::Rows {
-                    stream: prepared.client_named(stream),
-                    tag: "SELECT".into(),
-                })
-            }
+            PreparedKind::Constant(plan) => Ok(Outcome::Rows {
+                stream: self.client_rows(prepared, plan.execute()?),
+                tag: "SELECT".into(),
+            }),
             PreparedKind::Plan(plan) => {
                 let plan = self.plan_to_run(prepared, plan).await?;
                 let outcome = match self.run_confirmed(plan, parameters.clone()).await {
@@ -1135,16 +1135,10 @@ impl Session {
                     outcome => outcome?,
                 };
                 match outcome {
-                    Outcome::Rows { stream, tag } => {
-                        let stream = match self.time_zone() {
-                            Some(zone) => types::in_time_zone(stream, &zone),
-                            None => stream,
-                        };
-                        Ok(Outcome::Rows {
-                            stream: prepared.client_named(stream),
-                            tag,
-                        })
-                    }
+                    Outcome::Rows { stream, tag } => Ok(Outcome::Rows {
+                        stream: self.client_rows(prepared, stream),
+                        tag,
+                    }),
                     other => Ok(other),
                 }
             }
