@@ -130,6 +130,15 @@ async fn catalogs_are_added_changed_and_removed_by_editing_files() -> Result<()>
     assert!(!explained.contains(secret), "{explained}");
     let listed = query_text(&client, "SHOW CATALOGS").await?;
     assert!(listed.contains(&vec!["shop".to_string()]), "{listed:?}");
+    // A prepared lookup run more than once keeps its plan; an edit must still reach it.
+    let lookup = client
+        .prepare("SELECT name FROM shop.public.items WHERE id = $1")
+        .await?;
+    for (id, name) in [(1, Some("bowl")), (2, Some("brush")), (3, None)] {
+        let rows = client.query(&lookup, &[&id]).await?;
+        let found: Option<String> = rows.first().map(|row| row.get(0));
+        assert_eq!(found.as_deref(), name, "shop item {id}");
+    }
 
     // Changed: its database. A query running on the old one finishes there.
     let running = {
@@ -146,6 +155,12 @@ async fn catalogs_are_added_changed_and_removed_by_editing_files() -> Result<()>
     let took = until_answer(&client, count, &[&["3"]]).await?;
     eprintln!("a changed catalog answered from its new database after {took:?}");
     assert_eq!(running.await??, vec![vec!["3".to_string()]]);
+    let rows = client.query(&lookup, &[&3i32]).await?;
+    assert_eq!(
+        rows.first().map(|row| row.get::<_, String>(0)).as_deref(),
+        Some("bed"),
+        "the prepared lookup reads the catalog's new database"
+    );
 
     // A broken edit is rejected whole, named with file and line; the catalogs keep serving.
     std::fs::write(
@@ -202,6 +217,14 @@ async fn catalogs_are_added_changed_and_removed_by_editing_files() -> Result<()>
         "{state} {message}"
     );
     assert!(message.contains("shop"), "{message}");
+    let error = client
+        .query(&lookup, &[&1i32])
+        .await
+        .expect_err("the prepared lookup's catalog is gone");
+    assert!(
+        matches!(sqlstate(&error).as_deref(), Some("3D000" | "42P01")),
+        "{error:?}"
+    );
     let listed = query_text(&client, "SHOW CATALOGS").await?;
     assert!(!listed.contains(&vec!["shop".to_string()]), "{listed:?}");
     let status = catalogs_json(&fjord).await?;

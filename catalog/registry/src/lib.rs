@@ -8,6 +8,7 @@
 use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use datafusion::catalog::{CatalogProvider, CatalogProviderList};
@@ -150,6 +151,9 @@ impl std::fmt::Display for CatalogChanges {
 #[derive(Debug, Default)]
 pub struct CatalogRegistry {
     catalogs: RwLock<BTreeMap<String, Entry>>,
+    /// Counts changes to the set of catalogs, so that plans kept across statements can tell
+    /// that a catalog they read may have been replaced.
+    generation: AtomicU64,
 }
 
 impl CatalogRegistry {
@@ -195,6 +199,9 @@ impl CatalogRegistry {
             }
             keep
         });
+        if !changes.is_empty() {
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        }
         for (name, handle, catalog_config) in built {
             catalogs.insert(
                 name,
@@ -246,6 +253,11 @@ impl CatalogRegistry {
                 PostgresCatalog::new(name, postgres_config, config.server.batch_size),
             ),
         })
+    }
+
+    /// Changes whenever a catalog may have been added, replaced or removed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 
     pub fn get(&self, name: &str) -> Option<CatalogHandle> {
@@ -364,6 +376,7 @@ impl CatalogProviderList for CatalogRegistry {
             config: None,
             loaded_at: SystemTime::now(),
         };
+        self.generation.fetch_add(1, Ordering::SeqCst);
         self.catalogs
             .write()
             .insert(name, entry)

@@ -32,6 +32,10 @@ pub enum PostgresError {
         "catalog `{catalog}`: table {table} changed after the statement was planned; run it again"
     )]
     Changed { catalog: String, table: String },
+    /// A statement planned with its parameters unbound got a value that cannot be written
+    /// into its statement for Postgres; the engine runs it with the values bound first.
+    #[error("catalog `{catalog}`: {reason}")]
+    Unbound { catalog: String, reason: String },
     /// A broken invariant of the connector itself.
     #[error("catalog `{catalog}`: internal error: {reason}")]
     Internal { catalog: String, reason: String },
@@ -40,7 +44,10 @@ pub enum PostgresError {
 impl PostgresError {
     /// Whether planning the statement again (with the table read afresh) would get past it.
     pub fn needs_planning_again(&self) -> bool {
-        matches!(self, PostgresError::Changed { .. })
+        matches!(
+            self,
+            PostgresError::Changed { .. } | PostgresError::Unbound { .. }
+        )
     }
 
     /// The SQLSTATE a client should see for this error.
@@ -50,6 +57,7 @@ impl PostgresError {
             PostgresError::Server { sqlstate, .. } => sqlstate,
             // Postgres's own code when a prepared statement's cached plan no longer fits.
             PostgresError::Changed { .. } => "0A000",
+            PostgresError::Unbound { .. } => "22023",
             PostgresError::Decode { .. } | PostgresError::Internal { .. } => "XX000",
         }
     }
@@ -60,6 +68,7 @@ impl PostgresError {
             | PostgresError::Server { catalog, .. }
             | PostgresError::Decode { catalog, .. }
             | PostgresError::Changed { catalog, .. }
+            | PostgresError::Unbound { catalog, .. }
             | PostgresError::Internal { catalog, .. } => catalog,
         }
     }

@@ -44,7 +44,7 @@ pub use binary_copy::{BinaryCopyDecoder, DecodeError};
 pub use error::PostgresError;
 pub use load::postgres_type_for;
 pub use pushdown::{PostgresPushdown, PostgresQuery, PostgresQueryPlanner};
-pub use scan::PostgresScanExec;
+pub use scan::{PostgresScanExec, StatementParameters};
 pub use types::{PG_TYPE_METADATA_KEY, PgColumn, PgKind};
 
 use pool::Pool;
@@ -494,6 +494,12 @@ impl TableProvider for PostgresTable {
             // A key lookup reads one row: no estimate is worth a round trip.
             ranges = 1;
         }
+        let parameters = conditions.iter().any(|sql| sql::has_parameters(sql));
+        if parameters {
+            // Postgres cannot estimate a statement whose values come with each execution;
+            // statements with parameters are lookups far more often than large reads.
+            ranges = 1;
+        }
         if ranges > 1 && !conditions.is_empty() {
             // Filters may leave a few rows (a key lookup): ask Postgres how much it expects
             // to return before opening several connections and a snapshot for it.
@@ -535,7 +541,7 @@ impl TableProvider for PostgresTable {
             .collect();
         let schema = Arc::new(self.schema.project(&indices)?);
         let kinds = selected.iter().map(|column| column.kind.clone()).collect();
-        Ok(Arc::new(PostgresScanExec::new(
+        let mut exec = PostgresScanExec::new(
             self.catalog.clone(),
             self.pool.clone(),
             queries,
@@ -544,7 +550,11 @@ impl TableProvider for PostgresTable {
             selected.into_iter().cloned().collect(),
             self.batch_size,
             checks,
-        )))
+        );
+        if parameters {
+            exec = exec.with_parameters(self.columns.clone());
+        }
+        Ok(Arc::new(exec))
     }
 }
 
@@ -594,7 +604,11 @@ fn is_key_lookup(filter: &Expr, columns: &[PgColumn], unique: &[bool]) -> bool {
             _ => false,
         }
     };
-    let value = |side: &Expr| matches!(side, Expr::Literal(value, _) if !value.is_null());
+    let value = |side: &Expr| match side {
+        Expr::Literal(value, _) => !value.is_null(),
+        Expr::Placeholder(_) => true,
+        _ => false,
+    };
     (key(left) && value(right)) || (value(left) && key(right))
 }
 

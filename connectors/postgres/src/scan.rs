@@ -13,7 +13,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
-use datafusion::common::{DataFusionError, Result};
+use datafusion::common::{DataFusionError, ParamValues, Result};
 use datafusion::config::ConfigOptions;
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::EquivalenceProperties;
@@ -40,7 +40,7 @@ use crate::binary_copy::{BinaryCopyDecoder, DecodeError};
 use crate::error::PostgresError;
 use crate::pool::{Pool, PooledClient};
 use crate::shape::ShapeCheck;
-use crate::sql::{quote_literal, runtime_filter_sql};
+use crate::sql::{bind_parameters, quote_literal, runtime_filter_sql, show_parameters};
 use crate::types::{PgColumn, PgKind};
 
 /// A table is split only when each range would hold at least this many 8 kB blocks (8 MB):
@@ -113,7 +113,16 @@ pub struct PostgresScanExec {
     round: Mutex<Option<Arc<Round>>>,
     /// The statements last sent with run-time filters added, for EXPLAIN ANALYZE.
     sent: Arc<Mutex<Vec<Option<String>>>>,
+    /// Set when the statements compare columns with statement parameters: the table's
+    /// columns, to write each execution's values in for (see [`StatementParameters`]).
+    parameter_columns: Option<Arc<Vec<PgColumn>>>,
 }
+
+/// The parameter values of the statement being run, for scans planned with its parameters
+/// unbound (a prepared statement planned once and run many times). The engine puts them in
+/// the task's session config; a scan writes them into its statements when it starts.
+#[derive(Debug)]
+pub struct StatementParameters(pub ParamValues);
 
 impl PostgresScanExec {
     #[allow(clippy::too_many_arguments)] // One per part of what a scan reads; all required.
@@ -147,12 +156,29 @@ impl PostgresScanExec {
             metrics: ExecutionPlanMetricsSet::new(),
             round: Mutex::new(None),
             sent: Arc::default(),
+            parameter_columns: None,
         }
     }
 
-    /// The exact statements sent to Postgres, one per partition.
-    pub fn queries(&self) -> &[String] {
-        &self.queries
+    /// The scan of statements with parameters compared with the table's `columns`.
+    pub(crate) fn with_parameters(mut self, columns: Arc<Vec<PgColumn>>) -> Self {
+        self.parameter_columns = Some(columns);
+        self
+    }
+
+    /// The exact statements sent to Postgres, one per partition (parameters shown as `$1`).
+    pub fn queries(&self) -> Vec<String> {
+        self.queries
+            .iter()
+            .map(|query| show_parameters(query))
+            .collect()
+    }
+
+    /// Whether running this scan again gives the rows as they are then: true unless it takes
+    /// run-time filters from operators above it, which are set once per plan (DataFusion's
+    /// dynamic filters), so a plan holding it cannot be kept and run again.
+    pub fn can_run_again(&self) -> bool {
+        self.runtime_filters.is_empty()
     }
 
     /// The round that partition `partition` belongs to: the current one unless it has
@@ -178,15 +204,16 @@ impl PostgresScanExec {
 
 impl DisplayAs for PostgresScanExec {
     fn fmt_as(&self, _format: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let [query] = self.queries.as_slice() {
+        let queries = self.queries();
+        if let [query] = queries.as_slice() {
             write!(f, "PostgresScanExec: catalog={}, sql={query}", self.catalog)?;
         } else {
             write!(
                 f,
                 "PostgresScanExec: catalog={}, partitions={} (one snapshot), sql=[{}]",
                 self.catalog,
-                self.queries.len(),
-                self.queries.join("; ")
+                queries.len(),
+                queries.join("; ")
             )?;
         }
         if !self.runtime_filters.is_empty() {
@@ -274,6 +301,7 @@ impl ExecutionPlan for PostgresScanExec {
                 metrics: ExecutionPlanMetricsSet::new(),
                 round: Mutex::new(None),
                 sent: Arc::default(),
+                parameter_columns: self.parameter_columns.clone(),
             }) as Arc<dyn ExecutionPlan>);
         }
         Ok(propagation)
@@ -298,9 +326,23 @@ impl ExecutionPlan for PostgresScanExec {
             .batch_size
             .min(context.session_config().batch_size())
             .max(1);
+        let query = match &self.parameter_columns {
+            Some(columns) => {
+                let values = context
+                    .session_config()
+                    .get_extension::<StatementParameters>();
+                bind_parameters(query, columns, values.as_ref().map(|values| &values.0)).map_err(
+                    |reason| PostgresError::Unbound {
+                        catalog: self.catalog.clone(),
+                        reason,
+                    },
+                )?
+            }
+            None => query.clone(),
+        };
         let read = Read {
             pool: self.pool.clone(),
-            query: query.clone(),
+            query,
             schema: self.schema.clone(),
             kinds: self.kinds.clone(),
             columns: self.columns.clone(),

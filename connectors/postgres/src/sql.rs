@@ -10,7 +10,9 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
-use datafusion::common::ScalarValue;
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::logical_expr::expr::Placeholder;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Like, Operator};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions as physical;
@@ -78,6 +80,8 @@ pub struct FilterTranslator<'a> {
 enum Operand<'a> {
     Column(&'a PgColumn),
     Literal(&'a ScalarValue),
+    /// A statement parameter (`$1`), whose value is written in when the scan starts.
+    Parameter(&'a Placeholder),
 }
 
 impl<'a> FilterTranslator<'a> {
@@ -246,6 +250,7 @@ impl<'a> FilterTranslator<'a> {
         match expr {
             Expr::Column(_) => self.column(expr).map(Operand::Column),
             Expr::Literal(value, _) => Some(Operand::Literal(value)),
+            Expr::Placeholder(placeholder) => Some(Operand::Parameter(placeholder)),
             _ => None,
         }
     }
@@ -255,6 +260,12 @@ impl<'a> FilterTranslator<'a> {
             (Operand::Column(column), Operand::Literal(value)) => (left, column, value, op),
             (Operand::Literal(value), Operand::Column(column)) => {
                 (right, column, value, op.swap()?)
+            }
+            (Operand::Column(column), Operand::Parameter(parameter)) => {
+                return self.parameter_comparison(left, column, op, parameter);
+            }
+            (Operand::Parameter(parameter), Operand::Column(column)) => {
+                return self.parameter_comparison(right, column, op.swap()?, parameter);
             }
             _ => return None,
         };
@@ -290,6 +301,139 @@ impl<'a> FilterTranslator<'a> {
             format!("({column_sql} {symbol} {})", literal_for(column, value)?),
         ))
     }
+
+    /// A comparison with a statement parameter: pushed where every value of the parameter's
+    /// type is written for the column as a literal would be, so that the statement can be
+    /// planned once and run with each execution's values (see [`bind_parameters`]).
+    fn parameter_comparison(
+        &self,
+        column_expr: &Expr,
+        column: &PgColumn,
+        op: Operator,
+        parameter: &Placeholder,
+    ) -> Option<String> {
+        if !parameter_fits(column, parameter.field.as_ref()?.data_type()) {
+            return None;
+        }
+        let symbol = comparison_symbol(op)?;
+        let ordered = !matches!(op, Operator::Eq | Operator::NotEq);
+        let column_sql = self.column_sql(column_expr, ordered)?;
+        Some(guarded(
+            column,
+            format!(
+                "({column_sql} {symbol} {})",
+                parameter_marker(&parameter.id, column)
+            ),
+        ))
+    }
+}
+
+fn comparison_symbol(op: Operator) -> Option<&'static str> {
+    Some(match op {
+        Operator::Eq => "=",
+        Operator::NotEq => "<>",
+        Operator::Lt => "<",
+        Operator::LtEq => "<=",
+        Operator::Gt => ">",
+        Operator::GtEq => ">=",
+        _ => return None,
+    })
+}
+
+/// Whether every value of `data_type` is written for `column` by [`literal_for`] (only out of
+/// range dates and timestamps are not, and [`bind_parameters`] reports those). Floats are
+/// left out: zero and NaN compare differently in the two engines.
+fn parameter_fits(column: &PgColumn, data_type: &DataType) -> bool {
+    use DataType as T;
+    use PgKind as K;
+    match &column.kind {
+        K::Text => matches!(data_type, T::Utf8 | T::Utf8View | T::LargeUtf8),
+        kind if kind.is_text_view() => {
+            // A uuid is compared through its text unless spelled canonically, which only the
+            // value tells.
+            *kind != K::Uuid && matches!(data_type, T::Utf8 | T::Utf8View | T::LargeUtf8)
+        }
+        K::Bool => *data_type == T::Boolean,
+        K::Int2 | K::Int4 | K::Int8 | K::Oid | K::Numeric { .. } => matches!(
+            data_type,
+            T::Int8
+                | T::Int16
+                | T::Int32
+                | T::Int64
+                | T::UInt8
+                | T::UInt16
+                | T::UInt32
+                | T::UInt64
+                | T::Decimal128(..)
+        ),
+        K::Date => *data_type == T::Date32,
+        K::Timestamp => *data_type == T::Timestamp(TimeUnit::Microsecond, None),
+        K::TimestampTz => matches!(data_type, T::Timestamp(TimeUnit::Microsecond, Some(_))),
+        _ => false,
+    }
+}
+
+/// Where a statement parameter's value goes in a statement for Postgres: its id and the
+/// column it is compared with, between NULs. Neither Postgres text nor identifiers can hold
+/// NUL ([`quote_literal`] refuses it), so the marker cannot be mistaken for anything else.
+fn parameter_marker(id: &str, column: &PgColumn) -> String {
+    format!("\0{id}\0{}\0", column.name)
+}
+
+/// Whether `query` has statement parameters to bind before it is sent.
+pub(crate) fn has_parameters(query: &str) -> bool {
+    query.contains('\0')
+}
+
+/// `query` for display: each parameter shown as its id (`$1`).
+pub(crate) fn show_parameters(query: &str) -> String {
+    if !has_parameters(query) {
+        return query.to_string();
+    }
+    let mut shown = String::with_capacity(query.len());
+    let mut parts = query.split('\0');
+    shown.push_str(parts.next().unwrap_or_default());
+    while let (Some(id), Some(_column), Some(rest)) = (parts.next(), parts.next(), parts.next()) {
+        shown.push_str(id);
+        shown.push_str(rest);
+    }
+    shown
+}
+
+/// `query` with each parameter written in as a literal of its column's type (NULL for a null
+/// value, which compares as NULL in both engines). `Err` names the parameter whose value is
+/// missing or cannot be written (a date beyond year 9999); the statement is then run with its
+/// values bound before planning instead.
+pub(crate) fn bind_parameters(
+    query: &str,
+    columns: &[PgColumn],
+    values: Option<&ParamValues>,
+) -> Result<String, String> {
+    let mut bound = String::with_capacity(query.len() + 16);
+    let mut parts = query.split('\0');
+    bound.push_str(parts.next().unwrap_or_default());
+    while let (Some(id), Some(name), Some(rest)) = (parts.next(), parts.next(), parts.next()) {
+        let values = values.ok_or_else(|| format!("no value for parameter {id}"))?;
+        let value = values
+            .get_placeholders_with_values(id)
+            .map_err(|_| format!("no value for parameter {id}"))?;
+        let column = columns
+            .iter()
+            .find(|column| column.name == name)
+            .ok_or_else(|| format!("parameter {id} is compared with an unknown column"))?;
+        if value.value.is_null() {
+            bound.push_str("NULL");
+        } else {
+            let literal = literal_for(column, &value.value).ok_or_else(|| {
+                format!(
+                    "the value of parameter {id} cannot be compared with column `{name}` in PostgreSQL"
+                )
+            })?;
+            bound.push_str(&literal);
+        }
+        bound.push_str(rest);
+    }
+    Ok(bound)
 }
 
 /// `condition` on `column`, NULL where the column holds a value fjord reads as NULL (an
@@ -546,6 +690,91 @@ mod tests {
             kind,
             nullable: true,
         }
+    }
+
+    fn parameter(id: &str, data_type: DataType) -> Expr {
+        let field = Arc::new(datafusion::arrow::datatypes::Field::new(
+            "", data_type, true,
+        ));
+        Expr::Placeholder(Placeholder::new_with_field(id.into(), Some(field)))
+    }
+
+    #[test]
+    fn parameters_are_written_in_as_literals_of_their_column() {
+        let columns = vec![
+            column("id", PgKind::Int8),
+            column("name", PgKind::Text),
+            column("score", PgKind::Float8),
+            column("born", PgKind::Date),
+        ];
+        let translator = FilterTranslator { columns: &columns };
+        let by_id = translator
+            .translate(&col("id").eq(parameter("$1", DataType::Int64)))
+            .unwrap();
+        let by_name = translator
+            .translate(&parameter("$2", DataType::Utf8).lt(col("name")))
+            .unwrap();
+        let born = translator
+            .translate(&col("born").lt(parameter("$3", DataType::Date32)))
+            .unwrap();
+        // Floats compare differently at zero and NaN; an untyped parameter has no kind.
+        assert_eq!(
+            translator.translate(&col("score").eq(parameter("$1", DataType::Float64))),
+            None
+        );
+        assert_eq!(
+            translator.translate(&col("id").eq(Expr::Placeholder(Placeholder::new_with_field(
+                "$1".into(),
+                None
+            )))),
+            None
+        );
+        let query = format!("SELECT 1 WHERE {by_id} AND {by_name} AND {born}");
+        assert!(has_parameters(&query));
+        assert_eq!(
+            show_parameters(&query),
+            r#"SELECT 1 WHERE ("id" = $1) AND ("name" COLLATE "C" > $2) AND ("born" < $3)"#
+        );
+        let values = ParamValues::List(vec![
+            ScalarValue::Int64(Some(42)).into(),
+            ScalarValue::Utf8(Some("o'brien; DROP".into())).into(),
+            ScalarValue::Date32(Some(0)).into(),
+        ]);
+        assert_eq!(
+            bind_parameters(&query, &columns, Some(&values)).unwrap(),
+            r#"SELECT 1 WHERE ("id" = 42) AND ("name" COLLATE "C" > 'o''brien; DROP') AND ("born" < '1970-01-01'::date)"#
+        );
+        let nulls = ParamValues::List(vec![
+            ScalarValue::Int64(None).into(),
+            ScalarValue::Utf8(None).into(),
+            ScalarValue::Date32(None).into(),
+        ]);
+        assert_eq!(
+            bind_parameters(&query, &columns, Some(&nulls)).unwrap(),
+            r#"SELECT 1 WHERE ("id" = NULL) AND ("name" COLLATE "C" > NULL) AND ("born" < NULL)"#
+        );
+        // A value that cannot be written, or none at all, is an error naming the parameter.
+        let nul = ParamValues::List(vec![
+            ScalarValue::Int64(Some(1)).into(),
+            ScalarValue::Utf8(Some("nul\0".into())).into(),
+            ScalarValue::Date32(Some(0)).into(),
+        ]);
+        assert!(
+            bind_parameters(&query, &columns, Some(&nul))
+                .unwrap_err()
+                .contains("$2")
+        );
+        assert!(
+            bind_parameters(&query, &columns, None)
+                .unwrap_err()
+                .contains("$1")
+        );
+        let short = ParamValues::List(vec![ScalarValue::Int64(Some(1)).into()]);
+        assert!(
+            bind_parameters(&query, &columns, Some(&short))
+                .unwrap_err()
+                .contains("$2")
+        );
     }
 
     #[test]

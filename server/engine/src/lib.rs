@@ -15,6 +15,7 @@ mod cursors;
 mod error;
 mod in_list_nulls;
 mod int4_literals;
+mod kept_plans;
 mod not_null;
 mod numeric_sums;
 mod pg_catalog;
@@ -238,6 +239,7 @@ impl Engine {
                 variables,
                 facts,
                 constant_plans: Mutex::default(),
+                plans_generation: Default::default(),
                 cursors: Mutex::default(),
             }),
         }
@@ -256,6 +258,9 @@ struct SessionInner {
     variables: Arc<Mutex<SessionVariables>>,
     facts: Arc<parking_lot::RwLock<pg_catalog::SessionFacts>>,
     constant_plans: Mutex<constant_plans::ConstantPlans>,
+    /// Counts statements that changed the session, which plans kept across statements may
+    /// depend on (see `kept_plans`).
+    plans_generation: std::sync::atomic::AtomicU64,
     cursors: Mutex<cursors::Cursors>,
 }
 
@@ -279,6 +284,8 @@ pub struct Prepared {
     sql: Arc<str>,
     /// Set by the first execution; later ones look the tables up afresh.
     executed: Arc<std::sync::atomic::AtomicBool>,
+    /// The physical plan later executions run again, where it may be kept (see `kept_plans`).
+    kept: Arc<Mutex<kept_plans::Kept>>,
     /// Result column names as Postgres gives them, where they differ from DataFusion's.
     names: Option<Arc<[String]>>,
     /// For `FETCH`: the rows' schema, which is its cursor's.
@@ -405,6 +412,7 @@ impl Prepared {
             kind,
             sql: Arc::from(sql),
             executed: Arc::default(),
+            kept: Arc::default(),
             names,
             cursor_schema: None,
             analyzed_schema: None,
@@ -1093,6 +1101,9 @@ impl Session {
         if changes_session {
             // Planning may have read what this statement changes.
             self.inner.constant_plans.lock().clear();
+            self.inner
+                .plans_generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
         match &prepared.kind {
             PreparedKind::Empty => Ok(Outcome::Empty),
@@ -1122,6 +1133,22 @@ impl Session {
                 tag: "SELECT".into(),
             }),
             PreparedKind::Plan(plan) => {
+                if let Some(kept) = self.kept_plan(prepared, plan).await {
+                    match self.run_kept(&kept, parameters.clone()).await {
+                        Ok(stream) => {
+                            return Ok(Outcome::Rows {
+                                stream: self.client_rows(prepared, stream),
+                                tag: "SELECT".into(),
+                            });
+                        }
+                        // A table changed, or a value cannot be sent as planned: plan again
+                        // below, with the values bound first.
+                        Err(error) if error.plan_again => {
+                            *prepared.kept.lock() = kept_plans::Kept::Untried;
+                        }
+                        Err(error) => return Err(error),
+                    }
+                }
                 let plan = self.plan_to_run(prepared, plan).await?;
                 let outcome = match self.run_confirmed(plan, parameters.clone()).await {
                     Err(error) if error.plan_again => {
@@ -1143,6 +1170,75 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// The physical plan a prepared query runs again, from its second execution on: the one
+    /// kept, or one made now with its parameters unbound; `None` where the statement cannot
+    /// keep one (see `kept_plans`).
+    async fn kept_plan(
+        &self,
+        prepared: &Prepared,
+        plan: &LogicalPlan,
+    ) -> Option<Arc<kept_plans::KeptPlan>> {
+        use std::sync::atomic::Ordering;
+        if !prepared.executed.load(Ordering::SeqCst) {
+            return None;
+        }
+        let generation = kept_plans::Generation {
+            session: self.inner.plans_generation.load(Ordering::SeqCst),
+            catalogs: self.inner.engine.registry.generation(),
+        };
+        {
+            let mut kept = prepared.kept.lock();
+            match &*kept {
+                kept_plans::Kept::Never => return None,
+                kept_plans::Kept::Plan(plan) if plan.generation == generation => {
+                    return Some(plan.clone());
+                }
+                // Out of date: let go of it (and of the connections its scans hold).
+                _ => *kept = kept_plans::Kept::Untried,
+            }
+        }
+        if !kept_plans::may_keep(plan) {
+            *prepared.kept.lock() = kept_plans::Kept::Never;
+            return None;
+        }
+        let current = self.with_current_tables(plan, &prepared.sql).await?;
+        let state = self.inner.context.state();
+        let kept = match state.create_physical_plan(&current).await {
+            Ok(physical) => {
+                let task = Arc::new(datafusion::execution::TaskContext::from(&state));
+                kept_plans::KeptPlan::new(physical, task, generation).map(Arc::new)
+            }
+            // A parameter used where only a value will do: planned with values each time.
+            Err(_) => None,
+        };
+        *prepared.kept.lock() = match &kept {
+            Some(kept) => kept_plans::Kept::Plan(kept.clone()),
+            None => kept_plans::Kept::Never,
+        };
+        kept
+    }
+
+    /// Runs a kept plan with `parameters`. Like `run_confirmed`, waits for the first batch, so
+    /// that a scan whose table changed (or whose values cannot be sent as planned) comes back
+    /// as an error with `plan_again` rather than in the stream.
+    async fn run_kept(
+        &self,
+        kept: &kept_plans::KeptPlan,
+        parameters: Option<ParamValues>,
+    ) -> Result<SendableRecordBatchStream, EngineError> {
+        let mut stream = kept.execute(parameters)?;
+        let first = stream.next().await;
+        if let Some(Err(error)) = &first {
+            let classified = error::classify(error);
+            if classified.plan_again {
+                return Err(classified);
+            }
+        }
+        let schema = stream.schema();
+        let rest = futures::stream::iter(first).chain(stream);
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, rest)))
     }
 
     /// A query's plan made afresh from its text, to run at once; `None` if the text is no
