@@ -270,7 +270,7 @@ async fn cancelling_or_timing_out_a_pushed_query_cancels_it_in_postgres() -> any
     let slow = "SELECT count(*) FROM postgresql.public.pairs a \
                 JOIN postgresql.public.pairs b ON a.id < b.id";
     let running = "SELECT count(*) FROM pg_stat_activity \
-                   WHERE query LIKE 'COPY (SELECT%pairs%' AND state = 'active'";
+                   WHERE application_name = 'fjord' AND query LIKE '%pairs%' AND state = 'active'";
     let count_running =
         || async { anyhow::Ok(direct.query_one(running, &[]).await?.get::<_, i64>(0)) };
     let wait_for = |expected: i64| async move {

@@ -77,6 +77,34 @@ impl BinaryCopyDecoder {
         Ok(())
     }
 
+    /// Appends one row given as its fields' values (a binary DataRow's fields are encoded as
+    /// a binary COPY row's are), `None` for NULL.
+    pub fn push_row<'a>(
+        &mut self,
+        values: impl ExactSizeIterator<Item = Option<&'a [u8]>>,
+    ) -> Result<(), DecodeError> {
+        if values.len() != self.columns.len() {
+            return Err(DecodeError::new(
+                "",
+                format!(
+                    "a row has {} fields, expected {}",
+                    values.len(),
+                    self.columns.len()
+                ),
+            ));
+        }
+        for ((column, value), name) in self.columns.iter_mut().zip(values).zip(&self.names) {
+            column
+                .append(value)
+                .map_err(|reason| DecodeError::new(name, reason))?;
+        }
+        self.rows += 1;
+        if self.rows >= self.batch_size {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
     /// Batches completed so far.
     pub fn take_ready(&mut self) -> Vec<RecordBatch> {
         std::mem::take(&mut self.ready)

@@ -487,10 +487,10 @@ impl TableProvider for PostgresTable {
                 self.pool.size(),
             ),
         };
-        if filters
+        let key_lookup = filters
             .iter()
-            .any(|filter| is_key_lookup(filter, &self.columns, &self.unique))
-        {
+            .any(|filter| is_key_lookup(filter, &self.columns, &self.unique));
+        if key_lookup {
             // A key lookup reads one row: no estimate is worth a round trip.
             ranges = 1;
         }
@@ -554,7 +554,8 @@ impl TableProvider for PostgresTable {
         if parameters {
             exec = exec.with_parameters(self.columns.clone());
         }
-        Ok(Arc::new(exec))
+        let few_rows = key_lookup || limit.is_some_and(|limit| limit <= scan::FEW_ROWS);
+        Ok(Arc::new(exec.with_few_rows(few_rows)))
     }
 }
 

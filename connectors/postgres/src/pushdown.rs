@@ -87,7 +87,10 @@ fn try_push(plan: &LogicalPlan) -> Option<LogicalPlan> {
     }
     let mut builder = Builder::default();
     let sql = builder.relation(plan)?;
-    builder.node(sql, plan.schema().clone())
+    let few_rows = plan
+        .max_rows()
+        .is_some_and(|rows| rows <= crate::scan::FEW_ROWS);
+    builder.node(sql, plan.schema().clone(), few_rows)
 }
 
 /// `ORDER BY ... LIMIT n` over a pushable input: Postgres sorts and cuts; the sort stays in
@@ -108,7 +111,7 @@ fn push_top_n(sort: &Sort) -> Option<LogicalPlan> {
         "SELECT * FROM ({input}) AS {alias} ORDER BY {} LIMIT {fetch}",
         keys.join(", ")
     );
-    let node = builder.node(sql, schema.clone())?;
+    let node = builder.node(sql, schema.clone(), fetch <= crate::scan::FEW_ROWS)?;
     Some(LogicalPlan::Sort(Sort {
         expr: sort.expr.clone(),
         input: Arc::new(node),
@@ -150,7 +153,7 @@ impl Builder {
         format!("s{}", self.aliases)
     }
 
-    fn node(&self, sql: String, schema: DFSchemaRef) -> Option<LogicalPlan> {
+    fn node(&self, sql: String, schema: DFSchemaRef, few_rows: bool) -> Option<LogicalPlan> {
         let (catalog, pool, batch_size) = self.source.clone()?;
         // Every output column must be decodable as the Arrow type the plan expects.
         for field in schema.fields() {
@@ -164,6 +167,7 @@ impl Builder {
                 sql,
                 schema,
                 checks: self.checks.clone(),
+                few_rows,
             }),
         }))
     }
@@ -1003,6 +1007,8 @@ pub struct PostgresQuery {
     sql: String,
     schema: DFSchemaRef,
     checks: Vec<ShapeCheck>,
+    /// The statement returns at most a few rows (see [`crate::scan::FEW_ROWS`]).
+    few_rows: bool,
 }
 
 impl PostgresQuery {
@@ -1075,6 +1081,7 @@ impl UserDefinedLogicalNodeCore for PostgresQuery {
             sql: self.sql.clone(),
             schema: self.schema.clone(),
             checks: self.checks.clone(),
+            few_rows: self.few_rows,
         })
     }
 }
@@ -1122,15 +1129,18 @@ impl ExtensionPlanner for PostgresQueryPlanner {
                 nullable: true,
             })
             .collect();
-        Ok(Some(Arc::new(PostgresScanExec::new(
-            query.catalog.clone(),
-            query.pool.clone(),
-            vec![query.sql.clone()],
-            schema,
-            kinds,
-            columns,
-            query.batch_size,
-            query.checks.clone(),
-        ))))
+        Ok(Some(Arc::new(
+            PostgresScanExec::new(
+                query.catalog.clone(),
+                query.pool.clone(),
+                vec![query.sql.clone()],
+                schema,
+                kinds,
+                columns,
+                query.batch_size,
+                query.checks.clone(),
+            )
+            .with_few_rows(query.few_rows),
+        )))
     }
 }

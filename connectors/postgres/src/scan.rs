@@ -35,6 +35,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 use parking_lot::Mutex;
+use postgres_types::{FromSql, ToSql, Type};
 
 use crate::binary_copy::{BinaryCopyDecoder, DecodeError};
 use crate::error::PostgresError;
@@ -42,6 +43,11 @@ use crate::pool::{Pool, PooledClient};
 use crate::shape::ShapeCheck;
 use crate::sql::{bind_parameters, quote_literal, runtime_filter_sql, show_parameters};
 use crate::types::{PgColumn, PgKind};
+
+/// Reads of at most this many rows (a key lookup, a small LIMIT, an aggregate without GROUP
+/// BY) are sent as a plain statement, answered in binary rows: one round trip, where a `COPY`
+/// is prepared first and closed after.
+pub(crate) const FEW_ROWS: usize = 1000;
 
 /// A table is split only when each range would hold at least this many 8 kB blocks (8 MB):
 /// below that, opening connections and a snapshot costs more than one connection's read.
@@ -116,6 +122,8 @@ pub struct PostgresScanExec {
     /// Set when the statements compare columns with statement parameters: the table's
     /// columns, to write each execution's values in for (see [`StatementParameters`]).
     parameter_columns: Option<Arc<Vec<PgColumn>>>,
+    /// At most [`FEW_ROWS`] rows: read as a plain statement rather than a `COPY`.
+    few_rows: bool,
 }
 
 /// The parameter values of the statement being run, for scans planned with its parameters
@@ -157,7 +165,14 @@ impl PostgresScanExec {
             round: Mutex::new(None),
             sent: Arc::default(),
             parameter_columns: None,
+            few_rows: false,
         }
+    }
+
+    /// The scan of a statement known to return at most [`FEW_ROWS`] rows.
+    pub(crate) fn with_few_rows(mut self, few_rows: bool) -> Self {
+        self.few_rows = few_rows && self.queries.len() == 1;
+        self
     }
 
     /// The scan of statements with parameters compared with the table's `columns`.
@@ -302,6 +317,7 @@ impl ExecutionPlan for PostgresScanExec {
                 round: Mutex::new(None),
                 sent: Arc::default(),
                 parameter_columns: self.parameter_columns.clone(),
+                few_rows: self.few_rows,
             }) as Arc<dyn ExecutionPlan>);
         }
         Ok(propagation)
@@ -355,6 +371,7 @@ impl ExecutionPlan for PostgresScanExec {
             checks: self.checks.clone(),
             output_rows: MetricBuilder::new(&self.metrics).output_rows(partition),
             sent: self.sent.clone(),
+            few_rows: self.few_rows,
         };
         // Nothing is sent to Postgres until the stream is first polled: a hash join polls its
         // probe side only once its build side is read, and its run-time filters are set by then.
@@ -380,6 +397,7 @@ struct Read {
     checks: Vec<ShapeCheck>,
     output_rows: Count,
     sent: Arc<Mutex<Vec<Option<String>>>>,
+    few_rows: bool,
 }
 
 impl Read {
@@ -399,6 +417,7 @@ impl Read {
             checks,
             output_rows,
             sent,
+            few_rows,
         } = self;
         let mut conditions = Vec::new();
         for filter in &runtime_filters {
@@ -431,7 +450,11 @@ impl Read {
             }
             sent[partition] = Some(query.clone());
         }
-        let statement = format!("COPY ({query}) TO STDOUT (FORMAT binary)");
+        let statement = if few_rows {
+            query
+        } else {
+            format!("COPY ({query}) TO STDOUT (FORMAT binary)")
+        };
         // When the consumer goes away (client disconnect, LIMIT satisfied, cancel), the builder
         // aborts this task; the pooled connection's drop then cancels the statement in Postgres.
         builder.spawn(async move {
@@ -443,28 +466,52 @@ impl Read {
                     client
                 }
             };
-            let stream = ShapeCheck::around(&checks, &pool, &mut client, async |client| {
-                client
-                    .client()
-                    .copy_out(statement.as_str())
-                    .await
-                    .map_err(|e| pool.error(e))
-            })
-            .await?;
-            futures::pin_mut!(stream);
             let mut decoder = BinaryCopyDecoder::new(schema, &kinds, batch_size);
             let decode_error = |error: DecodeError| PostgresError::Decode {
                 catalog: catalog.clone(),
                 column: error.column,
                 reason: error.reason,
             };
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| pool.error(e))?;
-                decoder.push(&chunk).map_err(decode_error)?;
-                for batch in decoder.take_ready() {
-                    output_rows.add(batch.num_rows());
-                    if sender.send(Ok(batch)).await.is_err() {
-                        return Ok(());
+            if few_rows {
+                // Parse, bind and execute go out together with the unnamed statement.
+                let no_parameters: [(&(dyn ToSql + Sync), Type); 0] = [];
+                let rows = ShapeCheck::around(&checks, &pool, &mut client, async |client| {
+                    client
+                        .client()
+                        .query_typed_raw(statement.as_str(), no_parameters)
+                        .await
+                        .map_err(|e| pool.error(e))
+                })
+                .await?;
+                futures::pin_mut!(rows);
+                while let Some(row) = rows.next().await {
+                    let row = row.map_err(|e| pool.error(e))?;
+                    let values = (0..row.len()).map(|index| {
+                        row.try_get::<_, Option<RawValue>>(index)
+                            .ok()
+                            .flatten()
+                            .map(|value| value.0)
+                    });
+                    decoder.push_row(values).map_err(decode_error)?;
+                }
+            } else {
+                let stream = ShapeCheck::around(&checks, &pool, &mut client, async |client| {
+                    client
+                        .client()
+                        .copy_out(statement.as_str())
+                        .await
+                        .map_err(|e| pool.error(e))
+                })
+                .await?;
+                futures::pin_mut!(stream);
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk.map_err(|e| pool.error(e))?;
+                    decoder.push(&chunk).map_err(decode_error)?;
+                    for batch in decoder.take_ready() {
+                        output_rows.add(batch.num_rows());
+                        if sender.send(Ok(batch)).await.is_err() {
+                            return Ok(());
+                        }
                     }
                 }
             }
@@ -486,6 +533,22 @@ impl Read {
             Ok(())
         });
         builder.build()
+    }
+}
+
+/// A value as Postgres sent it, in its binary form, whatever its type.
+struct RawValue<'a>(&'a [u8]);
+
+impl<'a> FromSql<'a> for RawValue<'a> {
+    fn from_sql(
+        _: &Type,
+        raw: &'a [u8],
+    ) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(RawValue(raw))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
     }
 }
 
