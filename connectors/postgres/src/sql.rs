@@ -273,15 +273,7 @@ impl<'a> FilterTranslator<'a> {
             // `x = NULL` is NULL in both engines; nothing to gain by pushing it.
             return None;
         }
-        let symbol = match op {
-            Operator::Eq => "=",
-            Operator::NotEq => "<>",
-            Operator::Lt => "<",
-            Operator::LtEq => "<=",
-            Operator::Gt => ">",
-            Operator::GtEq => ">=",
-            _ => return None,
-        };
+        let symbol = comparison_symbol(op)?;
         // A uuid compared for equality with its canonical spelling can use the column's index.
         if column.kind == PgKind::Uuid
             && matches!(op, Operator::Eq | Operator::NotEq)

@@ -315,6 +315,25 @@ enum PreparedKind {
     },
 }
 
+/// `stream` once its first batch is in: a scan whose table changed since planning (or whose
+/// parameter values cannot be sent as planned) fails before any row, and that error comes
+/// back here, with `plan_again`, instead of in the stream, so the statement can be planned
+/// again and run.
+async fn confirmed(
+    mut stream: SendableRecordBatchStream,
+) -> Result<SendableRecordBatchStream, EngineError> {
+    let first = stream.next().await;
+    if let Some(Err(error)) = &first {
+        let classified = error::classify(error);
+        if classified.plan_again {
+            return Err(classified);
+        }
+    }
+    let schema = stream.schema();
+    let rest = futures::stream::iter(first).chain(stream);
+    Ok(Box::pin(RecordBatchStreamAdapter::new(schema, rest)))
+}
+
 /// The schema a query's rows will have once analyzed, where it differs from the plan's; `None`
 /// for other statements, or where analysis needs what only execution gives (parameter values).
 fn analyzed_schema(
@@ -1228,17 +1247,7 @@ impl Session {
         kept: &kept_plans::KeptPlan,
         parameters: Option<ParamValues>,
     ) -> Result<SendableRecordBatchStream, EngineError> {
-        let mut stream = kept.execute(parameters)?;
-        let first = stream.next().await;
-        if let Some(Err(error)) = &first {
-            let classified = error::classify(error);
-            if classified.plan_again {
-                return Err(classified);
-            }
-        }
-        let schema = stream.schema();
-        let rest = futures::stream::iter(first).chain(stream);
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, rest)))
+        confirmed(kept.execute(parameters)?).await
     }
 
     /// A query's plan made afresh from its text, to run at once; `None` if the text is no
@@ -1265,23 +1274,14 @@ impl Session {
             None => plan,
         };
         let outcome = self.run_plan(plan).await?;
-        let Outcome::Rows { mut stream, tag } = outcome else {
+        let Outcome::Rows { stream, tag } = outcome else {
             return Ok(outcome);
         };
         if !confirm {
             return Ok(Outcome::Rows { stream, tag });
         }
-        let first = stream.next().await;
-        if let Some(Err(error)) = &first {
-            let classified = error::classify(error);
-            if classified.plan_again {
-                return Err(classified);
-            }
-        }
-        let schema = stream.schema();
-        let rest = futures::stream::iter(first).chain(stream);
         Ok(Outcome::Rows {
-            stream: Box::pin(RecordBatchStreamAdapter::new(schema, rest)),
+            stream: confirmed(stream).await?,
             tag,
         })
     }
