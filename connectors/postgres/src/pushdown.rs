@@ -87,10 +87,7 @@ fn try_push(plan: &LogicalPlan) -> Option<LogicalPlan> {
     }
     let mut builder = Builder::default();
     let sql = builder.relation(plan)?;
-    let few_rows = plan
-        .max_rows()
-        .is_some_and(|rows| rows <= crate::scan::FEW_ROWS);
-    builder.node(sql, plan.schema().clone(), few_rows)
+    builder.node(sql, plan.schema().clone())
 }
 
 /// `ORDER BY ... LIMIT n` over a pushable input: Postgres sorts and cuts; the sort stays in
@@ -111,7 +108,7 @@ fn push_top_n(sort: &Sort) -> Option<LogicalPlan> {
         "SELECT * FROM ({input}) AS {alias} ORDER BY {} LIMIT {fetch}",
         keys.join(", ")
     );
-    let node = builder.node(sql, schema.clone(), fetch <= crate::scan::FEW_ROWS)?;
+    let node = builder.node(sql, schema.clone())?;
     Some(LogicalPlan::Sort(Sort {
         expr: sort.expr.clone(),
         input: Arc::new(node),
@@ -153,7 +150,7 @@ impl Builder {
         format!("s{}", self.aliases)
     }
 
-    fn node(&self, sql: String, schema: DFSchemaRef, few_rows: bool) -> Option<LogicalPlan> {
+    fn node(&self, sql: String, schema: DFSchemaRef) -> Option<LogicalPlan> {
         let (catalog, pool, batch_size) = self.source.clone()?;
         // Every output column must be decodable as the Arrow type the plan expects.
         for field in schema.fields() {
@@ -167,7 +164,6 @@ impl Builder {
                 sql,
                 schema,
                 checks: self.checks.clone(),
-                few_rows,
             }),
         }))
     }
@@ -1007,8 +1003,6 @@ pub struct PostgresQuery {
     sql: String,
     schema: DFSchemaRef,
     checks: Vec<ShapeCheck>,
-    /// The statement returns at most a few rows (see [`crate::scan::FEW_ROWS`]).
-    few_rows: bool,
 }
 
 impl PostgresQuery {
@@ -1081,7 +1075,6 @@ impl UserDefinedLogicalNodeCore for PostgresQuery {
             sql: self.sql.clone(),
             schema: self.schema.clone(),
             checks: self.checks.clone(),
-            few_rows: self.few_rows,
         })
     }
 }
@@ -1129,18 +1122,17 @@ impl ExtensionPlanner for PostgresQueryPlanner {
                 nullable: true,
             })
             .collect();
-        Ok(Some(Arc::new(
-            PostgresScanExec::new(
-                query.catalog.clone(),
-                query.pool.clone(),
-                vec![query.sql.clone()],
-                schema,
-                kinds,
-                columns,
-                query.batch_size,
-                query.checks.clone(),
-            )
-            .with_few_rows(query.few_rows),
-        )))
+        // Always a COPY: a pushed statement may run long (a join), and a COPY's cancel is
+        // proven to reach Postgres under load.
+        Ok(Some(Arc::new(PostgresScanExec::new(
+            query.catalog.clone(),
+            query.pool.clone(),
+            vec![query.sql.clone()],
+            schema,
+            kinds,
+            columns,
+            query.batch_size,
+            query.checks.clone(),
+        ))))
     }
 }

@@ -44,9 +44,9 @@ use crate::shape::ShapeCheck;
 use crate::sql::{bind_parameters, quote_literal, runtime_filter_sql, show_parameters};
 use crate::types::{PgColumn, PgKind};
 
-/// Reads of at most this many rows (a key lookup, a small LIMIT, an aggregate without GROUP
-/// BY) are sent as a plain statement, answered in binary rows: one round trip, where a `COPY`
-/// is prepared first and closed after.
+/// Table reads of at most this many rows (a key lookup, a small LIMIT) are sent as a plain
+/// statement, answered in binary rows: one round trip, where a `COPY` is prepared first and
+/// closed after.
 pub(crate) const FEW_ROWS: usize = 1000;
 
 /// A table is split only when each range would hold at least this many 8 kB blocks (8 MB):
