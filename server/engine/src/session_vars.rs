@@ -78,10 +78,15 @@ impl SessionVariables {
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<String> {
-        let name = name.to_lowercase();
-        match name.as_str() {
+        // Asked for on every statement, almost always already in lower case.
+        let name: std::borrow::Cow<'_, str> = if name.chars().any(char::is_uppercase) {
+            name.to_lowercase().into()
+        } else {
+            name.into()
+        };
+        match name.as_ref() {
             "session_authorization" | "current_user" | "user" => Some(self.user.clone()),
-            _ => self.values.get(&name).cloned(),
+            name => self.values.get(name).cloned(),
         }
     }
 }
