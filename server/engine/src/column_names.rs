@@ -211,16 +211,29 @@ pub(crate) fn renamed_schema(schema: &Schema, names: &[String]) -> SchemaRef {
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
-/// The stream with its columns renamed to `names`.
+/// The stream with its columns renamed to `names`. `last` keeps the schema built for the
+/// previous run of the same statement (with the schema it was built from), which serves again
+/// while the rows keep their schema.
 pub(crate) fn rename(
     stream: SendableRecordBatchStream,
     names: &[String],
+    last: &parking_lot::Mutex<Option<(SchemaRef, SchemaRef)>>,
 ) -> SendableRecordBatchStream {
     let schema = stream.schema();
     if names.len() != schema.fields().len() {
         return stream;
     }
-    let renamed = renamed_schema(&schema, names);
+    let renamed = {
+        let mut last = last.lock();
+        match last.as_ref() {
+            Some((from, to)) if Arc::ptr_eq(from, &schema) || **from == *schema => to.clone(),
+            _ => {
+                let to = renamed_schema(&schema, names);
+                *last = Some((schema.clone(), to.clone()));
+                to
+            }
+        }
+    };
     let target = renamed.clone();
     let batches = stream.map(move |batch| {
         let batch = batch?;

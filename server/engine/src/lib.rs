@@ -293,6 +293,11 @@ pub struct Prepared {
     /// For a query: its rows' schema after analysis, whose rules can change a column's type
     /// from what the SQL planner gave it (a bigint's sum is a numeric, see `numeric_sums`).
     analyzed_schema: Option<SchemaRef>,
+    /// `output_schema`, worked out on its first call (after the fields above are final):
+    /// clients describe a statement each time they run it.
+    output: std::sync::OnceLock<Option<SchemaRef>>,
+    /// The schema its rows were last renamed to (see `client_named`), and the one they had.
+    renamed: Arc<Mutex<Option<(SchemaRef, SchemaRef)>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -435,6 +440,8 @@ impl Prepared {
             names,
             cursor_schema: None,
             analyzed_schema: None,
+            output: std::sync::OnceLock::new(),
+            renamed: Arc::default(),
         }
     }
 
@@ -489,13 +496,19 @@ impl Prepared {
     /// The result stream with the client-facing column names.
     fn client_named(&self, stream: SendableRecordBatchStream) -> SendableRecordBatchStream {
         match &self.names {
-            Some(names) => column_names::rename(stream, names),
+            Some(names) => column_names::rename(stream, names, &self.renamed),
             None => stream,
         }
     }
 
     /// The schema of the rows this statement returns, `None` if it returns none.
     pub fn output_schema(&self) -> Option<SchemaRef> {
+        self.output
+            .get_or_init(|| self.work_out_output_schema())
+            .clone()
+    }
+
+    fn work_out_output_schema(&self) -> Option<SchemaRef> {
         match &self.kind {
             PreparedKind::Empty | PreparedKind::Declare { .. } | PreparedKind::Copy { .. } => None,
             PreparedKind::Command(command) => self
@@ -629,7 +642,7 @@ impl Session {
     ) -> Result<(), EngineError> {
         let mut variables = self.inner.variables.lock();
         if let Some(user) = user {
-            variables.user = user.to_string();
+            variables.user = user.into();
             self.inner.facts.write().user = user.to_string();
         }
         if let Some(application) = application {
@@ -662,8 +675,12 @@ impl Session {
     /// The session's `statement_timeout`, if one is set (PostgreSQL's forms: milliseconds as
     /// a number, or a number with `us`, `ms`, `s`, `min`, `h` or `d`; 0 means none).
     pub fn statement_timeout(&self) -> Option<std::time::Duration> {
-        let value = self.inner.variables.lock().get("statement_timeout")?;
-        session_vars::parse_duration(&value).filter(|duration| !duration.is_zero())
+        self.inner.variables.lock().hot().statement_timeout
+    }
+
+    /// The session's `extra_float_digits`, which decides how results write floats.
+    pub fn extra_float_digits(&self) -> Option<i8> {
+        self.inner.variables.lock().hot().extra_float_digits
     }
 
     /// The schema of cursor `name`'s rows, if it is open (a Describe of it as a portal).
@@ -1065,11 +1082,16 @@ impl Session {
 
     /// The entry of `prepared` in the query log, running from now.
     fn begin_query(&self, prepared: &Prepared) -> queries::QueryHandle {
-        let variables = self.inner.variables.lock();
-        let source = variables.get("application_name").unwrap_or_default();
+        let (user, source) = {
+            let variables = self.inner.variables.lock();
+            (
+                variables.user.clone(),
+                variables.hot().application_name.clone(),
+            )
+        };
         let pid = self.inner.facts.read().backend_pid;
         self.inner.engine.queries.begin(
-            (pid, &variables.user, &source),
+            (pid, user, source),
             &prepared.sql,
             prepared.catalogs(|| self.current_catalog()),
         )
@@ -1338,13 +1360,9 @@ impl Session {
     }
 
     /// The session's TimeZone when it is not UTC: timestamps with a zone are shown in it.
-    fn time_zone(&self) -> Option<String> {
-        let zone = self.inner.variables.lock().get("timezone")?;
-        (!matches!(
-            zone.to_ascii_uppercase().as_str(),
-            "UTC" | "ETC/UTC" | "Z" | "+00:00" | "GMT"
-        ))
-        .then_some(zone)
+    /// The session's time zone, when it is not UTC.
+    fn time_zone(&self) -> Option<Arc<str>> {
+        self.inner.variables.lock().hot().time_zone.clone()
     }
 
     /// Prepares and runs every statement of `sql`, collecting rows: for tests and tools.
@@ -1912,7 +1930,7 @@ impl Session {
                     Ok(()) => {
                         tracing::info!(
                             query_id,
-                            user,
+                            user = &*user,
                             message = message.as_deref().unwrap_or(""),
                             "query killed"
                         );

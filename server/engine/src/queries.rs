@@ -62,9 +62,9 @@ pub struct QueryRecord {
     /// Counts statements since start; [`QueryRecord::id`] is what users see.
     pub sequence: u64,
     pub state: QueryState,
-    pub user: String,
+    pub user: Arc<str>,
     /// The client's `application_name`.
-    pub source: String,
+    pub source: Arc<str>,
     /// The connection's process id (`pg_backend_pid()`); 0 for the server's own statements.
     pub backend_pid: i32,
     /// The statement, as it may be logged (`CREATE CATALOG` without its settings).
@@ -129,7 +129,7 @@ impl QueryLog {
     /// must be shortened or has settings to hide).
     pub fn begin(
         self: &Arc<Self>,
-        (backend_pid, user, source): (i32, &str, &str),
+        (backend_pid, user, source): (i32, Arc<str>, Arc<str>),
         sql: &Arc<str>,
         catalogs: Vec<String>,
     ) -> QueryHandle {
@@ -144,8 +144,8 @@ impl QueryLog {
         let record = QueryRecord {
             sequence,
             state: QueryState::Running,
-            user: user.to_string(),
-            source: source.to_string(),
+            user,
+            source,
             backend_pid,
             query,
             created: SystemTime::now(),
@@ -225,7 +225,7 @@ impl QueryLog {
         let Some((pid, owner)) = running else {
             return Err(KillError::NotRunning);
         };
-        if !admin && owner != user {
+        if !admin && &*owner != user {
             return Err(KillError::NotYours);
         }
         match self.cancel_backend(pid, user, true) {
@@ -401,7 +401,7 @@ mod tests {
             Arc::new(move || flag.store(true, Ordering::SeqCst)),
         );
         let handle = log.begin(
-            (7, "ann", "psql"),
+            (7, "ann".into(), "psql".into()),
             &Arc::from("SELECT 1"),
             vec!["iceberg".into()],
         );
@@ -417,7 +417,7 @@ mod tests {
         assert!(record.ended.is_some());
         assert_eq!(log.kill(&id, "ann", false), Err(KillError::NotRunning));
         let secret = log.begin(
-            (7, "ann", ""),
+            (7, "ann".into(), "".into()),
             &Arc::from("CREATE CATALOG c USING postgres WITH (password = 'pw-123')"),
             vec![],
         );
@@ -449,7 +449,7 @@ mod tests {
     async fn a_partitioned_result_ends_with_its_last_stream() {
         use futures::StreamExt;
         let log = Arc::new(QueryLog::default());
-        let handle = log.begin((0, "ann", ""), &Arc::from("SELECT n"), vec![]);
+        let handle = log.begin((0, "ann".into(), "".into()), &Arc::from("SELECT n"), vec![]);
         let mut streams = handle.track_all(vec![batches(&[2, 3]), batches(&[4])]);
         let second = streams.pop().unwrap();
         let mut first = streams.pop().unwrap();
@@ -467,7 +467,7 @@ mod tests {
         assert_eq!(record.rows, 9);
 
         // A partition dropped before its end: the statement was cancelled.
-        let handle = log.begin((0, "ann", ""), &Arc::from("SELECT n"), vec![]);
+        let handle = log.begin((0, "ann".into(), "".into()), &Arc::from("SELECT n"), vec![]);
         let mut streams = handle.track_all(vec![batches(&[2]), batches(&[1])]);
         let mut first = streams.remove(0);
         while first.next().await.is_some() {}

@@ -3,6 +3,7 @@
 //! (`search_path`) are also applied to the session's DataFusion settings.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::error::{EngineError, sqlstate};
 
@@ -41,8 +42,44 @@ pub(crate) fn default_value(name: &str) -> Option<&'static str> {
 
 #[derive(Debug, Clone)]
 pub(crate) struct SessionVariables {
-    pub(crate) user: String,
+    pub(crate) user: Arc<str>,
     values: BTreeMap<String, String>,
+    /// Kept in step with `values` by `set`.
+    hot: HotSettings,
+}
+
+/// The settings every statement reads, kept parsed so that reading them costs no lookup,
+/// parse or copy of text.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HotSettings {
+    /// `statement_timeout`, when set to more than 0.
+    pub(crate) statement_timeout: Option<std::time::Duration>,
+    /// `TimeZone`, when it is not UTC.
+    pub(crate) time_zone: Option<Arc<str>>,
+    pub(crate) application_name: Arc<str>,
+    /// `extra_float_digits`.
+    pub(crate) extra_float_digits: Option<i8>,
+}
+
+impl HotSettings {
+    fn of(values: &BTreeMap<String, String>) -> Self {
+        let value = |name: &str| values.get(name).map(String::as_str);
+        HotSettings {
+            statement_timeout: value("statement_timeout")
+                .and_then(parse_duration)
+                .filter(|duration| !duration.is_zero()),
+            time_zone: value("timezone")
+                .filter(|zone| {
+                    !matches!(
+                        zone.to_ascii_uppercase().as_str(),
+                        "UTC" | "ETC/UTC" | "Z" | "+00:00" | "GMT"
+                    )
+                })
+                .map(Arc::from),
+            application_name: Arc::from(value("application_name").unwrap_or_default()),
+            extra_float_digits: value("extra_float_digits").and_then(|digits| digits.parse().ok()),
+        }
+    }
 }
 
 impl SessionVariables {
@@ -54,8 +91,13 @@ impl SessionVariables {
         values.insert("search_path".into(), default_schema.to_string());
         SessionVariables {
             user: "fjord".into(),
+            hot: HotSettings::of(&values),
             values,
         }
+    }
+
+    pub(crate) fn hot(&self) -> &HotSettings {
+        &self.hot
     }
 
     /// Sets (or with `None`, resets to its default) a variable. Unknown names are kept too:
@@ -75,6 +117,7 @@ impl SessionVariables {
                 }
             },
         }
+        self.hot = HotSettings::of(&self.values);
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<String> {
@@ -85,7 +128,7 @@ impl SessionVariables {
             name.into()
         };
         match name.as_ref() {
-            "session_authorization" | "current_user" | "user" => Some(self.user.clone()),
+            "session_authorization" | "current_user" | "user" => Some(self.user.to_string()),
             name => self.values.get(name).cloned(),
         }
     }

@@ -222,8 +222,8 @@ fn queries_table(queries: Arc<QueryLog>) -> Arc<SystemTable> {
             let columns: Vec<ArrayRef> = vec![
                 text(ids.iter().map(|id| Some(id.as_str()))),
                 text(records.iter().map(|r| Some(r.state.as_str()))),
-                text(records.iter().map(|r| Some(r.user.as_str()))),
-                text(records.iter().map(|r| Some(r.source.as_str()))),
+                text(records.iter().map(|r| Some(r.user.as_ref()))),
+                text(records.iter().map(|r| Some(r.source.as_ref()))),
                 Arc::new(Int32Array::from_iter_values(
                     records.iter().map(|r| r.backend_pid),
                 )),

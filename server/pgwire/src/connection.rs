@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use arrow_pg::datatypes::df::deserialize_parameters;
 use arrow_pg::datatypes::into_pg_type;
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use fjord_engine::{CommandTag, Engine, EngineError, Outcome, Prepared, Session, sqlstate};
 use futures::{Sink, SinkExt, TryStreamExt};
@@ -22,8 +22,7 @@ use pgwire::api::query::{
     ExtendedQueryHandler, SimpleQueryHandler, send_execution_response, send_query_response,
 };
 use pgwire::api::results::{
-    DescribePortalResponse, DescribeResponse, DescribeStatementResponse, FieldInfo, QueryResponse,
-    Response, Tag,
+    DescribePortalResponse, DescribeStatementResponse, FieldInfo, QueryResponse, Response, Tag,
 };
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
@@ -77,6 +76,32 @@ pub(crate) struct Connection {
     access: Arc<Access>,
     /// Where this connection's password exchange stands.
     exchange: parking_lot::Mutex<Exchange>,
+    /// The format options last built, with the `extra_float_digits` they were built for.
+    format: parking_lot::Mutex<Option<(Option<i8>, Arc<FormatOptions>)>>,
+    /// Row descriptions built lately (see `fields`).
+    described: parking_lot::Mutex<Vec<Described>>,
+}
+
+/// A row description, and what it was built from.
+struct Described {
+    schema: SchemaRef,
+    format: Format,
+    options: Option<Arc<FormatOptions>>,
+    fields: Arc<Vec<FieldInfo>>,
+}
+
+/// How many row descriptions a connection keeps: a client's Describe and Execute of the
+/// statement it runs over and over, with a few to spare.
+const DESCRIBED: usize = 4;
+
+/// Whether two result formats ask for the same column formats.
+fn same_format(a: &Format, b: &Format) -> bool {
+    match (a, b) {
+        (Format::UnifiedText, Format::UnifiedText)
+        | (Format::UnifiedBinary, Format::UnifiedBinary) => true,
+        (Format::Individual(a), Format::Individual(b)) => a == b,
+        _ => false,
+    }
 }
 
 impl Connection {
@@ -103,6 +128,8 @@ impl Connection {
             over_limit,
             access,
             exchange: parking_lot::Mutex::new(Exchange::Idle),
+            format: parking_lot::Mutex::default(),
+            described: parking_lot::Mutex::default(),
         }
     }
 
@@ -118,17 +145,75 @@ impl Connection {
     }
 
     /// How results are written: the startup message's choices, then the session's current
-    /// `extra_float_digits` (which SET changes after startup).
+    /// `extra_float_digits` (which SET changes after startup). Built again only when that
+    /// setting changed: the startup message's choices are fixed.
     fn format_options<C: ClientInfo>(&self, client: &C) -> Arc<FormatOptions> {
-        let mut options = FormatOptions::from_client_metadata(client.metadata());
-        if let Some(digits) = self
-            .session
-            .variable("extra_float_digits")
-            .and_then(|digits| digits.parse().ok())
+        let digits = self.session.extra_float_digits();
+        let mut format = self.format.lock();
+        if let Some((built_for, options)) = format.as_ref()
+            && *built_for == digits
         {
+            return options.clone();
+        }
+        let mut options = FormatOptions::from_client_metadata(client.metadata());
+        if let Some(digits) = digits {
             options.extra_float_digits = digits;
         }
-        Arc::new(options)
+        let options = Arc::new(options);
+        *format = Some((digits, options.clone()));
+        options
+    }
+
+    /// The row description of rows of `schema` written in `format` with `options`: built
+    /// again only when it differs from one built lately, since clients describe and run the
+    /// same statements over and over.
+    fn fields(
+        &self,
+        schema: &SchemaRef,
+        format: &Format,
+        options: Option<Arc<FormatOptions>>,
+    ) -> PgWireResult<Arc<Vec<FieldInfo>>> {
+        let same_options = |kept: &Option<Arc<FormatOptions>>| match (kept, &options) {
+            (None, None) => true,
+            (Some(kept), Some(options)) => Arc::ptr_eq(kept, options) || kept == options,
+            _ => false,
+        };
+        let mut described = self.described.lock();
+        if let Some(index) = described.iter().position(|kept| {
+            (Arc::ptr_eq(&kept.schema, schema) || kept.schema == *schema)
+                && same_format(&kept.format, format)
+                && same_options(&kept.options)
+        }) {
+            // The most recent last, so that the oldest goes first.
+            let kept = described.remove(index);
+            let fields = kept.fields.clone();
+            described.push(kept);
+            return Ok(fields);
+        }
+        let fields = Arc::new(pg_fields(schema, format, options.clone())?);
+        if described.len() == DESCRIBED {
+            described.remove(0);
+        }
+        described.push(Described {
+            schema: schema.clone(),
+            format: format.clone(),
+            options,
+            fields: fields.clone(),
+        });
+        Ok(fields)
+    }
+
+    /// The row description of `statement`'s rows in `format` (empty for a statement without
+    /// rows), as Describe gives it.
+    fn statement_fields(
+        &self,
+        statement: &Prepared,
+        format: &Format,
+    ) -> PgWireResult<Arc<Vec<FieldInfo>>> {
+        match statement.output_schema() {
+            Some(schema) => self.fields(&schema, format, None),
+            None => Ok(Arc::default()),
+        }
     }
 
     /// Turns an engine outcome into a pgwire response. Rows stay a lazy stream.
@@ -152,7 +237,7 @@ impl Connection {
                 )));
             }
             Outcome::Rows { stream, tag } => {
-                let fields = Arc::new(pg_fields(stream.schema().as_ref(), format, Some(options))?);
+                let fields = self.fields(&stream.schema(), format, Some(options))?;
                 let guard = QueryGuard::new(&self.running_queries);
                 Response::Query(query_response(stream, fields, &tag, cancel, guard))
             }
@@ -655,6 +740,26 @@ impl QueryParser for Parser {
 }
 
 impl Connection {
+    /// The parameter types of `statement`: as its Parse declared them, else as inferred.
+    fn statement_parameters(
+        &self,
+        statement: &StoredStatement<Prepared>,
+    ) -> PgWireResult<Vec<Type>> {
+        let inferred = self.parser.get_parameter_types(&statement.statement)?;
+        let count = inferred.len().max(statement.parameter_types.len());
+        Ok((0..count)
+            .map(|index| {
+                statement
+                    .parameter_types
+                    .get(index)
+                    .cloned()
+                    .flatten()
+                    .or_else(|| inferred.get(index).cloned())
+                    .unwrap_or(Type::UNKNOWN)
+            })
+            .collect())
+    }
+
     /// Writes a COPY's rows to the client, counted as a running query until done.
     async fn copy_out<C>(
         &self,
@@ -721,21 +826,12 @@ impl ExtendedQueryHandler for Connection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let inferred = self.parser.get_parameter_types(&target.statement)?;
-        let count = inferred.len().max(target.parameter_types.len());
-        let parameters = (0..count)
-            .map(|index| {
-                target
-                    .parameter_types
-                    .get(index)
-                    .cloned()
-                    .flatten()
-                    .or_else(|| inferred.get(index).cloned())
-                    .unwrap_or(Type::UNKNOWN)
-            })
-            .collect();
-        let fields = self.parser.get_result_schema(&target.statement, None)?;
-        Ok(DescribeStatementResponse::new(parameters, fields))
+        let parameters = self.statement_parameters(target)?;
+        let fields = self.statement_fields(&target.statement, &Format::UnifiedText)?;
+        Ok(DescribeStatementResponse::new(
+            parameters,
+            fields.as_ref().clone(),
+        ))
     }
 
     async fn do_describe_portal<C>(
@@ -749,11 +845,9 @@ impl ExtendedQueryHandler for Connection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let fields = self.parser.get_result_schema(
-            &target.statement.statement,
-            Some(&target.result_column_format),
-        )?;
-        Ok(DescribePortalResponse::new(fields))
+        let fields =
+            self.statement_fields(&target.statement.statement, &target.result_column_format)?;
+        Ok(DescribePortalResponse::new(fields.as_ref().clone()))
     }
 
     async fn do_query<C>(
@@ -830,24 +924,24 @@ impl ExtendedQueryHandler for Connection {
                     .portal_store()
                     .get_statement(name)
                     .ok_or_else(|| PgWireError::StatementNotFound(name.to_owned()))?;
-                let response = self.do_describe_statement(client, &statement).await?;
-                (response.parameters().map(<[Type]>::to_vec), response)
+                let parameters = self.statement_parameters(&statement)?;
+                let fields = self.statement_fields(&statement.statement, &Format::UnifiedText)?;
+                (Some(parameters), fields)
             }
             TARGET_TYPE_BYTE_PORTAL => {
                 let fields = match client.portal_store().get_portal(name) {
-                    Some(portal) => self
-                        .do_describe_portal(client, &portal)
-                        .await?
-                        .fields()
-                        .to_vec(),
+                    Some(portal) => self.statement_fields(
+                        &portal.statement.statement,
+                        &portal.result_column_format,
+                    )?,
                     // A cursor that DECLARE opened is a portal too (psycopg 3's server-side
                     // cursors describe it by name).
                     None => match self.session.cursor_schema(name) {
-                        Some(schema) => pg_fields(&schema, &Format::UnifiedText, None)?,
+                        Some(schema) => self.fields(&schema, &Format::UnifiedText, None)?,
                         None => return Err(PgWireError::PortalNotFound(name.to_owned())),
                     },
                 };
-                (None, DescribeStatementResponse::new(Vec::new(), fields))
+                (None, fields)
             }
             other => return Err(PgWireError::InvalidTargetType(other)),
         };
@@ -858,14 +952,14 @@ impl ExtendedQueryHandler for Connection {
                 ))
                 .await?;
         }
-        if fields.fields().is_empty() {
+        if fields.is_empty() {
             client
                 .feed(PgWireBackendMessage::NoData(NoData::new()))
                 .await?;
         } else {
             client
                 .feed(PgWireBackendMessage::RowDescription(RowDescription::new(
-                    fields.fields().iter().map(Into::into).collect(),
+                    fields.iter().map(Into::into).collect(),
                 )))
                 .await?;
         }

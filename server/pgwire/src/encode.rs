@@ -10,6 +10,7 @@ use datafusion::arrow::error::ArrowError;
 use datafusion::physical_plan::SendableRecordBatchStream;
 use fjord_engine::EngineError;
 use futures::{Stream, StreamExt};
+use pgwire::api::Type;
 use pgwire::api::portal::Format;
 use pgwire::api::results::{FieldInfo, QueryResponse};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
@@ -92,11 +93,30 @@ pub(crate) fn pg_fields(
     Ok(fields
         .into_iter()
         .zip(schema.fields())
-        .map(|(info, field)| match type_modifier(field.data_type()) {
-            Some(modifier) => info.with_type_modifier(modifier),
-            None => info,
+        .map(|(info, field)| {
+            let size = type_size(info.datatype());
+            let info = info.with_type_size(size);
+            match type_modifier(field.data_type()) {
+                Some(modifier) => info.with_type_modifier(modifier),
+                None => info,
+            }
         })
         .collect())
+}
+
+/// The row description's type size, Postgres's `pg_type.typlen`: the byte width of a
+/// fixed-width type, -1 for one of variable width.
+fn type_size(pg_type: &Type) -> i16 {
+    match *pg_type {
+        Type::BOOL | Type::CHAR => 1,
+        Type::INT2 => 2,
+        Type::INT4 | Type::OID | Type::FLOAT4 | Type::DATE => 4,
+        Type::INT8 | Type::FLOAT8 | Type::TIME | Type::TIMESTAMP | Type::TIMESTAMPTZ => 8,
+        Type::TIMETZ => 12,
+        Type::INTERVAL | Type::UUID => 16,
+        Type::NAME => 64,
+        _ => -1,
+    }
 }
 
 /// The row description's type modifier, as Postgres packs it: `numeric(p, s)` is

@@ -127,7 +127,7 @@ impl PgServer {
                             }
                             tracing::debug!("connection closed");
                         },
-                        tracing::info_span!("connection", %peer),
+                        tracing::debug_span!("connection", %peer),
                     ));
                 }
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
