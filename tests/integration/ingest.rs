@@ -1266,6 +1266,28 @@ async fn pyiceberg_view_of(fjord: &Fjord, table: &str) -> Result<serde_json::Val
     Ok(serde_json::from_slice(&output.stdout)?)
 }
 
+/// The metadata files of a table (`schema.name`) in the warehouse, oldest first.
+fn metadata_files(fjord: &Fjord, table: &str) -> Result<Vec<PathBuf>> {
+    let (schema, name) = table.split_once('.').context("schema.table")?;
+    let directory = fjord
+        .directory
+        .path()
+        .join("warehouse")
+        .join(schema)
+        .join(name)
+        .join("metadata");
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(directory)? {
+        let path = entry?.path();
+        if path.to_string_lossy().ends_with(".metadata.json") {
+            files.push(path);
+        }
+    }
+    // Named `<version>-<uuid>.metadata.json`, the version zero-padded.
+    files.sort();
+    Ok(files)
+}
+
 /// The Parquet files under a table's directory in the warehouse, live or not.
 fn parquet_files_on_disk(fjord: &Fjord, table: &str) -> Result<usize> {
     fn walk(dir: &Path, found: &mut usize) -> Result<()> {
@@ -1365,8 +1387,33 @@ async fn maintain_merges_small_files_while_the_sidecar_keeps_landing() -> Result
         query_text(&client, &rows_sql).await? == rows_before,
         "a dry run changed rows"
     );
+    let metadata_before = metadata_files(&fjord, INTERACTIONS_PIPELINE.2)?;
     let done = CompactLine::find(&run_maintain(&config, &["--retain-last", "1000"])?)?;
     assert_eq!(done.merged, planned.merged, "{done:?}");
+    // The replace snapshot is committed in a new metadata file, which names the one before it;
+    // that one is left as it was (readers may be reading it).
+    let metadata_after = metadata_files(&fjord, INTERACTIONS_PIPELINE.2)?;
+    assert!(
+        metadata_after.len() > metadata_before.len(),
+        "{metadata_before:?} -> {metadata_after:?}"
+    );
+    let newest = metadata_after.last().context("no metadata file")?;
+    let read = |path: &Path| -> Result<serde_json::Value> {
+        Ok(serde_json::from_slice(&std::fs::read(path)?)?)
+    };
+    let previous = read(newest)?["metadata-log"]
+        .as_array()
+        .and_then(|log| log.last())
+        .and_then(|entry| entry["metadata-file"].as_str())
+        .and_then(|file| file.rsplit('/').next())
+        .map(|name| newest.with_file_name(name))
+        .context("the newest metadata file names no previous one")?;
+    assert_ne!(&previous, newest, "a metadata file was written over");
+    assert_ne!(
+        read(&previous)?["current-snapshot-id"],
+        read(newest)?["current-snapshot-id"],
+        "{previous:?} and {newest:?}"
+    );
     assert_eq!(done.written, done.partitions, "{done:?}");
     assert!(done.manifests_before >= 6, "{done:?}");
     assert_eq!(done.manifests_after, 1, "{done:?}");

@@ -164,7 +164,11 @@ pub async fn commit_rewrite(
             Staged::Ready(staged) => staged,
             Staged::FileGone(path) => return Ok(RewriteOutcome::FileGone(path)),
         };
-        let location = MetadataLocation::from_str(&expected)?.with_new_metadata(&staged.metadata);
+        // A new file: the current one stays as it is, for readers that are reading it, for the
+        // metadata log, and for the table if another writer commits first.
+        let location = MetadataLocation::from_str(&expected)?
+            .with_next_version()
+            .with_new_metadata(&staged.metadata);
         staged.metadata.write_to(table.file_io(), &location).await?;
         let location = location.to_string();
         if commits.swap_metadata(ident, &expected, &location).await? {
