@@ -954,7 +954,20 @@ impl Session {
             return Ok(Outcome::Empty);
         }
         let handle = self.begin_query(prepared);
-        match self.execute_untracked(prepared, parameters).await {
+        let outcome = match &prepared.kind {
+            // Runs without planning's machinery, whose future is large: a future holding it
+            // inline is copied whole each time it is created or moved, and front doors run
+            // constant statements (pool health checks) more than any other.
+            PreparedKind::Constant(plan) => plan
+                .execute()
+                .map(|stream| Outcome::Rows {
+                    stream: self.client_rows(prepared, stream),
+                    tag: "SELECT".into(),
+                })
+                .map_err(EngineError::from),
+            _ => Box::pin(self.execute_untracked(prepared, parameters)).await,
+        };
+        match outcome {
             Ok(Outcome::Rows { stream, tag }) => Ok(Outcome::Rows {
                 stream: handle.track(stream),
                 tag,

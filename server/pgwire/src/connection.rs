@@ -609,10 +609,15 @@ impl SimpleQueryHandler for Connection {
         let count = statements.len();
         let mut responses = Vec::with_capacity(count);
         for (index, statement) in statements.into_iter().enumerate() {
-            let outcome = Self::cancellable(&cancel, async {
-                let prepared = self.session.prepare_to_run(&statement).await?;
-                self.session.execute(&prepared, None).await
-            })
+            // Boxed: planning's future is large, and every future holding it inline would be
+            // copied whole each time it is created or moved (pgwire boxes each handler's future).
+            let outcome = Self::cancellable(
+                &cancel,
+                Box::pin(async {
+                    let prepared = self.session.prepare_to_run(&statement).await?;
+                    self.session.execute(&prepared, None).await
+                }),
+            )
             .await;
             let outcome = match outcome {
                 Ok(outcome) => outcome,
@@ -1004,7 +1009,7 @@ impl ExtendedQueryHandler for Connection {
             )) => {
                 // COPY writes its rows itself, straight to the client.
                 let options = self.format_options(client);
-                let result = self.copy_out(client, stream, &copy, options, &cancel).await;
+                let result = Box::pin(self.copy_out(client, stream, &copy, options, &cancel)).await;
                 client.set_state(PgWireConnectionState::ReadyForQuery);
                 return result;
             }
