@@ -4,7 +4,8 @@
 //! records are decoded into Arrow ([`decode`]), written as Parquet data files and committed with
 //! their Kafka offsets in the snapshot summary ([`table`], [`offsets`]), fenced against other
 //! writers ([`fence`]). Records that cannot be landed go to a dead-letter table
-//! ([`dead_letter`]). An HTTP listener serves `/health` and Prometheus `/metrics` ([`http`]).
+//! ([`dead_letter`]). Alert rules run over the same topics on threads of their own ([`rules`]).
+//! An HTTP listener serves `/health`, Prometheus `/metrics` and the alert feed ([`http`]).
 
 pub mod avro;
 pub mod dead_letter;
@@ -17,6 +18,7 @@ pub mod metrics;
 pub mod offsets;
 pub mod pipeline;
 pub mod route;
+pub mod rules;
 pub mod table;
 
 use std::net::SocketAddr;
@@ -43,8 +45,11 @@ pub struct IngestOptions {
 pub struct IngestServer {
     pub http_address: SocketAddr,
     pub registry: Registry,
+    /// Alerts as the rules fire them.
+    pub feed: rules::AlertFeed,
     shutdown: CancellationToken,
     pipelines: Vec<(String, JoinHandle<Result<(), String>>)>,
+    rules: Vec<(String, JoinHandle<Result<(), String>>)>,
     http: Option<JoinHandle<()>>,
     maintenance: Option<JoinHandle<()>>,
 }
@@ -78,7 +83,13 @@ impl IngestServer {
             .await
             .map_err(|error| anyhow::anyhow!("cannot listen on {listen}: {error}"))?;
         let http_address = listener.local_addr()?;
-        let http = tokio::spawn(http::serve(listener, registry.clone(), shutdown.clone()));
+        let feed = rules::AlertFeed::default();
+        let http = tokio::spawn(http::serve(
+            listener,
+            registry.clone(),
+            feed.clone(),
+            shutdown.clone(),
+        ));
         let writer_id = format!(
             "{}-{}",
             std::process::id(),
@@ -115,6 +126,31 @@ impl IngestServer {
             tracing::debug!(thread = %thread_name, "pipeline thread started");
             pipelines.push((name.clone(), task));
         }
+        let mut rule_tasks = Vec::new();
+        for (name, rule) in &ingest.rules {
+            let shape = rule
+                .shape()
+                .map_err(|reason| anyhow::anyhow!("ingest.rules.{name}: {reason}"))?;
+            if !options.pipelines.is_empty() && !options.pipelines.contains(&shape.source) {
+                continue;
+            }
+            let Some(pipeline) = ingest.pipelines.get(&shape.source) else {
+                anyhow::bail!("ingest.rules.{name}: no pipeline named `{}`", shape.source);
+            };
+            let spec = rules::RuleSpec {
+                name: name.clone(),
+                config: rule.clone(),
+                source: shape.source,
+                pipeline: pipeline.clone(),
+                kafka: ingest.kafka.clone(),
+                metrics: registry.rule(name),
+                feed: feed.clone(),
+            };
+            let handle = handle.clone();
+            let token = shutdown.clone();
+            let task = tokio::task::spawn_blocking(move || rules::run_rule(spec, handle, token));
+            rule_tasks.push((name.clone(), task));
+        }
         if pipelines.is_empty() {
             anyhow::bail!("[ingest.pipelines] is empty: there is nothing to ingest");
         }
@@ -147,12 +183,14 @@ impl IngestServer {
                 shutdown.clone(),
             ))
         });
-        tracing::info!(%http_address, pipelines = pipelines.len(), writer = %writer_id, "fjord ingest is running");
+        tracing::info!(%http_address, pipelines = pipelines.len(), rules = rule_tasks.len(), writer = %writer_id, "fjord ingest is running");
         Ok(IngestServer {
             http_address,
             registry,
+            feed,
             shutdown,
             pipelines,
+            rules: rule_tasks,
             http: Some(http),
             maintenance,
         })
@@ -179,6 +217,13 @@ impl IngestServer {
             }
         }
         self.shutdown.cancel();
+        for (name, task) in std::mem::take(&mut self.rules) {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => failed.push(format!("rule {name}: {error}")),
+                Err(error) => failed.push(format!("rule {name}: {error}")),
+            }
+        }
         if let Some(http) = self.http.take() {
             let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
         }

@@ -77,6 +77,7 @@ pub fn add_elapsed(counter: &AtomicU64, started: std::time::Instant) {
 #[derive(Default, Clone)]
 pub struct Registry {
     pipelines: Arc<Mutex<BTreeMap<String, Arc<PipelineMetrics>>>>,
+    rules: Arc<Mutex<BTreeMap<String, Arc<crate::rules::RuleMetrics>>>>,
 }
 
 /// A metric's name, help text and how to read it from a pipeline's state.
@@ -89,6 +90,22 @@ impl Registry {
             .entry(name.to_string())
             .or_default()
             .clone()
+    }
+
+    pub fn rule(&self, name: &str) -> Arc<crate::rules::RuleMetrics> {
+        self.rules
+            .lock()
+            .entry(name.to_string())
+            .or_default()
+            .clone()
+    }
+
+    pub fn rules(&self) -> Vec<(String, Arc<crate::rules::RuleMetrics>)> {
+        self.rules
+            .lock()
+            .iter()
+            .map(|(name, metrics)| (name.clone(), metrics.clone()))
+            .collect()
     }
 
     pub fn snapshot(&self) -> Vec<(String, Arc<PipelineMetrics>)> {
@@ -245,6 +262,38 @@ impl Registry {
                     out,
                     "fjord_ingest_consumer_lag{{pipeline=\"{pipeline}\",topic=\"{topic}\",\
                      partition=\"{partition}\"}} {lag}"
+                );
+            }
+        }
+        let rules = self.rules();
+        if !rules.is_empty() {
+            let rule_metrics: [Metric<crate::rules::RuleMetrics, u64>; 2] = [
+                (
+                    "fjord_rule_records_total",
+                    "Records an alert rule evaluated.",
+                    |m| m.records.load(Ordering::Relaxed),
+                ),
+                (
+                    "fjord_rule_alerts_total",
+                    "Alerts a rule fired and delivered.",
+                    |m| m.alerts.load(Ordering::Relaxed),
+                ),
+            ];
+            for (name, help, get) in rule_metrics {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+                for (rule, metrics) in &rules {
+                    let _ = writeln!(out, "{name}{{rule=\"{rule}\"}} {}", get(metrics));
+                }
+            }
+            let _ = writeln!(
+                out,
+                "# HELP fjord_rule_keys Keys a grouped rule holds state for.\n# TYPE fjord_rule_keys gauge"
+            );
+            for (rule, metrics) in &rules {
+                let _ = writeln!(
+                    out,
+                    "fjord_rule_keys{{rule=\"{rule}\"}} {}",
+                    metrics.state.lock().keys
                 );
             }
         }

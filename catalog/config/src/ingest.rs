@@ -26,6 +26,9 @@ pub struct IngestConfig {
     /// `[ingest.maintenance]`: snapshot expiry the sidecar runs by itself.
     #[serde(default)]
     pub maintenance: MaintenanceConfig,
+    /// `[ingest.rules.<name>]`: alert rules over the pipelines' records.
+    #[serde(default)]
+    pub rules: BTreeMap<String, crate::rules::RuleConfig>,
 }
 
 /// `[ingest.maintenance]`: every `interval`, the sidecar merges the small data files of its
@@ -919,6 +922,71 @@ impl IngestConfig {
                     }
                 }
             }
+        }
+        for (name, rule) in &self.rules {
+            self.validate_rule(name, rule)?;
+        }
+        Ok(())
+    }
+
+    fn validate_rule(
+        &self,
+        name: &str,
+        rule: &crate::rules::RuleConfig,
+    ) -> Result<(), (String, String)> {
+        let key = |field: &str| format!("ingest.rules.{name}.{field}");
+        if !crate::is_valid_catalog_name(name) {
+            return Err((
+                format!("ingest.rules.{name}"),
+                "a rule name must start with a lowercase letter and contain only lowercase \
+                 letters, digits and underscores"
+                    .into(),
+            ));
+        }
+        let shape = rule.shape().map_err(|reason| (key("sql"), reason))?;
+        let Some(pipeline) = self.pipelines.get(&shape.source) else {
+            return Err((
+                key("sql"),
+                format!(
+                    "FROM `{}`: no such pipeline in [ingest.pipelines] (a rule reads the records \
+                     of a pipeline, decoded as the pipeline decodes them)",
+                    shape.source
+                ),
+            ));
+        };
+        if pipeline.format != ValueFormat::Json {
+            return Err((
+                key("sql"),
+                format!(
+                    "pipeline `{}` reads {} records; rules read JSON pipelines only for now",
+                    shape.source,
+                    format!("{:?}", pipeline.format).to_lowercase()
+                ),
+            ));
+        }
+        if let Some(cooldown) = &rule.cooldown
+            && parse_duration(cooldown).is_none_or(|duration| duration.is_zero())
+        {
+            return Err((
+                key("cooldown"),
+                format!("`{cooldown}` is not a duration such as \"10m\""),
+            ));
+        }
+        if parse_duration(&rule.state_ttl).is_none_or(|duration| duration.is_zero()) {
+            return Err((
+                key("state_ttl"),
+                format!("`{}` is not a duration such as \"1d\"", rule.state_ttl),
+            ));
+        }
+        if let Some(topic) = &rule.kafka_topic
+            && (topic.is_empty() || self.pipelines.values().any(|p| p.topics.contains(topic)))
+        {
+            return Err((
+                key("kafka_topic"),
+                format!(
+                    "`{topic}` is empty or a topic that a pipeline reads: alerts need a topic of their own"
+                ),
+            ));
         }
         Ok(())
     }

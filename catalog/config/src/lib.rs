@@ -8,6 +8,7 @@
 mod access;
 mod ingest;
 mod locate;
+mod rules;
 mod secret;
 
 use std::collections::BTreeMap;
@@ -25,6 +26,7 @@ pub use ingest::{
     SchemaRegistryConfig, SecurityProtocol, TOPIC_PLACEHOLDER, TableTemplate, ValueFormat,
     parse_duration, route_name_part,
 };
+pub use rules::{ALERT_FIELDS, RuleConfig, RuleKind, RuleShape, StartFrom};
 pub use secret::{Secret, expand_env_references};
 
 /// The root `config.toml`, compiled in: what `fjord serve` runs when no `--config` is given.

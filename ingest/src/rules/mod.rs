@@ -1,0 +1,454 @@
+//! Alert rules: SQL from `[ingest.rules.<name>]` evaluated continuously over a pipeline's
+//! records ([`eval`]), and the alerts delivered to a Kafka topic and to the sidecar's live feed.
+//!
+//! Each rule runs on a thread of its own with its own consumer, reading every partition of its
+//! pipeline's topics (assigned, not shared through a group, because a rule's keys are not the
+//! topics' keys), decoded as the pipeline decodes them. Records are taken in micro-batches of
+//! at most [`BATCH_WAIT`]; a batch's alerts are delivered before its offsets are committed
+//! under the rule's own consumer group (`<group_id>-rule-<name>`), so every alert is delivered
+//! at least once, and a re-delivery carries the same alert id.
+
+pub mod eval;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use arrow::datatypes::{Schema, SchemaRef};
+use fjord_config::{KafkaConfig, PipelineConfig, RuleConfig};
+use parking_lot::Mutex;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::runtime::Handle;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::decode::{Chunk, DecodeState, Decoded, META_COLUMNS, decode_json, infer_table_schema};
+use eval::{Alert, RuleEngine, RuleSettings};
+
+/// Longest a record waits before its batch is evaluated.
+pub const BATCH_WAIT: Duration = Duration::from_millis(100);
+/// Most records evaluated in one batch.
+const BATCH_RECORDS: usize = 10_000;
+/// Alerts the live feed keeps for pages that open later.
+const FEED_RECENT: usize = 500;
+
+/// What one rule reports.
+#[derive(Default)]
+pub struct RuleMetrics {
+    pub records: AtomicU64,
+    pub alerts: AtomicU64,
+    pub state: Mutex<RuleState>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RuleState {
+    pub running: bool,
+    /// Keys with state (grouped rules).
+    pub keys: u64,
+    /// The last error, cleared by the next batch delivered.
+    pub last_error: Option<String>,
+}
+
+/// Alerts as they fire, for the live page: the newest [`FEED_RECENT`] and a channel to follow.
+#[derive(Clone)]
+pub struct AlertFeed {
+    recent: Arc<Mutex<VecDeque<Arc<serde_json::Value>>>>,
+    sender: broadcast::Sender<Arc<serde_json::Value>>,
+}
+
+impl Default for AlertFeed {
+    fn default() -> Self {
+        AlertFeed {
+            recent: Arc::default(),
+            sender: broadcast::channel(1024).0,
+        }
+    }
+}
+
+impl AlertFeed {
+    pub fn publish(&self, alert: &Alert) {
+        let alert = Arc::new(alert.to_json());
+        let mut recent = self.recent.lock();
+        if recent.len() == FEED_RECENT {
+            recent.pop_front();
+        }
+        recent.push_back(alert.clone());
+        let _ = self.sender.send(alert);
+    }
+
+    /// The kept alerts, newest first.
+    pub fn recent(&self) -> Vec<Arc<serde_json::Value>> {
+        self.recent.lock().iter().rev().cloned().collect()
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<serde_json::Value>> {
+        self.sender.subscribe()
+    }
+}
+
+/// Everything a rule's thread needs.
+pub struct RuleSpec {
+    pub name: String,
+    pub config: RuleConfig,
+    pub source: String,
+    pub pipeline: PipelineConfig,
+    pub kafka: KafkaConfig,
+    pub metrics: Arc<RuleMetrics>,
+    pub feed: AlertFeed,
+}
+
+/// Runs a rule until `shutdown`; an error stops it (a rule that cannot be planned against its
+/// stream's columns).
+pub fn run_rule(spec: RuleSpec, handle: Handle, shutdown: CancellationToken) -> Result<(), String> {
+    spec.metrics.state.lock().running = true;
+    let result = Runner::new(&spec, handle).and_then(|mut runner| runner.run(&shutdown));
+    let mut state = spec.metrics.state.lock();
+    state.running = false;
+    if let Err(error) = &result {
+        tracing::error!(rule = %spec.name, %error, "the rule stopped");
+        state.last_error = Some(error.clone());
+    }
+    result
+}
+
+struct Runner<'a> {
+    spec: &'a RuleSpec,
+    handle: Handle,
+    consumer: BaseConsumer,
+    producer: Option<FutureProducer>,
+    schema: Option<SchemaRef>,
+    engine: Option<RuleEngine>,
+    decode_state: DecodeState,
+    chunk: Chunk,
+    /// Next offset per partition after the records in `chunk`.
+    next: BTreeMap<(Arc<str>, i32), i64>,
+    topics: BTreeMap<String, Arc<str>>,
+}
+
+impl<'a> Runner<'a> {
+    fn new(spec: &'a RuleSpec, handle: Handle) -> Result<Runner<'a>, String> {
+        let mut config = crate::pipeline::client_config(&spec.kafka, None);
+        config
+            .set(
+                "group.id",
+                format!("{}-rule-{}", spec.kafka.group_id, spec.name),
+            )
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", spec.config.start_from.as_librdkafka())
+            .set("isolation.level", "read_committed");
+        let consumer: BaseConsumer = config
+            .create()
+            .map_err(|error| format!("cannot create the rule's consumer: {error}"))?;
+        let producer = match &spec.config.kafka_topic {
+            Some(_) => Some(
+                crate::pipeline::client_config(&spec.kafka, None)
+                    .set("acks", "all")
+                    .set("linger.ms", "5")
+                    .create::<FutureProducer>()
+                    .map_err(|error| format!("cannot create the alerts' producer: {error}"))?,
+            ),
+            None => None,
+        };
+        Ok(Runner {
+            spec,
+            handle,
+            consumer,
+            producer,
+            schema: None,
+            engine: None,
+            decode_state: DecodeState::default(),
+            chunk: Chunk::default(),
+            next: BTreeMap::new(),
+            topics: BTreeMap::new(),
+        })
+    }
+
+    fn run(&mut self, shutdown: &CancellationToken) -> Result<(), String> {
+        self.assign(shutdown)?;
+        let mut first_at: Option<Instant> = None;
+        while !shutdown.is_cancelled() {
+            let wait = match first_at {
+                Some(first) => BATCH_WAIT.saturating_sub(first.elapsed()),
+                None => BATCH_WAIT,
+            };
+            match self.consumer.poll(wait.max(Duration::from_millis(1))) {
+                Some(Ok(message)) => {
+                    let topic = self
+                        .topics
+                        .entry(message.topic().to_string())
+                        .or_insert_with(|| Arc::from(message.topic()))
+                        .clone();
+                    self.next
+                        .insert((topic.clone(), message.partition()), message.offset() + 1);
+                    self.chunk.push(
+                        topic,
+                        message.partition(),
+                        message.offset(),
+                        message.timestamp().to_millis(),
+                        message.key(),
+                        message.payload().unwrap_or_default(),
+                    );
+                    first_at.get_or_insert_with(Instant::now);
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(rule = %self.spec.name, %error, "reading the rule's topics");
+                }
+                None => {}
+            }
+            let due = first_at.is_some_and(|first| first.elapsed() >= BATCH_WAIT)
+                || self.chunk.len() >= BATCH_RECORDS;
+            if due {
+                self.evaluate_until_delivered(shutdown)?;
+                first_at = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// Assigns every partition of the pipeline's topics, at the rule's committed offsets
+    /// (`start_from` for partitions it has none for). Waits for topics that do not exist yet.
+    fn assign(&mut self, shutdown: &CancellationToken) -> Result<(), String> {
+        let mut reported = false;
+        loop {
+            let mut list = TopicPartitionList::new();
+            let mut missing = Vec::new();
+            for topic in &self.spec.pipeline.topics {
+                match self
+                    .consumer
+                    .fetch_metadata(Some(topic), Duration::from_secs(5))
+                {
+                    Ok(metadata) => {
+                        let partitions = metadata
+                            .topics()
+                            .iter()
+                            .find(|t| t.name() == topic && t.error().is_none())
+                            .map(|t| t.partitions().len())
+                            .unwrap_or(0);
+                        if partitions == 0 {
+                            missing.push(topic.clone());
+                        }
+                        for partition in 0..partitions {
+                            list.add_partition(topic, partition as i32);
+                        }
+                    }
+                    Err(error) => missing.push(format!("{topic} ({error})")),
+                }
+            }
+            if missing.is_empty() {
+                let committed = self
+                    .consumer
+                    .committed_offsets(list.clone(), Duration::from_secs(10))
+                    .map_err(|error| {
+                        format!("cannot read the rule's committed offsets: {error}")
+                    })?;
+                let start = match self.spec.config.start_from {
+                    fjord_config::StartFrom::Earliest => Offset::Beginning,
+                    fjord_config::StartFrom::Latest => Offset::End,
+                };
+                let mut assignment = TopicPartitionList::new();
+                for element in committed.elements() {
+                    let offset = match element.offset() {
+                        Offset::Offset(offset) if offset >= 0 => Offset::Offset(offset),
+                        _ => start,
+                    };
+                    assignment
+                        .add_partition_offset(element.topic(), element.partition(), offset)
+                        .map_err(|error| error.to_string())?;
+                }
+                self.consumer
+                    .assign(&assignment)
+                    .map_err(|error| format!("cannot assign the rule's partitions: {error}"))?;
+                tracing::info!(rule = %self.spec.name, partitions = assignment.count(), "rule started");
+                return Ok(());
+            }
+            if !reported {
+                tracing::warn!(rule = %self.spec.name, topics = ?missing, "waiting for the rule's topics to exist");
+                self.spec.metrics.state.lock().last_error =
+                    Some(format!("waiting for topics {}", missing.join(", ")));
+                reported = true;
+            }
+            if self
+                .handle
+                .block_on(tokio::time::timeout(
+                    Duration::from_secs(1),
+                    shutdown.cancelled(),
+                ))
+                .is_ok()
+            {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Evaluates the buffered records and delivers their alerts, retrying delivery until it
+    /// succeeds (or shutdown); then commits the records' offsets.
+    fn evaluate_until_delivered(&mut self, shutdown: &CancellationToken) -> Result<(), String> {
+        let alerts = self.evaluate()?;
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.deliver(&alerts) {
+                Ok(()) => break,
+                Err(error) => {
+                    tracing::warn!(rule = %self.spec.name, %error, "cannot deliver alerts; retrying");
+                    self.spec.metrics.state.lock().last_error = Some(error);
+                    let cancelled = self
+                        .handle
+                        .block_on(tokio::time::timeout(backoff, shutdown.cancelled()))
+                        .is_ok();
+                    if cancelled {
+                        // Not committed: the records are read again next time.
+                        return Ok(());
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        for alert in &alerts {
+            self.spec.feed.publish(alert);
+        }
+        let metrics = &self.spec.metrics;
+        metrics
+            .alerts
+            .fetch_add(alerts.len() as u64, Ordering::Relaxed);
+        {
+            let mut state = metrics.state.lock();
+            state.last_error = None;
+            state.keys = self.engine.as_ref().map_or(0, |e| e.keys_held() as u64);
+        }
+        self.commit();
+        Ok(())
+    }
+
+    fn commit(&mut self) {
+        let mut list = TopicPartitionList::new();
+        for ((topic, partition), next) in &self.next {
+            if let Err(error) = list.add_partition_offset(topic, *partition, Offset::Offset(*next))
+            {
+                tracing::warn!(rule = %self.spec.name, %error, "cannot note an offset");
+            }
+        }
+        if list.count() == 0 {
+            return;
+        }
+        if let Err(error) = self.consumer.commit(&list, CommitMode::Sync) {
+            // Not fatal: after a restart the rule reads these records again, and their
+            // alerts carry the same ids.
+            tracing::warn!(rule = %self.spec.name, %error, "cannot commit the rule's offsets");
+        }
+    }
+
+    /// Decodes and evaluates the buffered records.
+    fn evaluate(&mut self) -> Result<Vec<Alert>, String> {
+        let chunk = std::mem::take(&mut self.chunk);
+        if chunk.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.spec
+            .metrics
+            .records
+            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        let event_time = self.spec.pipeline.event_time.as_deref();
+        if self.schema.is_none() {
+            self.schema = Some(Arc::new(infer_table_schema(&chunk, event_time)));
+        }
+        for _ in 0..8 {
+            let schema = self.schema.clone().expect("set above");
+            if self.engine.is_none() {
+                let settings = RuleSettings {
+                    name: self.spec.name.as_str().into(),
+                    source: self.spec.source.clone(),
+                    sql: self.spec.config.sql.clone(),
+                    key: self.spec.config.key.clone(),
+                    cooldown: self.spec.config.cooldown(),
+                    state_ttl: self.spec.config.state_ttl(),
+                };
+                let engine = self
+                    .handle
+                    .block_on(RuleEngine::new(settings, schema.clone()))
+                    .map_err(|error| {
+                        format!(
+                            "rule `{}` cannot be evaluated over pipeline `{}`: {error}",
+                            self.spec.name, self.spec.source
+                        )
+                    })?;
+                self.engine = Some(engine);
+            }
+            let now_micros = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as i64);
+            let decoded = decode_json(
+                &chunk,
+                &schema,
+                event_time,
+                now_micros,
+                &mut self.decode_state,
+            )?;
+            match decoded {
+                Decoded::Rows { batch, rejected } => {
+                    if !rejected.is_empty() {
+                        tracing::warn!(rule = %self.spec.name, records = rejected.len(), first = %rejected[0].error, "records the rule cannot decode are skipped (the pipeline sends them to its dead letters)");
+                    }
+                    let Some(batch) = batch else {
+                        return Ok(Vec::new());
+                    };
+                    let engine = self.engine.as_mut().expect("planned above");
+                    return engine.process(&batch, SystemTime::now());
+                }
+                Decoded::NeedsColumns(fields) => {
+                    let mut all: Vec<_> = schema
+                        .fields()
+                        .iter()
+                        .filter(|f| !META_COLUMNS.contains(&f.name().as_str()))
+                        .map(|f| f.as_ref().clone())
+                        .collect();
+                    all.extend(fields);
+                    all.extend(crate::decode::meta_fields());
+                    let widened = Arc::new(Schema::new(all));
+                    self.schema = Some(widened.clone());
+                    if let Some(engine) = &mut self.engine {
+                        self.handle.block_on(engine.replan(widened))?;
+                    }
+                }
+            }
+        }
+        Err("the stream's columns kept changing while decoding".into())
+    }
+
+    fn deliver(&self, alerts: &[Alert]) -> Result<(), String> {
+        let (Some(producer), Some(topic)) = (&self.producer, &self.spec.config.kafka_topic) else {
+            return Ok(());
+        };
+        if alerts.is_empty() {
+            return Ok(());
+        }
+        let payloads: Vec<(String, String)> = alerts
+            .iter()
+            .map(|alert| (alert.key.clone(), alert.to_json_text()))
+            .collect();
+        self.handle.block_on(async {
+            let mut pending = Vec::with_capacity(payloads.len());
+            for (key, value) in &payloads {
+                let record = FutureRecord::to(topic).key(key).payload(value);
+                let delivery = producer
+                    .send_result(record)
+                    .map_err(|(error, _)| format!("cannot send an alert to `{topic}`: {error}"))?;
+                pending.push(delivery);
+            }
+            for delivery in pending {
+                match delivery.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err((error, _))) => {
+                        return Err(format!("an alert was not delivered to `{topic}`: {error}"));
+                    }
+                    Err(_) => return Err(format!("the producer for `{topic}` went away")),
+                }
+            }
+            Ok(())
+        })
+    }
+}
