@@ -47,6 +47,18 @@ fn check_config_accepts_the_reference_file_and_locates_mistakes() -> anyhow::Res
         ),
         ("[server\n", 1, "", "invalid table header"),
         (
+            "[catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"w\"\n[ingest.kafka]\nbootstrap_servers = \"k:9092\"\n[ingest.pipelines.likes]\ntopics = [\"l\"]\ntable = \"s.likes\"\n[ingest.rules.fans]\nsql = \"SELECT visitor_id, count(*) AS n FROM likes GROUP BY visitor_id ORDER BY n\"\nkey = \"visitor_id\"\n",
+            10,
+            "ingest.rules.fans.sql",
+            "ORDER BY has no meaning for alerts",
+        ),
+        (
+            "[catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"w\"\n[ingest.kafka]\nbootstrap_servers = \"k:9092\"\n[ingest.pipelines.likes]\ntopics = [\"l\"]\ntable = \"s.likes\"\n[ingest.rules.fans]\nsql = \"SELECT visitor_id FROM like WHERE cat_id = 'c1'\"\nkey = \"visitor_id\"\n",
+            10,
+            "ingest.rules.fans.sql",
+            "FROM `like`: no such pipeline",
+        ),
+        (
             "[catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"w\"\n[ingest.kafka]\nbootstrap_servers = \"k:9092\"\n[ingest.pipelines.orders]\ntopics = [\"o\"]\ntable = \"s.orders\"\ncomit = {}\n",
             9,
             "ingest.pipelines.orders.comit",

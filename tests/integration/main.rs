@@ -2,6 +2,7 @@
 //! Each test starts the real components it needs; see `fjord_tests` for the harness.
 #![allow(clippy::print_stderr)] // Long tests report their progress.
 
+mod alerts;
 mod auth;
 mod catalog_reload;
 mod cdc;

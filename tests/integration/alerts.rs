@@ -1,0 +1,285 @@
+//! Alert rules in the ingest sidecar against a real broker (tansu): the cat-cafe scenario's
+//! wellness guardian (per record) and adopter detective (once per visitor) raise exactly the
+//! alerts their events call for, on their Kafka topics and in the sidecar's feed.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use fjord_tests::kafka::Kafka;
+use fjord_tests::{Fjord, http_get};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::ingest::start_sidecar;
+
+/// The scenario's two pipelines and three rules (the guardian is one rule per alert type).
+fn config(fjord: &Fjord, kafka: &Kafka) -> Result<PathBuf> {
+    let mut text = String::from(
+        "[server]\ndefault_catalog = \"iceberg\"\n[demo]\nbuild_on_start = false\n\
+         [catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"warehouse\"\n\n[ingest]\ncatalog = \"iceberg\"\n",
+    );
+    text.push_str(&kafka.ingest_kafka_toml("alerts-e2e"));
+    text.push_str(
+        r#"
+[ingest.pipelines.cat_wellness]
+topics = ["cat-wellness-iot"]
+table = "data_on_eks.cat_wellness_iot_raw"
+event_time = "event_time"
+
+[ingest.pipelines.cat_interactions]
+topics = ["cat-interactions"]
+table = "data_on_eks.cat_interactions_raw"
+event_time = "event_time"
+
+[ingest.rules.low_activity]
+sql = """
+SELECT cat_id, 'LOW_ACTIVITY' AS alert_type, activity_level, event_time
+FROM cat_wellness
+WHERE activity_level < 2
+"""
+key = "cat_id"
+kafka_topic = "cat-health-alerts"
+
+[ingest.rules.dehydration]
+sql = """
+SELECT cat_id, 'DEHYDRATION' AS alert_type, hours_since_last_drink, event_time
+FROM cat_wellness
+WHERE hours_since_last_drink > 8
+"""
+key = "cat_id"
+kafka_topic = "cat-health-alerts"
+
+[ingest.rules.adopter_detective]
+sql = """
+SELECT visitor_id, COUNT(DISTINCT cat_id) AS cats_liked
+FROM cat_interactions
+WHERE interaction_type = 'like'
+GROUP BY visitor_id
+HAVING COUNT(DISTINCT cat_id) > 3
+"""
+key = "visitor_id"
+kafka_topic = "potential-adopters"
+"#,
+    );
+    let path = fjord.directory.path().join("ingest.toml");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+fn wellness(n: usize, cat: &str, activity: f64, hours: f64) -> (String, Vec<u8>) {
+    let value = format!(
+        r#"{{"event_id": "w-{n}", "event_time": "2026-11-03T10:{:02}:00Z", "cat_id": "{cat}", "activity_level": {activity:.1}, "heart_rate_bpm": 120, "hours_since_last_drink": {hours:.1}, "body_temp_c": 38.5}}"#,
+        n % 60
+    );
+    (cat.to_string(), value.into_bytes())
+}
+
+fn interaction(n: usize, visitor: &str, cat: &str, kind: &str) -> (String, Vec<u8>) {
+    let value = format!(
+        r#"{{"event_id": "i-{n}", "event_time": "2026-11-03T11:{:02}:00Z", "visitor_id": "{visitor}", "cat_id": "{cat}", "interaction_type": "{kind}", "duration_seconds": 30}}"#,
+        n % 60
+    );
+    // Keyed by cat, as the cafe's producers do: one visitor's likes spread over partitions.
+    (cat.to_string(), value.into_bytes())
+}
+
+/// Reads `topic` (every partition, from the start) until `want` records arrived and then
+/// `quiet` passed without more; returns the values as JSON with their Kafka keys.
+fn read_alerts(
+    kafka: &Kafka,
+    topic: &str,
+    want: usize,
+    quiet: Duration,
+) -> Result<Vec<(String, serde_json::Value)>> {
+    let consumer: BaseConsumer = kafka
+        .client_config()
+        .set("group.id", format!("reader-{topic}"))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(topic, 0, Offset::Beginning)?;
+    consumer.assign(&list)?;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut alerts = Vec::new();
+    let mut last = Instant::now();
+    loop {
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            let message = message?;
+            let key = String::from_utf8_lossy(message.key().unwrap_or_default()).to_string();
+            let value: serde_json::Value = serde_json::from_slice(
+                message.payload().context("an alert without a value")?,
+            )?;
+            alerts.push((key, value));
+            last = Instant::now();
+        }
+        if alerts.len() >= want && last.elapsed() >= quiet {
+            return Ok(alerts);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{topic}: wanted {want} alerts within 90 s, got {}: {alerts:?}",
+                alerts.len()
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cat_cafe_rules_raise_exactly_the_alerts_their_events_call_for() -> Result<()> {
+    let kafka = Kafka::start().await?;
+    for (topic, partitions) in [
+        ("cat-wellness-iot", 2),
+        ("cat-interactions", 3),
+        ("cat-health-alerts", 1),
+        ("potential-adopters", 1),
+    ] {
+        kafka.create_topic(topic, partitions).await?;
+    }
+    let fjord = Fjord::start("").await?;
+    let config = config(&fjord, &kafka)?;
+
+    // Wellness: cat-a is listless, cat-b thirsty, cat-c both (twice), cat-d on both limits.
+    let readings = [
+        ("cat-a", 1.5, 2.0),
+        ("cat-b", 6.0, 9.5),
+        ("cat-c", 0.5, 10.0),
+        ("cat-d", 2.0, 8.0),
+        ("cat-e", 7.0, 1.0),
+        ("cat-c", 1.0, 12.0),
+    ];
+    let wellness_events: Vec<_> = readings
+        .iter()
+        .enumerate()
+        .map(|(n, (cat, activity, hours))| wellness(n, cat, *activity, *hours))
+        .collect();
+    // Interactions: ann likes four distinct cats (one twice, plus a pet that does not count),
+    // then a fifth; bob likes three cats many times; cy likes six cats.
+    let mut likes = vec![
+        ("ann", "cat-1", "like"),
+        ("ann", "cat-2", "like"),
+        ("ann", "cat-2", "like"),
+        ("ann", "cat-3", "pet"),
+        ("ann", "cat-3", "like"),
+        ("bob", "cat-1", "like"),
+        ("bob", "cat-2", "like"),
+        ("bob", "cat-3", "like"),
+        ("bob", "cat-4", "play"),
+    ];
+    for round in 0..3 {
+        likes.push(("bob", ["cat-1", "cat-2", "cat-3"][round], "like"));
+    }
+    let first_part: Vec<_> = likes
+        .iter()
+        .enumerate()
+        .map(|(n, (visitor, cat, kind))| interaction(n, visitor, cat, kind))
+        .collect();
+    let mut second_part = vec![
+        interaction(100, "ann", "cat-4", "like"),
+        interaction(101, "ann", "cat-5", "like"),
+    ];
+    for (n, cat) in ["cat-1", "cat-2", "cat-3", "cat-4", "cat-5", "cat-6"]
+        .iter()
+        .enumerate()
+    {
+        second_part.push(interaction(200 + n, "cy", cat, "like"));
+    }
+
+    kafka.produce("cat-wellness-iot", &wellness_events).await?;
+    kafka.produce("cat-interactions", &first_part).await?;
+    let sidecar = start_sidecar(&config, &[]).await?;
+    // Some records before the rules start, some while they run.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    kafka.produce("cat-interactions", &second_part).await?;
+
+    let health_alerts = {
+        let kafka = &kafka;
+        tokio::task::block_in_place(|| {
+            read_alerts(kafka, "cat-health-alerts", 6, Duration::from_secs(3))
+        })?
+    };
+    let mut seen: BTreeMap<(String, String), Vec<serde_json::Value>> = BTreeMap::new();
+    for (key, alert) in &health_alerts {
+        assert_eq!(key, alert["cat_id"].as_str().unwrap_or_default(), "{alert}");
+        assert_eq!(key, alert["key"].as_str().unwrap_or_default(), "{alert}");
+        let kind = alert["alert_type"].as_str().unwrap_or_default().to_string();
+        seen.entry((key.clone(), kind)).or_default().push(alert.clone());
+    }
+    let kinds: Vec<(&str, &str, usize)> = seen
+        .iter()
+        .map(|((cat, kind), alerts)| (cat.as_str(), kind.as_str(), alerts.len()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("cat-a", "LOW_ACTIVITY", 1),
+            ("cat-b", "DEHYDRATION", 1),
+            ("cat-c", "DEHYDRATION", 2),
+            ("cat-c", "LOW_ACTIVITY", 2),
+        ],
+        "{health_alerts:?}"
+    );
+    let low = &seen[&("cat-a".to_string(), "LOW_ACTIVITY".to_string())][0];
+    assert_eq!(low["rule"], "low_activity");
+    assert_eq!(low["activity_level"], 1.5);
+    assert!(
+        low["event_time"]
+            .as_str()
+            .is_some_and(|time| time.starts_with("2026-11-03T10:00:00")),
+        "{low}"
+    );
+    let ids: std::collections::BTreeSet<_> = health_alerts
+        .iter()
+        .map(|(_, alert)| alert["alert_id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(ids.len(), health_alerts.len(), "alert ids are unique: {ids:?}");
+
+    let adopters = tokio::task::block_in_place(|| {
+        read_alerts(&kafka, "potential-adopters", 2, Duration::from_secs(3))
+    })?;
+    let mut found: Vec<(String, serde_json::Value, serde_json::Value)> = adopters
+        .iter()
+        .map(|(key, alert)| {
+            (
+                key.clone(),
+                alert["cats_liked"].clone(),
+                alert["alert_id"].clone(),
+            )
+        })
+        .collect();
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        found,
+        [
+            (
+                "ann".to_string(),
+                serde_json::json!(4),
+                serde_json::json!("adopter_detective/ann/1")
+            ),
+            (
+                "cy".to_string(),
+                serde_json::json!(4),
+                serde_json::json!("adopter_detective/cy/1")
+            ),
+        ],
+        "{adopters:?}"
+    );
+
+    // The live feed and the sidecar's own reports agree.
+    let (status, feed) = http_get(sidecar.http_address, "/alerts?rule=adopter_detective").await?;
+    assert_eq!(status, 200, "{feed}");
+    let feed: Vec<serde_json::Value> = serde_json::from_str(&feed)?;
+    assert_eq!(feed.len(), 2, "{feed:?}");
+    let (status, health) = http_get(sidecar.http_address, "/health").await?;
+    assert_eq!(status, 200, "{health}");
+    assert!(health.contains("\"adopter_detective\""), "{health}");
+    let (_, metrics) = http_get(sidecar.http_address, "/metrics").await?;
+    assert!(
+        metrics.contains("fjord_rule_alerts_total{rule=\"low_activity\"} 3"),
+        "{metrics}"
+    );
+    sidecar.stop().await?;
+    Ok(())
+}
