@@ -141,6 +141,7 @@ impl IngestServer {
                 name: name.clone(),
                 config: rule.clone(),
                 source: shape.source,
+                kind: shape.kind,
                 pipeline: pipeline.clone(),
                 kafka: ingest.kafka.clone(),
                 metrics: registry.rule(name),

@@ -40,6 +40,48 @@ pub struct Alert {
     pub fired_at: String,
     /// The rule's output columns, in SELECT order.
     pub columns: Vec<(String, Value)>,
+    /// The record that raised it: topic, partition, offset.
+    pub source: Position,
+}
+
+/// Where a record is in Kafka.
+pub type Position = (Arc<str>, i32, i64);
+
+/// The Kafka position columns of a batch of records.
+struct Positions {
+    topics: arrow::array::StringArray,
+    partitions: arrow::array::Int32Array,
+    offsets: arrow::array::Int64Array,
+}
+
+impl Positions {
+    fn of(batch: &RecordBatch) -> Result<Positions, String> {
+        let topics = batch
+            .column_by_name(META_TOPIC)
+            .and_then(|c| c.as_string_opt::<i32>().cloned());
+        let partitions = batch
+            .column_by_name(META_PARTITION)
+            .and_then(|c| c.as_primitive_opt::<Int32Type>().cloned());
+        let offsets = batch
+            .column_by_name(META_OFFSET)
+            .and_then(|c| c.as_primitive_opt::<Int64Type>().cloned());
+        match (topics, partitions, offsets) {
+            (Some(topics), Some(partitions), Some(offsets)) => Ok(Positions {
+                topics,
+                partitions,
+                offsets,
+            }),
+            _ => Err("the records lack their Kafka position columns".into()),
+        }
+    }
+
+    fn at(&self, row: usize) -> Position {
+        (
+            Arc::from(self.topics.value(row)),
+            self.partitions.value(row),
+            self.offsets.value(row),
+        )
+    }
 }
 
 impl Alert {
@@ -238,18 +280,7 @@ impl RuleEngine {
             return Ok(Vec::new());
         }
         let rows = project(projection, &batch)?;
-        let topics = batch
-            .column_by_name(META_TOPIC)
-            .map(|c| c.as_string::<i32>().clone());
-        let partitions = batch
-            .column_by_name(META_PARTITION)
-            .map(|c| c.as_primitive::<Int32Type>().clone());
-        let offsets = batch
-            .column_by_name(META_OFFSET)
-            .map(|c| c.as_primitive::<Int64Type>().clone());
-        let (Some(topics), Some(partitions), Some(offsets)) = (topics, partitions, offsets) else {
-            return Err("the records lack their Kafka position columns".into());
-        };
+        let positions = Positions::of(&batch)?;
         let mut alerts = Vec::new();
         for (row, columns) in rows.into_iter().enumerate() {
             let key = key_of(&columns, &self.settings.key);
@@ -260,18 +291,17 @@ impl RuleEngine {
                 }
                 self.last_fired.insert(key.clone(), now);
             }
+            let source = positions.at(row);
             alerts.push(Alert {
                 id: format!(
                     "{}/{key}/{}-{}-{}",
-                    self.settings.name,
-                    topics.value(row),
-                    partitions.value(row),
-                    offsets.value(row)
+                    self.settings.name, source.0, source.1, source.2
                 ),
                 rule: self.settings.name.clone(),
                 key,
                 fired_at: fired_at.to_string(),
                 columns,
+                source,
             });
         }
         Ok(alerts)
@@ -334,7 +364,8 @@ impl RuleEngine {
             inputs.push((arguments, filter));
         }
         let cooldown = self.settings.cooldown;
-        let mut fired: Vec<(OwnedRow, Vec<ScalarValue>, u64)> = Vec::new();
+        let positions = Positions::of(&batch)?;
+        let mut fired: Vec<(OwnedRow, Vec<ScalarValue>, u64, Position)> = Vec::new();
         for key in &order {
             let rows = members.remove(key).unwrap_or_default();
             if !self.groups.contains_key(key) {
@@ -398,7 +429,8 @@ impl RuleEngine {
                 if holds {
                     group.firings += 1;
                     group.last_fired = Some(now);
-                    fired.push((key.clone(), values, group.firings));
+                    let source = positions.at(rows[next - 1] as usize);
+                    fired.push((key.clone(), values, group.firings, source));
                 }
             }
         }
@@ -406,18 +438,18 @@ impl RuleEngine {
             return Ok(Vec::new());
         }
         let key_columns = converter
-            .convert_rows(fired.iter().map(|(key, _, _)| key.row()))
+            .convert_rows(fired.iter().map(|(key, ..)| key.row()))
             .map_err(|error| error.to_string())?;
         let firing = aggregate_rows(
             aggregate_schema,
             key_columns,
-            fired.iter().map(|(_, values, _)| values.clone()).collect(),
+            fired.iter().map(|(_, values, ..)| values.clone()).collect(),
         )?;
         let rows = project(projection, &firing)?;
         Ok(rows
             .into_iter()
             .zip(fired)
-            .map(|(columns, (_, _, n))| {
+            .map(|(columns, (_, _, n, source))| {
                 let key = key_of(&columns, &self.settings.key);
                 Alert {
                     id: format!("{}/{key}/{n}", self.settings.name),
@@ -425,6 +457,7 @@ impl RuleEngine {
                     key,
                     fired_at: fired_at.to_string(),
                     columns,
+                    source,
                 }
             })
             .collect())

@@ -5,18 +5,27 @@
 //! pipeline's topics (assigned, not shared through a group, because a rule's keys are not the
 //! topics' keys), decoded as the pipeline decodes them. Records are taken in micro-batches of
 //! at most [`BATCH_WAIT`]; a batch's alerts are delivered before its offsets are committed
-//! under the rule's own consumer group (`<group_id>-rule-<name>`), so every alert is delivered
-//! at least once, and a re-delivery carries the same alert id.
+//! under the rule's own consumer group (`<group_id>-rule-<name>`).
+//!
+//! After a restart (a kill -9 included) a rule picks up where it was, without repeating or
+//! missing an alert:
+//! - a grouped rule rebuilds its per-key state by reading its topics again from the start
+//!   (the state TTL bounds what matters), and a per-record rule starts at its committed
+//!   offsets;
+//! - alerts raised by records before the committed offsets were delivered before that commit,
+//!   so they are not sent again;
+//! - alerts delivered after the last commit, before the crash, are found in the rule's Kafka
+//!   topic (read once at start, by alert id) and not sent again.
 
 pub mod eval;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use arrow::datatypes::{Schema, SchemaRef};
-use fjord_config::{KafkaConfig, PipelineConfig, RuleConfig};
+use fjord_config::{KafkaConfig, PipelineConfig, RuleConfig, RuleKind};
 use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
@@ -95,6 +104,7 @@ pub struct RuleSpec {
     pub name: String,
     pub config: RuleConfig,
     pub source: String,
+    pub kind: RuleKind,
     pub pipeline: PipelineConfig,
     pub kafka: KafkaConfig,
     pub metrics: Arc<RuleMetrics>,
@@ -127,6 +137,15 @@ struct Runner<'a> {
     /// Next offset per partition after the records in `chunk`.
     next: BTreeMap<(Arc<str>, i32), i64>,
     topics: BTreeMap<String, Arc<str>>,
+    /// The rule's committed offsets when it started: alerts from records before them were
+    /// delivered by an earlier run.
+    committed: HashMap<(String, i32), i64>,
+    /// Ids of this rule's alerts already in its Kafka topic when it started.
+    delivered: HashSet<String>,
+    /// Partitions a grouped rule still reads again up to its committed offset, to rebuild
+    /// its state; records past that wait in `held` meanwhile.
+    replay_until: HashMap<(String, i32), i64>,
+    held: Chunk,
 }
 
 impl<'a> Runner<'a> {
@@ -165,11 +184,18 @@ impl<'a> Runner<'a> {
             chunk: Chunk::default(),
             next: BTreeMap::new(),
             topics: BTreeMap::new(),
+            committed: HashMap::new(),
+            delivered: HashSet::new(),
+            replay_until: HashMap::new(),
+            held: Chunk::default(),
         })
     }
 
     fn run(&mut self, shutdown: &CancellationToken) -> Result<(), String> {
         self.assign(shutdown)?;
+        if let Some(topic) = self.spec.config.kafka_topic.clone() {
+            self.load_delivered(&topic)?;
+        }
         let mut first_at: Option<Instant> = None;
         while !shutdown.is_cancelled() {
             let wait = match first_at {
@@ -183,17 +209,42 @@ impl<'a> Runner<'a> {
                         .entry(message.topic().to_string())
                         .or_insert_with(|| Arc::from(message.topic()))
                         .clone();
-                    self.next
-                        .insert((topic.clone(), message.partition()), message.offset() + 1);
-                    self.chunk.push(
+                    let (partition, offset) = (message.partition(), message.offset());
+                    // While a grouped rule rebuilds its state, records its last run had not
+                    // evaluated wait until every partition caught up, so that the state they
+                    // meet is the state they met before.
+                    let mut replayed = false;
+                    let replaying = !self.replay_until.is_empty();
+                    if replaying {
+                        let position = (topic.to_string(), partition);
+                        if let Some(end) = self.replay_until.get(&position).copied() {
+                            replayed = offset < end;
+                            if offset + 1 >= end {
+                                self.replay_until.remove(&position);
+                            }
+                        }
+                    }
+                    let target = if replayed || !replaying {
+                        &mut self.chunk
+                    } else {
+                        &mut self.held
+                    };
+                    target.push(
                         topic,
-                        message.partition(),
-                        message.offset(),
+                        partition,
+                        offset,
                         message.timestamp().to_millis(),
                         message.key(),
                         message.payload().unwrap_or_default(),
                     );
                     first_at.get_or_insert_with(Instant::now);
+                    if replaying && self.replay_until.is_empty() {
+                        // Caught up: the replayed records first, then the held ones.
+                        tracing::info!(rule = %self.spec.name, "state rebuilt from the topics");
+                        self.evaluate_until_delivered(shutdown)?;
+                        self.chunk = std::mem::take(&mut self.held);
+                        first_at = (!self.chunk.is_empty()).then(Instant::now);
+                    }
                 }
                 Some(Err(error)) => {
                     tracing::warn!(rule = %self.spec.name, %error, "reading the rule's topics");
@@ -250,9 +301,34 @@ impl<'a> Runner<'a> {
                     fjord_config::StartFrom::Earliest => Offset::Beginning,
                     fjord_config::StartFrom::Latest => Offset::End,
                 };
+                for element in committed.elements() {
+                    if let Offset::Offset(offset) = element.offset()
+                        && offset >= 0
+                    {
+                        self.committed
+                            .insert((element.topic().to_string(), element.partition()), offset);
+                    }
+                }
+                // A grouped rule reads everything again to rebuild its state; a first run
+                // told to start at the end has no state to rebuild.
+                let replay = self.spec.kind == RuleKind::Grouped
+                    && (!self.committed.is_empty()
+                        || self.spec.config.start_from == fjord_config::StartFrom::Earliest);
+                if replay {
+                    for (position, end) in &self.committed {
+                        let (low, _) = self
+                            .consumer
+                            .fetch_watermarks(&position.0, position.1, Duration::from_secs(10))
+                            .map_err(|error| format!("cannot read the rule's topics: {error}"))?;
+                        if *end > low {
+                            self.replay_until.insert(position.clone(), *end);
+                        }
+                    }
+                }
                 let mut assignment = TopicPartitionList::new();
                 for element in committed.elements() {
                     let offset = match element.offset() {
+                        _ if replay => Offset::Beginning,
                         Offset::Offset(offset) if offset >= 0 => Offset::Offset(offset),
                         _ => start,
                     };
@@ -288,7 +364,20 @@ impl<'a> Runner<'a> {
     /// Evaluates the buffered records and delivers their alerts, retrying delivery until it
     /// succeeds (or shutdown); then commits the records' offsets.
     fn evaluate_until_delivered(&mut self, shutdown: &CancellationToken) -> Result<(), String> {
-        let alerts = self.evaluate()?;
+        for i in 0..self.chunk.len() {
+            let position = (self.chunk.topics[i].clone(), self.chunk.partitions[i]);
+            let next = self.chunk.offsets[i] + 1;
+            let entry = self.next.entry(position).or_insert(next);
+            *entry = (*entry).max(next);
+        }
+        let mut alerts = self.evaluate()?;
+        alerts.retain(|alert| {
+            let sent = self.sent_before(alert);
+            if sent {
+                tracing::debug!(rule = %self.spec.name, alert = %alert.id, source = ?alert.source, committed = ?self.committed, "delivered by an earlier run");
+            }
+            !sent
+        });
         let mut backoff = Duration::from_millis(200);
         loop {
             match self.deliver(&alerts) {
@@ -321,6 +410,92 @@ impl<'a> Runner<'a> {
             state.keys = self.engine.as_ref().map_or(0, |e| e.keys_held() as u64);
         }
         self.commit();
+        Ok(())
+    }
+
+    /// Whether an earlier run of the rule delivered `alert`.
+    fn sent_before(&self, alert: &Alert) -> bool {
+        let (topic, partition, offset) = &alert.source;
+        let committed = self
+            .committed
+            .get(&(topic.to_string(), *partition))
+            .is_some_and(|committed| offset < committed);
+        committed || self.delivered.contains(&alert.id)
+    }
+
+    /// Reads the ids of this rule's alerts in `topic` (all of it, once, at start).
+    fn load_delivered(&mut self, topic: &str) -> Result<(), String> {
+        let reader: BaseConsumer = crate::pipeline::client_config(&self.spec.kafka, None)
+            .set(
+                "group.id",
+                format!(
+                    "{}-rule-{}-reader",
+                    self.spec.kafka.group_id, self.spec.name
+                ),
+            )
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(|error| format!("cannot read the alerts' topic `{topic}`: {error}"))?;
+        let metadata = reader
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .map_err(|error| format!("cannot read the alerts' topic `{topic}`: {error}"))?;
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map_or(0, |t| t.partitions().len());
+        let mut list = TopicPartitionList::new();
+        let mut ends = HashMap::new();
+        for partition in 0..partitions as i32 {
+            let (low, high) = reader
+                .fetch_watermarks(topic, partition, Duration::from_secs(10))
+                .map_err(|error| format!("cannot read the alerts' topic `{topic}`: {error}"))?;
+            if high > low {
+                ends.insert(partition, high);
+                list.add_partition_offset(topic, partition, Offset::Beginning)
+                    .map_err(|error| error.to_string())?;
+            }
+        }
+        if ends.is_empty() {
+            return Ok(());
+        }
+        reader
+            .assign(&list)
+            .map_err(|error| format!("cannot read the alerts' topic `{topic}`: {error}"))?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut read = 0u64;
+        loop {
+            match reader.poll(Duration::from_millis(500)) {
+                Some(Ok(message)) => {
+                    read += 1;
+                    if let Some(alert) = message.payload().and_then(|payload| {
+                        serde_json::from_slice::<serde_json::Value>(payload).ok()
+                    }) && alert["rule"].as_str() == Some(self.spec.name.as_str())
+                        && let Some(id) = alert["alert_id"].as_str()
+                    {
+                        self.delivered.insert(id.to_string());
+                    }
+                    if ends
+                        .get(&message.partition())
+                        .is_some_and(|end| message.offset() + 1 >= *end)
+                    {
+                        ends.remove(&message.partition());
+                    }
+                }
+                Some(Err(error)) => {
+                    return Err(format!("cannot read the alerts' topic `{topic}`: {error}"));
+                }
+                // Quiet after every partition reached its end as it was at start.
+                None if ends.is_empty() => break,
+                None => {}
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "reading the alerts' topic `{topic}` to its end took over 2 minutes"
+                ));
+            }
+        }
+        tracing::info!(rule = %self.spec.name, topic, read, delivered = self.delivered.len(), "read the alerts delivered by earlier runs");
         Ok(())
     }
 
