@@ -15,6 +15,10 @@ fn check_config_accepts_the_reference_file_and_locates_mistakes() -> anyhow::Res
         "{summary}"
     );
     assert!(
+        summary.contains("alert rules: adopter_detective (cat_interactions -> potential-adopters)"),
+        "{summary}"
+    );
+    assert!(
         fjord_cli::check_config(None).is_ok(),
         "the embedded default is valid"
     );

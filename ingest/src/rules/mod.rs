@@ -340,6 +340,7 @@ impl<'a> Runner<'a> {
                     .assign(&assignment)
                     .map_err(|error| format!("cannot assign the rule's partitions: {error}"))?;
                 tracing::info!(rule = %self.spec.name, partitions = assignment.count(), "rule started");
+                self.spec.metrics.state.lock().last_error = None;
                 return Ok(());
             }
             if !reported {

@@ -69,11 +69,12 @@ enum Command {
         events: Option<u64>,
     },
     /// Run the ingest sidecar until SIGINT or SIGTERM: the pipelines of `[ingest]` land their
-    /// Kafka topics in Iceberg tables, exactly once. Serves /health and /metrics over HTTP.
+    /// Kafka topics in Iceberg tables, exactly once, and the alert rules of `[ingest.rules]`
+    /// run over the same records. Serves /health, /metrics and /alerts over HTTP.
     Ingest {
         #[arg(long, short, env = "FJORD_CONFIG")]
         config: Option<PathBuf>,
-        /// Run only this pipeline (repeatable); all pipelines when absent.
+        /// Run only this pipeline and the rules over it (repeatable); everything when absent.
         #[arg(long = "pipeline", value_name = "NAME")]
         pipelines: Vec<String>,
         /// Address of the HTTP listener, overriding `ingest.http_listen`.

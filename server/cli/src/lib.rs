@@ -63,6 +63,20 @@ pub fn check_config(path: Option<&std::path::Path>) -> Result<String, fjord_conf
             })
             .collect();
         summary.push_str(&format!("; ingest pipelines: {}", pipelines.join(", ")));
+        if !ingest.rules.is_empty() {
+            let rules: Vec<String> = ingest
+                .rules
+                .iter()
+                .map(|(name, rule)| {
+                    let source = rule.shape().map(|shape| shape.source).unwrap_or_default();
+                    match &rule.kafka_topic {
+                        Some(topic) => format!("{name} ({source} -> {topic})"),
+                        None => format!("{name} ({source})"),
+                    }
+                })
+                .collect();
+            summary.push_str(&format!("; alert rules: {}", rules.join(", ")));
+        }
     }
     Ok(summary)
 }

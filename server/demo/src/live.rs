@@ -29,6 +29,10 @@ pub const TOPICS: [&str; 4] = [
     "cafe-orders",
 ];
 
+/// The topics the scenario's alert rules write (root `config.toml`), created beside the others
+/// so that the rules can deliver from the first alert.
+pub const ALERT_TOPICS: [&str; 2] = ["cat-health-alerts", "potential-adopters"];
+
 /// Partitions of the topics the generator creates.
 const PARTITIONS: i32 = 6;
 
@@ -112,6 +116,7 @@ async fn create_topics(kafka: &KafkaConfig) -> Result<(), String> {
         .map_err(|error| format!("cannot connect to Kafka: {error}"))?;
     let topics: Vec<NewTopic<'_>> = TOPICS
         .iter()
+        .chain(&ALERT_TOPICS)
         .map(|topic| NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1)))
         .collect();
     let results = admin
