@@ -16,7 +16,11 @@ use crate::rules::AlertFeed;
 struct Shared {
     registry: Registry,
     feed: AlertFeed,
+    shutdown: CancellationToken,
 }
+
+/// The live alert page: one self-contained file, no assets from elsewhere.
+const ALERT_PAGE: &str = include_str!("rules/page.html");
 
 impl axum::extract::FromRef<Shared> for Registry {
     fn from_ref(shared: &Shared) -> Registry {
@@ -33,8 +37,14 @@ pub(crate) async fn serve(
     let app = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/", get(alert_page))
         .route("/alerts", get(recent_alerts))
-        .with_state(Shared { registry, feed });
+        .route("/alerts/stream", get(alert_stream))
+        .with_state(Shared {
+            registry,
+            feed,
+            shutdown: shutdown.clone(),
+        });
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;
@@ -97,18 +107,57 @@ async fn metrics(State(registry): State<Registry>) -> Response {
         .into_response()
 }
 
-/// The newest alerts (newest first), as JSON; `?rule=name` keeps one rule's.
+/// The newest alerts (newest first), as a JSON array; `?rule=name` keeps one rule's.
 async fn recent_alerts(
     State(shared): State<Shared>,
     axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> Response {
     let rule = query.get("rule");
-    let alerts: Vec<serde_json::Value> = shared
+    let alerts: Vec<String> = shared
         .feed
         .recent()
         .into_iter()
-        .filter(|alert| rule.is_none_or(|rule| alert["rule"].as_str() == Some(rule.as_str())))
-        .map(|alert| alert.as_ref().clone())
+        .filter(|alert| rule.is_none_or(|rule| *alert.rule == **rule))
+        .map(|alert| alert.json.clone())
         .collect();
-    axum::Json(alerts).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        format!("[{}]", alerts.join(",")),
+    )
+        .into_response()
+}
+
+async fn alert_page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        ALERT_PAGE,
+    )
+        .into_response()
+}
+
+/// Server-sent events: an `alert` event (the alert as JSON) for each alert fired from now on;
+/// a `lagged` event (how many were skipped) when this client fell too far behind.
+async fn alert_stream(State(shared): State<Shared>) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures::StreamExt;
+    use tokio::sync::broadcast::error::RecvError;
+
+    let receiver = shared.feed.subscribe();
+    let events = futures::stream::unfold(receiver, |mut receiver| async move {
+        let event = match receiver.recv().await {
+            Ok(alert) => Event::default().event("alert").data(&alert.json),
+            Err(RecvError::Lagged(skipped)) => {
+                Event::default().event("lagged").data(skipped.to_string())
+            }
+            Err(RecvError::Closed) => return None,
+        };
+        Some((Ok::<_, std::convert::Infallible>(event), receiver))
+    })
+    .take_until(shared.shutdown.cancelled_owned());
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }

@@ -378,3 +378,114 @@ fn rand_millis(max: u64) -> u64 {
         .map_or(0, |d| d.subsec_nanos() as u64);
     nanos % max
 }
+
+/// The live page in headless Chromium: opened before the events exist, it shows each alert as
+/// a row (newest first) with per-rule counts and the last hour's chart, and filters by rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_alert_page_shows_alerts_as_they_fire() -> Result<()> {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+
+    let kafka = Kafka::start().await?;
+    for (topic, partitions) in [
+        ("cat-wellness-iot", 2),
+        ("cat-interactions", 1),
+        ("cat-health-alerts", 1),
+        ("potential-adopters", 1),
+    ] {
+        kafka.create_topic(topic, partitions).await?;
+    }
+    let fjord = Fjord::start("").await?;
+    let config = config(&fjord, &kafka)?;
+    let sidecar = start_sidecar(&config, &[]).await?;
+    let (status, page) = http_get(sidecar.http_address, "/").await?;
+    assert_eq!(status, 200);
+    // Self-contained: no scripts, styles, fonts or images loaded from anywhere.
+    for loads in ["src=", "<link", "@import", "url("] {
+        assert!(!page.contains(loads), "the page loads something: {loads}");
+    }
+
+    let screenshot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("alert-page.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let python = fjord_tests::test_venv()?.join("bin/python");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/alert_page_check.py");
+    let mut browser = Command::new(&python)
+        .arg(&script)
+        .arg(format!("http://{}/", sidecar.http_address))
+        .arg(&screenshot)
+        .arg("4")
+        .arg("dehydration")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("cannot run {}", script.display()))?;
+    let mut lines = BufReader::new(browser.stdout.take().context("stdout")?).lines();
+    let ready = tokio::task::block_in_place(|| lines.next()).context("the page script ended")??;
+    assert_eq!(ready, "ready");
+
+    let readings = [
+        ("cat-a", 1.5, 2.0),
+        ("cat-b", 6.0, 9.5),
+        ("cat-c", 0.5, 10.0),
+        ("cat-d", 5.0, 3.0),
+    ];
+    let events: Vec<_> = readings
+        .iter()
+        .enumerate()
+        .map(|(n, (cat, activity, hours))| wellness(n, cat, *activity, *hours))
+        .collect();
+    kafka.produce("cat-wellness-iot", &events).await?;
+    let mut stdin = browser.stdin.take().context("stdin")?;
+    writeln!(stdin, "produced")?;
+    drop(stdin);
+    let report =
+        tokio::task::block_in_place(|| lines.next()).context("the page script ended")??;
+    let status = tokio::task::block_in_place(|| browser.wait())?;
+    assert!(status.success(), "the page script failed: {report}");
+    let report: serde_json::Value = serde_json::from_str(&report)?;
+    eprintln!(
+        "alert page: 4 rows in {:.2} s after the events were produced",
+        report["seconds"].as_f64().unwrap_or_default()
+    );
+
+    let mut rows: Vec<(String, String)> = report["rows"]
+        .as_array()
+        .context("rows")?
+        .iter()
+        .map(|row| {
+            (
+                row[1].as_str().unwrap_or_default().to_string(),
+                row[2].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    rows.sort();
+    assert_eq!(
+        rows,
+        [
+            ("dehydration".to_string(), "cat-b".to_string()),
+            ("dehydration".to_string(), "cat-c".to_string()),
+            ("low_activity".to_string(), "cat-a".to_string()),
+            ("low_activity".to_string(), "cat-c".to_string()),
+        ],
+        "{report}"
+    );
+    assert!(
+        report["rows"][0][3]
+            .as_str()
+            .is_some_and(|details| details.contains("alert_type=")),
+        "{report}"
+    );
+    assert_eq!(report["counts"][""], "4", "{report}");
+    assert_eq!(report["counts"]["low_activity"], "2", "{report}");
+    assert_eq!(
+        report["filtered"],
+        serde_json::json!(["dehydration", "dehydration"])
+    );
+    assert!(report["bars"].as_u64().unwrap_or(0) >= 1, "{report}");
+    assert!(screenshot.exists(), "the screenshot was saved");
+    eprintln!("alert page screenshot: {}", screenshot.display());
+    sidecar.stop().await?;
+    Ok(())
+}

@@ -62,11 +62,18 @@ pub struct RuleState {
     pub last_error: Option<String>,
 }
 
+/// An alert on the feed: its rule, and the alert as JSON text (its columns in SELECT order).
+#[derive(Debug)]
+pub struct FeedAlert {
+    pub rule: Arc<str>,
+    pub json: String,
+}
+
 /// Alerts as they fire, for the live page: the newest [`FEED_RECENT`] and a channel to follow.
 #[derive(Clone)]
 pub struct AlertFeed {
-    recent: Arc<Mutex<VecDeque<Arc<serde_json::Value>>>>,
-    sender: broadcast::Sender<Arc<serde_json::Value>>,
+    recent: Arc<Mutex<VecDeque<Arc<FeedAlert>>>>,
+    sender: broadcast::Sender<Arc<FeedAlert>>,
 }
 
 impl Default for AlertFeed {
@@ -80,7 +87,10 @@ impl Default for AlertFeed {
 
 impl AlertFeed {
     pub fn publish(&self, alert: &Alert) {
-        let alert = Arc::new(alert.to_json());
+        let alert = Arc::new(FeedAlert {
+            rule: alert.rule.clone(),
+            json: alert.to_json_text(),
+        });
         let mut recent = self.recent.lock();
         if recent.len() == FEED_RECENT {
             recent.pop_front();
@@ -90,11 +100,11 @@ impl AlertFeed {
     }
 
     /// The kept alerts, newest first.
-    pub fn recent(&self) -> Vec<Arc<serde_json::Value>> {
+    pub fn recent(&self) -> Vec<Arc<FeedAlert>> {
         self.recent.lock().iter().rev().cloned().collect()
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<serde_json::Value>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<FeedAlert>> {
         self.sender.subscribe()
     }
 }
