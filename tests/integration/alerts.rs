@@ -35,6 +35,15 @@ topics = ["cat-interactions"]
 table = "data_on_eks.cat_interactions_raw"
 event_time = "event_time"
 
+# The health alerts land in the lake as any topic does, exactly once.
+[ingest.pipelines.cat_health_alerts]
+topics = ["cat-health-alerts"]
+table = "data_on_eks.cat_health_alerts"
+event_time = "fired_at"
+[ingest.pipelines.cat_health_alerts.commit]
+interval = "300ms"
+idle = "100ms"
+
 [ingest.rules.low_activity]
 sql = """
 SELECT cat_id, 'LOW_ACTIVITY' AS alert_type, activity_level, event_time
@@ -271,6 +280,29 @@ async fn the_cat_cafe_rules_raise_exactly_the_alerts_their_events_call_for() -> 
             ),
         ],
         "{adopters:?}"
+    );
+
+    // The alerts table in the lake, queried through fjord serve as the dashboard would.
+    crate::ingest::wait_for_count(
+        &fjord,
+        "SELECT count(*) FROM iceberg.data_on_eks.cat_health_alerts",
+        6,
+        Duration::from_secs(60),
+    )
+    .await?;
+    let client = fjord.connect().await?;
+    let rows = fjord_tests::query_text(
+        &client,
+        "SELECT alert_type, count(DISTINCT cat_id), count(*) FROM iceberg.data_on_eks.cat_health_alerts \
+         GROUP BY alert_type ORDER BY alert_type",
+    )
+    .await?;
+    assert_eq!(
+        rows,
+        [
+            vec!["DEHYDRATION".to_string(), "2".into(), "3".into()],
+            vec!["LOW_ACTIVITY".to_string(), "2".into(), "3".into()],
+        ]
     );
 
     // The live feed and the sidecar's own reports agree.

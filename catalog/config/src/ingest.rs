@@ -979,12 +979,13 @@ impl IngestConfig {
             ));
         }
         if let Some(topic) = &rule.kafka_topic
-            && (topic.is_empty() || self.pipelines.values().any(|p| p.topics.contains(topic)))
+            && (topic.trim().is_empty() || pipeline.topics.contains(topic))
         {
             return Err((
                 key("kafka_topic"),
                 format!(
-                    "`{topic}` is empty or a topic that a pipeline reads: alerts need a topic of their own"
+                    "`{topic}`: alerts need a topic of their own, not one the rule reads \
+                     (its alerts would feed it again)"
                 ),
             ));
         }
