@@ -137,8 +137,38 @@ impl IngestServer {
             let Some(pipeline) = ingest.pipelines.get(&shape.source) else {
                 anyhow::bail!("ingest.rules.{name}: no pipeline named `{}`", shape.source);
             };
+            let postgres = match &rule.postgres {
+                Some(sink) => {
+                    let Some(CatalogConfig::Postgres(catalog)) = config.catalogs.get(&sink.catalog)
+                    else {
+                        anyhow::bail!(
+                            "ingest.rules.{name}.postgres: no Postgres catalog named `{}`",
+                            sink.catalog
+                        );
+                    };
+                    let (schema, table) = sink.table_parts().ok_or_else(|| {
+                        anyhow::anyhow!("ingest.rules.{name}.postgres.table: not schema.table")
+                    })?;
+                    Some(rules::PostgresSink {
+                        catalog: fjord_postgres::PostgresCatalog::new(
+                            &sink.catalog,
+                            catalog,
+                            config.server.batch_size,
+                        ),
+                        schema: schema.to_string(),
+                        table: table.to_string(),
+                        key: if sink.key.is_empty() {
+                            vec![rule.key.clone()]
+                        } else {
+                            sink.key.clone()
+                        },
+                    })
+                }
+                None => None,
+            };
             let spec = rules::RuleSpec {
                 name: name.clone(),
+                postgres,
                 config: rule.clone(),
                 source: shape.source,
                 kind: shape.kind,

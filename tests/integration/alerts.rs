@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use fjord_tests::kafka::{IngestProcess, Kafka};
-use fjord_tests::{Fjord, http_get};
+use fjord_tests::{Fjord, Postgres, http_get};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -17,7 +17,9 @@ use crate::ingest::start_sidecar;
 use crate::process::fjord_binary;
 
 /// The scenario's two pipelines and three rules (the guardian is one rule per alert type).
-fn config(fjord: &Fjord, kafka: &Kafka) -> Result<PathBuf> {
+/// With `postgres`, the detective also upserts its alerts into that server's
+/// `public.potential_adopters`.
+fn config(fjord: &Fjord, kafka: &Kafka, postgres: Option<&Postgres>) -> Result<PathBuf> {
     let mut text = String::from(
         "[server]\ndefault_catalog = \"iceberg\"\n[demo]\nbuild_on_start = false\n\
          [catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"warehouse\"\n\n[ingest]\ncatalog = \"iceberg\"\n",
@@ -74,6 +76,12 @@ key = "visitor_id"
 kafka_topic = "potential-adopters"
 "#,
     );
+    if let Some(postgres) = postgres {
+        text.push_str(&postgres.catalog_toml("postgresql"));
+        text.push_str(
+            "[ingest.rules.adopter_detective.postgres]\ncatalog = \"postgresql\"\ntable = \"public.potential_adopters\"\n",
+        );
+    }
     let path = fjord.directory.path().join("ingest.toml");
     std::fs::write(&path, text)?;
     Ok(path)
@@ -148,7 +156,13 @@ async fn the_cat_cafe_rules_raise_exactly_the_alerts_their_events_call_for() -> 
         kafka.create_topic(topic, partitions).await?;
     }
     let fjord = Fjord::start("").await?;
-    let config = config(&fjord, &kafka)?;
+    let postgres = Postgres::start()?;
+    postgres.psql_admin(
+        "workshop",
+        "CREATE TABLE potential_adopters (visitor_id text PRIMARY KEY, cats_liked integer, \
+         alert_id text NOT NULL, fired_at timestamptz NOT NULL)",
+    )?;
+    let config = config(&fjord, &kafka, Some(&postgres))?;
 
     // Wellness: cat-a is listless, cat-b thirsty, cat-c both (twice), cat-d on both limits.
     let readings = [
@@ -282,6 +296,25 @@ async fn the_cat_cafe_rules_raise_exactly_the_alerts_their_events_call_for() -> 
         "{adopters:?}"
     );
 
+    // The detective's Postgres table, upserted by visitor.
+    let client = postgres.connect("workshop").await?;
+    let rows: Vec<(String, i32, String)> = client
+        .query(
+            "SELECT visitor_id, cats_liked, alert_id FROM potential_adopters ORDER BY 1",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("ann".to_string(), 4, "adopter_detective/ann/1".to_string()),
+            ("cy".to_string(), 4, "adopter_detective/cy/1".to_string()),
+        ]
+    );
+
     // The alerts table in the lake, queried through fjord serve as the dashboard would.
     crate::ingest::wait_for_count(
         &fjord,
@@ -337,7 +370,7 @@ async fn a_grouped_rule_killed_and_restarted_neither_repeats_nor_misses_an_alert
         kafka.create_topic(topic, partitions).await?;
     }
     let fjord = Fjord::start("").await?;
-    let config = config(&fjord, &kafka)?;
+    let config = config(&fjord, &kafka, None)?;
     let likes = |visitor: &str, cats: &[&str], first: usize| -> Vec<(String, Vec<u8>)> {
         cats.iter()
             .enumerate()
@@ -428,7 +461,7 @@ async fn the_live_alert_page_shows_alerts_as_they_fire() -> Result<()> {
         kafka.create_topic(topic, partitions).await?;
     }
     let fjord = Fjord::start("").await?;
-    let config = config(&fjord, &kafka)?;
+    let config = config(&fjord, &kafka, None)?;
     let sidecar = start_sidecar(&config, &[]).await?;
     let (status, page) = http_get(sidecar.http_address, "/").await?;
     assert_eq!(status, 200);

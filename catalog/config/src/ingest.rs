@@ -978,6 +978,14 @@ impl IngestConfig {
                 format!("`{}` is not a duration such as \"1d\"", rule.state_ttl),
             ));
         }
+        if let Some(sink) = &rule.postgres
+            && sink.table_parts().is_none()
+        {
+            return Err((
+                key("postgres.table"),
+                format!("`{}` is not of the form schema.table", sink.table),
+            ));
+        }
         if let Some(topic) = &rule.kafka_topic
             && (topic.trim().is_empty() || pipeline.topics.contains(topic))
         {

@@ -26,7 +26,7 @@ pub use ingest::{
     SchemaRegistryConfig, SecurityProtocol, TOPIC_PLACEHOLDER, TableTemplate, ValueFormat,
     parse_duration, route_name_part,
 };
-pub use rules::{ALERT_FIELDS, RuleConfig, RuleKind, RuleShape, StartFrom};
+pub use rules::{ALERT_FIELDS, PostgresSinkConfig, RuleConfig, RuleKind, RuleShape, StartFrom};
 pub use secret::{Secret, expand_env_references};
 
 /// The root `config.toml`, compiled in: what `fjord serve` runs when no `--config` is given.
@@ -558,6 +558,19 @@ impl Config {
                 .map(|(name, _)| name.as_str())
                 .collect();
             ingest.validate(&iceberg)?;
+            for (name, rule) in &ingest.rules {
+                if let Some(sink) = &rule.postgres
+                    && !matches!(
+                        self.catalogs.get(&sink.catalog),
+                        Some(CatalogConfig::Postgres(_))
+                    )
+                {
+                    return Err((
+                        format!("ingest.rules.{name}.postgres.catalog"),
+                        format!("no Postgres catalog named `{}` is configured", sink.catalog),
+                    ));
+                }
+            }
         }
         Ok(())
     }

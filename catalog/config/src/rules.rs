@@ -75,6 +75,31 @@ pub struct RuleConfig {
     /// still hold) or "latest" (records that arrive from now on). Default: "earliest".
     #[serde(default)]
     pub start_from: StartFrom,
+    /// `[ingest.rules.<name>.postgres]`: a table of a Postgres catalog the alerts are upserted
+    /// into. Default: none.
+    pub postgres: Option<PostgresSinkConfig>,
+}
+
+/// A Postgres table that receives a rule's alerts by upsert.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSinkConfig {
+    /// A `[catalogs]` entry of type postgres.
+    pub catalog: String,
+    /// `schema.table`; it must exist, with a primary key or unique constraint on `key`.
+    pub table: String,
+    /// The columns an alert replaces a row by. Default: the rule's `key`.
+    #[serde(default)]
+    pub key: Vec<String>,
+}
+
+impl PostgresSinkConfig {
+    /// (schema, table).
+    pub fn table_parts(&self) -> Option<(&str, &str)> {
+        self.table.split_once('.').filter(|(schema, table)| {
+            !schema.is_empty() && !table.is_empty() && !table.contains('.')
+        })
+    }
 }
 
 fn default_state_ttl() -> String {

@@ -19,6 +19,7 @@ mod scan;
 mod shape;
 pub mod sql;
 mod types;
+mod upsert;
 
 use std::any::Any;
 use std::collections::BTreeMap;

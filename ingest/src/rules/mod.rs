@@ -119,6 +119,16 @@ pub struct RuleSpec {
     pub kafka: KafkaConfig,
     pub metrics: Arc<RuleMetrics>,
     pub feed: AlertFeed,
+    /// The Postgres table alerts are upserted into.
+    pub postgres: Option<PostgresSink>,
+}
+
+/// A Postgres table that receives a rule's alerts by upsert on `key`.
+pub struct PostgresSink {
+    pub catalog: Arc<fjord_postgres::PostgresCatalog>,
+    pub schema: String,
+    pub table: String,
+    pub key: Vec<String>,
 }
 
 /// Runs a rule until `shutdown`; an error stops it (a rule that cannot be planned against its
@@ -605,13 +615,40 @@ impl<'a> Runner<'a> {
         Err("the stream's columns kept changing while decoding".into())
     }
 
+    /// Delivers to every sink: Kafka, then Postgres. A failure is retried as a whole, so a
+    /// sink may see an alert twice (with its id; the Postgres upsert is idempotent).
     fn deliver(&self, alerts: &[Alert]) -> Result<(), String> {
-        let (Some(producer), Some(topic)) = (&self.producer, &self.spec.config.kafka_topic) else {
-            return Ok(());
-        };
         if alerts.is_empty() {
             return Ok(());
         }
+        self.deliver_to_kafka(alerts)?;
+        if let Some(sink) = &self.spec.postgres {
+            let rows: Vec<serde_json::Map<String, serde_json::Value>> = alerts
+                .iter()
+                .filter_map(|alert| match alert.to_json() {
+                    serde_json::Value::Object(row) => Some(row),
+                    _ => None,
+                })
+                .collect();
+            self.handle
+                .block_on(
+                    sink.catalog
+                        .upsert_json(&sink.schema, &sink.table, &sink.key, &rows),
+                )
+                .map_err(|error| {
+                    format!(
+                        "cannot upsert alerts into {}.{}: {error}",
+                        sink.schema, sink.table
+                    )
+                })?;
+        }
+        Ok(())
+    }
+
+    fn deliver_to_kafka(&self, alerts: &[Alert]) -> Result<(), String> {
+        let (Some(producer), Some(topic)) = (&self.producer, &self.spec.config.kafka_topic) else {
+            return Ok(());
+        };
         let payloads: Vec<(String, String)> = alerts
             .iter()
             .map(|alert| (alert.key.clone(), alert.to_json_text()))
