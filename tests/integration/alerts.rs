@@ -19,7 +19,13 @@ use crate::process::fjord_binary;
 /// The scenario's two pipelines and three rules (the guardian is one rule per alert type).
 /// With `postgres`, the detective also upserts its alerts into that server's
 /// `public.potential_adopters`.
-fn config(fjord: &Fjord, kafka: &Kafka, postgres: Option<&Postgres>) -> Result<PathBuf> {
+/// With `webhook`, the wellness guardian's low-activity rule also posts to that URL.
+fn config(
+    fjord: &Fjord,
+    kafka: &Kafka,
+    postgres: Option<&Postgres>,
+    webhook: Option<&str>,
+) -> Result<PathBuf> {
     let mut text = String::from(
         "[server]\ndefault_catalog = \"iceberg\"\n[demo]\nbuild_on_start = false\n\
          [catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"warehouse\"\n\n[ingest]\ncatalog = \"iceberg\"\n",
@@ -54,7 +60,7 @@ WHERE activity_level < 2
 """
 key = "cat_id"
 kafka_topic = "cat-health-alerts"
-
+WEBHOOK
 [ingest.rules.dehydration]
 sql = """
 SELECT cat_id, 'DEHYDRATION' AS alert_type, hours_since_last_drink, event_time
@@ -76,6 +82,10 @@ key = "visitor_id"
 kafka_topic = "potential-adopters"
 "#,
     );
+    let webhook = webhook
+        .map(|url| format!("webhook_url = \"{url}\"\n"))
+        .unwrap_or_default();
+    let mut text = text.replace("WEBHOOK\n", &webhook);
     if let Some(postgres) = postgres {
         text.push_str(&postgres.catalog_toml("postgresql"));
         text.push_str(
@@ -162,7 +172,8 @@ async fn the_cat_cafe_rules_raise_exactly_the_alerts_their_events_call_for() -> 
         "CREATE TABLE potential_adopters (visitor_id text PRIMARY KEY, cats_liked integer, \
          alert_id text NOT NULL, fired_at timestamptz NOT NULL)",
     )?;
-    let config = config(&fjord, &kafka, Some(&postgres))?;
+    let (webhook, posted, attempts) = webhook_receiver().await?;
+    let config = config(&fjord, &kafka, Some(&postgres), Some(&webhook))?;
 
     // Wellness: cat-a is listless, cat-b thirsty, cat-c both (twice), cat-d on both limits.
     let readings = [
@@ -296,6 +307,29 @@ async fn the_cat_cafe_rules_raise_exactly_the_alerts_their_events_call_for() -> 
         "{adopters:?}"
     );
 
+    // The webhook: its first answer was a 503, and the retry brought every alert once.
+    let mut hooked: Vec<String> = Vec::new();
+    for body in posted.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        let batch: Vec<serde_json::Value> = serde_json::from_str(body)?;
+        hooked.extend(
+            batch
+                .iter()
+                .map(|alert| alert["alert_id"].as_str().unwrap_or_default().to_string()),
+        );
+    }
+    hooked.sort();
+    let mut low: Vec<String> = health_alerts
+        .iter()
+        .filter(|(_, alert)| alert["rule"] == "low_activity")
+        .map(|(_, alert)| alert["alert_id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    low.sort();
+    assert_eq!(hooked, low, "the webhook got each low-activity alert once");
+    assert!(
+        attempts.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "the webhook was retried after its 503"
+    );
+
     // The detective's Postgres table, upserted by visitor.
     let client = postgres.connect("workshop").await?;
     let rows: Vec<(String, i32, String)> = client
@@ -370,7 +404,7 @@ async fn a_grouped_rule_killed_and_restarted_neither_repeats_nor_misses_an_alert
         kafka.create_topic(topic, partitions).await?;
     }
     let fjord = Fjord::start("").await?;
-    let config = config(&fjord, &kafka, None)?;
+    let config = config(&fjord, &kafka, None, None)?;
     let likes = |visitor: &str, cats: &[&str], first: usize| -> Vec<(String, Vec<u8>)> {
         cats.iter()
             .enumerate()
@@ -461,7 +495,7 @@ async fn the_live_alert_page_shows_alerts_as_they_fire() -> Result<()> {
         kafka.create_topic(topic, partitions).await?;
     }
     let fjord = Fjord::start("").await?;
-    let config = config(&fjord, &kafka, None)?;
+    let config = config(&fjord, &kafka, None, None)?;
     let sidecar = start_sidecar(&config, &[]).await?;
     let (status, page) = http_get(sidecar.http_address, "/").await?;
     assert_eq!(status, 200);
@@ -553,4 +587,47 @@ async fn the_live_alert_page_shows_alerts_as_they_fire() -> Result<()> {
     eprintln!("alert page screenshot: {}", screenshot.display());
     sidecar.stop().await?;
     Ok(())
+}
+
+/// Bodies a webhook received, shared with its server.
+type Posted = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// A webhook receiver on a free port: it answers its first request 503 and records the bodies
+/// of later ones. Returns its URL, the bodies and the number of requests.
+async fn webhook_receiver() -> Result<(
+    String,
+    Posted,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+)> {
+    use axum::http::StatusCode;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let posted: Posted = Arc::default();
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let state = (posted.clone(), attempts.clone());
+    let app = axum::Router::new()
+        .route(
+            "/hook",
+            axum::routing::post(
+                |axum::extract::State((posted, attempts)): axum::extract::State<(
+                    Posted,
+                    Arc<AtomicUsize>,
+                )>,
+                 body: String| async move {
+                    if attempts.fetch_add(1, Ordering::SeqCst) == 0 {
+                        return StatusCode::SERVICE_UNAVAILABLE;
+                    }
+                    posted.lock().unwrap_or_else(|e| e.into_inner()).push(body);
+                    StatusCode::OK
+                },
+            ),
+        )
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((format!("http://{address}/hook"), posted, attempts))
 }

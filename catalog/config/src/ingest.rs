@@ -978,6 +978,14 @@ impl IngestConfig {
                 format!("`{}` is not a duration such as \"1d\"", rule.state_ttl),
             ));
         }
+        if let Some(url) = &rule.webhook_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err((
+                key("webhook_url"),
+                format!("`{url}` must start with http:// or https://"),
+            ));
+        }
         if let Some(sink) = &rule.postgres
             && sink.table_parts().is_none()
         {

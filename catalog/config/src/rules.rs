@@ -78,6 +78,9 @@ pub struct RuleConfig {
     /// `[ingest.rules.<name>.postgres]`: a table of a Postgres catalog the alerts are upserted
     /// into. Default: none.
     pub postgres: Option<PostgresSinkConfig>,
+    /// An HTTP(S) URL each batch of alerts is POSTed to, as a JSON array; retried with backoff
+    /// until it answers 2xx. Default: none.
+    pub webhook_url: Option<String>,
 }
 
 /// A Postgres table that receives a rule's alerts by upsert.

@@ -109,6 +109,13 @@ impl AlertFeed {
     }
 }
 
+/// The sinks that took the batch being delivered.
+#[derive(Default)]
+struct Delivered {
+    kafka: bool,
+    postgres: bool,
+}
+
 /// Everything a rule's thread needs.
 pub struct RuleSpec {
     pub name: String,
@@ -150,6 +157,7 @@ struct Runner<'a> {
     handle: Handle,
     consumer: BaseConsumer,
     producer: Option<FutureProducer>,
+    webhook: reqwest::Client,
     schema: Option<SchemaRef>,
     engine: Option<RuleEngine>,
     decode_state: DecodeState,
@@ -198,6 +206,10 @@ impl<'a> Runner<'a> {
             handle,
             consumer,
             producer,
+            webhook: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .map_err(|error| format!("cannot make the webhook client: {error}"))?,
             schema: None,
             engine: None,
             decode_state: DecodeState::default(),
@@ -400,8 +412,9 @@ impl<'a> Runner<'a> {
             !sent
         });
         let mut backoff = Duration::from_millis(200);
+        let mut done = Delivered::default();
         loop {
-            match self.deliver(&alerts) {
+            match self.deliver(&alerts, &mut done) {
                 Ok(()) => break,
                 Err(error) => {
                     tracing::warn!(rule = %self.spec.name, %error, "cannot deliver alerts; retrying");
@@ -615,14 +628,21 @@ impl<'a> Runner<'a> {
         Err("the stream's columns kept changing while decoding".into())
     }
 
-    /// Delivers to every sink: Kafka, then Postgres. A failure is retried as a whole, so a
-    /// sink may see an alert twice (with its id; the Postgres upsert is idempotent).
-    fn deliver(&self, alerts: &[Alert]) -> Result<(), String> {
+    /// Delivers to every sink: Kafka, then Postgres, then the webhook. A failure is retried
+    /// from the sink that failed (`done` holds the ones that took the batch), so a sink sees a
+    /// batch again only when its own delivery was in doubt (with the same alert ids; the
+    /// Postgres upsert is idempotent).
+    fn deliver(&self, alerts: &[Alert], done: &mut Delivered) -> Result<(), String> {
         if alerts.is_empty() {
             return Ok(());
         }
-        self.deliver_to_kafka(alerts)?;
-        if let Some(sink) = &self.spec.postgres {
+        if !done.kafka {
+            self.deliver_to_kafka(alerts)?;
+            done.kafka = true;
+        }
+        if let Some(sink) = &self.spec.postgres
+            && !done.postgres
+        {
             let rows: Vec<serde_json::Map<String, serde_json::Value>> = alerts
                 .iter()
                 .filter_map(|alert| match alert.to_json() {
@@ -641,6 +661,31 @@ impl<'a> Runner<'a> {
                         sink.schema, sink.table
                     )
                 })?;
+            done.postgres = true;
+        }
+        if let Some(url) = &self.spec.config.webhook_url {
+            let body = format!(
+                "[{}]",
+                alerts
+                    .iter()
+                    .map(Alert::to_json_text)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+            self.handle.block_on(async {
+                let response = self
+                    .webhook
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|error| format!("the webhook {url} failed: {error}"))?;
+                if !response.status().is_success() {
+                    return Err(format!("the webhook {url} answered {}", response.status()));
+                }
+                Ok(())
+            })?;
         }
         Ok(())
     }
