@@ -168,12 +168,7 @@ impl Registry {
                 |m| m.rereads.load(Ordering::Relaxed),
             ),
         ];
-        for (name, help, get) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (pipeline, metrics) in &pipelines {
-                let _ = writeln!(out, "{name}{{pipeline=\"{pipeline}\"}} {}", get(metrics));
-            }
-        }
+        write_counters(&mut out, "pipeline", &counters, &pipelines);
         let _ = writeln!(
             out,
             "# HELP fjord_ingest_commit_seconds Time spent writing files and committing.\n\
@@ -279,12 +274,7 @@ impl Registry {
                     |m| m.alerts.load(Ordering::Relaxed),
                 ),
             ];
-            for (name, help, get) in rule_metrics {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-                for (rule, metrics) in &rules {
-                    let _ = writeln!(out, "{name}{{rule=\"{rule}\"}} {}", get(metrics));
-                }
-            }
+            write_counters(&mut out, "rule", &rule_metrics, &rules);
             let _ = writeln!(
                 out,
                 "# HELP fjord_rule_keys Keys a grouped rule holds state for.\n# TYPE fjord_rule_keys gauge"
@@ -298,5 +288,20 @@ impl Registry {
             }
         }
         out
+    }
+}
+
+/// Counters in Prometheus' text format, one series per item, labelled `label="<name>"`.
+fn write_counters<T>(
+    out: &mut String,
+    label: &str,
+    counters: &[Metric<T, u64>],
+    items: &[(String, Arc<T>)],
+) {
+    for (name, help, get) in counters {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (item, metrics) in items {
+            let _ = writeln!(out, "{name}{{{label}=\"{item}\"}} {}", get(metrics));
+        }
     }
 }
