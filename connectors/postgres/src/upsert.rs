@@ -22,22 +22,15 @@ impl PostgresCatalog {
         if rows.is_empty() {
             return Ok(0);
         }
-        let client = self.pool.get().await?;
-        let columns: Vec<String> = client
-            .client()
-            .query(
-                "SELECT a.attname::text FROM pg_catalog.pg_attribute a \
-                 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
-                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped \
-                 ORDER BY a.attnum",
-                &[&schema, &table],
-            )
-            .await
-            .map_err(|e| self.pool.error(e))?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
+        // The table's columns, read as every scan reads them (one prepared statement).
+        let columns: Vec<String> = match self.load_columns(schema, table).await? {
+            Some(shape) => shape
+                .columns
+                .into_iter()
+                .map(|column| column.name)
+                .collect(),
+            None => Vec::new(),
+        };
         // As Postgres would say it: undefined table, undefined column.
         let missing = |sqlstate: &str, message: String| PostgresError::Server {
             catalog: self.name.clone(),
@@ -102,6 +95,7 @@ impl PostgresCatalog {
             column: String::new(),
             reason: error.to_string(),
         })?;
+        let client = self.pool.get().await?;
         let written = client
             .client()
             .execute(&statement, &[&payload])

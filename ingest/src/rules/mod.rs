@@ -301,17 +301,8 @@ impl<'a> Runner<'a> {
             let mut list = TopicPartitionList::new();
             let mut missing = Vec::new();
             for topic in &self.spec.pipeline.topics {
-                match self
-                    .consumer
-                    .fetch_metadata(Some(topic), Duration::from_secs(5))
-                {
-                    Ok(metadata) => {
-                        let partitions = metadata
-                            .topics()
-                            .iter()
-                            .find(|t| t.name() == topic && t.error().is_none())
-                            .map(|t| t.partitions().len())
-                            .unwrap_or(0);
+                match partition_count(&self.consumer, topic) {
+                    Ok(partitions) => {
                         if partitions == 0 {
                             missing.push(topic.clone());
                         }
@@ -404,13 +395,11 @@ impl<'a> Runner<'a> {
             *entry = (*entry).max(next);
         }
         let mut alerts = self.evaluate()?;
-        alerts.retain(|alert| {
-            let sent = self.sent_before(alert);
-            if sent {
-                tracing::debug!(rule = %self.spec.name, alert = %alert.id, source = ?alert.source, committed = ?self.committed, "delivered by an earlier run");
-            }
-            !sent
-        });
+        let raised = alerts.len();
+        alerts.retain(|alert| !self.sent_before(alert));
+        if alerts.len() < raised {
+            tracing::debug!(rule = %self.spec.name, skipped = raised - alerts.len(), "alerts delivered by an earlier run");
+        }
         let mut backoff = Duration::from_millis(200);
         let mut done = Delivered::default();
         loop {
@@ -470,14 +459,8 @@ impl<'a> Runner<'a> {
             .set("enable.auto.commit", "false")
             .create()
             .map_err(|error| format!("cannot read the alerts' topic `{topic}`: {error}"))?;
-        let metadata = reader
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
+        let partitions = partition_count(&reader, topic)
             .map_err(|error| format!("cannot read the alerts' topic `{topic}`: {error}"))?;
-        let partitions = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic && t.error().is_none())
-            .map_or(0, |t| t.partitions().len());
         let mut list = TopicPartitionList::new();
         let mut ends = HashMap::new();
         for partition in 0..partitions as i32 {
@@ -719,4 +702,14 @@ impl<'a> Runner<'a> {
             Ok(())
         })
     }
+}
+
+/// Partitions of `topic` (0 when it does not exist).
+fn partition_count(consumer: &BaseConsumer, topic: &str) -> rdkafka::error::KafkaResult<usize> {
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map_or(0, |t| t.partitions().len()))
 }
