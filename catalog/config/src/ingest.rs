@@ -1005,6 +1005,59 @@ impl IngestConfig {
                 ),
             ));
         }
+        for (field, value) in [
+            ("watermark_delay", &rule.watermark_delay),
+            ("allowed_lateness", &rule.allowed_lateness),
+        ] {
+            if parse_duration(value).is_none() {
+                return Err((
+                    key(field),
+                    format!("`{value}` is not a duration such as \"5s\""),
+                ));
+            }
+        }
+        let windowed = shape.kind == crate::RuleKind::Windowed;
+        match &rule.late_events_topic {
+            None if windowed => {
+                return Err((
+                    key("late_events_topic"),
+                    "a windowed rule needs a topic for the records that arrive after their \
+                     window closed (later than allowed_lateness), so that none is dropped \
+                     unseen; land it in the lake with a pipeline"
+                        .into(),
+                ));
+            }
+            Some(_) if !windowed => {
+                return Err((
+                    key("late_events_topic"),
+                    "only rules that GROUP BY a time window (TUMBLE, HOP, SESSION) have late \
+                     records"
+                        .into(),
+                ));
+            }
+            Some(topic)
+                if topic.trim().is_empty()
+                    || pipeline.topics.contains(topic)
+                    || rule.kafka_topic.as_ref() == Some(topic) =>
+            {
+                return Err((
+                    key("late_events_topic"),
+                    format!(
+                        "`{topic}`: late records need a topic of their own, neither one the \
+                         rule reads nor its alerts' topic"
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        if windowed && rule.cooldown.is_some() {
+            return Err((
+                key("cooldown"),
+                "a windowed rule gives one result per key and window, when the window closes; \
+                 a cooldown has no meaning there"
+                    .into(),
+            ));
+        }
         Ok(())
     }
 }

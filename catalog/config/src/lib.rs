@@ -26,7 +26,10 @@ pub use ingest::{
     SchemaRegistryConfig, SecurityProtocol, TOPIC_PLACEHOLDER, TableTemplate, ValueFormat,
     parse_duration, route_name_part,
 };
-pub use rules::{ALERT_FIELDS, PostgresSinkConfig, RuleConfig, RuleKind, RuleShape, StartFrom};
+pub use rules::{
+    ALERT_FIELDS, PostgresSinkConfig, RuleConfig, RuleKind, RuleShape, StartFrom, TimeWindow,
+    WINDOW_COLUMNS, WindowKind, analyze as analyze_rule,
+};
 pub use secret::{Secret, expand_env_references};
 
 /// The root `config.toml`, compiled in: what `fjord serve` runs when no `--config` is given.

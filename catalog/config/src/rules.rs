@@ -7,6 +7,7 @@
 //! sidecar plans the rule against the stream's columns when it starts.
 
 use std::ops::ControlFlow;
+use std::time::Duration;
 
 use serde::Deserialize;
 use sqlparser::ast::{
@@ -48,8 +49,14 @@ const OTHER_AGGREGATES: [&str; 22] = [
     "bit_and",
 ];
 
-/// Window functions over event time, which rules do not have yet.
-const TIME_WINDOWS: [&str; 4] = ["tumble", "hop", "session", "date_bin"];
+/// The event-time windows a rule may group by.
+const TIME_WINDOWS: [&str; 3] = ["tumble", "hop", "session"];
+
+/// Most windows one record may fall in (HOP's size over its slide).
+const MAX_HOPS: u64 = 100;
+
+/// The columns a windowed rule's SELECT and HAVING see for the window of a group.
+pub const WINDOW_COLUMNS: [&str; 2] = ["window_start", "window_end"];
 
 /// One alert rule.
 #[derive(Debug, Clone, Deserialize)]
@@ -81,6 +88,18 @@ pub struct RuleConfig {
     /// An HTTP(S) URL each batch of alerts is POSTed to, as a JSON array; retried with backoff
     /// until it answers 2xx. Default: none.
     pub webhook_url: Option<String>,
+    /// Windowed rules: how far the watermark trails the latest event time seen, so that
+    /// records this much out of order still count. A window's result is given when the
+    /// watermark passes its end. Default: "5s".
+    #[serde(default = "default_watermark_delay")]
+    pub watermark_delay: String,
+    /// Windowed rules: how long after a window's result was given a record for it still
+    /// updates it (and gives the result again, as a new revision). Default: "0s".
+    #[serde(default = "default_allowed_lateness")]
+    pub allowed_lateness: String,
+    /// Windowed rules: the Kafka topic that receives records later than the allowed lateness,
+    /// with the rule and the reason, so that none is dropped silently. Required for windows.
+    pub late_events_topic: Option<String>,
 }
 
 /// A Postgres table that receives a rule's alerts by upsert.
@@ -109,6 +128,14 @@ fn default_state_ttl() -> String {
     "1d".into()
 }
 
+fn default_watermark_delay() -> String {
+    "5s".into()
+}
+
+fn default_allowed_lateness() -> String {
+    "0s".into()
+}
+
 /// Where a new rule starts reading its topics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -135,6 +162,28 @@ pub enum RuleKind {
     PerRecord,
     /// GROUP BY with aggregates kept per group: an alert when a group's HAVING becomes true.
     Grouped,
+    /// GROUP BY an event-time window (TUMBLE, HOP, SESSION) and keys: an alert per group and
+    /// window when the window closes.
+    Windowed,
+}
+
+/// How an event-time window groups records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowKind {
+    /// `TUMBLE(time, size)`: back-to-back windows of `size`.
+    Tumble { size: Duration },
+    /// `HOP(time, slide, size)`: windows of `size` starting every `slide`.
+    Hop { slide: Duration, size: Duration },
+    /// `SESSION(time, gap)`: a key's records less than `gap` apart share a window.
+    Session { gap: Duration },
+}
+
+/// The window a rule groups by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimeWindow {
+    pub kind: WindowKind,
+    /// SQL text of the event-time expression (the window function's first argument).
+    pub time: String,
 }
 
 /// What the structural check learned about a rule.
@@ -143,6 +192,10 @@ pub struct RuleShape {
     /// The pipeline named in FROM.
     pub source: String,
     pub kind: RuleKind,
+    pub window: Option<TimeWindow>,
+    /// The SQL the sidecar plans: the rule's own, with a window call in GROUP BY replaced by
+    /// the columns `window_start, window_end`.
+    pub sql: String,
 }
 
 impl RuleConfig {
@@ -150,8 +203,16 @@ impl RuleConfig {
         self.cooldown.as_deref().and_then(crate::parse_duration)
     }
 
-    pub fn state_ttl(&self) -> std::time::Duration {
-        crate::parse_duration(&self.state_ttl).unwrap_or(std::time::Duration::from_secs(86400))
+    pub fn state_ttl(&self) -> Duration {
+        crate::parse_duration(&self.state_ttl).unwrap_or(Duration::from_secs(86400))
+    }
+
+    pub fn watermark_delay(&self) -> Duration {
+        crate::parse_duration(&self.watermark_delay).unwrap_or(Duration::from_secs(5))
+    }
+
+    pub fn allowed_lateness(&self) -> Duration {
+        crate::parse_duration(&self.allowed_lateness).unwrap_or_default()
     }
 
     /// The rule's shape; an error says why the SQL cannot be evaluated continuously.
@@ -235,14 +296,24 @@ pub fn analyze(sql: &str, key: &str) -> Result<RuleShape, String> {
             exprs
         }
     };
-    for expr in group_by {
+    let mut window = None;
+    let mut window_at = None;
+    for (i, expr) in group_by.iter().enumerate() {
         if let Expr::Function(function) = expr
             && let Some(name) = function_name(&function.name)
-            && TIME_WINDOWS.contains(&name.as_str())
         {
-            return Err(format!(
-                "time windows (`{name}`) are not supported in rules yet"
-            ));
+            if name == "date_bin" {
+                return Err("GROUP BY date_bin(...) never closes its bins; group by \
+                     TUMBLE(time, INTERVAL '...') for windows that give their result when they end"
+                    .into());
+            }
+            if TIME_WINDOWS.contains(&name.as_str()) {
+                if window.is_some() {
+                    return Err("a rule groups by one time window at most".into());
+                }
+                window = Some(time_window(&name, function)?);
+                window_at = Some(i);
+            }
         }
     }
     let grouped = !group_by.is_empty() || found.aggregates || select.having.is_some();
@@ -301,14 +372,136 @@ pub fn analyze(sql: &str, key: &str) -> Result<RuleShape, String> {
         }
         _ => {}
     }
+    let sql = match window_at {
+        None => sql.to_string(),
+        Some(at) => {
+            // The window call becomes the two columns it stands for, which the sidecar fills
+            // in per window.
+            let mut statement = statement.clone();
+            if let Statement::Query(query) = &mut statement
+                && let SetExpr::Select(select) = query.body.as_mut()
+                && let GroupByExpr::Expressions(exprs, _) = &mut select.group_by
+            {
+                let columns = WINDOW_COLUMNS.map(|name| Expr::Identifier(name.into()));
+                exprs.splice(at..=at, columns);
+            }
+            statement.to_string()
+        }
+    };
+    let kind = match (&window, grouped) {
+        (Some(_), _) => RuleKind::Windowed,
+        (None, true) => RuleKind::Grouped,
+        (None, false) => RuleKind::PerRecord,
+    };
     Ok(RuleShape {
         source,
-        kind: if grouped {
-            RuleKind::Grouped
-        } else {
-            RuleKind::PerRecord
-        },
+        kind,
+        window,
+        sql,
     })
+}
+
+/// The window of `TUMBLE(time, size)`, `HOP(time, slide, size)` or `SESSION(time, gap)`.
+fn time_window(name: &str, function: &sqlparser::ast::Function) -> Result<TimeWindow, String> {
+    let usage = match name {
+        "tumble" => "TUMBLE(time, INTERVAL '1' MINUTE)",
+        "hop" => "HOP(time, slide, size), e.g. HOP(time, INTERVAL '1' MINUTE, INTERVAL '5' MINUTE)",
+        _ => "SESSION(time, gap), e.g. SESSION(time, INTERVAL '30' SECOND)",
+    };
+    let arguments: Vec<&Expr> = match &function.args {
+        FunctionArguments::List(list) => list
+            .args
+            .iter()
+            .map(|arg| match arg {
+                sqlparser::ast::FunctionArg::Unnamed(sqlparser::ast::FunctionArgExpr::Expr(
+                    expr,
+                )) => Ok(expr),
+                _ => Err(format!("write the window as {usage}")),
+            })
+            .collect::<Result<_, _>>()?,
+        _ => return Err(format!("write the window as {usage}")),
+    };
+    let want = if name == "hop" { 3 } else { 2 };
+    if arguments.len() != want {
+        return Err(format!("write the window as {usage}"));
+    }
+    let durations = arguments[1..]
+        .iter()
+        .map(|expr| interval(expr).map_err(|reason| format!("{name}: {reason}; write {usage}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let kind = match name {
+        "tumble" => WindowKind::Tumble { size: durations[0] },
+        "hop" => {
+            let (slide, size) = (durations[0], durations[1]);
+            if size < slide {
+                return Err(format!(
+                    "hop: the size ({size:?}) is shorter than the slide ({slide:?}), so some \
+                     records would fall in no window; write {usage}"
+                ));
+            }
+            if size.as_millis() / slide.as_millis().max(1) > MAX_HOPS as u128 {
+                return Err(format!(
+                    "hop: a record would fall in more than {MAX_HOPS} windows; use a longer slide"
+                ));
+            }
+            WindowKind::Hop { slide, size }
+        }
+        _ => WindowKind::Session { gap: durations[0] },
+    };
+    Ok(TimeWindow {
+        kind,
+        time: arguments[0].to_string(),
+    })
+}
+
+/// A positive whole number of milliseconds from `INTERVAL '1' MINUTE`, `INTERVAL '90 seconds'`
+/// or a duration string such as '5m'.
+fn interval(expr: &Expr) -> Result<Duration, String> {
+    let text = |expr: &Expr| match expr {
+        Expr::Value(value) => match &value.value {
+            sqlparser::ast::Value::SingleQuotedString(text) => Some(text.clone()),
+            sqlparser::ast::Value::Number(number, _) => Some(number.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
+    let duration = match expr {
+        Expr::Interval(interval) if interval.last_field.is_none() => {
+            let value = text(&interval.value).ok_or("the interval is not a constant")?;
+            let value = match &interval.leading_field {
+                Some(field) => format!("{value} {field}"),
+                None => value,
+            };
+            interval_text(&value)
+        }
+        _ => text(expr).and_then(|value| crate::parse_duration(&value)),
+    };
+    match duration {
+        Some(duration) if duration.as_millis() >= 1 => Ok(duration),
+        Some(_) => Err(format!("`{expr}` is not a positive interval")),
+        None => Err(format!(
+            "`{expr}` is not an interval in milliseconds, seconds, minutes, hours or days"
+        )),
+    }
+}
+
+/// `1 minute`, `90 seconds`, `2 HOURS`.
+fn interval_text(text: &str) -> Option<Duration> {
+    let mut words = text.split_whitespace();
+    let number: f64 = words.next()?.parse().ok()?;
+    let unit = words.next()?.to_lowercase();
+    if words.next().is_some() || !number.is_finite() || number < 0.0 {
+        return None;
+    }
+    let seconds = match unit.as_str() {
+        "ms" | "millisecond" | "milliseconds" => number / 1000.0,
+        "s" | "sec" | "second" | "seconds" => number,
+        "min" | "minute" | "minutes" => number * 60.0,
+        "h" | "hour" | "hours" => number * 3600.0,
+        "d" | "day" | "days" => number * 86400.0,
+        _ => return None,
+    };
+    Some(Duration::from_millis((seconds * 1000.0).round() as u64))
 }
 
 /// The column name an unaliased expression gets.
@@ -390,18 +583,20 @@ mod tests {
             analyze(DETECTIVE, "visitor_id"),
             Ok(RuleShape {
                 source: "cat_interactions".into(),
-                kind: RuleKind::Grouped
+                kind: RuleKind::Grouped,
+                window: None,
+                sql: DETECTIVE.into(),
             })
         );
+        let guardian = "SELECT cat_id, 'LOW_ACTIVITY' AS alert_type, activity_level \
+                 FROM cat_wellness WHERE activity_level < 2";
         assert_eq!(
-            analyze(
-                "SELECT cat_id, 'LOW_ACTIVITY' AS alert_type, activity_level \
-                 FROM cat_wellness WHERE activity_level < 2",
-                "cat_id"
-            ),
+            analyze(guardian, "cat_id"),
             Ok(RuleShape {
                 source: "cat_wellness".into(),
-                kind: RuleKind::PerRecord
+                kind: RuleKind::PerRecord,
+                window: None,
+                sql: guardian.into(),
             })
         );
         assert!(
@@ -410,6 +605,50 @@ mod tests {
                 "cat_id"
             )
             .is_ok()
+        );
+    }
+
+    #[test]
+    fn window_functions_become_window_columns_with_their_durations() {
+        let shape = analyze(
+            "SELECT cat_id, window_start, avg(body_temp_c) AS temp FROM cat_wellness \
+             GROUP BY TUMBLE(event_time, INTERVAL '1' MINUTE), cat_id HAVING avg(body_temp_c) > 39",
+            "cat_id",
+        )
+        .unwrap();
+        assert_eq!(shape.kind, RuleKind::Windowed);
+        assert_eq!(
+            shape.window,
+            Some(TimeWindow {
+                kind: WindowKind::Tumble {
+                    size: Duration::from_secs(60)
+                },
+                time: "event_time".into(),
+            })
+        );
+        assert!(
+            shape
+                .sql
+                .contains("GROUP BY window_start, window_end, cat_id HAVING"),
+            "{}",
+            shape.sql
+        );
+        let window = |sql: &str| analyze(sql, "k").unwrap().window.unwrap().kind;
+        assert_eq!(
+            window(
+                "SELECT k, count(*) FROM s GROUP BY k, \
+                 hop(to_timestamp(ts), INTERVAL '30 seconds', INTERVAL '2' MINUTES)"
+            ),
+            WindowKind::Hop {
+                slide: Duration::from_secs(30),
+                size: Duration::from_secs(120)
+            }
+        );
+        assert_eq!(
+            window("SELECT k, count(*) FROM s GROUP BY k, session(ts, '500ms')"),
+            WindowKind::Session {
+                gap: Duration::from_millis(500)
+            }
         );
     }
 
@@ -466,9 +705,34 @@ mod tests {
         );
         refused("SELECT cat_id, 1 AS rule FROM w", "cat_id", "reserved");
         refused(
-            "SELECT cat_id, avg(t) FROM w GROUP BY cat_id, tumble(event_time, INTERVAL '1' MINUTE)",
+            "SELECT cat_id, avg(t) FROM w GROUP BY cat_id, date_bin(INTERVAL '1' MINUTE, ts)",
             "cat_id",
-            "time windows",
+            "TUMBLE",
+        );
+        refused(
+            "SELECT cat_id, avg(t) FROM w GROUP BY cat_id, tumble(ts)",
+            "cat_id",
+            "TUMBLE(time, INTERVAL '1' MINUTE)",
+        );
+        refused(
+            "SELECT cat_id, avg(t) FROM w GROUP BY cat_id, tumble(ts, INTERVAL '1' MONTH)",
+            "cat_id",
+            "not an interval",
+        );
+        refused(
+            "SELECT cat_id, avg(t) FROM w GROUP BY cat_id, hop(ts, INTERVAL '5' MINUTE, INTERVAL '1' MINUTE)",
+            "cat_id",
+            "shorter than the slide",
+        );
+        refused(
+            "SELECT cat_id, avg(t) FROM w GROUP BY cat_id, hop(ts, '1s', '1h')",
+            "cat_id",
+            "more than 100 windows",
+        );
+        refused(
+            "SELECT cat_id, avg(t) FROM w GROUP BY cat_id, tumble(ts, '1m'), session(ts, '1m')",
+            "cat_id",
+            "one time window",
         );
         refused("SELECT 1; SELECT 2", "x", "one SELECT statement");
         refused(

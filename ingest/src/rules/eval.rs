@@ -22,10 +22,14 @@ use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::logical_expr::{Accumulator, LogicalPlan};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::utils::collect_columns;
 use datafusion::prelude::SessionContext;
 use serde_json::{Map, Value};
 
 use crate::decode::{META_OFFSET, META_PARTITION, META_TOPIC};
+
+mod window;
 
 /// One alert: what a rule's SELECT gave for one record or one group, with a stable id.
 #[derive(Debug, Clone, PartialEq)]
@@ -143,6 +147,16 @@ pub struct RuleSettings {
     pub key: String,
     pub cooldown: Option<Duration>,
     pub state_ttl: Duration,
+    /// The event-time window the rule groups by.
+    pub window: Option<WindowSettings>,
+}
+
+/// A windowed rule's window and how long it waits for records.
+#[derive(Debug, Clone)]
+pub struct WindowSettings {
+    pub window: fjord_config::TimeWindow,
+    pub watermark_delay: Duration,
+    pub allowed_lateness: Duration,
 }
 
 type Expr = Arc<dyn PhysicalExpr>;
@@ -159,16 +173,21 @@ enum Plan {
         filter: Option<Expr>,
         projection: Vec<(String, Expr)>,
     },
-    Grouped {
-        filter: Option<Expr>,
-        groups: Vec<Expr>,
-        converter: RowConverter,
-        aggregates: Vec<Aggregate>,
-        /// Group columns then aggregate columns, as HAVING and the projection see them.
-        aggregate_schema: SchemaRef,
-        having: Option<Expr>,
-        projection: Vec<(String, Expr)>,
-    },
+    Grouped(GroupedPlan),
+    Windowed(GroupedPlan, window::WindowPlan),
+}
+
+struct GroupedPlan {
+    filter: Option<Expr>,
+    /// The group expressions that make a key (a windowed rule's window columns are not
+    /// among them).
+    groups: Vec<Expr>,
+    converter: RowConverter,
+    aggregates: Vec<Aggregate>,
+    /// Group columns then aggregate columns, as HAVING and the projection see them.
+    aggregate_schema: SchemaRef,
+    having: Option<Expr>,
+    projection: Vec<(String, Expr)>,
 }
 
 struct Group {
@@ -186,6 +205,10 @@ pub struct RuleEngine {
     /// Per-record rules with a cooldown: when each key last fired.
     last_fired: HashMap<String, SystemTime>,
     last_expiry: SystemTime,
+    /// A windowed rule's open windows and watermark.
+    windows: window::Windows,
+    /// Records a windowed rule found too late for their window, not yet taken.
+    late: Vec<LateRecord>,
 }
 
 impl RuleEngine {
@@ -199,21 +222,16 @@ impl RuleEngine {
             groups: HashMap::new(),
             last_fired: HashMap::new(),
             last_expiry: SystemTime::now(),
+            windows: window::Windows::default(),
+            late: Vec::new(),
         })
     }
 
     /// Plans again for a stream that gained columns; the state stays.
     pub async fn replan(&mut self, schema: SchemaRef) -> Result<(), String> {
         let plan = plan(&self.settings, schema).await?;
-        if let (
-            Plan::Grouped {
-                aggregates: old, ..
-            },
-            Plan::Grouped {
-                aggregates: new, ..
-            },
-        ) = (&self.plan, &plan)
-        {
+        if let (Some(old), Some(new)) = (self.plan.grouped(), plan.grouped()) {
+            let (old, new) = (&old.aggregates, &new.aggregates);
             let types = |aggregates: &[Aggregate]| {
                 aggregates
                     .iter()
@@ -232,9 +250,14 @@ impl RuleEngine {
         &self.settings
     }
 
-    /// Keys with state (grouped rules).
+    /// Keys with state (grouped rules), or windows held (windowed rules).
     pub fn keys_held(&self) -> usize {
-        self.groups.len()
+        self.groups.len() + self.windows.held()
+    }
+
+    /// The records found too late for their window since the last call.
+    pub fn take_late(&mut self) -> Vec<LateRecord> {
+        std::mem::take(&mut self.late)
     }
 
     /// Evaluates one batch of records (in the schema the rule was planned for), in order;
@@ -245,7 +268,15 @@ impl RuleEngine {
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let result = match &self.plan {
             Plan::PerRecord { .. } => self.process_records(batch, now, &fired_at),
-            Plan::Grouped { .. } => self.process_groups(batch, now, &fired_at),
+            Plan::Grouped(_) => self.process_groups(batch, now, &fired_at),
+            Plan::Windowed(plan, window) => self.windows.process(
+                &self.settings,
+                plan,
+                window,
+                batch,
+                &fired_at,
+                &mut self.late,
+            ),
         };
         result.map_err(|error| format!("rule `{}`: {error}", self.settings.name))
     }
@@ -313,7 +344,7 @@ impl RuleEngine {
         now: SystemTime,
         fired_at: &str,
     ) -> Result<Vec<Alert>, String> {
-        let Plan::Grouped {
+        let Plan::Grouped(GroupedPlan {
             filter,
             groups,
             converter,
@@ -321,7 +352,7 @@ impl RuleEngine {
             aggregate_schema,
             having,
             projection,
-        } = &self.plan
+        }) = &self.plan
         else {
             unreachable!("checked by the caller")
         };
@@ -349,20 +380,7 @@ impl RuleEngine {
                 })
                 .push(i as u32);
         }
-        // Each aggregate's arguments (and FILTER) over the whole batch, then per group.
-        let mut inputs = Vec::with_capacity(aggregates.len());
-        for aggregate in aggregates {
-            let arguments = aggregate
-                .arguments
-                .iter()
-                .map(|expr| evaluate(expr, &batch))
-                .collect::<Result<Vec<_>, _>>()?;
-            let filter = match &aggregate.filter {
-                Some(expr) => Some(evaluate(expr, &batch)?),
-                None => None,
-            };
-            inputs.push((arguments, filter));
-        }
+        let inputs = aggregate_inputs(aggregates, &batch)?;
         let cooldown = self.settings.cooldown;
         let positions = Positions::of(&batch)?;
         let mut fired: Vec<(OwnedRow, Vec<ScalarValue>, u64, Position)> = Vec::new();
@@ -464,6 +482,73 @@ impl RuleEngine {
     }
 }
 
+impl Plan {
+    fn grouped(&self) -> Option<&GroupedPlan> {
+        match self {
+            Plan::PerRecord { .. } => None,
+            Plan::Grouped(plan) | Plan::Windowed(plan, _) => Some(plan),
+        }
+    }
+}
+
+/// A record a windowed rule could not count: later than its window's allowed lateness (or
+/// without an event time).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LateRecord {
+    /// `<rule>/<topic>-<partition>-<offset>`.
+    pub id: String,
+    pub rule: Arc<str>,
+    pub reason: String,
+    /// The record's event time and the watermark it met, RFC 3339 (UTC).
+    pub event_time: Option<String>,
+    pub watermark: Option<String>,
+    pub source: Position,
+    /// The record's fields as a JSON object's text.
+    pub record: String,
+}
+
+impl LateRecord {
+    /// The late record as JSON text, as its topic receives it.
+    pub fn to_json_text(&self) -> String {
+        serde_json::json!({
+            "late_id": self.id,
+            "rule": self.rule.as_ref(),
+            "reason": self.reason,
+            "event_time": self.event_time,
+            "watermark": self.watermark,
+            "topic": self.source.0.as_ref(),
+            "partition": self.source.1,
+            "offset": self.source.2,
+            "record": self.record,
+        })
+        .to_string()
+    }
+}
+
+/// An aggregate's evaluated arguments and FILTER mask.
+type AggregateInput = (Vec<ArrayRef>, Option<ArrayRef>);
+
+/// Each aggregate's arguments (and FILTER mask) over a whole batch.
+fn aggregate_inputs(
+    aggregates: &[Aggregate],
+    batch: &RecordBatch,
+) -> Result<Vec<AggregateInput>, String> {
+    let mut inputs = Vec::with_capacity(aggregates.len());
+    for aggregate in aggregates {
+        let arguments = aggregate
+            .arguments
+            .iter()
+            .map(|expr| evaluate(expr, batch))
+            .collect::<Result<Vec<_>, _>>()?;
+        let filter = match &aggregate.filter {
+            Some(expr) => Some(evaluate(expr, batch)?),
+            None => None,
+        };
+        inputs.push((arguments, filter));
+    }
+    Ok(inputs)
+}
+
 /// Which rows of a batch go into a group's accumulators.
 enum Rows<'a> {
     One(usize),
@@ -473,7 +558,7 @@ enum Rows<'a> {
 /// Feeds `rows` of each aggregate's evaluated arguments (and FILTER mask) to its accumulator.
 fn update(
     accumulators: &mut [Box<dyn Accumulator>],
-    inputs: &[(Vec<ArrayRef>, Option<ArrayRef>)],
+    inputs: &[AggregateInput],
     rows: Rows<'_>,
 ) -> Result<(), String> {
     let pick = |array: &ArrayRef| -> Result<ArrayRef, String> {
@@ -579,19 +664,7 @@ fn project(
     }
     let output = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
         .map_err(|error| error.to_string())?;
-    let mut writer = arrow_json::WriterBuilder::new()
-        .with_explicit_nulls(true)
-        .build::<_, arrow_json::writer::JsonArray>(Vec::new());
-    writer
-        .write(&output)
-        .and_then(|()| writer.finish())
-        .map_err(|error| format!("cannot write the alert's columns as JSON: {error}"))?;
-    let text = writer.into_inner();
-    if text.is_empty() {
-        return Ok(Vec::new());
-    }
-    let rows: Vec<Map<String, Value>> =
-        serde_json::from_slice(&text).map_err(|error| error.to_string())?;
+    let rows = json_rows(&output)?;
     // serde_json's maps sort their members: take them in SELECT order.
     Ok(rows
         .into_iter()
@@ -604,9 +677,48 @@ fn project(
         .collect())
 }
 
+/// A batch's rows as JSON objects, nulls kept.
+fn json_rows(batch: &RecordBatch) -> Result<Vec<Map<String, Value>>, String> {
+    let mut writer = arrow_json::WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, arrow_json::writer::JsonArray>(Vec::new());
+    writer
+        .write(batch)
+        .and_then(|()| writer.finish())
+        .map_err(|error| format!("cannot write the rows as JSON: {error}"))?;
+    let text = writer.into_inner();
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_slice(&text).map_err(|error| error.to_string())
+}
+
 /// Plans `settings.sql` against a table of `schema` named after the source pipeline.
 async fn plan(settings: &RuleSettings, schema: SchemaRef) -> Result<Plan, String> {
     let context = SessionContext::new();
+    // A windowed rule's table has the window columns too, after the stream's: GROUP BY names
+    // them where the rule had its window call, and they are filled in per window.
+    let stream_columns = schema.fields().len();
+    let schema = match &settings.window {
+        None => schema,
+        Some(_) => {
+            let mut fields: Vec<_> = schema.fields().iter().cloned().collect();
+            for name in fjord_config::WINDOW_COLUMNS {
+                if schema.field_with_name(name).is_ok() {
+                    return Err(format!(
+                        "the stream has a field `{name}`, which a windowed rule uses for its \
+                         window"
+                    ));
+                }
+                fields.push(Arc::new(arrow::datatypes::Field::new(
+                    name,
+                    crate::decode::timestamp_type(),
+                    true,
+                )));
+            }
+            Arc::new(Schema::new(fields))
+        }
+    };
     let table = datafusion::datasource::MemTable::try_new(schema, vec![vec![]])
         .map_err(|error| error.to_string())?;
     context
@@ -670,11 +782,17 @@ async fn plan(settings: &RuleSettings, schema: SchemaRef) -> Result<Plan, String
         return Ok(Plan::PerRecord { filter, projection });
     };
     let input_schema = aggregate.input.schema();
-    let groups = aggregate
-        .group_expr
-        .iter()
-        .map(|expr| physical(expr, input_schema))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut groups = Vec::new();
+    let mut slots = Vec::new();
+    for (i, expr) in aggregate.group_expr.iter().enumerate() {
+        let expr = physical(expr, input_schema)?;
+        match expr.as_any().downcast_ref::<Column>() {
+            Some(column) if settings.window.is_some() && column.index() >= stream_columns => {
+                slots.push(i);
+            }
+            _ => groups.push(expr),
+        }
+    }
     let arrow_input = input_schema.as_arrow();
     let sort_fields = groups
         .iter()
@@ -704,7 +822,25 @@ async fn plan(settings: &RuleSettings, schema: SchemaRef) -> Result<Plan, String
             filter,
         });
     }
-    Ok(Plan::Grouped {
+    // Only the window columns of the grouped rows know their window.
+    let before_grouping = filter.iter().chain(
+        aggregates
+            .iter()
+            .flat_map(|a| a.arguments.iter().chain(&a.filter)),
+    );
+    for expr in before_grouping {
+        if collect_columns(expr)
+            .iter()
+            .any(|column| column.index() >= stream_columns)
+        {
+            return Err(format!(
+                "{} are known per window, after grouping: use them in SELECT or HAVING, not \
+                 in WHERE or an aggregate's argument",
+                fjord_config::WINDOW_COLUMNS.join(" and ")
+            ));
+        }
+    }
+    let grouped = GroupedPlan {
         filter,
         groups,
         converter,
@@ -712,7 +848,40 @@ async fn plan(settings: &RuleSettings, schema: SchemaRef) -> Result<Plan, String
         aggregate_schema: Arc::new(aggregate.schema.as_arrow().clone()),
         having,
         projection,
-    })
+    };
+    let Some(window) = &settings.window else {
+        return Ok(Plan::Grouped(grouped));
+    };
+    let [start, end] = slots[..] else {
+        return Err("the window columns are missing from the rule's grouping".into());
+    };
+    // The event time, planned as a projection of the stream.
+    let time_sql = format!(
+        "SELECT {} FROM {}",
+        window.window.time,
+        settings.source.as_str()
+    );
+    let time_plan = state
+        .create_logical_plan(&time_sql)
+        .await
+        .map_err(|error| {
+            format!(
+                "the window's time `{}`: {}",
+                window.window.time,
+                error.strip_backtrace()
+            )
+        })?;
+    let LogicalPlan::Projection(time_projection) = &time_plan else {
+        return Err(format!(
+            "the window's time `{}` is not an expression",
+            window.window.time
+        ));
+    };
+    let time = physical(&time_projection.expr[0], time_projection.input.schema())?;
+    Ok(Plan::Windowed(
+        grouped,
+        window::WindowPlan::new(window, time, [start, end])?,
+    ))
 }
 
 #[cfg(test)]
@@ -759,6 +928,7 @@ mod tests {
             key: key.into(),
             cooldown,
             state_ttl: Duration::from_secs(3600),
+            window: None,
         }
     }
 

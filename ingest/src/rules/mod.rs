@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use arrow::datatypes::{Schema, SchemaRef};
-use fjord_config::{KafkaConfig, PipelineConfig, RuleConfig, RuleKind};
+use fjord_config::{KafkaConfig, PipelineConfig, RuleConfig, RuleKind, RuleShape};
 use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
@@ -36,7 +36,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::decode::{Chunk, DecodeState, Decoded, META_COLUMNS, decode_json, infer_table_schema};
-use eval::{Alert, RuleEngine, RuleSettings};
+use eval::{Alert, LateRecord, RuleEngine, RuleSettings, WindowSettings};
 
 /// Longest a record waits before its batch is evaluated.
 pub const BATCH_WAIT: Duration = Duration::from_millis(100);
@@ -112,6 +112,7 @@ impl AlertFeed {
 /// The sinks that took the batch being delivered.
 #[derive(Default)]
 struct Delivered {
+    late: bool,
     kafka: bool,
     postgres: bool,
 }
@@ -120,8 +121,8 @@ struct Delivered {
 pub struct RuleSpec {
     pub name: String,
     pub config: RuleConfig,
-    pub source: String,
-    pub kind: RuleKind,
+    /// What the config check learned of the rule's SQL.
+    pub shape: RuleShape,
     pub pipeline: PipelineConfig,
     pub kafka: KafkaConfig,
     pub metrics: Arc<RuleMetrics>,
@@ -191,7 +192,12 @@ impl<'a> Runner<'a> {
         let consumer: BaseConsumer = config
             .create()
             .map_err(|error| format!("cannot create the rule's consumer: {error}"))?;
-        let producer = match &spec.config.kafka_topic {
+        let producer = match spec
+            .config
+            .kafka_topic
+            .as_ref()
+            .or(spec.config.late_events_topic.as_ref())
+        {
             Some(_) => Some(
                 crate::pipeline::client_config(&spec.kafka, None)
                     .set("acks", "all")
@@ -334,7 +340,7 @@ impl<'a> Runner<'a> {
                 }
                 // A grouped rule reads everything again to rebuild its state; a first run
                 // told to start at the end has no state to rebuild.
-                let replay = self.spec.kind == RuleKind::Grouped
+                let replay = self.spec.shape.kind != RuleKind::PerRecord
                     && (!self.committed.is_empty()
                         || self.spec.config.start_from == fjord_config::StartFrom::Earliest);
                 if replay {
@@ -400,10 +406,20 @@ impl<'a> Runner<'a> {
         if alerts.len() < raised {
             tracing::debug!(rule = %self.spec.name, skipped = raised - alerts.len(), "alerts delivered by an earlier run");
         }
+        let mut late = self
+            .engine
+            .as_mut()
+            .map(RuleEngine::take_late)
+            .unwrap_or_default();
+        // Late records before the committed offsets went to their topic in an earlier run.
+        late.retain(|record| !self.committed_before(&record.source));
         let mut backoff = Duration::from_millis(200);
         let mut done = Delivered::default();
         loop {
-            match self.deliver(&alerts, &mut done) {
+            match self
+                .deliver_late(&late, &mut done)
+                .and_then(|()| self.deliver(&alerts, &mut done))
+            {
                 Ok(()) => break,
                 Err(error) => {
                     tracing::warn!(rule = %self.spec.name, %error, "cannot deliver alerts; retrying");
@@ -438,12 +454,14 @@ impl<'a> Runner<'a> {
 
     /// Whether an earlier run of the rule delivered `alert`.
     fn sent_before(&self, alert: &Alert) -> bool {
-        let (topic, partition, offset) = &alert.source;
-        let committed = self
-            .committed
+        self.committed_before(&alert.source) || self.delivered.contains(&alert.id)
+    }
+
+    /// Whether an earlier run committed past `position` (after delivering all it raised).
+    fn committed_before(&self, (topic, partition, offset): &eval::Position) -> bool {
+        self.committed
             .get(&(topic.to_string(), *partition))
-            .is_some_and(|committed| offset < committed);
-        committed || self.delivered.contains(&alert.id)
+            .is_some_and(|committed| offset < committed)
     }
 
     /// Reads the ids of this rule's alerts in `topic` (all of it, once, at start).
@@ -551,13 +569,19 @@ impl<'a> Runner<'a> {
         for _ in 0..8 {
             let schema = self.schema.clone().expect("set above");
             if self.engine.is_none() {
+                let config = &self.spec.config;
                 let settings = RuleSettings {
                     name: self.spec.name.as_str().into(),
-                    source: self.spec.source.clone(),
-                    sql: self.spec.config.sql.clone(),
-                    key: self.spec.config.key.clone(),
-                    cooldown: self.spec.config.cooldown(),
-                    state_ttl: self.spec.config.state_ttl(),
+                    source: self.spec.shape.source.clone(),
+                    sql: self.spec.shape.sql.clone(),
+                    key: config.key.clone(),
+                    cooldown: config.cooldown(),
+                    state_ttl: config.state_ttl(),
+                    window: self.spec.shape.window.clone().map(|window| WindowSettings {
+                        window,
+                        watermark_delay: config.watermark_delay(),
+                        allowed_lateness: config.allowed_lateness(),
+                    }),
                 };
                 let engine = self
                     .handle
@@ -565,7 +589,7 @@ impl<'a> Runner<'a> {
                     .map_err(|error| {
                         format!(
                             "rule `{}` cannot be evaluated over pipeline `{}`: {error}",
-                            self.spec.name, self.spec.source
+                            self.spec.name, self.spec.shape.source
                         )
                     })?;
                 self.engine = Some(engine);
@@ -673,6 +697,24 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
+    /// Sends a windowed rule's late records to its late-events topic, keyed by rule.
+    fn deliver_late(&self, late: &[LateRecord], done: &mut Delivered) -> Result<(), String> {
+        let (Some(producer), Some(topic)) = (&self.producer, &self.spec.config.late_events_topic)
+        else {
+            return Ok(());
+        };
+        if late.is_empty() || done.late {
+            return Ok(());
+        }
+        let payloads: Vec<(String, String)> = late
+            .iter()
+            .map(|record| (record.rule.to_string(), record.to_json_text()))
+            .collect();
+        produce_all(&self.handle, producer, topic, &payloads)?;
+        done.late = true;
+        Ok(())
+    }
+
     fn deliver_to_kafka(&self, alerts: &[Alert]) -> Result<(), String> {
         let (Some(producer), Some(topic)) = (&self.producer, &self.spec.config.kafka_topic) else {
             return Ok(());
@@ -681,27 +723,37 @@ impl<'a> Runner<'a> {
             .iter()
             .map(|alert| (alert.key.clone(), alert.to_json_text()))
             .collect();
-        self.handle.block_on(async {
-            let mut pending = Vec::with_capacity(payloads.len());
-            for (key, value) in &payloads {
-                let record = FutureRecord::to(topic).key(key).payload(value);
-                let delivery = producer
-                    .send_result(record)
-                    .map_err(|(error, _)| format!("cannot send an alert to `{topic}`: {error}"))?;
-                pending.push(delivery);
-            }
-            for delivery in pending {
-                match delivery.await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err((error, _))) => {
-                        return Err(format!("an alert was not delivered to `{topic}`: {error}"));
-                    }
-                    Err(_) => return Err(format!("the producer for `{topic}` went away")),
-                }
-            }
-            Ok(())
-        })
+        produce_all(&self.handle, producer, topic, &payloads)
     }
+}
+
+/// Sends `payloads` (key, value) to `topic` and waits until the broker has them all.
+fn produce_all(
+    handle: &Handle,
+    producer: &FutureProducer,
+    topic: &str,
+    payloads: &[(String, String)],
+) -> Result<(), String> {
+    handle.block_on(async {
+        let mut pending = Vec::with_capacity(payloads.len());
+        for (key, value) in payloads {
+            let record = FutureRecord::to(topic).key(key).payload(value);
+            let delivery = producer
+                .send_result(record)
+                .map_err(|(error, _)| format!("cannot send an alert to `{topic}`: {error}"))?;
+            pending.push(delivery);
+        }
+        for delivery in pending {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((error, _))) => {
+                    return Err(format!("an alert was not delivered to `{topic}`: {error}"));
+                }
+                Err(_) => return Err(format!("the producer for `{topic}` went away")),
+            }
+        }
+        Ok(())
+    })
 }
 
 /// Partitions of `topic` (0 when it does not exist).
