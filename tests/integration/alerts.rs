@@ -307,7 +307,7 @@ async fn the_cat_cafe_rules_raise_exactly_the_alerts_their_events_call_for() -> 
         "{adopters:?}"
     );
 
-    // The webhook: its first answer was a 503, and the retry brought every alert once.
+    // The webhook: its first two answers were 503s, and the retries brought every alert once.
     let mut hooked: Vec<String> = Vec::new();
     for body in posted.lock().unwrap_or_else(|e| e.into_inner()).iter() {
         let batch: Vec<serde_json::Value> = serde_json::from_str(body)?;
@@ -326,8 +326,8 @@ async fn the_cat_cafe_rules_raise_exactly_the_alerts_their_events_call_for() -> 
     low.sort();
     assert_eq!(hooked, low, "the webhook got each low-activity alert once");
     assert!(
-        attempts.load(std::sync::atomic::Ordering::SeqCst) >= 2,
-        "the webhook was retried after its 503"
+        attempts.load(std::sync::atomic::Ordering::SeqCst) >= 3,
+        "the webhook was retried after its 503s"
     );
 
     // The detective's Postgres table, upserted by visitor.
@@ -385,6 +385,188 @@ async fn the_cat_cafe_rules_raise_exactly_the_alerts_their_events_call_for() -> 
         metrics.contains("fjord_rule_alerts_total{rule=\"low_activity\"} 3"),
         "{metrics}"
     );
+    sidecar.stop().await?;
+    Ok(())
+}
+
+/// A per-minute temperature rule over event time, fed readings out of order and one too late:
+/// each cat's minute gives its result once the watermark passes, to Kafka and by upsert to a
+/// Postgres table, and the late reading lands in the lake with the rule and the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tumbling_window_rule_gives_each_minute_once_and_keeps_late_readings() -> Result<()> {
+    let kafka = Kafka::start().await?;
+    // One partition: the order the readings arrive in is the order they were produced.
+    for topic in [
+        "cat-wellness-iot",
+        "cat-temperature-minutes",
+        "cat-wellness-late",
+    ] {
+        kafka.create_topic(topic, 1).await?;
+    }
+    let fjord = Fjord::start("").await?;
+    let postgres = Postgres::start()?;
+    postgres.psql_admin(
+        "workshop",
+        "CREATE TABLE cat_temperature_minutes (cat_id text, window_start timestamptz, \
+         window_end timestamptz, readings integer, avg_temp_c double precision, \
+         alert_id text NOT NULL, PRIMARY KEY (cat_id, window_start))",
+    )?;
+    let mut text = String::from(
+        "[server]\ndefault_catalog = \"iceberg\"\n[demo]\nbuild_on_start = false\n\
+         [catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"warehouse\"\n\n[ingest]\ncatalog = \"iceberg\"\n",
+    );
+    text.push_str(&kafka.ingest_kafka_toml("windows-e2e"));
+    text.push_str(&postgres.catalog_toml("postgresql"));
+    text.push_str(
+        r#"
+[ingest.pipelines.cat_wellness]
+topics = ["cat-wellness-iot"]
+table = "data_on_eks.cat_wellness_iot_raw"
+event_time = "event_time"
+
+[ingest.pipelines.cat_wellness_late]
+topics = ["cat-wellness-late"]
+table = "data_on_eks.cat_wellness_late"
+[ingest.pipelines.cat_wellness_late.commit]
+interval = "300ms"
+idle = "100ms"
+
+[ingest.rules.temperature_per_minute]
+sql = """
+SELECT cat_id, window_start, window_end, count(*) AS readings, avg(body_temp_c) AS avg_temp_c
+FROM cat_wellness
+GROUP BY cat_id, TUMBLE(event_time, INTERVAL '1' MINUTE)
+"""
+key = "cat_id"
+kafka_topic = "cat-temperature-minutes"
+late_events_topic = "cat-wellness-late"
+watermark_delay = "10s"
+[ingest.rules.temperature_per_minute.postgres]
+catalog = "postgresql"
+table = "public.cat_temperature_minutes"
+key = ["cat_id", "window_start"]
+"#,
+    );
+    let config = fjord.directory.path().join("ingest.toml");
+    std::fs::write(&config, text)?;
+
+    let reading = |n: usize, cat: &str, time: &str, temp: f64| -> (String, Vec<u8>) {
+        let value = format!(
+            r#"{{"event_id": "t-{n}", "event_time": "2026-11-03T10:{time}Z", "cat_id": "{cat}", "activity_level": 5.0, "heart_rate_bpm": 120, "hours_since_last_drink": 1.0, "body_temp_c": {temp:.1}}}"#
+        );
+        (cat.to_string(), value.into_bytes())
+    };
+    let readings = [
+        ("cat-a", "00:05", 38.0),
+        ("cat-a", "00:50", 39.0),
+        ("cat-b", "00:30", 40.0),
+        ("cat-a", "01:05", 38.5),
+        // Behind the latest reading, within the 10 s watermark delay: it counts.
+        ("cat-a", "00:58", 37.0),
+        // The watermark reaches 10:01:02 and closes the first minute.
+        ("cat-a", "01:12", 38.0),
+        // For the closed minute: late.
+        ("cat-a", "00:59", 50.0),
+        // Closes the second minute.
+        ("cat-b", "02:30", 39.0),
+    ];
+    let events: Vec<_> = readings
+        .iter()
+        .enumerate()
+        .map(|(n, (cat, time, temp))| reading(n, cat, time, *temp))
+        .collect();
+    kafka.produce("cat-wellness-iot", &events).await?;
+    let sidecar = start_sidecar(&config, &[]).await?;
+
+    let minutes = tokio::task::block_in_place(|| {
+        read_alerts(&kafka, "cat-temperature-minutes", 3, Duration::from_secs(3))
+    })?;
+    let mut found: Vec<(String, String, serde_json::Value, serde_json::Value, String)> = minutes
+        .iter()
+        .map(|(key, alert)| {
+            (
+                key.clone(),
+                alert["window_start"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                alert["readings"].clone(),
+                alert["avg_temp_c"].clone(),
+                alert["alert_id"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    found.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    let minute = |cat: &str, start: &str, readings: u64, temp: f64| {
+        (
+            cat.to_string(),
+            format!("2026-11-03T10:{start}:00Z"),
+            serde_json::json!(readings),
+            serde_json::json!(temp),
+            format!("temperature_per_minute/{cat}/2026-11-03T10:{start}:00.000Z"),
+        )
+    };
+    assert_eq!(
+        found,
+        [
+            minute("cat-a", "00", 3, 38.0),
+            minute("cat-a", "01", 2, 38.25),
+            minute("cat-b", "00", 1, 40.0),
+        ],
+        "{minutes:?}"
+    );
+
+    // The per-cat per-minute table in Postgres, upserted by (cat, minute).
+    let client = postgres.connect("workshop").await?;
+    let rows: Vec<(String, String, i32, f64)> = client
+        .query(
+            "SELECT cat_id, to_char(window_start AT TIME ZONE 'UTC', 'HH24:MI'), readings, \
+             avg_temp_c FROM cat_temperature_minutes ORDER BY 1, 2",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("cat-a".to_string(), "10:00".to_string(), 3, 38.0),
+            ("cat-a".to_string(), "10:01".to_string(), 2, 38.25),
+            ("cat-b".to_string(), "10:00".to_string(), 1, 40.0),
+        ]
+    );
+
+    // The late reading, in the lake with the rule and the reason.
+    crate::ingest::wait_for_count(
+        &fjord,
+        "SELECT count(*) FROM iceberg.data_on_eks.cat_wellness_late",
+        1,
+        Duration::from_secs(60),
+    )
+    .await?;
+    let client = fjord.connect().await?;
+    let rows = fjord_tests::query_text(
+        &client,
+        "SELECT rule, event_time, watermark, \"offset\", reason LIKE '%too late%', record \
+         FROM iceberg.data_on_eks.cat_wellness_late",
+    )
+    .await?;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        rows[0][..5],
+        [
+            "temperature_per_minute".to_string(),
+            "2026-11-03T10:00:59.000Z".into(),
+            "2026-11-03T10:01:02.000Z".into(),
+            "6".into(),
+            "t".into(),
+        ],
+        "{rows:?}"
+    );
+    assert!(rows[0][5].contains("\"body_temp_c\":50.0"), "{rows:?}");
+    let (_, health) = http_get(sidecar.http_address, "/health").await?;
+    assert!(health.contains("\"temperature_per_minute\""), "{health}");
     sidecar.stop().await?;
     Ok(())
 }
@@ -592,8 +774,8 @@ async fn the_live_alert_page_shows_alerts_as_they_fire() -> Result<()> {
 /// Bodies a webhook received, shared with its server.
 type Posted = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
-/// A webhook receiver on a free port: it answers its first request 503 and records the bodies
-/// of later ones. Returns its URL, the bodies and the number of requests.
+/// A webhook receiver on a free port: it answers its first two requests 503 and records the
+/// bodies of later ones. Returns its URL, the bodies and the number of requests.
 async fn webhook_receiver() -> Result<(
     String,
     Posted,
@@ -615,7 +797,7 @@ async fn webhook_receiver() -> Result<(
                     Arc<AtomicUsize>,
                 )>,
                  body: String| async move {
-                    if attempts.fetch_add(1, Ordering::SeqCst) == 0 {
+                    if attempts.fetch_add(1, Ordering::SeqCst) < 2 {
                         return StatusCode::SERVICE_UNAVAILABLE;
                     }
                     posted.lock().unwrap_or_else(|e| e.into_inner()).push(body);

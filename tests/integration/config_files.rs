@@ -63,6 +63,12 @@ fn check_config_accepts_the_reference_file_and_locates_mistakes() -> anyhow::Res
             "FROM `like`: no such pipeline",
         ),
         (
+            "[catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"w\"\n[ingest.kafka]\nbootstrap_servers = \"k:9092\"\n[ingest.pipelines.temps]\ntopics = [\"t\"]\ntable = \"s.temps\"\n[ingest.rules.hot]\nsql = \"SELECT cat_id, avg(c) FROM temps GROUP BY cat_id, TUMBLE(event_time, INTERVAL '1' MINUTE)\"\nkey = \"cat_id\"\n",
+            9,
+            "ingest.rules.hot.late_events_topic",
+            "needs a topic for the records that arrive after their window closed",
+        ),
+        (
             "[catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"w\"\n[ingest.kafka]\nbootstrap_servers = \"k:9092\"\n[ingest.pipelines.orders]\ntopics = [\"o\"]\ntable = \"s.orders\"\ncomit = {}\n",
             9,
             "ingest.pipelines.orders.comit",
