@@ -20,6 +20,32 @@ use tokio_util::sync::CancellationToken;
 
 /// `fjord check-config`: whether the file (or the embedded default) is valid, and what to
 /// print: a summary of its catalogs, or `file:line:column: key ...: reason`.
+/// "tumbling 1m windows", for the check's summary.
+fn describe_window(kind: &fjord_config::WindowKind) -> String {
+    let span = |duration: &std::time::Duration| {
+        let ms = duration.as_millis();
+        [
+            (86_400_000, "d"),
+            (3_600_000, "h"),
+            (60_000, "m"),
+            (1000, "s"),
+        ]
+        .into_iter()
+        .find(|(unit, _)| ms.is_multiple_of(*unit))
+        .map_or_else(
+            || format!("{ms}ms"),
+            |(unit, name)| format!("{}{name}", ms / unit),
+        )
+    };
+    match kind {
+        fjord_config::WindowKind::Tumble { size } => format!("tumbling {} windows", span(size)),
+        fjord_config::WindowKind::Hop { slide, size } => {
+            format!("{} windows every {}", span(size), span(slide))
+        }
+        fjord_config::WindowKind::Session { gap } => format!("sessions with a {} gap", span(gap)),
+    }
+}
+
 pub fn check_config(path: Option<&std::path::Path>) -> Result<String, fjord_config::ConfigError> {
     let config = match path {
         Some(path) => Config::load(path)?,
@@ -68,11 +94,22 @@ pub fn check_config(path: Option<&std::path::Path>) -> Result<String, fjord_conf
                 .rules
                 .iter()
                 .map(|(name, rule)| {
-                    let source = rule.shape().map(|shape| shape.source).unwrap_or_default();
-                    match &rule.kafka_topic {
-                        Some(topic) => format!("{name} ({source} -> {topic})"),
-                        None => format!("{name} ({source})"),
+                    let Ok(shape) = rule.shape() else {
+                        return name.clone();
+                    };
+                    let mut from = shape.source;
+                    if let Some(window) = &shape.window {
+                        from.push_str(&format!(", {}", describe_window(&window.kind)));
                     }
+                    let mut text = match &rule.kafka_topic {
+                        Some(topic) => format!("{name} ({from} -> {topic}"),
+                        None => format!("{name} ({from}"),
+                    };
+                    if let Some(late) = &rule.late_events_topic {
+                        text.push_str(&format!("; late records -> {late}"));
+                    }
+                    text.push(')');
+                    text
                 })
                 .collect();
             summary.push_str(&format!("; alert rules: {}", rules.join(", ")));

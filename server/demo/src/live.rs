@@ -29,9 +29,14 @@ pub const TOPICS: [&str; 4] = [
     "cafe-orders",
 ];
 
-/// The topics the scenario's alert rules write (root `config.toml`), created beside the others
-/// so that the rules can deliver from the first alert.
-pub const ALERT_TOPICS: [&str; 2] = ["cat-health-alerts", "potential-adopters"];
+/// The topics the scenario's alert rules write (root `config.toml`): alerts, and the readings
+/// too late for the fever watch's windows. Created beside the others so that the rules can
+/// deliver from the first alert.
+pub const ALERT_TOPICS: [&str; 3] = [
+    "cat-health-alerts",
+    "potential-adopters",
+    "cat-wellness-late",
+];
 
 /// Partitions of the topics the generator creates.
 const PARTITIONS: i32 = 6;
