@@ -116,7 +116,7 @@ fn interaction(n: usize, visitor: &str, cat: &str, kind: &str) -> (String, Vec<u
 
 /// Reads `topic` (every partition, from the start) until `want` records arrived and then
 /// `quiet` passed without more; returns the values as JSON with their Kafka keys.
-fn read_alerts(
+pub(crate) fn read_alerts(
     kafka: &Kafka,
     topic: &str,
     want: usize,

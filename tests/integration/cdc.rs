@@ -105,6 +105,11 @@ fn config(kafka: &Kafka) -> String {
              [ingest.pipelines.{table}.commit]\ninterval = \"300ms\"\nidle = \"100ms\"\n"
         ));
     }
+    // A rule over a change log: an alert for each update that leaves a cat adopted.
+    text.push_str(
+        "\n[ingest.rules.adoptions]\nsql = \"SELECT cat_id, name, 'ADOPTED' AS alert_type FROM cats \
+         WHERE _cdc_op = 'u' AND status = 'adopted'\"\nkey = \"cat_id\"\nkafka_topic = \"cat-adoptions\"\n",
+    );
     text
 }
 
@@ -119,6 +124,7 @@ async fn debezium_changes_land_and_the_current_state_matches_postgres() -> Resul
             .create_topic(&format!("workshop.public.{table}"), 2)
             .await?;
     }
+    kafka.create_topic("cat-adoptions", 1).await?;
     let fjord = Fjord::start("").await?;
     let config_path = fjord.directory.path().join("ingest.toml");
     std::fs::write(&config_path, config(&kafka))?;
@@ -255,6 +261,35 @@ async fn debezium_changes_land_and_the_current_state_matches_postgres() -> Resul
         type_of("weight_kg").contains("Decimal128(4, 1)"),
         "{types:?}"
     );
+
+    // The rule saw the change events as the change log has them: one alert per update to an
+    // adopted cat, each named by the event's position.
+    let updates = query_text(
+        &lake,
+        "SELECT _kafka_partition, _kafka_offset FROM iceberg.shelter.cats_changelog \
+         WHERE _cdc_op = 'u' AND status = 'adopted'",
+    )
+    .await?;
+    assert!(updates.len() >= 10, "{updates:?}");
+    let mut want: Vec<String> = updates
+        .iter()
+        .map(|row| format!("workshop.public.cats-{}-{}", row[0], row[1]))
+        .collect();
+    want.sort();
+    let alerts = tokio::task::block_in_place(|| {
+        crate::alerts::read_alerts(&kafka, "cat-adoptions", want.len(), Duration::from_secs(2))
+    })?;
+    let mut got: Vec<String> = alerts
+        .iter()
+        .map(|(key, alert)| {
+            assert_eq!(alert["alert_type"], "ADOPTED", "{alert}");
+            assert_eq!(alert["key"].as_str(), Some(key.as_str()), "{alert}");
+            let id = alert["alert_id"].as_str().unwrap_or_default();
+            id.rsplit('/').next().unwrap_or_default().to_string()
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, want);
 
     sidecar.stop().await?;
     Ok(())

@@ -954,13 +954,13 @@ impl IngestConfig {
                 ),
             ));
         };
-        if pipeline.format != ValueFormat::Json {
+        if pipeline.format == ValueFormat::Avro {
             return Err((
                 key("sql"),
                 format!(
-                    "pipeline `{}` reads {} records; rules read JSON pipelines only for now",
-                    shape.source,
-                    format!("{:?}", pipeline.format).to_lowercase()
+                    "pipeline `{}` reads Avro records; rules read JSON and Debezium pipelines \
+                     only for now",
+                    shape.source
                 ),
             ));
         }

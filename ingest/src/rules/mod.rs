@@ -3,8 +3,9 @@
 //!
 //! Each rule runs on a thread of its own with its own consumer, reading every partition of its
 //! pipeline's topics (assigned, not shared through a group, because a rule's keys are not the
-//! topics' keys), decoded as the pipeline decodes them. Records are taken in micro-batches of
-//! at most [`BATCH_WAIT`]; a batch's alerts are delivered before its offsets are committed
+//! topics' keys), decoded as the pipeline decodes them. Records are taken in micro-batches:
+//! what the consumer holds when the first record arrives, up to [`BATCH_WAIT`] or
+//! [`BATCH_RECORDS`] while more keep coming; a batch's alerts are delivered before its offsets are committed
 //! under the rule's own consumer group (`<group_id>-rule-<name>`).
 //!
 //! After a restart (a kill -9 included) a rule picks up where it was, without repeating or
@@ -35,11 +36,15 @@ use tokio::runtime::Handle;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use crate::debezium::DebeziumState;
 use crate::decode::{Chunk, DecodeState, Decoded, META_COLUMNS, decode_json, infer_table_schema};
 use eval::{Alert, LateRecord, RuleEngine, RuleSettings, WindowSettings};
 
-/// Longest a record waits before its batch is evaluated.
+/// Longest a record waits before its batch is evaluated, while more keep coming.
 pub const BATCH_WAIT: Duration = Duration::from_millis(100);
+/// librdkafka's `fetch.wait.max.ms` for rule consumers, unless `[ingest.kafka.properties]`
+/// sets it.
+const RULE_FETCH_WAIT_MS: &str = "10";
 /// Most records evaluated in one batch.
 const BATCH_RECORDS: usize = 10_000;
 /// Alerts the live feed keeps for pages that open later.
@@ -162,6 +167,8 @@ struct Runner<'a> {
     schema: Option<SchemaRef>,
     engine: Option<RuleEngine>,
     decode_state: DecodeState,
+    /// For a Debezium pipeline: column types and keys learnt from the change events.
+    debezium: Option<DebeziumState>,
     chunk: Chunk,
     /// Next offset per partition after the records in `chunk`.
     next: BTreeMap<(Arc<str>, i32), i64>,
@@ -189,6 +196,11 @@ impl<'a> Runner<'a> {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", spec.config.start_from.as_librdkafka())
             .set("isolation.level", "read_committed");
+        // A broker may hold a fetch this long even when it has records (tansu does): short,
+        // for alerts within milliseconds, unless the operator chose otherwise.
+        if !spec.kafka.properties.contains_key("fetch.wait.max.ms") {
+            config.set("fetch.wait.max.ms", RULE_FETCH_WAIT_MS);
+        }
         let consumer: BaseConsumer = config
             .create()
             .map_err(|error| format!("cannot create the rule's consumer: {error}"))?;
@@ -199,9 +211,11 @@ impl<'a> Runner<'a> {
             .or(spec.config.late_events_topic.as_ref())
         {
             Some(_) => Some(
+                // A batch's alerts are produced together and then awaited: waiting for more
+                // to join them would only delay them.
                 crate::pipeline::client_config(&spec.kafka, None)
                     .set("acks", "all")
-                    .set("linger.ms", "5")
+                    .set("linger.ms", "0")
                     .create::<FutureProducer>()
                     .map_err(|error| format!("cannot create the alerts' producer: {error}"))?,
             ),
@@ -219,6 +233,8 @@ impl<'a> Runner<'a> {
             schema: None,
             engine: None,
             decode_state: DecodeState::default(),
+            debezium: (spec.pipeline.format == fjord_config::ValueFormat::Debezium)
+                .then(DebeziumState::default),
             chunk: Chunk::default(),
             next: BTreeMap::new(),
             topics: BTreeMap::new(),
@@ -236,11 +252,15 @@ impl<'a> Runner<'a> {
         }
         let mut first_at: Option<Instant> = None;
         while !shutdown.is_cancelled() {
-            let wait = match first_at {
-                Some(first) => BATCH_WAIT.saturating_sub(first.elapsed()),
-                None => BATCH_WAIT,
+            // With records in hand, only what the consumer already holds joins them: a batch
+            // is evaluated as soon as the consumer has nothing more at once.
+            let wait = if self.chunk.is_empty() {
+                BATCH_WAIT
+            } else {
+                Duration::ZERO
             };
-            match self.consumer.poll(wait.max(Duration::from_millis(1))) {
+            let mut drained = false;
+            match self.consumer.poll(wait) {
                 Some(Ok(message)) => {
                     let topic = self
                         .topics
@@ -267,14 +287,34 @@ impl<'a> Runner<'a> {
                     } else {
                         &mut self.held
                     };
-                    target.push(
-                        topic,
-                        partition,
-                        offset,
-                        message.timestamp().to_millis(),
-                        message.key(),
-                        message.payload().unwrap_or_default(),
-                    );
+                    let timestamp = message.timestamp().to_millis();
+                    match &mut self.debezium {
+                        // A change event becomes its change-log row, as the pipeline lands it.
+                        Some(debezium) => {
+                            match debezium.flatten(message.key(), message.payload()) {
+                                Ok(row) => target.push_rewritten(
+                                    topic,
+                                    partition,
+                                    offset,
+                                    timestamp,
+                                    message.key(),
+                                    &row,
+                                    message.payload(),
+                                ),
+                                Err(error) => {
+                                    tracing::debug!(rule = %self.spec.name, %error, "a record that is not a change event is skipped (the pipeline sends it to its dead letters)");
+                                }
+                            }
+                        }
+                        None => target.push(
+                            topic,
+                            partition,
+                            offset,
+                            timestamp,
+                            message.key(),
+                            message.payload().unwrap_or_default(),
+                        ),
+                    }
                     first_at.get_or_insert_with(Instant::now);
                     if replaying && self.replay_until.is_empty() {
                         // Caught up: the replayed records first, then the held ones.
@@ -287,9 +327,10 @@ impl<'a> Runner<'a> {
                 Some(Err(error)) => {
                     tracing::warn!(rule = %self.spec.name, %error, "reading the rule's topics");
                 }
-                None => {}
+                None => drained = true,
             }
-            let due = first_at.is_some_and(|first| first.elapsed() >= BATCH_WAIT)
+            let due = (drained && !self.chunk.is_empty())
+                || first_at.is_some_and(|first| first.elapsed() >= BATCH_WAIT)
                 || self.chunk.len() >= BATCH_RECORDS;
             if due {
                 self.evaluate_until_delivered(shutdown)?;
@@ -564,7 +605,11 @@ impl<'a> Runner<'a> {
             .fetch_add(chunk.len() as u64, Ordering::Relaxed);
         let event_time = self.spec.pipeline.event_time.as_deref();
         if self.schema.is_none() {
-            self.schema = Some(Arc::new(infer_table_schema(&chunk, event_time)));
+            let inferred = infer_table_schema(&chunk, event_time);
+            self.schema = Some(Arc::new(match &self.debezium {
+                Some(debezium) => debezium.table_schema(&inferred),
+                None => inferred,
+            }));
         }
         for _ in 0..8 {
             let schema = self.schema.clone().expect("set above");
@@ -622,7 +667,10 @@ impl<'a> Runner<'a> {
                         .filter(|f| !META_COLUMNS.contains(&f.name().as_str()))
                         .map(|f| f.as_ref().clone())
                         .collect();
-                    all.extend(fields);
+                    all.extend(fields.iter().map(|field| match &self.debezium {
+                        Some(debezium) => debezium.hinted(field),
+                        None => field.clone(),
+                    }));
                     all.extend(crate::decode::meta_fields());
                     let widened = Arc::new(Schema::new(all));
                     self.schema = Some(widened.clone());
