@@ -171,6 +171,7 @@ impl IngestServer {
                 postgres,
                 config: rule.clone(),
                 shape,
+                registry: ingest.schema_registry.clone(),
                 pipeline: pipeline.clone(),
                 kafka: ingest.kafka.clone(),
                 metrics: registry.rule(name),

@@ -995,7 +995,12 @@ async fn avro_with_a_schema_registry_lands_and_evolves() -> Result<()> {
             registry.url
         ),
     );
+    // A rule over the same Avro records, decoded as the pipeline decodes them.
+    let text = text
+        + "\n[ingest.rules.busy_cats]\nsql = \"SELECT cat_id, count(*) AS readings FROM wellness \
+           GROUP BY cat_id HAVING count(*) >= 20\"\nkey = \"cat_id\"\nkafka_topic = \"busy-cats\"\n";
     std::fs::write(&config, text)?;
+    kafka.create_topic("busy-cats", 1).await?;
 
     let v1 = r#"{"type":"record","name":"Wellness","namespace":"cafe","fields":[
         {"name":"event_id","type":"string"},
@@ -1092,6 +1097,19 @@ async fn avro_with_a_schema_registry_lands_and_evolves() -> Result<()> {
     .await?;
     assert!(letters[0][0].contains("schema id 999"), "{letters:?}");
     assert!(letters[1][0].contains("wire format"), "{letters:?}");
+    // Every cat has 21 or 22 readings over both schema versions: each fires once, at its 20th.
+    let busy = tokio::task::block_in_place(|| {
+        crate::alerts::read_alerts(&kafka, "busy-cats", 7, Duration::from_secs(2))
+    })?;
+    let mut fired: Vec<(String, serde_json::Value)> = busy
+        .iter()
+        .map(|(key, alert)| (key.clone(), alert["readings"].clone()))
+        .collect();
+    fired.sort_by(|a, b| a.0.cmp(&b.0));
+    let want: Vec<(String, serde_json::Value)> = (0..7)
+        .map(|cat| (format!("cat-{cat}"), serde_json::json!(20)))
+        .collect();
+    assert_eq!(fired, want, "{busy:?}");
     sidecar.stop().await?;
     Ok(())
 }

@@ -954,16 +954,6 @@ impl IngestConfig {
                 ),
             ));
         };
-        if pipeline.format == ValueFormat::Avro {
-            return Err((
-                key("sql"),
-                format!(
-                    "pipeline `{}` reads Avro records; rules read JSON and Debezium pipelines \
-                     only for now",
-                    shape.source
-                ),
-            ));
-        }
         if let Some(cooldown) = &rule.cooldown
             && parse_duration(cooldown).is_none_or(|duration| duration.is_zero())
         {

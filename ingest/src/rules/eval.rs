@@ -255,6 +255,18 @@ impl RuleEngine {
         self.groups.len() + self.windows.held()
     }
 
+    /// For a per-record rule with a cooldown: when keys last fired, as an earlier run
+    /// delivered their alerts, so that a restart does not fire them again too soon.
+    pub fn remember_firings(&mut self, firings: impl IntoIterator<Item = (String, SystemTime)>) {
+        if self.settings.cooldown.is_none() || !matches!(self.plan, Plan::PerRecord { .. }) {
+            return;
+        }
+        for (key, at) in firings {
+            let last = self.last_fired.entry(key).or_insert(at);
+            *last = (*last).max(at);
+        }
+    }
+
     /// The records found too late for their window since the last call.
     pub fn take_late(&mut self) -> Vec<LateRecord> {
         std::mem::take(&mut self.late)
@@ -1095,6 +1107,37 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[tokio::test]
+    async fn a_cooldown_remembered_from_an_earlier_run_holds() {
+        let mut rule = engine(
+            "SELECT cat_id FROM cat_interactions WHERE duration_seconds > 60",
+            "cat_id",
+            Some(Duration::from_secs(600)),
+        )
+        .await;
+        let t = SystemTime::now();
+        // c1 fired five minutes ago, before a restart; c2 fired long ago.
+        rule.remember_firings([
+            ("c1".to_string(), t - Duration::from_secs(300)),
+            ("c2".to_string(), t - Duration::from_secs(3000)),
+        ]);
+        let alerts = rule
+            .process(
+                &batch(&[("ann", "c1", "pet", 90.0), ("ann", "c2", "pet", 90.0)], 0),
+                t,
+            )
+            .unwrap();
+        let keys: Vec<_> = alerts.iter().map(|a| a.key.as_str()).collect();
+        assert_eq!(keys, ["c2"]);
+        let later = rule
+            .process(
+                &batch(&[("ann", "c1", "pet", 90.0)], 2),
+                t + Duration::from_secs(301),
+            )
+            .unwrap();
+        assert_eq!(later.len(), 1, "the cooldown ran out");
     }
 
     #[tokio::test]

@@ -16,7 +16,8 @@
 //! - alerts raised by records before the committed offsets were delivered before that commit,
 //!   so they are not sent again;
 //! - alerts delivered after the last commit, before the crash, are found in the rule's Kafka
-//!   topic (read once at start, by alert id) and not sent again.
+//!   topic (read once at start, by alert id) and not sent again; the same read tells a
+//!   per-record rule when each key last fired, so its cooldowns hold across the restart.
 
 pub mod eval;
 
@@ -134,6 +135,8 @@ pub struct RuleSpec {
     pub feed: AlertFeed,
     /// The Postgres table alerts are upserted into.
     pub postgres: Option<PostgresSink>,
+    /// The schema registry, for a rule over an Avro pipeline.
+    pub registry: Option<fjord_config::SchemaRegistryConfig>,
 }
 
 /// A Postgres table that receives a rule's alerts by upsert on `key`.
@@ -169,6 +172,8 @@ struct Runner<'a> {
     decode_state: DecodeState,
     /// For a Debezium pipeline: column types and keys learnt from the change events.
     debezium: Option<DebeziumState>,
+    /// For an Avro pipeline: the decoder with the writers' schemas from the registry.
+    avro: Option<crate::avro::AvroDecoder>,
     chunk: Chunk,
     /// Next offset per partition after the records in `chunk`.
     next: BTreeMap<(Arc<str>, i32), i64>,
@@ -178,6 +183,8 @@ struct Runner<'a> {
     committed: HashMap<(String, i32), i64>,
     /// Ids of this rule's alerts already in its Kafka topic when it started.
     delivered: HashSet<String>,
+    /// When each key last fired, from those alerts: a per-record rule's cooldowns.
+    firings: HashMap<String, SystemTime>,
     /// Partitions a grouped rule still reads again up to its committed offset, to rebuild
     /// its state; records past that wait in `held` meanwhile.
     replay_until: HashMap<(String, i32), i64>,
@@ -235,11 +242,20 @@ impl<'a> Runner<'a> {
             decode_state: DecodeState::default(),
             debezium: (spec.pipeline.format == fjord_config::ValueFormat::Debezium)
                 .then(DebeziumState::default),
+            avro: match spec.pipeline.format {
+                fjord_config::ValueFormat::Avro => Some(crate::avro::AvroDecoder::new(
+                    spec.registry
+                        .clone()
+                        .ok_or("an Avro pipeline needs [ingest.schema_registry]")?,
+                )),
+                _ => None,
+            },
             chunk: Chunk::default(),
             next: BTreeMap::new(),
             topics: BTreeMap::new(),
             committed: HashMap::new(),
             delivered: HashSet::new(),
+            firings: HashMap::new(),
             replay_until: HashMap::new(),
             held: Chunk::default(),
         })
@@ -550,6 +566,14 @@ impl<'a> Runner<'a> {
                         && let Some(id) = alert["alert_id"].as_str()
                     {
                         self.delivered.insert(id.to_string());
+                        if let (Some(key), Some(fired_at)) =
+                            (alert["key"].as_str(), alert["fired_at"].as_str())
+                            && let Ok(at) = chrono::DateTime::parse_from_rfc3339(fired_at)
+                        {
+                            let at = SystemTime::from(at);
+                            let last = self.firings.entry(key.to_string()).or_insert(at);
+                            *last = (*last).max(at);
+                        }
                     }
                     if ends
                         .get(&message.partition())
@@ -603,6 +627,9 @@ impl<'a> Runner<'a> {
             .metrics
             .records
             .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        if self.avro.is_some() {
+            return self.evaluate_avro(&chunk);
+        }
         let event_time = self.spec.pipeline.event_time.as_deref();
         if self.schema.is_none() {
             let inferred = infer_table_schema(&chunk, event_time);
@@ -613,40 +640,11 @@ impl<'a> Runner<'a> {
         }
         for _ in 0..8 {
             let schema = self.schema.clone().expect("set above");
-            if self.engine.is_none() {
-                let config = &self.spec.config;
-                let settings = RuleSettings {
-                    name: self.spec.name.as_str().into(),
-                    source: self.spec.shape.source.clone(),
-                    sql: self.spec.shape.sql.clone(),
-                    key: config.key.clone(),
-                    cooldown: config.cooldown(),
-                    state_ttl: config.state_ttl(),
-                    window: self.spec.shape.window.clone().map(|window| WindowSettings {
-                        window,
-                        watermark_delay: config.watermark_delay(),
-                        allowed_lateness: config.allowed_lateness(),
-                    }),
-                };
-                let engine = self
-                    .handle
-                    .block_on(RuleEngine::new(settings, schema.clone()))
-                    .map_err(|error| {
-                        format!(
-                            "rule `{}` cannot be evaluated over pipeline `{}`: {error}",
-                            self.spec.name, self.spec.shape.source
-                        )
-                    })?;
-                self.engine = Some(engine);
-            }
-            let now_micros = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_micros() as i64);
             let decoded = decode_json(
                 &chunk,
                 &schema,
                 event_time,
-                now_micros,
+                now_micros(),
                 &mut self.decode_state,
             )?;
             match decoded {
@@ -657,30 +655,109 @@ impl<'a> Runner<'a> {
                     let Some(batch) = batch else {
                         return Ok(Vec::new());
                     };
-                    let engine = self.engine.as_mut().expect("planned above");
-                    return engine.process(&batch, SystemTime::now());
+                    return self.engine(&schema)?.process(&batch, SystemTime::now());
                 }
-                Decoded::NeedsColumns(fields) => {
-                    let mut all: Vec<_> = schema
-                        .fields()
-                        .iter()
-                        .filter(|f| !META_COLUMNS.contains(&f.name().as_str()))
-                        .map(|f| f.as_ref().clone())
-                        .collect();
-                    all.extend(fields.iter().map(|field| match &self.debezium {
-                        Some(debezium) => debezium.hinted(field),
-                        None => field.clone(),
-                    }));
-                    all.extend(crate::decode::meta_fields());
-                    let widened = Arc::new(Schema::new(all));
-                    self.schema = Some(widened.clone());
-                    if let Some(engine) = &mut self.engine {
-                        self.handle.block_on(engine.replan(widened))?;
-                    }
-                }
+                Decoded::NeedsColumns(fields) => self.widen(&schema, fields)?,
             }
         }
         Err("the stream's columns kept changing while decoding".into())
+    }
+
+    /// Avro: each record decoded on its writer's schema (from the registry), then shaped as
+    /// the rule's columns, as the pipeline shapes them for its table.
+    fn evaluate_avro(&mut self, chunk: &Chunk) -> Result<Vec<Alert>, String> {
+        let avro = self.avro.as_mut().expect("an Avro pipeline");
+        let (batches, rejected) = self.handle.block_on(avro.decode(chunk))?;
+        if !rejected.is_empty() {
+            tracing::warn!(rule = %self.spec.name, records = rejected.len(), first = %rejected[0].error, "records the rule cannot decode are skipped (the pipeline sends them to its dead letters)");
+        }
+        let mut alerts = Vec::new();
+        for (batch, rows) in &batches {
+            if self.schema.is_none() {
+                self.schema = Some(Arc::new(crate::avro::table_schema_for(&batch.schema())));
+            }
+            let mut shaped = None;
+            for _ in 0..8 {
+                let schema = self.schema.clone().expect("set above");
+                match crate::avro::conform(batch, rows, chunk, &schema, now_micros()) {
+                    Ok(Decoded::Rows { batch, .. }) => {
+                        shaped = Some(batch);
+                        break;
+                    }
+                    Ok(Decoded::NeedsColumns(fields)) => self.widen(&schema, fields)?,
+                    Err(error) => {
+                        tracing::warn!(rule = %self.spec.name, records = rows.len(), %error, "records that do not fit the rule's columns are skipped");
+                        shaped = Some(None);
+                        break;
+                    }
+                }
+            }
+            let Some(shaped) = shaped else {
+                return Err("the stream's columns kept changing while decoding".into());
+            };
+            if let Some(shaped) = shaped {
+                let schema = self.schema.clone().expect("set above");
+                alerts.extend(self.engine(&schema)?.process(&shaped, SystemTime::now())?);
+            }
+        }
+        Ok(alerts)
+    }
+
+    /// The rule's engine, planned against `schema` the first time.
+    fn engine(&mut self, schema: &SchemaRef) -> Result<&mut RuleEngine, String> {
+        if self.engine.is_none() {
+            let config = &self.spec.config;
+            let settings = RuleSettings {
+                name: self.spec.name.as_str().into(),
+                source: self.spec.shape.source.clone(),
+                sql: self.spec.shape.sql.clone(),
+                key: config.key.clone(),
+                cooldown: config.cooldown(),
+                state_ttl: config.state_ttl(),
+                window: self.spec.shape.window.clone().map(|window| WindowSettings {
+                    window,
+                    watermark_delay: config.watermark_delay(),
+                    allowed_lateness: config.allowed_lateness(),
+                }),
+            };
+            let mut engine = self
+                .handle
+                .block_on(RuleEngine::new(settings, schema.clone()))
+                .map_err(|error| {
+                    format!(
+                        "rule `{}` cannot be evaluated over pipeline `{}`: {error}",
+                        self.spec.name, self.spec.shape.source
+                    )
+                })?;
+            engine.remember_firings(std::mem::take(&mut self.firings));
+            self.engine = Some(engine);
+        }
+        Ok(self.engine.as_mut().expect("planned above"))
+    }
+
+    /// Widens the rule's columns with `fields` that records brought, and plans it again.
+    fn widen(
+        &mut self,
+        schema: &SchemaRef,
+        fields: Vec<arrow::datatypes::Field>,
+    ) -> Result<(), String> {
+        let mut all: Vec<_> = schema
+            .fields()
+            .iter()
+            .filter(|f| !META_COLUMNS.contains(&f.name().as_str()))
+            .map(|f| f.as_ref().clone())
+            .collect();
+        all.extend(fields.iter().map(|field| match &self.debezium {
+            Some(debezium) => debezium.hinted(field),
+            None => field.clone(),
+        }));
+        all.extend(crate::decode::meta_fields());
+        let widened = Arc::new(Schema::new(all));
+        self.schema = Some(widened.clone());
+        if let Some(engine) = &mut self.engine {
+            self.handle.block_on(engine.replan(widened))?;
+        }
+        Ok(())
     }
 
     /// Delivers to every sink: Kafka, then Postgres, then the webhook. A failure is retried
@@ -802,6 +879,12 @@ fn produce_all(
         }
         Ok(())
     })
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
 }
 
 /// Partitions of `topic` (0 when it does not exist).
