@@ -42,10 +42,10 @@ def event(i, kind="event"):
     ).encode()
 
 
-def producer(bootstrap):
+def producer(bootstrap, linger_ms=20):
     from confluent_kafka import Producer
 
-    return Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "queue.buffering.max.messages": 1_000_000})
+    return Producer({"bootstrap.servers": bootstrap, "linger.ms": linger_ms, "queue.buffering.max.messages": 1_000_000})
 
 
 def produce(bootstrap, topic, start, count):
