@@ -389,34 +389,15 @@ async fn the_cat_cafe_rules_raise_exactly_the_alerts_their_events_call_for() -> 
     Ok(())
 }
 
-/// A per-minute temperature rule over event time, fed readings out of order and one too late:
-/// each cat's minute gives its result once the watermark passes, to Kafka and by upsert to a
-/// Postgres table, and the late reading lands in the lake with the rule and the reason.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tumbling_window_rule_gives_each_minute_once_and_keeps_late_readings() -> Result<()> {
-    let kafka = Kafka::start().await?;
-    // One partition: the order the readings arrive in is the order they were produced.
-    for topic in [
-        "cat-wellness-iot",
-        "cat-temperature-minutes",
-        "cat-wellness-late",
-    ] {
-        kafka.create_topic(topic, 1).await?;
-    }
-    let fjord = Fjord::start("").await?;
-    let postgres = Postgres::start()?;
-    postgres.psql_admin(
-        "workshop",
-        "CREATE TABLE cat_temperature_minutes (cat_id text, window_start timestamptz, \
-         window_end timestamptz, readings integer, avg_temp_c double precision, \
-         alert_id text NOT NULL, PRIMARY KEY (cat_id, window_start))",
-    )?;
+/// The per-minute temperature rule over `cat-wellness-iot`, its late records landed in
+/// `data_on_eks.cat_wellness_late`; with `postgres`, its results upserted into that server's
+/// `public.cat_temperature_minutes`.
+fn window_config(fjord: &Fjord, kafka: &Kafka, postgres: Option<&Postgres>) -> Result<PathBuf> {
     let mut text = String::from(
         "[server]\ndefault_catalog = \"iceberg\"\n[demo]\nbuild_on_start = false\n\
          [catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"warehouse\"\n\n[ingest]\ncatalog = \"iceberg\"\n",
     );
     text.push_str(&kafka.ingest_kafka_toml("windows-e2e"));
-    text.push_str(&postgres.catalog_toml("postgresql"));
     text.push_str(
         r#"
 [ingest.pipelines.cat_wellness]
@@ -441,21 +422,51 @@ key = "cat_id"
 kafka_topic = "cat-temperature-minutes"
 late_events_topic = "cat-wellness-late"
 watermark_delay = "10s"
-[ingest.rules.temperature_per_minute.postgres]
-catalog = "postgresql"
-table = "public.cat_temperature_minutes"
-key = ["cat_id", "window_start"]
 "#,
     );
-    let config = fjord.directory.path().join("ingest.toml");
-    std::fs::write(&config, text)?;
-
-    let reading = |n: usize, cat: &str, time: &str, temp: f64| -> (String, Vec<u8>) {
-        let value = format!(
-            r#"{{"event_id": "t-{n}", "event_time": "2026-11-03T10:{time}Z", "cat_id": "{cat}", "activity_level": 5.0, "heart_rate_bpm": 120, "hours_since_last_drink": 1.0, "body_temp_c": {temp:.1}}}"#
+    if let Some(postgres) = postgres {
+        text.push_str(&postgres.catalog_toml("postgresql"));
+        text.push_str(
+            "[ingest.rules.temperature_per_minute.postgres]\ncatalog = \"postgresql\"\n\
+             table = \"public.cat_temperature_minutes\"\nkey = [\"cat_id\", \"window_start\"]\n",
         );
-        (cat.to_string(), value.into_bytes())
-    };
+    }
+    let path = fjord.directory.path().join("ingest.toml");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// A wellness reading of `cat` at 2026-11-03T10:`time`Z.
+fn temperature(n: usize, cat: &str, time: &str, temp: f64) -> (String, Vec<u8>) {
+    let value = format!(
+        r#"{{"event_id": "t-{n}", "event_time": "2026-11-03T10:{time}Z", "cat_id": "{cat}", "activity_level": 5.0, "heart_rate_bpm": 120, "hours_since_last_drink": 1.0, "body_temp_c": {temp:.1}}}"#
+    );
+    (cat.to_string(), value.into_bytes())
+}
+
+/// A per-minute temperature rule over event time, fed readings out of order and one too late:
+/// each cat's minute gives its result once the watermark passes, to Kafka and by upsert to a
+/// Postgres table, and the late reading lands in the lake with the rule and the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tumbling_window_rule_gives_each_minute_once_and_keeps_late_readings() -> Result<()> {
+    let kafka = Kafka::start().await?;
+    // One partition: the order the readings arrive in is the order they were produced.
+    for topic in [
+        "cat-wellness-iot",
+        "cat-temperature-minutes",
+        "cat-wellness-late",
+    ] {
+        kafka.create_topic(topic, 1).await?;
+    }
+    let fjord = Fjord::start("").await?;
+    let postgres = Postgres::start()?;
+    postgres.psql_admin(
+        "workshop",
+        "CREATE TABLE cat_temperature_minutes (cat_id text, window_start timestamptz, \
+         window_end timestamptz, readings integer, avg_temp_c double precision, \
+         alert_id text NOT NULL, PRIMARY KEY (cat_id, window_start))",
+    )?;
+    let config = window_config(&fjord, &kafka, Some(&postgres))?;
     let readings = [
         ("cat-a", "00:05", 38.0),
         ("cat-a", "00:50", 39.0),
@@ -473,7 +484,7 @@ key = ["cat_id", "window_start"]
     let events: Vec<_> = readings
         .iter()
         .enumerate()
-        .map(|(n, (cat, time, temp))| reading(n, cat, time, *temp))
+        .map(|(n, (cat, time, temp))| temperature(n, cat, time, *temp))
         .collect();
     kafka.produce("cat-wellness-iot", &events).await?;
     let sidecar = start_sidecar(&config, &[]).await?;
@@ -568,6 +579,116 @@ key = ["cat_id", "window_start"]
     let (_, health) = http_get(sidecar.http_address, "/health").await?;
     assert!(health.contains("\"temperature_per_minute\""), "{health}");
     sidecar.stop().await?;
+    Ok(())
+}
+
+/// kill -9 while a minute is open: the restarted sidecar rebuilds the open window from the
+/// topic, so the minute that spans the crash counts the readings from both sides, and no
+/// result or late record from before the crash is given again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_open_across_a_kill_counts_both_sides_and_repeats_nothing() -> Result<()> {
+    let kafka = Kafka::start().await?;
+    for topic in [
+        "cat-wellness-iot",
+        "cat-temperature-minutes",
+        "cat-wellness-late",
+    ] {
+        kafka.create_topic(topic, 1).await?;
+    }
+    let fjord = Fjord::start("").await?;
+    let config = window_config(&fjord, &kafka, None)?;
+    let produce = |readings: &[(&str, &str, f64)], first: usize| {
+        readings
+            .iter()
+            .enumerate()
+            .map(|(n, (cat, time, temp))| temperature(first + n, cat, time, *temp))
+            .collect::<Vec<_>>()
+    };
+    let before = produce(
+        &[
+            ("cat-a", "00:10", 38.0),
+            ("cat-b", "00:20", 39.0),
+            ("cat-a", "01:05", 38.0),
+            // Closes 10:00 for both cats.
+            ("cat-b", "01:15", 40.0),
+            // Late for 10:00.
+            ("cat-a", "00:30", 45.0),
+        ],
+        0,
+    );
+    kafka.produce("cat-wellness-iot", &before).await?;
+    let mut sidecar = IngestProcess::spawn(&fjord_binary(), &config, &[])?;
+    tokio::task::block_in_place(|| {
+        read_alerts(
+            &kafka,
+            "cat-temperature-minutes",
+            2,
+            Duration::from_millis(200),
+        )
+    })?;
+    tokio::time::sleep(Duration::from_millis(rand_millis(1000))).await;
+    sidecar.kill()?;
+
+    let after = produce(
+        &[
+            ("cat-a", "01:40", 40.0),
+            ("cat-b", "01:50", 42.0),
+            // Closes 10:01 for both cats.
+            ("cat-a", "02:30", 38.0),
+        ],
+        10,
+    );
+    kafka.produce("cat-wellness-iot", &after).await?;
+    let mut sidecar = IngestProcess::spawn(&fjord_binary(), &config, &[])?;
+    let summary = |alerts: &[(String, serde_json::Value)]| {
+        let mut found: Vec<(String, serde_json::Value, serde_json::Value)> = alerts
+            .iter()
+            .map(|(_, alert)| {
+                (
+                    alert["alert_id"].as_str().unwrap_or_default().to_string(),
+                    alert["readings"].clone(),
+                    alert["avg_temp_c"].clone(),
+                )
+            })
+            .collect();
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found
+    };
+    let minute = |cat: &str, start: &str, readings: u64, temp: f64| {
+        (
+            format!("temperature_per_minute/{cat}/2026-11-03T10:{start}:00.000Z"),
+            serde_json::json!(readings),
+            serde_json::json!(temp),
+        )
+    };
+    let want = [
+        minute("cat-a", "00", 1, 38.0),
+        minute("cat-a", "01", 2, 39.0),
+        minute("cat-b", "00", 1, 39.0),
+        minute("cat-b", "01", 2, 41.0),
+    ];
+    let alerts = tokio::task::block_in_place(|| {
+        read_alerts(&kafka, "cat-temperature-minutes", 4, Duration::from_secs(5))
+    })?;
+    assert_eq!(summary(&alerts), want, "{alerts:?}");
+    let late = tokio::task::block_in_place(|| {
+        read_alerts(&kafka, "cat-wellness-late", 1, Duration::from_secs(1))
+    })?;
+    assert_eq!(late.len(), 1, "the late reading once: {late:?}");
+    assert_eq!(late[0].1["offset"], 4, "{late:?}");
+
+    // Once more, with nothing new: the replay gives nothing that was delivered.
+    sidecar.kill()?;
+    let _sidecar = IngestProcess::spawn(&fjord_binary(), &config, &[])?;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let alerts = tokio::task::block_in_place(|| {
+        read_alerts(&kafka, "cat-temperature-minutes", 4, Duration::from_secs(2))
+    })?;
+    assert_eq!(summary(&alerts), want, "{alerts:?}");
+    let late = tokio::task::block_in_place(|| {
+        read_alerts(&kafka, "cat-wellness-late", 1, Duration::from_secs(1))
+    })?;
+    assert_eq!(late.len(), 1, "{late:?}");
     Ok(())
 }
 

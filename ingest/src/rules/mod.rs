@@ -17,7 +17,8 @@
 //!   so they are not sent again;
 //! - alerts delivered after the last commit, before the crash, are found in the rule's Kafka
 //!   topic (read once at start, by alert id) and not sent again; the same read tells a
-//!   per-record rule when each key last fired, so its cooldowns hold across the restart.
+//!   per-record rule when each key last fired, so its cooldowns hold across the restart. A
+//!   windowed rule's late records are found in their topic the same way.
 
 pub mod eval;
 
@@ -264,7 +265,10 @@ impl<'a> Runner<'a> {
     fn run(&mut self, shutdown: &CancellationToken) -> Result<(), String> {
         self.assign(shutdown)?;
         if let Some(topic) = self.spec.config.kafka_topic.clone() {
-            self.load_delivered(&topic)?;
+            self.load_delivered(&topic, "alert_id")?;
+        }
+        if let Some(topic) = self.spec.config.late_events_topic.clone() {
+            self.load_delivered(&topic, "late_id")?;
         }
         let mut first_at: Option<Instant> = None;
         while !shutdown.is_cancelled() {
@@ -468,8 +472,11 @@ impl<'a> Runner<'a> {
             .as_mut()
             .map(RuleEngine::take_late)
             .unwrap_or_default();
-        // Late records before the committed offsets went to their topic in an earlier run.
-        late.retain(|record| !self.committed_before(&record.source));
+        // Late records before the committed offsets, or found in their topic at start, went
+        // there in an earlier run.
+        late.retain(|record| {
+            !self.committed_before(&record.source) && !self.delivered.contains(&record.id)
+        });
         let mut backoff = Duration::from_millis(200);
         let mut done = Delivered::default();
         loop {
@@ -521,8 +528,9 @@ impl<'a> Runner<'a> {
             .is_some_and(|committed| offset < committed)
     }
 
-    /// Reads the ids of this rule's alerts in `topic` (all of it, once, at start).
-    fn load_delivered(&mut self, topic: &str) -> Result<(), String> {
+    /// Reads the ids (`id_field`) of this rule's alerts or late records in `topic` (all of it,
+    /// once, at start).
+    fn load_delivered(&mut self, topic: &str, id_field: &str) -> Result<(), String> {
         let reader: BaseConsumer = crate::pipeline::client_config(&self.spec.kafka, None)
             .set(
                 "group.id",
@@ -563,7 +571,7 @@ impl<'a> Runner<'a> {
                     if let Some(alert) = message.payload().and_then(|payload| {
                         serde_json::from_slice::<serde_json::Value>(payload).ok()
                     }) && alert["rule"].as_str() == Some(self.spec.name.as_str())
-                        && let Some(id) = alert["alert_id"].as_str()
+                        && let Some(id) = alert[id_field].as_str()
                     {
                         self.delivered.insert(id.to_string());
                         if let (Some(key), Some(fired_at)) =
