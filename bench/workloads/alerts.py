@@ -22,8 +22,8 @@ import threading
 import time
 import urllib.request
 
-from runner import Measurement, free_port, wait_for
-from workloads.ingest import create_topic, producer
+from runner import Measurement, free_port, rss_mb, wait_for
+from workloads.ingest import consume_rate, create_topic, producer
 
 NAME = "alerts"
 DESCRIPTION = "event-to-alert latency p50/p99 (Kafka and live feed) vs the broker's own; a rule over 1M keys"
@@ -96,11 +96,7 @@ event_time = "event_time"
         return values
 
     def rss_mb(self):
-        with open(f"/proc/{self.process.pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        return float("nan")
+        return rss_mb(self.process.pid)
 
     def stop(self):
         self.process.terminate()
@@ -273,32 +269,6 @@ key = "visitor_id"
         sidecar.stop()
 
 
-def consume_rate(bootstrap, events):
-    """Seconds per million events for a bare consumer that only reads them."""
-    from confluent_kafka import Consumer
-
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap,
-        "group.id": f"bare-{time.monotonic_ns()}",
-        "auto.offset.reset": "earliest",
-        "enable.auto.commit": False,
-        "fetch.wait.max.ms": FETCH_WAIT_MS,
-    })
-    consumer.subscribe([STATE_INPUT])
-    seen, first = 0, None
-    deadline = time.monotonic() + 600
-    while seen < events and time.monotonic() < deadline:
-        for message in consumer.consume(num_messages=10_000, timeout=0.5):
-            if message.error():
-                continue
-            if first is None:
-                first = (time.monotonic(), seen)
-            seen += 1
-    elapsed = time.monotonic() - first[0]
-    consumer.close()
-    return elapsed / (seen - first[1]) * 1e6
-
-
 def run(bench):
     bootstrap = bench.tansu.bootstrap
     for topic in (INPUT, ALERTS, STATE_INPUT):
@@ -335,7 +305,8 @@ def run(bench):
                 p.poll(0.05)
     p.flush(120)
     fjord_seconds, keys, grown_mb = state_rate(bench, bootstrap, events)
-    peer_seconds = consume_rate(bootstrap, events)
+    # The same fetch wait as the rule's consumer (fjord's default for rules).
+    peer_seconds = consume_rate(bootstrap, events, STATE_INPUT, FETCH_WAIT_MS)
     per_million_keys = grown_mb / keys * 1e6 if keys else float("nan")
     lines.append(
         f"count per visitor over {keys:,.0f} keys: {1e6 / fjord_seconds:,.0f} events/s (bare consumer "

@@ -166,8 +166,8 @@ def ingest_rate(bench, bootstrap, events):
         sidecar.stop()
 
 
-def consume_rate(bootstrap, events):
-    """Seconds per million events for a bare consumer that only reads them."""
+def consume_rate(bootstrap, events, topic=TOPIC, fetch_wait_ms=FETCH_WAIT_MS):
+    """Seconds per million events for a bare consumer that only reads `topic` from the start."""
     from confluent_kafka import Consumer
 
     consumer = Consumer({
@@ -175,9 +175,9 @@ def consume_rate(bootstrap, events):
         "group.id": f"bare-{time.monotonic_ns()}",
         "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
-        "fetch.wait.max.ms": FETCH_WAIT_MS,
+        "fetch.wait.max.ms": fetch_wait_ms,
     })
-    consumer.subscribe([TOPIC])
+    consumer.subscribe([topic])
     seen, first = 0, None
     deadline = time.monotonic() + 600
     while seen < events and time.monotonic() < deadline:

@@ -26,11 +26,7 @@ fn config(
     postgres: Option<&Postgres>,
     webhook: Option<&str>,
 ) -> Result<PathBuf> {
-    let mut text = String::from(
-        "[server]\ndefault_catalog = \"iceberg\"\n[demo]\nbuild_on_start = false\n\
-         [catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"warehouse\"\n\n[ingest]\ncatalog = \"iceberg\"\n",
-    );
-    text.push_str(&kafka.ingest_kafka_toml("alerts-e2e"));
+    let mut text = crate::ingest::sidecar_toml(kafka, "alerts-e2e");
     text.push_str(
         r#"
 [ingest.pipelines.cat_wellness]
@@ -393,11 +389,7 @@ async fn the_cat_cafe_rules_raise_exactly_the_alerts_their_events_call_for() -> 
 /// `data_on_eks.cat_wellness_late`; with `postgres`, its results upserted into that server's
 /// `public.cat_temperature_minutes`.
 fn window_config(fjord: &Fjord, kafka: &Kafka, postgres: Option<&Postgres>) -> Result<PathBuf> {
-    let mut text = String::from(
-        "[server]\ndefault_catalog = \"iceberg\"\n[demo]\nbuild_on_start = false\n\
-         [catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"warehouse\"\n\n[ingest]\ncatalog = \"iceberg\"\n",
-    );
-    text.push_str(&kafka.ingest_kafka_toml("windows-e2e"));
+    let mut text = crate::ingest::sidecar_toml(kafka, "windows-e2e");
     text.push_str(
         r#"
 [ingest.pipelines.cat_wellness]

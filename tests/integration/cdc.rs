@@ -93,11 +93,7 @@ const TABLES: [(&str, &str, &str, &str); 3] = [
 ];
 
 fn config(kafka: &Kafka) -> String {
-    let mut text = String::from(
-        "[server]\ndefault_catalog = \"iceberg\"\n[demo]\nbuild_on_start = false\n\
-         [catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"warehouse\"\n\n[ingest]\ncatalog = \"iceberg\"\n",
-    );
-    text.push_str(&kafka.ingest_kafka_toml("fjord-cdc"));
+    let mut text = crate::ingest::sidecar_toml(kafka, "fjord-cdc");
     for (table, _, _, _) in TABLES {
         text.push_str(&format!(
             "\n[ingest.pipelines.{table}]\ntopics = [\"workshop.public.{table}\"]\n\

@@ -38,6 +38,17 @@ fn interaction(i: u64) -> (String, Vec<u8>) {
 
 /// Writes `ingest.toml` beside fjord serve's own config, pointing at the same warehouse and
 /// catalog database, with one pipeline per `(name, topic, table)`.
+/// The start of a sidecar's configuration: fjord's own lake as the default catalog and the
+/// ingest catalog, and `kafka` with consumer group `group`.
+pub(crate) fn sidecar_toml(kafka: &Kafka, group: &str) -> String {
+    let mut text = String::from(
+        "[server]\ndefault_catalog = \"iceberg\"\n[demo]\nbuild_on_start = false\n\
+         [catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"warehouse\"\n\n[ingest]\ncatalog = \"iceberg\"\n",
+    );
+    text.push_str(&kafka.ingest_kafka_toml(group));
+    text
+}
+
 fn ingest_config(
     fjord: &Fjord,
     kafka: &Kafka,
@@ -45,11 +56,7 @@ fn ingest_config(
     pipelines: &[(&str, &str, &str)],
     extra: &str,
 ) -> Result<PathBuf> {
-    let mut text = String::from(
-        "[server]\ndefault_catalog = \"iceberg\"\n[demo]\nbuild_on_start = false\n\
-         [catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"warehouse\"\n\n[ingest]\ncatalog = \"iceberg\"\n",
-    );
-    text.push_str(&kafka.ingest_kafka_toml(group));
+    let mut text = sidecar_toml(kafka, group);
     for (name, topic, table) in pipelines {
         text.push_str(&format!(
             "\n[ingest.pipelines.{name}]\ntopics = [\"{topic}\"]\ntable = \"{table}\"\nevent_time = \"event_time\"\n{extra}\n\
