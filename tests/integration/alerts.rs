@@ -387,8 +387,13 @@ async fn the_cat_cafe_rules_raise_exactly_the_alerts_their_events_call_for() -> 
 
 /// The per-minute temperature rule over `cat-wellness-iot`, its late records landed in
 /// `data_on_eks.cat_wellness_late`; with `postgres`, its results upserted into that server's
-/// `public.cat_temperature_minutes`.
-fn window_config(fjord: &Fjord, kafka: &Kafka, postgres: Option<&Postgres>) -> Result<PathBuf> {
+/// `public.cat_temperature_minutes`; with `idle_timeout`, that setting.
+fn window_config(
+    fjord: &Fjord,
+    kafka: &Kafka,
+    postgres: Option<&Postgres>,
+    idle_timeout: Option<&str>,
+) -> Result<PathBuf> {
     let mut text = crate::ingest::sidecar_toml(kafka, "windows-e2e");
     text.push_str(
         r#"
@@ -416,6 +421,9 @@ late_events_topic = "cat-wellness-late"
 watermark_delay = "10s"
 "#,
     );
+    if let Some(idle) = idle_timeout {
+        text.push_str(&format!("idle_timeout = \"{idle}\"\n"));
+    }
     if let Some(postgres) = postgres {
         text.push_str(&postgres.catalog_toml("postgresql"));
         text.push_str(
@@ -437,8 +445,9 @@ fn temperature(n: usize, cat: &str, time: &str, temp: f64) -> (String, Vec<u8>) 
 }
 
 /// A per-minute temperature rule over event time, fed readings out of order and one too late:
-/// each cat's minute gives its result once the watermark passes, to Kafka and by upsert to a
-/// Postgres table, and the late reading lands in the lake with the rule and the reason.
+/// each cat's minute gives its result once the watermark passes (the last one once the stream
+/// was quiet for the idle timeout), to Kafka and by upsert to a Postgres table, and the late
+/// reading lands in the lake with the rule and the reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tumbling_window_rule_gives_each_minute_once_and_keeps_late_readings() -> Result<()> {
     let kafka = Kafka::start().await?;
@@ -458,7 +467,7 @@ async fn a_tumbling_window_rule_gives_each_minute_once_and_keeps_late_readings()
          window_end timestamptz, readings integer, avg_temp_c double precision, \
          alert_id text NOT NULL, PRIMARY KEY (cat_id, window_start))",
     )?;
-    let config = window_config(&fjord, &kafka, Some(&postgres))?;
+    let config = window_config(&fjord, &kafka, Some(&postgres), Some("2s"))?;
     let readings = [
         ("cat-a", "00:05", 38.0),
         ("cat-a", "00:50", 39.0),
@@ -470,7 +479,8 @@ async fn a_tumbling_window_rule_gives_each_minute_once_and_keeps_late_readings()
         ("cat-a", "01:12", 38.0),
         // For the closed minute: late.
         ("cat-a", "00:59", 50.0),
-        // Closes the second minute.
+        // Closes the second minute. Its own minute closes when the stream has been quiet for
+        // the idle timeout.
         ("cat-b", "02:30", 39.0),
     ];
     let events: Vec<_> = readings
@@ -482,7 +492,7 @@ async fn a_tumbling_window_rule_gives_each_minute_once_and_keeps_late_readings()
     let sidecar = start_sidecar(&config, &[]).await?;
 
     let minutes = tokio::task::block_in_place(|| {
-        read_alerts(&kafka, "cat-temperature-minutes", 3, Duration::from_secs(3))
+        read_alerts(&kafka, "cat-temperature-minutes", 4, Duration::from_secs(3))
     })?;
     let mut found: Vec<(String, String, serde_json::Value, serde_json::Value, String)> = minutes
         .iter()
@@ -515,6 +525,7 @@ async fn a_tumbling_window_rule_gives_each_minute_once_and_keeps_late_readings()
             minute("cat-a", "00", 3, 38.0),
             minute("cat-a", "01", 2, 38.25),
             minute("cat-b", "00", 1, 40.0),
+            minute("cat-b", "02", 1, 39.0),
         ],
         "{minutes:?}"
     );
@@ -537,6 +548,7 @@ async fn a_tumbling_window_rule_gives_each_minute_once_and_keeps_late_readings()
             ("cat-a".to_string(), "10:00".to_string(), 3, 38.0),
             ("cat-a".to_string(), "10:01".to_string(), 2, 38.25),
             ("cat-b".to_string(), "10:00".to_string(), 1, 40.0),
+            ("cat-b".to_string(), "10:02".to_string(), 1, 39.0),
         ]
     );
 
@@ -588,7 +600,7 @@ async fn a_window_open_across_a_kill_counts_both_sides_and_repeats_nothing() -> 
         kafka.create_topic(topic, 1).await?;
     }
     let fjord = Fjord::start("").await?;
-    let config = window_config(&fjord, &kafka, None)?;
+    let config = window_config(&fjord, &kafka, None, None)?;
     let produce = |readings: &[(&str, &str, f64)], first: usize| {
         readings
             .iter()

@@ -1040,6 +1040,22 @@ impl IngestConfig {
             }
             _ => {}
         }
+        if let Some(idle) = &rule.idle_timeout {
+            if !windowed {
+                return Err((
+                    key("idle_timeout"),
+                    "only rules that GROUP BY a time window (TUMBLE, HOP, SESSION) have a \
+                     watermark to move"
+                        .into(),
+                ));
+            }
+            if parse_duration(idle).is_none_or(|duration| duration.is_zero()) {
+                return Err((
+                    key("idle_timeout"),
+                    format!("`{idle}` is not a duration such as \"30s\""),
+                ));
+            }
+        }
         if windowed && rule.cooldown.is_some() {
             return Err((
                 key("cooldown"),

@@ -97,6 +97,10 @@ pub struct RuleConfig {
     /// updates it (and gives the result again, as a new revision). Default: "0s".
     #[serde(default = "default_allowed_lateness")]
     pub allowed_lateness: String,
+    /// Windowed rules: once no record has come for this long, event time is taken to pass as
+    /// the clock does, so that a stream that stops still closes its last windows. Default:
+    /// none (windows close only as later records come).
+    pub idle_timeout: Option<String>,
     /// Windowed rules: the Kafka topic that receives records later than the allowed lateness,
     /// with the rule and the reason, so that none is dropped silently. Required for windows.
     pub late_events_topic: Option<String>,
@@ -209,6 +213,10 @@ impl RuleConfig {
 
     pub fn watermark_delay(&self) -> Duration {
         crate::parse_duration(&self.watermark_delay).unwrap_or(Duration::from_secs(5))
+    }
+
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        self.idle_timeout.as_deref().and_then(crate::parse_duration)
     }
 
     pub fn allowed_lateness(&self) -> Duration {

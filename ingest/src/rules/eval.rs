@@ -157,6 +157,7 @@ pub struct WindowSettings {
     pub window: fjord_config::TimeWindow,
     pub watermark_delay: Duration,
     pub allowed_lateness: Duration,
+    pub idle_timeout: Option<Duration>,
 }
 
 type Expr = Arc<dyn PhysicalExpr>;
@@ -276,21 +277,27 @@ impl RuleEngine {
     /// returns the alerts it raises.
     pub fn process(&mut self, batch: &RecordBatch, now: SystemTime) -> Result<Vec<Alert>, String> {
         self.expire(now);
-        let fired_at = chrono::DateTime::<chrono::Utc>::from(now)
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let fired_at = time_text(now);
         let result = match &self.plan {
             Plan::PerRecord { .. } => self.process_records(batch, now, &fired_at),
             Plan::Grouped(_) => self.process_groups(batch, now, &fired_at),
-            Plan::Windowed(plan, window) => self.windows.process(
-                &self.settings,
-                plan,
-                window,
-                batch,
-                &fired_at,
-                &mut self.late,
-            ),
+            Plan::Windowed(plan, window) => {
+                self.windows
+                    .process(&self.settings, plan, window, batch, now, &mut self.late)
+            }
         };
         result.map_err(|error| format!("rule `{}`: {error}", self.settings.name))
+    }
+
+    /// Lets time pass without records: a windowed rule with an idle timeout closes the
+    /// windows the clock carries its watermark past. Other rules give nothing.
+    pub fn tick(&mut self, now: SystemTime) -> Result<Vec<Alert>, String> {
+        let Plan::Windowed(plan, window) = &self.plan else {
+            return Ok(Vec::new());
+        };
+        self.windows
+            .tick(&self.settings, plan, window, now)
+            .map_err(|error| format!("rule `{}`: {error}", self.settings.name))
     }
 
     fn expire(&mut self, now: SystemTime) {
@@ -559,6 +566,11 @@ fn aggregate_inputs(
         inputs.push((arguments, filter));
     }
     Ok(inputs)
+}
+
+/// `now` as RFC 3339 with milliseconds, UTC: an alert's `fired_at`.
+fn time_text(now: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(now).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// Which rows of a batch go into a group's accumulators.

@@ -47,6 +47,8 @@ pub const BATCH_WAIT: Duration = Duration::from_millis(100);
 /// librdkafka's `fetch.wait.max.ms` for rule consumers, unless `[ingest.kafka.properties]`
 /// sets it.
 const RULE_FETCH_WAIT_MS: &str = "10";
+/// How often a quiet rule lets time pass (windowed rules with an idle timeout).
+const TICK: Duration = Duration::from_secs(1);
 /// Most records evaluated in one batch.
 const BATCH_RECORDS: usize = 10_000;
 /// Alerts the live feed keeps for pages that open later.
@@ -271,6 +273,7 @@ impl<'a> Runner<'a> {
             self.load_delivered(&topic, "late_id")?;
         }
         let mut first_at: Option<Instant> = None;
+        let mut last_tick = Instant::now();
         while !shutdown.is_cancelled() {
             // With records in hand, only what the consumer already holds joins them: a batch
             // is evaluated as soon as the consumer has nothing more at once.
@@ -348,6 +351,14 @@ impl<'a> Runner<'a> {
                     tracing::warn!(rule = %self.spec.name, %error, "reading the rule's topics");
                 }
                 None => drained = true,
+            }
+            if drained
+                && self.chunk.is_empty()
+                && self.replay_until.is_empty()
+                && last_tick.elapsed() >= TICK
+            {
+                last_tick = Instant::now();
+                self.tick(shutdown)?;
             }
             let due = (drained && !self.chunk.is_empty())
                 || first_at.is_some_and(|first| first.elapsed() >= BATCH_WAIT)
@@ -477,12 +488,40 @@ impl<'a> Runner<'a> {
         late.retain(|record| {
             !self.committed_before(&record.source) && !self.delivered.contains(&record.id)
         });
+        if self.deliver_until_done(&alerts, &late, shutdown) {
+            self.commit();
+        }
+        Ok(())
+    }
+
+    /// Lets a windowed rule with an idle timeout close the windows the clock carries its
+    /// watermark past while no record comes, and delivers their alerts.
+    fn tick(&mut self, shutdown: &CancellationToken) -> Result<(), String> {
+        let Some(engine) = &mut self.engine else {
+            return Ok(());
+        };
+        let mut alerts = engine.tick(SystemTime::now())?;
+        alerts.retain(|alert| !self.sent_before(alert));
+        if !alerts.is_empty() {
+            self.deliver_until_done(&alerts, &[], shutdown);
+        }
+        Ok(())
+    }
+
+    /// Delivers to every sink, retrying until it succeeds; then to the live feed. False when
+    /// shutdown came first (nothing may be committed then).
+    fn deliver_until_done(
+        &mut self,
+        alerts: &[Alert],
+        late: &[LateRecord],
+        shutdown: &CancellationToken,
+    ) -> bool {
         let mut backoff = Duration::from_millis(200);
         let mut done = Delivered::default();
         loop {
             match self
-                .deliver_late(&late, &mut done)
-                .and_then(|()| self.deliver(&alerts, &mut done))
+                .deliver_late(late, &mut done)
+                .and_then(|()| self.deliver(alerts, &mut done))
             {
                 Ok(()) => break,
                 Err(error) => {
@@ -494,13 +533,13 @@ impl<'a> Runner<'a> {
                         .is_ok();
                     if cancelled {
                         // Not committed: the records are read again next time.
-                        return Ok(());
+                        return false;
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
             }
         }
-        for alert in &alerts {
+        for alert in alerts {
             self.spec.feed.publish(alert);
         }
         let metrics = &self.spec.metrics;
@@ -512,8 +551,7 @@ impl<'a> Runner<'a> {
             state.last_error = None;
             state.keys = self.engine.as_ref().map_or(0, |e| e.keys_held() as u64);
         }
-        self.commit();
-        Ok(())
+        true
     }
 
     /// Whether an earlier run of the rule delivered `alert`.
@@ -726,6 +764,7 @@ impl<'a> Runner<'a> {
                     window,
                     watermark_delay: config.watermark_delay(),
                     allowed_lateness: config.allowed_lateness(),
+                    idle_timeout: config.idle_timeout(),
                 }),
             };
             let mut engine = self

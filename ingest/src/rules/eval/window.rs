@@ -22,8 +22,9 @@ use datafusion::logical_expr::Accumulator;
 use fjord_config::WindowKind;
 
 use super::{
-    Aggregate, Alert, Expr, GroupedPlan, LateRecord, Positions, Rows, RuleSettings, WindowSettings,
-    aggregate_inputs, aggregate_rows, apply_filter, evaluate, json_rows, key_of, project, update,
+    Aggregate, Alert, Expr, GroupedPlan, LateRecord, Position, Positions, Rows, RuleSettings,
+    WindowSettings, aggregate_inputs, aggregate_rows, apply_filter, evaluate, json_rows, key_of,
+    project, update,
 };
 use crate::decode::META_COLUMNS;
 
@@ -33,6 +34,8 @@ pub(super) struct WindowPlan {
     kind: Span,
     delay: i64,
     lateness: i64,
+    /// After this long without records, event time is taken to pass as the clock does.
+    idle: Option<std::time::Duration>,
     /// Where `window_start` and `window_end` are among the aggregate's group columns.
     slots: [usize; 2],
 }
@@ -75,6 +78,7 @@ impl WindowPlan {
             kind,
             delay: millis(settings.watermark_delay),
             lateness: millis(settings.allowed_lateness),
+            idle: settings.idle_timeout,
             slots,
         })
     }
@@ -116,6 +120,8 @@ struct Window {
 #[derive(Default)]
 pub(super) struct Windows {
     latest: Option<i64>,
+    /// The last record: the latest event time then, when it was evaluated, and where it is.
+    last_record: Option<(i64, std::time::SystemTime, Position)>,
     open: HashMap<OwnedRow, BTreeMap<i64, Window>>,
     /// (end, key, start) of every window held, in the order they close.
     by_end: BTreeSet<(i64, OwnedRow, i64)>,
@@ -127,7 +133,7 @@ struct Due {
     start: i64,
     end: i64,
     values: Vec<datafusion::common::ScalarValue>,
-    row: usize,
+    source: Position,
     /// Results the window gave before.
     results: u32,
 }
@@ -150,9 +156,10 @@ impl Windows {
         plan: &GroupedPlan,
         window: &WindowPlan,
         batch: &RecordBatch,
-        fired_at: &str,
+        now: std::time::SystemTime,
         late: &mut Vec<LateRecord>,
     ) -> Result<Vec<Alert>, String> {
+        let fired_at = &super::time_text(now);
         let batch = apply_filter(plan.filter.as_ref(), batch)?;
         let rows = batch.num_rows();
         if rows == 0 {
@@ -257,13 +264,53 @@ impl Windows {
                 settings, &batch, &times, late_rows, &positions,
             )?);
         }
-        let alerts = self.close(settings, plan, window, &after, &positions, fired_at);
+        // A window's result is raised by the record that closed it, or by the last that
+        // updated it after that.
+        let source = |end: i64, last_row: Option<usize>| {
+            let closing = after.partition_point(|w| *w < end);
+            let closing = (closing < after.len()).then_some(closing);
+            let row = last_row.into_iter().chain(closing).max().unwrap_or(0);
+            positions.at(row.min(rows - 1))
+        };
+        let alerts = self.close(settings, plan, window, source, fired_at);
+        if let Some(latest) = self.latest {
+            self.last_record = Some((latest, now, positions.at(rows - 1)));
+        }
         for (key, start) in touched {
             if let Some(held) = self.open.get_mut(&key).and_then(|s| s.get_mut(&start)) {
                 held.last_row = None;
             }
         }
         alerts
+    }
+
+    /// With `idle_timeout`: once no record has come for that long, the watermark moves on as
+    /// if event time passed as the clock did since the last record, closing the windows it
+    /// passes. Their alerts are raised after the last record (its offset + 1), which the rule
+    /// has committed: an earlier run's are found by id in the alerts' topic.
+    pub(super) fn tick(
+        &mut self,
+        settings: &RuleSettings,
+        plan: &GroupedPlan,
+        window: &WindowPlan,
+        now: std::time::SystemTime,
+    ) -> Result<Vec<Alert>, String> {
+        let fired_at = &super::time_text(now);
+        let (Some(idle), Some((latest, at, position))) = (window.idle, &self.last_record) else {
+            return Ok(Vec::new());
+        };
+        let quiet = now.duration_since(*at).unwrap_or_default();
+        if quiet < idle {
+            return Ok(Vec::new());
+        }
+        let moved = latest.saturating_add(millis(quiet));
+        if self.latest.is_some_and(|current| current >= moved) {
+            return Ok(Vec::new());
+        }
+        self.latest = Some(moved);
+        let (topic, partition, offset) = position.clone();
+        let after_it = (topic, partition, offset + 1);
+        self.close(settings, plan, window, |_, _| after_it.clone(), fired_at)
     }
 
     /// The window of `key` starting at `start`, made if new.
@@ -329,13 +376,13 @@ impl Windows {
 
     /// Gives the results of the windows the watermark passed that have records not yet
     /// reported, and drops the windows closed for longer than the allowed lateness.
+    /// `source(end, last row)` names the record an alert is raised by.
     fn close(
         &mut self,
         settings: &RuleSettings,
         plan: &GroupedPlan,
         window: &WindowPlan,
-        after: &[i64],
-        positions: &Positions,
+        source: impl Fn(i64, Option<usize>) -> Position,
         fired_at: &str,
     ) -> Result<Vec<Alert>, String> {
         let Some(watermark) = self.watermark(window) else {
@@ -358,17 +405,14 @@ impl Windows {
                     .map(|accumulator| accumulator.evaluate())
                     .collect::<datafusion::common::Result<Vec<_>>>()
                     .map_err(|error| error.to_string())?;
-                // The record that closed the window, or the last that updated it after that.
-                let closing = after.partition_point(|w| *w < end);
-                let closing = (closing < after.len()).then_some(closing);
-                let row = held.last_row.into_iter().chain(closing).max();
+                let source = source(end, held.last_row);
                 held.dirty = false;
                 due.push(Due {
                     key: key.clone(),
                     start,
                     end,
                     values,
-                    row: row.unwrap_or(0).min(after.len() - 1),
+                    source,
                     results: held.results,
                 });
             }
@@ -443,7 +487,7 @@ impl Windows {
                 key,
                 fired_at: fired_at.to_string(),
                 columns,
-                source: positions.at(due.row),
+                source: due.source.clone(),
             });
         }
         Ok(alerts)
@@ -641,6 +685,7 @@ mod tests {
                     window,
                     watermark_delay: Duration::from_secs(delay),
                     allowed_lateness: Duration::from_secs(lateness),
+                    idle_timeout: Some(Duration::from_secs(30)),
                 }),
             },
             schema(),
@@ -750,6 +795,33 @@ mod tests {
         }
         assert_eq!(summary(&again), summary(&alerts));
         assert_eq!(single.take_late(), late);
+    }
+
+    #[tokio::test]
+    async fn an_idle_stream_closes_its_last_windows_after_the_idle_timeout() {
+        let mut rule = engine(PER_MINUTE, 10, 0).await;
+        let t = SystemTime::now();
+        let alerts = rule
+            .process(
+                &batch(&[("c1", at(0, 5), 38.0), ("c1", at(0, 40), 39.0)], 7),
+                t,
+            )
+            .unwrap();
+        assert_eq!(alerts, vec![]);
+        // Quiet for 20 s: under the 30 s idle timeout, nothing moves.
+        assert_eq!(rule.tick(t + Duration::from_secs(20)).unwrap(), vec![]);
+        // 31 s: event time is taken to reach 10:01:11, past the minute's end plus the delay.
+        let alerts = rule.tick(t + Duration::from_secs(31)).unwrap();
+        assert_eq!(
+            summary(&alerts),
+            [(
+                "r/c1/2026-11-03T10:00:00.000Z".to_string(),
+                2.into(),
+                38.5.into(),
+                9
+            )]
+        );
+        assert_eq!(rule.tick(t + Duration::from_secs(40)).unwrap(), vec![]);
     }
 
     #[tokio::test]
