@@ -63,6 +63,18 @@ fn check_config_accepts_the_reference_file_and_locates_mistakes() -> anyhow::Res
             "FROM `like`: no such pipeline",
         ),
         (
+            "[catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"w\"\n[ingest.kafka]\nbootstrap_servers = \"k:9092\"\n[ingest.pipelines.temps]\ntopics = [\"t\"]\ntable = \"s.temps\"\n[ingest.rules.hot]\nsql = \"SELECT cat_id FROM temps WHERE c > 39\"\nkey = \"cat_id\"\nidle_timeout = \"30s\"\n",
+            12,
+            "ingest.rules.hot.idle_timeout",
+            "only rules that GROUP BY a time window",
+        ),
+        (
+            "[catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"w\"\n[ingest.kafka]\nbootstrap_servers = \"k:9092\"\n[ingest.pipelines.temps]\ntopics = [\"t\"]\ntable = \"s.temps\"\n[ingest.rules.hot]\nsql = \"SELECT cat_id, avg(c) FROM temps GROUP BY cat_id, HOP(event_time, INTERVAL '5' MINUTE, INTERVAL '1' MINUTE)\"\nkey = \"cat_id\"\nlate_events_topic = \"late\"\n",
+            10,
+            "ingest.rules.hot.sql",
+            "shorter than the slide",
+        ),
+        (
             "[catalogs.iceberg]\ntype = \"iceberg\"\nwarehouse = \"w\"\n[ingest.kafka]\nbootstrap_servers = \"k:9092\"\n[ingest.pipelines.temps]\ntopics = [\"t\"]\ntable = \"s.temps\"\n[ingest.rules.hot]\nsql = \"SELECT cat_id, avg(c) FROM temps GROUP BY cat_id, TUMBLE(event_time, INTERVAL '1' MINUTE)\"\nkey = \"cat_id\"\n",
             9,
             "ingest.rules.hot.late_events_topic",
