@@ -17,12 +17,11 @@ events in Iceberg meanwhile, as it would in production.
 import json
 import multiprocessing
 import statistics
-import subprocess
-import threading
 import time
 import urllib.request
 
-from runner import Measurement, free_port, rss_mb, wait_for
+from runner import Measurement, rss_mb, wait_for
+from workloads import ingest
 from workloads.ingest import consume_rate, create_topic, producer
 
 NAME = "alerts"
@@ -44,48 +43,16 @@ def event(i, visitor, kind="event"):
     ).encode()
 
 
-class Sidecar:
-    """`fjord ingest` with one pipeline over `topic` and the given rules."""
+class Sidecar(ingest.Sidecar):
+    """`fjord ingest` with one pipeline over `topic` and the given rules, on both cores, its
+    consumers at their own fetch waits (the rule's default is the one measured)."""
 
     def __init__(self, bench, bootstrap, name, topic, rules):
-        self.port = free_port()
-        self.config = bench.fjord.dir / f"ingest-{name}.toml"
-        self.config.write_text(
-            f"""[server]
-default_catalog = "iceberg"
-[demo]
-build_on_start = false
-[catalogs.iceberg]
-type = "iceberg"
-warehouse = "warehouse"
-[ingest]
-http_listen = "127.0.0.1:{self.port}"
-[ingest.kafka]
-bootstrap_servers = "{bootstrap}"
-group_id = "{name}"
-[ingest.pipelines.bench]
-topics = ["{topic}"]
-table = "bench.{name.replace('-', '_')}"
-event_time = "event_time"
-{rules}"""
-        )
-        self.log = bench.fjord.dir / f"ingest-{name}.log"
-        with open(self.log, "w") as log:
-            self.process = subprocess.Popen(
-                [bench.fjord.bin, "--log", "warn", "ingest", "--config", str(self.config)],
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )
-        wait_for(self.answers, 30, "fjord ingest")
-
-    def answers(self):
-        try:
-            self.metrics()
-            return True
-        except OSError:
-            return False
+        super().__init__(bench, bootstrap, name, f"bench.{name.replace('-', '_')}", topic,
+                         extra=rules, pin=False, fetch_wait_ms=None, log_level="warn")
 
     def metrics(self):
+        """The rules' counters, by metric name with labels."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as response:
             text = response.read().decode()
         values = {}
@@ -97,10 +64,6 @@ event_time = "event_time"
 
     def rss_mb(self):
         return rss_mb(self.process.pid)
-
-    def stop(self):
-        self.process.terminate()
-        self.process.wait(timeout=60)
 
     def tail(self):
         return "".join(open(self.log).readlines()[-15:])

@@ -93,10 +93,19 @@ def cpu_seconds(pid):
 
 
 class Sidecar:
-    def __init__(self, bench, bootstrap, group, table, topic=TOPIC):
+    """`fjord ingest` with one pipeline `bench` over `topic` into `table`, then `extra` TOML.
+    Pinned to one core unless `pin` is false; `fetch_wait_ms` (None: librdkafka's own) goes to
+    every consumer through [ingest.kafka.properties]."""
+
+    def __init__(self, bench, bootstrap, group, table, topic=TOPIC, extra="", pin=True,
+                 fetch_wait_ms=FETCH_WAIT_MS, log_level="info"):
         self.port = free_port()
         config = bench.fjord.dir / f"ingest-{group}.toml"
         self.config = config
+        properties = (
+            f'[ingest.kafka.properties]\n"fetch.wait.max.ms" = "{fetch_wait_ms}"\n'
+            if fetch_wait_ms is not None else ""
+        )
         config.write_text(
             f"""[server]
 default_catalog = "iceberg"
@@ -110,19 +119,19 @@ http_listen = "127.0.0.1:{self.port}"
 [ingest.kafka]
 bootstrap_servers = "{bootstrap}"
 group_id = "{group}"
-[ingest.kafka.properties]
-"fetch.wait.max.ms" = "{FETCH_WAIT_MS}"
-[ingest.pipelines.bench]
+{properties}[ingest.pipelines.bench]
 topics = ["{topic}"]
 table = "{table}"
 event_time = "event_time"
-"""
+{extra}"""
         )
-        command = [bench.fjord.bin, "--log", "info", "ingest", "--config", str(config)]
+        command = [bench.fjord.bin, "--log", log_level, "ingest", "--config", str(config)]
+        # One core, as the ingest target is stated per core.
+        if pin:
+            command = ["taskset", "-c", "0", *command]
         self.log = bench.fjord.dir / f"ingest-{group}.log"
-        # One core, as the target is stated per core.
         with open(self.log, "w") as log:
-            self.process = subprocess.Popen(["taskset", "-c", "0", *command], stdout=subprocess.DEVNULL, stderr=log)
+            self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
         wait_for(self.answers, 30, "fjord ingest")
 
     def answers(self):
