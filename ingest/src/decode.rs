@@ -85,6 +85,41 @@ impl Chunk {
         self.timestamps.push(timestamp);
     }
 
+    /// Pushes one Kafka record as it is, or with `debezium` as its change-log row (the event
+    /// kept beside it). Err: why the record is not a change event; nothing is pushed then.
+    pub fn push_record(
+        &mut self,
+        debezium: Option<&mut crate::debezium::DebeziumState>,
+        topic: Arc<str>,
+        message: &impl rdkafka::Message,
+    ) -> Result<(), String> {
+        let (partition, offset) = (message.partition(), message.offset());
+        let timestamp = message.timestamp().to_millis();
+        match debezium {
+            Some(debezium) => {
+                let row = debezium.flatten(message.key(), message.payload())?;
+                self.push_rewritten(
+                    topic,
+                    partition,
+                    offset,
+                    timestamp,
+                    message.key(),
+                    &row,
+                    message.payload(),
+                );
+            }
+            None => self.push(
+                topic,
+                partition,
+                offset,
+                timestamp,
+                message.key(),
+                message.payload().unwrap_or_default(),
+            ),
+        }
+        Ok(())
+    }
+
     /// Like [`Chunk::push`] for a record whose value was rewritten: `original` is what Kafka
     /// held. A chunk takes either only this or only `push`.
     #[allow(clippy::too_many_arguments)]

@@ -1030,28 +1030,11 @@ impl Worker {
             }
             target.touched.set(topic, partition, offset + 1);
         }
-        if let Some(debezium) = &mut self.debezium {
-            match debezium.flatten(message.key(), message.payload()) {
-                Ok(row) => target.chunk.push_rewritten(
-                    topic_name,
-                    partition,
-                    offset,
-                    timestamp,
-                    message.key(),
-                    &row,
-                    message.payload(),
-                ),
-                Err(error) => self.rejected.push(dead_letter_of(message, error)),
-            }
-        } else {
-            target.chunk.push(
-                topic_name,
-                partition,
-                offset,
-                timestamp,
-                message.key(),
-                value,
-            );
+        if let Err(error) = target
+            .chunk
+            .push_record(self.debezium.as_mut(), topic_name, message)
+        {
+            self.rejected.push(dead_letter_of(message, error));
         }
         let full = target.chunk.len() >= CHUNK_RECORDS;
         self.chunk_advance.set(topic, partition, offset + 1);

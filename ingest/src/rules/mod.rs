@@ -310,33 +310,10 @@ impl<'a> Runner<'a> {
                     } else {
                         &mut self.held
                     };
-                    let timestamp = message.timestamp().to_millis();
-                    match &mut self.debezium {
-                        // A change event becomes its change-log row, as the pipeline lands it.
-                        Some(debezium) => {
-                            match debezium.flatten(message.key(), message.payload()) {
-                                Ok(row) => target.push_rewritten(
-                                    topic,
-                                    partition,
-                                    offset,
-                                    timestamp,
-                                    message.key(),
-                                    &row,
-                                    message.payload(),
-                                ),
-                                Err(error) => {
-                                    tracing::debug!(rule = %self.spec.name, %error, "a record that is not a change event is skipped (the pipeline sends it to its dead letters)");
-                                }
-                            }
-                        }
-                        None => target.push(
-                            topic,
-                            partition,
-                            offset,
-                            timestamp,
-                            message.key(),
-                            message.payload().unwrap_or_default(),
-                        ),
+                    // A Debezium event becomes its change-log row, as the pipeline lands it.
+                    if let Err(error) = target.push_record(self.debezium.as_mut(), topic, &message)
+                    {
+                        tracing::debug!(rule = %self.spec.name, %error, "a record that is not a change event is skipped (the pipeline sends it to its dead letters)");
                     }
                     first_at.get_or_insert_with(Instant::now);
                     if replaying && self.replay_until.is_empty() {
