@@ -174,6 +174,80 @@ async fn lake_scans_give_the_planner_column_bounds_from_the_manifests() -> anyho
     fjord.stop().await
 }
 
+/// A join's build side and a TopK's cut-off reach the lake scan while the query runs: the scan
+/// drops the rows they exclude, and the answers are those of the same queries without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lake_scans_drop_rows_by_the_filters_joins_and_topk_fill_in() -> anyhow::Result<()> {
+    let fjord = Fjord::start(&format!("{TEST_DEMO}\n")).await?;
+    let client = fjord.connect().await?;
+    client
+        .batch_execute(
+            "CREATE SCHEMA IF NOT EXISTS iceberg.analytics;
+             CREATE TABLE iceberg.analytics.watched_cats AS
+             SELECT cat_id FROM iceberg.data_on_eks.cat_interactions_raw
+             GROUP BY cat_id ORDER BY cat_id LIMIT 3",
+        )
+        .await?;
+    let join = "SELECT i.cat_id, count(*), sum(i.duration_seconds) \
+                FROM iceberg.data_on_eks.cat_interactions_raw i \
+                JOIN iceberg.analytics.watched_cats w ON i.cat_id = w.cat_id \
+                GROUP BY i.cat_id ORDER BY i.cat_id";
+    let top = "SELECT event_id, duration_seconds FROM iceberg.data_on_eks.cat_interactions_raw \
+               WHERE duration_seconds IS NOT NULL \
+               ORDER BY duration_seconds DESC, event_id LIMIT 5";
+    let mut answers = Vec::new();
+    for enabled in [true, false] {
+        client
+            .batch_execute(&format!(
+                "SET datafusion.optimizer.enable_dynamic_filter_pushdown = {enabled}"
+            ))
+            .await?;
+        let mut dropped = Vec::new();
+        for sql in [join, top] {
+            let plan = query_text(&client, &format!("EXPLAIN ANALYZE {sql}")).await?;
+            let text = plan.iter().map(|row| row.join(" ")).collect::<String>();
+            let scan = text
+                .lines()
+                .find(|line| {
+                    line.contains("IcebergScanExec") && line.contains("cat_interactions_raw")
+                })
+                .unwrap_or_else(|| panic!("no scan of the interactions in {text}"))
+                .to_string();
+            dropped.push(scan);
+            answers.push(query_text(&client, sql).await?);
+        }
+        for scan in &dropped {
+            let count = scan
+                .split("rows_dropped_by_dynamic_filters=")
+                .nth(1)
+                .map(|rest| {
+                    rest.split([',', ']'])
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                        .to_string()
+                });
+            if enabled {
+                let count = count.unwrap_or_else(|| panic!("no dynamic filter count in {scan}"));
+                assert!(
+                    count != "0" && !count.is_empty(),
+                    "the scan dropped no rows: {scan}"
+                );
+            } else {
+                assert!(
+                    !scan.contains("dynamic_filter="),
+                    "a dynamic filter reached the scan while switched off: {scan}"
+                );
+            }
+        }
+    }
+    assert_eq!(answers[0], answers[2], "the join's answer changed");
+    assert_eq!(answers[1], answers[3], "the TopK's answer changed");
+    assert_eq!(answers[0].len(), 3, "{:?}", answers[0]);
+    assert_eq!(answers[1].len(), 5, "{:?}", answers[1]);
+    fjord.stop().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daily_summary_is_built_with_ctas_and_insert_select() -> anyhow::Result<()> {
     let fjord = Fjord::start(&format!("{TEST_DEMO}\n")).await?;
