@@ -1,15 +1,18 @@
-"""TPC-H: the 22 queries through fjord's Postgres front door over Iceberg tables, beside DuckDB
-and DataFusion reading the same data as raw Parquet files.
+"""TPC-H: the 22 queries through fjord's Postgres front door and through its Flight SQL front door
+(ADBC) over Iceberg tables, beside DuckDB and DataFusion reading the same data as raw Parquet
+files.
 
 The data comes from tpchgen (TPC-H's generator, scale factor 1; 0.1 with --quick) as Parquet.
 fjord loads it into Iceberg itself (`fjord load`, its CREATE TABLE AS path); DuckDB and
-DataFusion read the generated files. Every query's rows from fjord and from DataFusion are
-checked against DuckDB's before any timing counts; a difference stops the run. PyIceberg reads
-the tables fjord loaded to check that they are valid Iceberg holding what was generated. Query texts
-(bench/tpch/qNN.sql) are TPC-H's with the specification's validation parameters.
+DataFusion read the generated files. Every query's rows from fjord (both front doors) and from
+DataFusion are checked against DuckDB's before any timing counts; a difference stops the run.
+PyIceberg reads the tables fjord loaded to check that they are valid Iceberg holding what was
+generated. Query texts (bench/tpch/qNN.sql) are TPC-H's with the specification's validation
+parameters.
 
-Targets (from the benchmark issue): fjord's total time at most DuckDB's; each query at most
-1.1x raw DataFusion's (the cost of Iceberg and the wire protocol on top of the same engine).
+Targets (from the benchmark issue), through either front door: fjord's total time at most
+DuckDB's; each query at most 1.1x raw DataFusion's (the cost of Iceberg and the wire protocol on
+top of the same engine).
 """
 
 import datetime
@@ -19,6 +22,7 @@ import pathlib
 import subprocess
 import sys
 
+import adbc_driver_flightsql.dbapi as flight_sql
 import datafusion
 import duckdb
 
@@ -131,34 +135,54 @@ def run(bench):
         duck.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{path}')")
         context.register_parquet(table, str(path))
 
-    # Timed runs per engine and query: three at most, as 22 queries x 3 engines add up.
+    # Timed runs per engine and query: three at most, as 22 queries x 4 engines add up.
     repeat = min(bench.repeat, 3)
-    totals = {"fjord": 0.0, "duckdb": 0.0, "datafusion": 0.0}
+    totals = {"fjord": 0.0, "fjord over flight sql": 0.0, "duckdb": 0.0, "datafusion": 0.0}
     results = []
     slowness = []
+    # ADBC hand-shakes when given a user, so the session (and its USE) lasts across statements.
+    flight = flight_sql.connect(
+        f"grpc://127.0.0.1:{bench.fjord.flight_port}",
+        db_kwargs={"username": "bench", "password": ""},
+        autocommit=True,
+    )
+    over_flight = flight.cursor()
+    over_flight.execute("USE iceberg.tpch")
+
+    def flight_rows(sql):
+        over_flight.execute(sql)
+        return over_flight.fetch_arrow_table()
+
     with bench.fjord.connect() as conn:
         conn.execute("SET search_path = tpch")
         for number in range(1, 23):
             sql = query_text(number, scale)
             expected = normalize(duck.execute(sql).fetchall())
             from_fjord = normalize(conn.execute(sql).fetchall())
+            from_flight = normalize(tuple(row.values()) for row in flight_rows(sql).to_pylist())
             from_datafusion = normalize(
                 tuple(row.values()) for row in context.sql(sql).to_pylist()
             )
-            for engine, rows in (("fjord", from_fjord), ("datafusion", from_datafusion)):
+            for engine, rows in (
+                ("fjord", from_fjord),
+                ("fjord over flight sql", from_flight),
+                ("datafusion", from_datafusion),
+            ):
                 if rows != expected:
                     raise SystemExit(
                         f"bench: tpch q{number}: {engine}'s {len(rows)} rows differ from DuckDB's "
                         f"{len(expected)}:\n{rows[:3]}\n{expected[:3]}"
                     )
             fjord_time = bench.median(lambda: conn.execute(sql).fetchall(), repeat)
+            flight_time = bench.median(lambda: flight_rows(sql), repeat)
             duck_time = bench.median(lambda: duck.execute(sql).fetchall(), repeat)
             datafusion_time = bench.median(lambda: context.sql(sql).collect(), repeat)
             totals["fjord"] += fjord_time
+            totals["fjord over flight sql"] += flight_time
             totals["duckdb"] += duck_time
             totals["datafusion"] += datafusion_time
             print(
-                f"bench: tpch q{number:02d}: fjord {fjord_time:.3f} s, duckdb {duck_time:.3f} s, "
+                f"bench: tpch q{number:02d}: fjord {fjord_time:.3f} s (flight sql {flight_time:.3f} s), duckdb {duck_time:.3f} s, "
                 f"datafusion {datafusion_time:.3f} s ({len(expected)} rows, checked)",
                 flush=True,
             )
@@ -166,7 +190,11 @@ def run(bench):
             case = f"q{number:02d}"
             results.append(Measurement(NAME, case, "s", fjord_time, "datafusion", datafusion_time, target_ratio=1.1))
             results.append(Measurement(NAME, case, "s", fjord_time, "duckdb", duck_time))
+            results.append(Measurement(NAME, f"{case} flight", "s", flight_time, "datafusion", datafusion_time, target_ratio=1.1))
         explain_slowest(conn, context, scale, slowness)
+    over_flight.close()
+    flight.close()
     results.append(Measurement(NAME, f"total sf{scale:g}", "s", totals["fjord"], "duckdb", totals["duckdb"], target_ratio=1.0))
     results.append(Measurement(NAME, f"total sf{scale:g}", "s", totals["fjord"], "datafusion", totals["datafusion"]))
+    results.append(Measurement(NAME, f"total sf{scale:g} flight", "s", totals["fjord over flight sql"], "duckdb", totals["duckdb"], target_ratio=1.0))
     return results
