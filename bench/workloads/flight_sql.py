@@ -72,7 +72,7 @@ def run(bench):
     holder = {}
 
     def over_flight():
-        with flight_sql.connect(uri) as connection, connection.cursor() as cursor:
+        with flight_sql.connect(uri, autocommit=True) as connection, connection.cursor() as cursor:
             cursor.execute(query)
             holder["table"] = cursor.fetch_arrow_table()
 
