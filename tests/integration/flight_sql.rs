@@ -231,6 +231,20 @@ async fn flight_sql_answers_as_the_postgres_port_does() -> Result<()> {
     )
     .await?;
     assert_eq!(seen["join"], serde_json::json!(join_rows), "{seen}");
+    assert_eq!(
+        seen["lake_types"],
+        serde_json::json!(["string", "int32"]),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["lake_rows"],
+        serde_json::json!([
+            {"slot": "evening", "cat_id": 1},
+            {"slot": "morning", "cat_id": 1},
+            {"slot": "noon", "cat_id": 3}
+        ]),
+        "{seen}"
+    );
     assert_eq!(seen["cat_2"], serde_json::json!([["Tofu"]]), "{seen}");
     assert_eq!(seen["cat_3"], serde_json::json!([["Nori"]]), "{seen}");
     assert_eq!(seen["copied"], 3, "{seen}");

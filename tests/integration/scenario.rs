@@ -2,7 +2,7 @@
 //! profiles, run verbatim from psql, and must match the same join computed inside Postgres.
 
 use fjord_config::{DemoConfig, PostgresCatalogConfig};
-use fjord_tests::{Fjord, Postgres, TEST_DEMO, query_text};
+use fjord_tests::{Fjord, Postgres, TEST_DEMO, plan_metric, query_text};
 
 pub(crate) const SCENARIO_QUERY: &str = "SELECT p.archetype, COUNT(*) AS like_count
 FROM iceberg.data_on_eks.cat_interactions_raw AS i
@@ -297,5 +297,84 @@ async fn the_daily_summary_is_built_with_ctas_and_insert_select() -> anyhow::Res
         .await?;
     let stored = query_text(&client, "SELECT total FROM iceberg.analytics.totals").await?;
     assert_eq!(stored[0][0], direct[0][0]);
+    fjord.stop().await
+}
+
+/// The lake's strings reach DataFusion as views, read from the files directly; what is written
+/// back (CTAS, INSERT ... SELECT, INSERT ... VALUES) reads back the same, unicode included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lake_strings_are_read_as_views_and_round_trip() -> anyhow::Result<()> {
+    let fjord = Fjord::start(&format!("{TEST_DEMO}\n")).await?;
+    let client = fjord.connect().await?;
+    let raw = "iceberg.data_on_eks.cat_interactions_raw";
+    let types = query_text(
+        &client,
+        &format!("SELECT arrow_typeof(cat_id), arrow_typeof(interaction_type) FROM {raw} LIMIT 1"),
+    )
+    .await?;
+    assert_eq!(types, vec![vec!["Utf8View", "Utf8View"]]);
+
+    let grouped =
+        format!("SELECT interaction_type, count(*), min(cat_id) FROM {raw} GROUP BY 1 ORDER BY 1");
+    let plan = query_text(&client, &format!("EXPLAIN ANALYZE {grouped}")).await?;
+    let text = plan.iter().map(|row| row.join(" ")).collect::<String>();
+    let scan = text
+        .lines()
+        .find(|line| line.contains("IcebergScanExec"))
+        .unwrap_or_else(|| panic!("no lake scan in {text}"));
+    assert_eq!(
+        plan_metric(scan, "files_through_iceberg_reader"),
+        Some(0),
+        "files written by fjord are read directly: {scan}"
+    );
+    assert!(
+        plan_metric(scan, "files").is_some_and(|files| files > 0),
+        "{scan}"
+    );
+
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS iceberg.strings;
+             CREATE TABLE iceberg.strings.copy AS
+             SELECT event_id, cat_id, interaction_type FROM {raw};
+             INSERT INTO iceberg.strings.copy
+             SELECT event_id || '-again', cat_id, upper(interaction_type) FROM {raw}
+             WHERE interaction_type = 'like';
+             INSERT INTO iceberg.strings.copy VALUES
+             ('e-unicode', 'Kätzchen 猫 🐈', 'purr'), ('e-empty', '', NULL)"
+        ))
+        .await?;
+    let copied = query_text(
+        &client,
+        "SELECT interaction_type, count(*), min(cat_id) FROM iceberg.strings.copy \
+         WHERE event_id NOT LIKE '%-again' AND event_id NOT IN ('e-unicode', 'e-empty') \
+         GROUP BY 1 ORDER BY 1",
+    )
+    .await?;
+    assert_eq!(copied, query_text(&client, &grouped).await?);
+    let again = query_text(
+        &client,
+        "SELECT count(*) FROM iceberg.strings.copy WHERE interaction_type = 'LIKE'",
+    )
+    .await?;
+    let likes = query_text(
+        &client,
+        &format!("SELECT count(*) FROM {raw} WHERE interaction_type = 'like'"),
+    )
+    .await?;
+    assert_eq!(again, likes);
+    let odd = query_text(
+        &client,
+        "SELECT event_id, cat_id, length(cat_id), coalesce(interaction_type, 'none') \
+         FROM iceberg.strings.copy WHERE event_id IN ('e-unicode', 'e-empty') ORDER BY 1",
+    )
+    .await?;
+    assert_eq!(
+        odd,
+        vec![
+            vec!["e-empty", "", "0", "none"],
+            vec!["e-unicode", "Kätzchen 猫 🐈", "12", "purr"],
+        ]
+    );
     fjord.stop().await
 }

@@ -72,6 +72,11 @@ with flight_sql.connect(uri, **kwargs) as connection:
             "JOIN iceberg.cafe.visits v ON v.cat_id = c.id ORDER BY 1, 2"
         )
         out["join"] = [list(row) for row in cursor.fetchall()]
+        # The lake's strings arrive in Arrow's classic string type, which every client reads.
+        cursor.execute("SELECT slot, cat_id FROM iceberg.cafe.visits ORDER BY 2, 1")
+        table = cursor.fetch_arrow_table()
+        out["lake_types"] = [str(field.type) for field in table.schema]
+        out["lake_rows"] = table.to_pylist()
         # A prepared statement with a parameter, run twice with different values.
         query = "SELECT name FROM postgresql.public.cats WHERE id = ?"
         cursor.execute(query, parameters=(2,))

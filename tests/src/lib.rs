@@ -516,6 +516,13 @@ pub fn sqlstate(error: &tokio_postgres::Error) -> Option<String> {
     error.code().map(|code| code.code().to_string())
 }
 
+/// The value of the metric `name` in one line of an `EXPLAIN ANALYZE` plan, `None` if the line
+/// does not show it.
+pub fn plan_metric(line: &str, name: &str) -> Option<u64> {
+    let rest = line.split(&format!(" {name}=")).nth(1)?;
+    rest.split([',', ']']).next()?.trim().parse().ok()
+}
+
 /// Simple-query rows as text (NULL as "NULL"), for comparing results.
 pub async fn query_text(client: &Client, sql: &str) -> Result<Vec<Vec<String>>> {
     let messages = client.simple_query(sql).await?;

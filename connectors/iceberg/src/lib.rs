@@ -12,6 +12,7 @@
 
 mod build;
 mod current_state;
+mod read;
 pub mod rewrite;
 mod scan;
 mod single_table;
@@ -325,7 +326,7 @@ impl IcebergCatalog {
             catalog: self.catalog.clone(),
             ident,
             table: loaded,
-            schema: Arc::new(arrow_schema),
+            schema: Arc::new(read::with_string_views(&arrow_schema)),
         }))
     }
 }

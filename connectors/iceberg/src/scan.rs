@@ -1,6 +1,6 @@
 //! Scanning an Iceberg table on every core: the files of the current snapshot are planned once
 //! (pruned by the pushed filters) and dealt out to the session's target partitions, largest
-//! first, each partition reading its own files with iceberg's Arrow reader.
+//! first, each partition reading its own files (see `read`).
 //!
 //! The scan also takes the dynamic filters that DataFusion derives while a query runs: a hash
 //! join's build side (the keys it holds, once collected) and a TopK's current cut-off. They drop
@@ -47,7 +47,7 @@ use iceberg::scan::FileScanTask;
 use iceberg::table::Table;
 use iceberg_datafusion::physical_plan::convert_filters_to_predicate;
 
-use crate::to_datafusion_error;
+use crate::{read, to_datafusion_error};
 
 /// A scan of one snapshot of an Iceberg table, split into partitions by data file.
 #[derive(Clone)]
@@ -66,8 +66,8 @@ pub struct IcebergScanExec {
     /// Filters that DataFusion fills in while the query runs (join keys, TopK bounds), over
     /// `schema`'s columns. Their parents still apply them; the scan applies them early.
     dynamic_filters: Vec<Arc<dyn PhysicalExpr>>,
-    /// What EXPLAIN ANALYZE shows: rows out, time inside iceberg's reader (fetching, decoding
-    /// and filtering), files read.
+    /// What EXPLAIN ANALYZE shows: rows out, time spent reading (fetching and decoding), files
+    /// read, and how many of them needed iceberg's own reader (see `read`).
     metrics: ExecutionPlanMetricsSet,
 }
 
@@ -96,7 +96,7 @@ impl IcebergScanExec {
             Some(indices) => Arc::new(table_schema.project(indices)?),
             None => table_schema.clone(),
         };
-        let predicate = convert_filters_to_predicate(filters);
+        let predicate = convert_filters_to_predicate(&with_plain_strings(filters));
         let mut tasks = Vec::new();
         if table.metadata().current_snapshot().is_some() {
             let column_names: Vec<String> = schema
@@ -166,6 +166,28 @@ impl IcebergScanExec {
     pub fn files_per_partition(&self) -> Vec<usize> {
         self.partitions.iter().map(Vec::len).collect()
     }
+}
+
+/// `filters` with their string literals as `Utf8`: the lake's strings are views, so the
+/// filters compare them with `Utf8View` literals, and iceberg-datafusion converts only `Utf8`
+/// ones into predicates that prune files.
+fn with_plain_strings(filters: &[Expr]) -> Vec<Expr> {
+    filters
+        .iter()
+        .map(|filter| {
+            filter
+                .clone()
+                .transform_up(|node| {
+                    Ok(match node {
+                        Expr::Literal(ScalarValue::Utf8View(text), metadata) => {
+                            Transformed::yes(Expr::Literal(ScalarValue::Utf8(text), metadata))
+                        }
+                        other => Transformed::no(other),
+                    })
+                })
+                .map_or_else(|_| filter.clone(), |transformed| transformed.data)
+        })
+        .collect()
 }
 
 /// Deals tasks out largest first, each to the partition with the fewest bytes so far. Always
@@ -324,24 +346,22 @@ impl ExecutionPlan for IcebergScanExec {
             .with_row_group_filtering_enabled(true)
             .with_row_selection_enabled(true)
             .build();
-        let tasks = futures::stream::iter(tasks.into_iter().map(Ok)).boxed();
-        let stream = reader.read(tasks).map_err(to_datafusion_error)?.stream();
+        let file_io = self.table.file_io().clone();
+        let fallbacks =
+            MetricBuilder::new(&self.metrics).counter("files_through_iceberg_reader", partition);
         let schema = self.schema.clone();
+        let batch_size = self.batch_size;
         let mut remaining = self.limit;
-        let batches = stream
-            .map_err(to_datafusion_error)
-            .and_then(move |batch| {
-                // Keep the declared schema (names, nullability, metadata) on every batch.
-                let batch = RecordBatch::try_new_with_options(
-                    schema.clone(),
-                    batch.columns().to_vec(),
-                    &datafusion::arrow::record_batch::RecordBatchOptions::new()
-                        .with_row_count(Some(batch.num_rows())),
-                )
-                .map_err(|error| DataFusionError::ArrowError(Box::new(error), None))
-                .and_then(|batch| early.apply(batch));
-                futures::future::ready(batch)
+        let batches = futures::stream::iter(tasks)
+            .then(move |task| {
+                let (file_io, reader) = (file_io.clone(), reader.clone());
+                let (fallbacks, schema) = (fallbacks.clone(), schema.clone());
+                async move {
+                    read::read_file(task, &file_io, &reader, &fallbacks, &schema, batch_size).await
+                }
             })
+            .try_flatten()
+            .and_then(move |batch| futures::future::ready(early.apply(batch)))
             .try_filter(|batch| futures::future::ready(batch.num_rows() > 0))
             .take_while(move |batch| {
                 // A pushed-down limit without filters: stop reading once it is reached.
@@ -365,8 +385,8 @@ impl ExecutionPlan for IcebergScanExec {
     }
 }
 
-/// A partition's batches, with the time spent producing each one (inside iceberg's reader)
-/// and the rows and batches produced recorded in the plan's metrics.
+/// A partition's batches, with the time spent producing each one (reading the files) and the
+/// rows and batches produced recorded in the plan's metrics.
 struct Measured {
     inner: futures::stream::BoxStream<'static, Result<RecordBatch>>,
     baseline: BaselineMetrics,

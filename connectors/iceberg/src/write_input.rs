@@ -4,25 +4,68 @@
 //! columns of its input batch by position but declares no child expressions. When DataFusion's
 //! projection pushdown merges that projection with the insert's own (which fills the columns an
 //! `INSERT INTO t (a, b)` leaves out), the expression is handed the unprojected rows and
-//! partitions by the wrong column, or fails ("unsupported data type Utf8"). This node passes
-//! batches through unchanged and refuses to swap with a projection, so the two stay separate.
+//! partitions by the wrong column, or fails ("unsupported data type Utf8"). This node refuses to
+//! swap with a projection, so the two stay separate.
+//!
+//! It also hands the writer strings as `Utf8`: the lake's tables show them as `Utf8View` (see
+//! `read`), so that is what an insert's rows arrive as, and iceberg's partition values and
+//! Parquet writer take the plain type.
 
 use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::common::Result;
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use futures::StreamExt;
 
 #[derive(Debug)]
 pub(crate) struct WriteInputExec {
     input: Arc<dyn ExecutionPlan>,
+    /// The input's schema with views as plain types; `None` when that changes nothing.
+    plain: Option<SchemaRef>,
+    properties: Arc<PlanProperties>,
 }
 
 impl WriteInputExec {
     pub(crate) fn new(input: Arc<dyn ExecutionPlan>) -> Self {
-        WriteInputExec { input }
+        let schema = input.schema();
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .map(|field| {
+                let plain = match field.data_type() {
+                    DataType::Utf8View => DataType::Utf8,
+                    DataType::BinaryView => DataType::Binary,
+                    other => other.clone(),
+                };
+                field.as_ref().clone().with_data_type(plain)
+            })
+            .collect();
+        let plain = Schema::new_with_metadata(fields, schema.metadata().clone());
+        let (plain, properties) = if plain == *schema {
+            (None, input.properties().clone())
+        } else {
+            let plain = Arc::new(plain);
+            let properties = PlanProperties::new(
+                EquivalenceProperties::new(plain.clone()),
+                input.properties().output_partitioning().clone(),
+                input.properties().emission_type,
+                input.properties().boundedness,
+            );
+            (Some(plain), Arc::new(properties))
+        };
+        WriteInputExec {
+            input,
+            plain,
+            properties,
+        }
     }
 }
 
@@ -42,7 +85,7 @@ impl ExecutionPlan for WriteInputExec {
     }
 
     fn properties(&self) -> &Arc<PlanProperties> {
-        self.input.properties()
+        &self.properties
     }
 
     fn maintains_input_order(&self) -> Vec<bool> {
@@ -65,6 +108,32 @@ impl ExecutionPlan for WriteInputExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        self.input.execute(partition, context)
+        let input = self.input.execute(partition, context)?;
+        let Some(plain) = self.plain.clone() else {
+            return Ok(input);
+        };
+        let schema = plain.clone();
+        let batches = input.map(move |batch| {
+            let batch = batch?;
+            let columns = batch
+                .columns()
+                .iter()
+                .zip(plain.fields())
+                .map(|(column, field)| {
+                    if column.data_type() == field.data_type() {
+                        Ok(column.clone())
+                    } else {
+                        cast(column, field.data_type())
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            RecordBatch::try_new_with_options(
+                plain.clone(),
+                columns,
+                &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+            )
+            .map_err(|error| DataFusionError::ArrowError(Box::new(error), None))
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
     }
 }

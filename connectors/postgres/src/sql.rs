@@ -587,6 +587,15 @@ fn logical(expr: &Arc<dyn PhysicalExpr>, columns: &[PgColumn]) -> Option<Expr> {
     if let Some(literal) = any.downcast_ref::<physical::Literal>() {
         return Some(Expr::Literal(literal.value().clone(), None));
     }
+    // A join of this text with a lake string (a `Utf8View`) casts the text to a view: the
+    // values are the same, so the filter is the column's own.
+    if let Some(cast) = any.downcast_ref::<physical::CastExpr>()
+        && is_string(cast.cast_type())
+        && let Some(column) = cast.expr().as_any().downcast_ref::<physical::Column>()
+        && is_string(&columns.get(column.index())?.kind.data_type())
+    {
+        return logical(cast.expr(), columns);
+    }
     if let Some(binary) = any.downcast_ref::<physical::BinaryExpr>() {
         return Some(Expr::BinaryExpr(BinaryExpr::new(
             Box::new(logical(binary.left(), columns)?),
@@ -668,6 +677,13 @@ pub(crate) fn decimal_text(value: i128, scale: i8) -> String {
     }
     let _ = write!(text, "{whole}.{fraction}");
     text
+}
+
+fn is_string(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+    )
 }
 
 #[cfg(test)]

@@ -591,6 +591,7 @@ impl FjordFlightSql {
         };
         let schema = announced
             .or_else(|| streams.first().map(|stream| stream.schema()))
+            .map(|schema| classic_types(&schema))
             .unwrap_or_else(|| Arc::new(Schema::empty()));
         if streams.is_empty() {
             streams.push(Box::pin(RecordBatchStreamAdapter::new(
@@ -770,13 +771,34 @@ async fn rows_stream(
             futures::stream::empty(),
         ));
     };
-    let schema = announced.unwrap_or_else(|| stream.schema());
+    let schema = classic_types(&announced.unwrap_or_else(|| stream.schema()));
     let target = schema.clone();
     let batches = stream.map(move |batch| {
         let batch = batch.map_err(EngineError::from)?;
         conform(batch, &target)
     });
     Ok(flight_stream(schema, batches))
+}
+
+/// `schema` as Flight clients are sent it: strings and binaries in Arrow's classic layout
+/// (`Utf8`, `Binary`) rather than as views. The lake's strings are views inside fjord, but
+/// Flight SQL clients built on Arrow releases before views (Arrow Java's JDBC driver among
+/// them, as BI tools use it) cannot read them, and every client reads the classic types.
+fn classic_types(schema: &Schema) -> Arc<Schema> {
+    use arrow::datatypes::DataType;
+    let fields: Vec<arrow::datatypes::Field> = schema
+        .fields()
+        .iter()
+        .map(|field| {
+            let classic = match field.data_type() {
+                DataType::Utf8View => DataType::Utf8,
+                DataType::BinaryView => DataType::Binary,
+                other => other.clone(),
+            };
+            field.as_ref().clone().with_data_type(classic)
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 /// `batch` with `schema`'s fields: columns cast where their types differ.
@@ -1067,7 +1089,7 @@ impl FlightSqlService for FjordFlightSql {
                 match session.prepare(&sql).await {
                     Ok(prepared) => prepared
                         .output_schema()
-                        .map(|schema| schema.as_ref().clone())
+                        .map(|schema| classic_types(&schema).as_ref().clone())
                         .unwrap_or_else(Schema::empty),
                     Err(_) => Schema::empty(),
                 }
@@ -1134,7 +1156,7 @@ impl FlightSqlService for FjordFlightSql {
             .map_err(|error| status(&error))?;
         let dataset = prepared
             .output_schema()
-            .map(|schema| schema.as_ref().clone())
+            .map(|schema| classic_types(&schema).as_ref().clone())
             .unwrap_or_else(Schema::empty);
         let parameters = Schema::new(
             prepared
