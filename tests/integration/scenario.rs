@@ -378,3 +378,82 @@ async fn lake_strings_are_read_as_views_and_round_trip() -> anyhow::Result<()> {
     );
     fjord.stop().await
 }
+
+/// `x IN (SELECT k ... GROUP BY k)` filters the outer table's scan with the subquery's keys
+/// while the query runs (its semi join runs as an inner join, as the keys are unique); a
+/// subquery whose keys repeat keeps its semi join. Either way the answers are those of the
+/// plain semi join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_subqueries_over_grouped_keys_filter_the_outer_scan() -> anyhow::Result<()> {
+    let fjord = Fjord::start(&format!("{TEST_DEMO}\n")).await?;
+    let client = fjord.connect().await?;
+    client
+        .batch_execute(
+            "CREATE SCHEMA IF NOT EXISTS iceberg.analytics;
+             CREATE TABLE iceberg.analytics.some_cats AS
+             SELECT cat_id, count(*) AS visits FROM iceberg.data_on_eks.cat_interactions_raw
+             GROUP BY cat_id ORDER BY cat_id LIMIT 40;
+             INSERT INTO iceberg.analytics.some_cats VALUES (NULL, 7);
+             CREATE TABLE iceberg.analytics.some_cats_twice AS
+             SELECT cat_id FROM iceberg.analytics.some_cats
+             UNION ALL SELECT cat_id FROM iceberg.analytics.some_cats",
+        )
+        .await?;
+    let raw = "iceberg.data_on_eks.cat_interactions_raw";
+    let grouped = format!(
+        "SELECT count(*), sum(duration_seconds), count(DISTINCT cat_id) FROM {raw} \
+         WHERE cat_id IN (SELECT cat_id FROM iceberg.analytics.some_cats \
+                          GROUP BY cat_id HAVING sum(visits) > 1)"
+    );
+    let repeated = format!(
+        "SELECT count(*), sum(duration_seconds), count(DISTINCT cat_id) FROM {raw} \
+         WHERE cat_id IN (SELECT cat_id FROM iceberg.analytics.some_cats_twice)"
+    );
+    let join_and_scan = |plan: &[Vec<String>]| {
+        let text = plan.iter().map(|row| row.join(" ")).collect::<String>();
+        let join = text
+            .lines()
+            .find(|line| line.contains("HashJoinExec"))
+            .unwrap_or_else(|| panic!("no join in {text}"))
+            .to_string();
+        let scan = text
+            .lines()
+            .find(|line| line.contains("IcebergScanExec") && line.contains("cat_interactions_raw"))
+            .unwrap_or_else(|| panic!("no scan of the interactions in {text}"))
+            .to_string();
+        (join, scan)
+    };
+
+    let plan = query_text(&client, &format!("EXPLAIN ANALYZE {grouped}")).await?;
+    let (join, scan) = join_and_scan(&plan);
+    assert!(join.contains("join_type=Inner"), "{join}");
+    assert!(
+        plan_metric(&scan, "rows_dropped_by_dynamic_filters").is_some_and(|rows| rows > 0),
+        "{scan}"
+    );
+    let plan = query_text(&client, &format!("EXPLAIN ANALYZE {repeated}")).await?;
+    let (join, _) = join_and_scan(&plan);
+    assert!(
+        join.contains("Semi"),
+        "keys that repeat keep the semi join: {join}"
+    );
+
+    let with_rule = [
+        query_text(&client, &grouped).await?,
+        query_text(&client, &repeated).await?,
+    ];
+    client
+        .batch_execute("SET datafusion.optimizer.enable_join_dynamic_filter_pushdown = false")
+        .await?;
+    let plan = query_text(&client, &format!("EXPLAIN {grouped}")).await?;
+    assert!(plan.iter().any(|row| row[1].contains("Semi")), "{plan:?}");
+    let without = [
+        query_text(&client, &grouped).await?,
+        query_text(&client, &repeated).await?,
+    ];
+    assert_eq!(with_rule, without);
+    // 40 cats, each with at least two interactions; the NULL key matches nothing.
+    assert_eq!(with_rule[0][0][2], "40");
+    assert_eq!(with_rule[1], with_rule[0]);
+    fjord.stop().await
+}

@@ -516,11 +516,19 @@ pub fn sqlstate(error: &tokio_postgres::Error) -> Option<String> {
     error.code().map(|code| code.code().to_string())
 }
 
-/// The value of the metric `name` in one line of an `EXPLAIN ANALYZE` plan, `None` if the line
-/// does not show it.
+/// The value of the metric `name` in one line of an `EXPLAIN ANALYZE` plan (counts past a
+/// thousand are shown rounded, as `17.29 K`), `None` if the line does not show it.
 pub fn plan_metric(line: &str, name: &str) -> Option<u64> {
     let rest = line.split(&format!(" {name}=")).nth(1)?;
-    rest.split([',', ']']).next()?.trim().parse().ok()
+    let shown = rest.split([',', ']']).next()?.trim();
+    let (number, scale) = match shown.split_once(' ') {
+        Some((number, "K")) => (number, 1e3),
+        Some((number, "M")) => (number, 1e6),
+        Some((number, "B")) => (number, 1e9),
+        Some(_) => return None,
+        None => (shown, 1.0),
+    };
+    Some((number.parse::<f64>().ok()? * scale).round() as u64)
 }
 
 /// Simple-query rows as text (NULL as "NULL"), for comparing results.

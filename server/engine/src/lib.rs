@@ -26,6 +26,7 @@ mod query_planner;
 mod session_vars;
 mod system;
 mod types;
+mod unique_semi_joins;
 mod untyped_literals;
 
 use std::sync::Arc;
@@ -213,6 +214,17 @@ impl Engine {
         analyzer_rules.insert(1, Arc::new(numeric_sums::NumericSums));
         analyzer_rules.push(Arc::new(pg_text::TextCasts));
         analyzer_rules.push(Arc::new(in_list_nulls::InListNulls));
+        let mut physical_rules =
+            datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
+        let dynamic_filters = physical_rules
+            .iter()
+            .position(|rule| rule.name() == unique_semi_joins::RUNS_BEFORE)
+            .unwrap_or(physical_rules.len());
+        physical_rules.insert(
+            dynamic_filters,
+            Arc::new(unique_semi_joins::UniqueSemiJoins),
+        );
+        physical_rules.push(Arc::new(checked_arithmetic::CheckedArithmetic));
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)
@@ -221,7 +233,7 @@ impl Engine {
             .with_analyzer_rules(analyzer_rules)
             .with_optimizer_rule(Arc::new(fjord_postgres::PostgresPushdown))
             .with_query_planner(Arc::new(query_planner::FjordQueryPlanner))
-            .with_physical_optimizer_rule(Arc::new(checked_arithmetic::CheckedArithmetic))
+            .with_physical_optimizer_rules(physical_rules)
             .build();
         let context = SessionContext::new_with_state(state);
         let facts = Arc::new(parking_lot::RwLock::new(pg_catalog::SessionFacts {
