@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import importlib
 import json
+import math
 import os
 import pathlib
 import pkgutil
@@ -258,6 +259,25 @@ class Bench:
             action()
             times.append(time.perf_counter() - started)
         return statistics.median(times)
+
+    def interleaved_medians(self, actions, repeat=None, budget=2.0, most=11):
+        """Median seconds of each of `actions` (name -> callable), timed in rounds that run each
+        once in turn, after one warm-up round: whatever the machine is doing then falls on every
+        engine alike, not on whichever happens to run at that moment. Rounds that take little
+        time are repeated until they fill about `budget` seconds (at most `most` rounds), as short
+        runs are the noisiest."""
+        started = time.perf_counter()
+        for action in actions.values():
+            action()
+        warm_up = time.perf_counter() - started
+        rounds = max(repeat or self.repeat, min(most, math.ceil(budget / max(warm_up, 1e-3))))
+        times = {name: [] for name in actions}
+        for _ in range(rounds):
+            for name, action in actions.items():
+                started = time.perf_counter()
+                action()
+                times[name].append(time.perf_counter() - started)
+        return {name: statistics.median(values) for name, values in times.items()}
 
 
 def load_workloads():

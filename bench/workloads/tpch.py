@@ -135,7 +135,8 @@ def run(bench):
         duck.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{path}')")
         context.register_parquet(table, str(path))
 
-    # Timed runs per engine and query: three at most, as 22 queries x 4 engines add up.
+    # Timed rounds per query: three at least (more for short queries, see
+    # `interleaved_medians`), as 22 queries x 4 engines add up.
     repeat = min(bench.repeat, 3)
     totals = {"fjord": 0.0, "fjord over flight sql": 0.0, "duckdb": 0.0, "datafusion": 0.0}
     results = []
@@ -173,10 +174,17 @@ def run(bench):
                         f"bench: tpch q{number}: {engine}'s {len(rows)} rows differ from DuckDB's "
                         f"{len(expected)}:\n{rows[:3]}\n{expected[:3]}"
                     )
-            fjord_time = bench.median(lambda: conn.execute(sql).fetchall(), repeat)
-            flight_time = bench.median(lambda: flight_rows(sql), repeat)
-            duck_time = bench.median(lambda: duck.execute(sql).fetchall(), repeat)
-            datafusion_time = bench.median(lambda: context.sql(sql).collect(), repeat)
+            times = bench.interleaved_medians(
+                {
+                    "fjord": lambda: conn.execute(sql).fetchall(),
+                    "flight": lambda: flight_rows(sql),
+                    "duckdb": lambda: duck.execute(sql).fetchall(),
+                    "datafusion": lambda: context.sql(sql).collect(),
+                },
+                repeat,
+            )
+            fjord_time, flight_time = times["fjord"], times["flight"]
+            duck_time, datafusion_time = times["duckdb"], times["datafusion"]
             totals["fjord"] += fjord_time
             totals["fjord over flight sql"] += flight_time
             totals["duckdb"] += duck_time
