@@ -40,9 +40,20 @@ pub struct BinaryCopyDecoder {
 
 impl BinaryCopyDecoder {
     pub fn new(schema: SchemaRef, kinds: &[PgKind], batch_size: usize) -> Self {
+        Self::with_capacity(schema, kinds, batch_size, batch_size)
+    }
+
+    /// Like [`Self::new`], with column builders first sized for `capacity` rows (they grow up
+    /// to `batch_size`): a read of a few rows need not allocate, and zero, a whole batch.
+    pub fn with_capacity(
+        schema: SchemaRef,
+        kinds: &[PgKind],
+        batch_size: usize,
+        capacity: usize,
+    ) -> Self {
         let columns = kinds
             .iter()
-            .map(|kind| new_decoder(kind, batch_size))
+            .map(|kind| new_decoder(kind, capacity))
             .collect();
         let names = schema
             .fields()

@@ -13,6 +13,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
 use datafusion::common::{DataFusionError, ParamValues, Result};
 use datafusion::config::ConfigOptions;
 use datafusion::execution::TaskContext;
@@ -48,6 +49,9 @@ use crate::types::{PgColumn, PgKind};
 /// statement, answered in binary rows: one round trip, where a `COPY` is prepared first and
 /// closed after.
 pub(crate) const FEW_ROWS: usize = 1000;
+
+/// The rows a few-rows read's column builders are first sized for.
+const FEW_ROWS_CAPACITY: usize = 16;
 
 /// A table is split only when each range would hold at least this many 8 kB blocks (8 MB):
 /// below that, opening connections and a snapshot costs more than one connection's read.
@@ -441,8 +445,7 @@ impl Read {
                 conditions.join(" AND ")
             );
         }
-        let mut builder = RecordBatchReceiverStreamBuilder::new(schema.clone(), 2);
-        let sender = builder.tx();
+        let out_schema = schema.clone();
         if !runtime_filters.is_empty() {
             let mut sent = sent.lock();
             if sent.len() < partitions {
@@ -450,35 +453,41 @@ impl Read {
             }
             sent[partition] = Some(query.clone());
         }
-        let statement = if few_rows {
-            query
-        } else {
-            format!("COPY ({query}) TO STDOUT (FORMAT binary)")
-        };
-        // When the consumer goes away (client disconnect, LIMIT satisfied, cancel), the builder
-        // aborts this task; the pooled connection's drop then cancels the statement in Postgres.
-        builder.spawn(async move {
-            let mut client = match &round {
-                Some(round) => round.connection(&pool, partition, partitions).await?,
-                None => {
-                    let mut client = pool.get().await?;
-                    client.mark_busy();
-                    client
-                }
-            };
-            let mut decoder = BinaryCopyDecoder::new(schema, &kinds, batch_size);
-            let decode_error = |error: DecodeError| PostgresError::Decode {
+        let decode_error = {
+            let catalog = catalog.clone();
+            move |error: DecodeError| PostgresError::Decode {
                 catalog: catalog.clone(),
                 column: error.column,
                 reason: error.reason,
-            };
-            if few_rows {
-                // Parse, bind and execute go out together with the unnamed statement.
+            }
+        };
+        if few_rows {
+            // A key lookup or a small LIMIT: read in the consumer's own task, as one plain
+            // statement (parse, bind and execute go out together with the unnamed statement),
+            // rather than in a task of its own feeding a channel: for one row, the hand-offs
+            // between tasks cost more than the read. Dropping the stream drops the pooled
+            // connection mid-statement, which cancels it in Postgres.
+            let read = async move {
+                let mut client = match &round {
+                    Some(round) => round.connection(&pool, partition, partitions).await?,
+                    None => {
+                        let mut client = pool.get().await?;
+                        client.mark_busy();
+                        client
+                    }
+                };
+                // Sized for a few rows; the builders grow if more come.
+                let mut decoder = BinaryCopyDecoder::with_capacity(
+                    schema,
+                    &kinds,
+                    batch_size,
+                    FEW_ROWS_CAPACITY.min(batch_size),
+                );
                 let no_parameters: [(&(dyn ToSql + Sync), Type); 0] = [];
                 let rows = ShapeCheck::around(&checks, &pool, &mut client, async |client| {
                     client
                         .client()
-                        .query_typed_raw(statement.as_str(), no_parameters)
+                        .query_typed_raw(query.as_str(), no_parameters)
                         .await
                         .map_err(|e| pool.error(e))
                 })
@@ -492,30 +501,66 @@ impl Read {
                             .flatten()
                             .map(|value| value.0)
                     });
-                    decoder.push_row(values).map_err(decode_error)?;
+                    decoder.push_row(values).map_err(&decode_error)?;
                 }
-            } else {
-                let stream = ShapeCheck::around(&checks, &pool, &mut client, async |client| {
+                let batches = decoder.finish().map_err(&decode_error)?;
+                for batch in &batches {
+                    output_rows.add(batch.num_rows());
+                }
+                if round.is_some() {
                     client
                         .client()
-                        .copy_out(statement.as_str())
+                        .batch_execute("COMMIT")
                         .await
-                        .map_err(|e| pool.error(e))
-                })
-                .await?;
-                futures::pin_mut!(stream);
-                while let Some(chunk) = stream.next().await {
-                    let chunk = chunk.map_err(|e| pool.error(e))?;
-                    decoder.push(&chunk).map_err(decode_error)?;
-                    for batch in decoder.take_ready() {
-                        output_rows.add(batch.num_rows());
-                        if sender.send(Ok(batch)).await.is_err() {
-                            return Ok(());
-                        }
+                        .map_err(|e| pool.error(e))?;
+                }
+                client.mark_idle();
+                Ok::<_, PostgresError>(batches)
+            };
+            let stream = futures::stream::once(read).flat_map(|read| {
+                let batches: Vec<Result<RecordBatch>> = match read {
+                    Ok(batches) => batches.into_iter().map(Ok).collect(),
+                    Err(error) => vec![Err(error.into())],
+                };
+                futures::stream::iter(batches)
+            });
+            return Box::pin(RecordBatchStreamAdapter::new(out_schema, stream));
+        }
+        let statement = format!("COPY ({query}) TO STDOUT (FORMAT binary)");
+        let mut builder = RecordBatchReceiverStreamBuilder::new(out_schema, 2);
+        let sender = builder.tx();
+        // When the consumer goes away (client disconnect, LIMIT satisfied, cancel), the builder
+        // aborts this task; the pooled connection's drop then cancels the statement in Postgres.
+        builder.spawn(async move {
+            let mut client = match &round {
+                Some(round) => round.connection(&pool, partition, partitions).await?,
+                None => {
+                    let mut client = pool.get().await?;
+                    client.mark_busy();
+                    client
+                }
+            };
+            let mut decoder = BinaryCopyDecoder::new(schema, &kinds, batch_size);
+            let stream = ShapeCheck::around(&checks, &pool, &mut client, async |client| {
+                client
+                    .client()
+                    .copy_out(statement.as_str())
+                    .await
+                    .map_err(|e| pool.error(e))
+            })
+            .await?;
+            futures::pin_mut!(stream);
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| pool.error(e))?;
+                decoder.push(&chunk).map_err(&decode_error)?;
+                for batch in decoder.take_ready() {
+                    output_rows.add(batch.num_rows());
+                    if sender.send(Ok(batch)).await.is_err() {
+                        return Ok(());
                     }
                 }
             }
-            for batch in decoder.finish().map_err(decode_error)? {
+            for batch in decoder.finish().map_err(&decode_error)? {
                 output_rows.add(batch.num_rows());
                 if sender.send(Ok(batch)).await.is_err() {
                     return Ok(());
