@@ -40,14 +40,30 @@ use crate::to_datafusion_error;
 
 /// `schema` with its top-level strings as `Utf8View`: the Arrow schema the lake's tables show.
 pub(crate) fn with_string_views(schema: &Schema) -> Schema {
+    map_top_level_types(schema, |data_type| match data_type {
+        DataType::Utf8 | DataType::LargeUtf8 => DataType::Utf8View,
+        other => other.clone(),
+    })
+}
+
+/// `schema` with views as their plain types (`Utf8`, `Binary`): what iceberg's writer takes.
+pub(crate) fn without_views(schema: &Schema) -> Schema {
+    map_top_level_types(schema, |data_type| match data_type {
+        DataType::Utf8View => DataType::Utf8,
+        DataType::BinaryView => DataType::Binary,
+        other => other.clone(),
+    })
+}
+
+fn map_top_level_types(schema: &Schema, map: impl Fn(&DataType) -> DataType) -> Schema {
     let fields: Vec<Field> = schema
         .fields()
         .iter()
-        .map(|field| match field.data_type() {
-            DataType::Utf8 | DataType::LargeUtf8 => {
-                field.as_ref().clone().with_data_type(DataType::Utf8View)
-            }
-            _ => field.as_ref().clone(),
+        .map(|field| {
+            field
+                .as_ref()
+                .clone()
+                .with_data_type(map(field.data_type()))
         })
         .collect();
     Schema::new_with_metadata(fields, schema.metadata().clone())
@@ -197,7 +213,11 @@ async fn read_plain(
 }
 
 /// `columns` as a batch of `schema`, each cast where its type differs.
-fn conform(columns: Vec<ArrayRef>, rows: usize, schema: &SchemaRef) -> Result<RecordBatch> {
+pub(crate) fn conform(
+    columns: Vec<ArrayRef>,
+    rows: usize,
+    schema: &SchemaRef,
+) -> Result<RecordBatch> {
     let columns = columns
         .into_iter()
         .zip(schema.fields())

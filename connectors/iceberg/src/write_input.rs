@@ -15,15 +15,15 @@ use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
-use datafusion::common::{DataFusionError, Result};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::EquivalenceProperties;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::StreamExt;
+
+use crate::read;
 
 #[derive(Debug)]
 pub(crate) struct WriteInputExec {
@@ -36,19 +36,7 @@ pub(crate) struct WriteInputExec {
 impl WriteInputExec {
     pub(crate) fn new(input: Arc<dyn ExecutionPlan>) -> Self {
         let schema = input.schema();
-        let fields: Vec<Field> = schema
-            .fields()
-            .iter()
-            .map(|field| {
-                let plain = match field.data_type() {
-                    DataType::Utf8View => DataType::Utf8,
-                    DataType::BinaryView => DataType::Binary,
-                    other => other.clone(),
-                };
-                field.as_ref().clone().with_data_type(plain)
-            })
-            .collect();
-        let plain = Schema::new_with_metadata(fields, schema.metadata().clone());
+        let plain = read::without_views(&schema);
         let (plain, properties) = if plain == *schema {
             (None, input.properties().clone())
         } else {
@@ -115,24 +103,7 @@ impl ExecutionPlan for WriteInputExec {
         let schema = plain.clone();
         let batches = input.map(move |batch| {
             let batch = batch?;
-            let columns = batch
-                .columns()
-                .iter()
-                .zip(plain.fields())
-                .map(|(column, field)| {
-                    if column.data_type() == field.data_type() {
-                        Ok(column.clone())
-                    } else {
-                        cast(column, field.data_type())
-                    }
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            RecordBatch::try_new_with_options(
-                plain.clone(),
-                columns,
-                &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
-            )
-            .map_err(|error| DataFusionError::ArrowError(Box::new(error), None))
+            read::conform(batch.columns().to_vec(), batch.num_rows(), &plain)
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
     }

@@ -467,15 +467,10 @@ impl Read {
             // rather than in a task of its own feeding a channel: for one row, the hand-offs
             // between tasks cost more than the read. Dropping the stream drops the pooled
             // connection mid-statement, which cancels it in Postgres.
+            // Only unsplit reads are few-row reads: one connection, no shared snapshot.
             let read = async move {
-                let mut client = match &round {
-                    Some(round) => round.connection(&pool, partition, partitions).await?,
-                    None => {
-                        let mut client = pool.get().await?;
-                        client.mark_busy();
-                        client
-                    }
-                };
+                let mut client = pool.get().await?;
+                client.mark_busy();
                 // Sized for a few rows; the builders grow if more come.
                 let mut decoder = BinaryCopyDecoder::with_capacity(
                     schema,
@@ -506,13 +501,6 @@ impl Read {
                 let batches = decoder.finish().map_err(&decode_error)?;
                 for batch in &batches {
                     output_rows.add(batch.num_rows());
-                }
-                if round.is_some() {
-                    client
-                        .client()
-                        .batch_execute("COMMIT")
-                        .await
-                        .map_err(|e| pool.error(e))?;
                 }
                 client.mark_idle();
                 Ok::<_, PostgresError>(batches)

@@ -590,9 +590,9 @@ fn logical(expr: &Arc<dyn PhysicalExpr>, columns: &[PgColumn]) -> Option<Expr> {
     // A join of this text with a lake string (a `Utf8View`) casts the text to a view: the
     // values are the same, so the filter is the column's own.
     if let Some(cast) = any.downcast_ref::<physical::CastExpr>()
-        && is_string(cast.cast_type())
+        && cast.cast_type().is_string()
         && let Some(column) = cast.expr().as_any().downcast_ref::<physical::Column>()
-        && is_string(&columns.get(column.index())?.kind.data_type())
+        && columns.get(column.index())?.kind.data_type().is_string()
     {
         return logical(cast.expr(), columns);
     }
@@ -677,13 +677,6 @@ pub(crate) fn decimal_text(value: i128, scale: i8) -> String {
     }
     let _ = write!(text, "{whole}.{fraction}");
     text
-}
-
-fn is_string(data_type: &DataType) -> bool {
-    matches!(
-        data_type,
-        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
-    )
 }
 
 #[cfg(test)]
