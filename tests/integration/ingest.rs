@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use fjord_config::Config;
 use fjord_ingest::{IngestOptions, IngestServer};
 use fjord_tests::kafka::{IngestProcess, Kafka, produce_with};
-use fjord_tests::{Fjord, http_get, plan_metric, query_text};
+use fjord_tests::{Fjord, http_get, plan_line, plan_metric, query_text};
 
 /// The scenario's interactions pipeline: (name, topic, table).
 const INTERACTIONS_PIPELINE: (&str, &str, &str) = (
@@ -583,11 +583,7 @@ async fn new_fields_become_columns_that_fjord_serve_sees_without_restart() -> Re
         &format!("EXPLAIN ANALYZE SELECT mood, count(*) FROM {table} GROUP BY mood"),
     )
     .await?;
-    let text = plan.iter().map(|row| row.join(" ")).collect::<String>();
-    let scan = text
-        .lines()
-        .find(|line| line.contains("IcebergScanExec"))
-        .unwrap_or_else(|| panic!("no lake scan in {text}"));
+    let scan = &plan_line(&plan, &["IcebergScanExec"]);
     let (files, through_iceberg) = (
         plan_metric(scan, "files").expect("files read"),
         plan_metric(scan, "files_through_iceberg_reader").expect("files through iceberg"),

@@ -2,7 +2,7 @@
 //! profiles, run verbatim from psql, and must match the same join computed inside Postgres.
 
 use fjord_config::{DemoConfig, PostgresCatalogConfig};
-use fjord_tests::{Fjord, Postgres, TEST_DEMO, plan_metric, query_text};
+use fjord_tests::{Fjord, Postgres, TEST_DEMO, plan_line, plan_metric, query_text};
 
 pub(crate) const SCENARIO_QUERY: &str = "SELECT p.archetype, COUNT(*) AS like_count
 FROM iceberg.data_on_eks.cat_interactions_raw AS i
@@ -205,34 +205,17 @@ async fn lake_scans_drop_rows_by_the_filters_joins_and_topk_fill_in() -> anyhow:
         let mut dropped = Vec::new();
         for sql in [join, top] {
             let plan = query_text(&client, &format!("EXPLAIN ANALYZE {sql}")).await?;
-            let text = plan.iter().map(|row| row.join(" ")).collect::<String>();
-            let scan = text
-                .lines()
-                .find(|line| {
-                    line.contains("IcebergScanExec") && line.contains("cat_interactions_raw")
-                })
-                .unwrap_or_else(|| panic!("no scan of the interactions in {text}"))
-                .to_string();
-            dropped.push(scan);
+            dropped.push(plan_line(
+                &plan,
+                &["IcebergScanExec", "cat_interactions_raw"],
+            ));
             answers.push(query_text(&client, sql).await?);
         }
         for scan in &dropped {
-            let count = scan
-                .split("rows_dropped_by_dynamic_filters=")
-                .nth(1)
-                .map(|rest| {
-                    rest.split([',', ']'])
-                        .next()
-                        .unwrap_or("")
-                        .trim()
-                        .to_string()
-                });
             if enabled {
-                let count = count.unwrap_or_else(|| panic!("no dynamic filter count in {scan}"));
-                assert!(
-                    count != "0" && !count.is_empty(),
-                    "the scan dropped no rows: {scan}"
-                );
+                let count = plan_metric(scan, "rows_dropped_by_dynamic_filters")
+                    .unwrap_or_else(|| panic!("no dynamic filter count in {scan}"));
+                assert!(count != 0, "the scan dropped no rows: {scan}");
             } else {
                 assert!(
                     !scan.contains("dynamic_filter="),
@@ -317,11 +300,7 @@ async fn lake_strings_are_read_as_views_and_round_trip() -> anyhow::Result<()> {
     let grouped =
         format!("SELECT interaction_type, count(*), min(cat_id) FROM {raw} GROUP BY 1 ORDER BY 1");
     let plan = query_text(&client, &format!("EXPLAIN ANALYZE {grouped}")).await?;
-    let text = plan.iter().map(|row| row.join(" ")).collect::<String>();
-    let scan = text
-        .lines()
-        .find(|line| line.contains("IcebergScanExec"))
-        .unwrap_or_else(|| panic!("no lake scan in {text}"));
+    let scan = &plan_line(&plan, &["IcebergScanExec"]);
     assert_eq!(
         plan_metric(scan, "files_through_iceberg_reader"),
         Some(0),
@@ -410,18 +389,10 @@ async fn in_subqueries_over_grouped_keys_filter_the_outer_scan() -> anyhow::Resu
          WHERE cat_id IN (SELECT cat_id FROM iceberg.analytics.some_cats_twice)"
     );
     let join_and_scan = |plan: &[Vec<String>]| {
-        let text = plan.iter().map(|row| row.join(" ")).collect::<String>();
-        let join = text
-            .lines()
-            .find(|line| line.contains("HashJoinExec"))
-            .unwrap_or_else(|| panic!("no join in {text}"))
-            .to_string();
-        let scan = text
-            .lines()
-            .find(|line| line.contains("IcebergScanExec") && line.contains("cat_interactions_raw"))
-            .unwrap_or_else(|| panic!("no scan of the interactions in {text}"))
-            .to_string();
-        (join, scan)
+        (
+            plan_line(plan, &["HashJoinExec"]),
+            plan_line(plan, &["IcebergScanExec", "cat_interactions_raw"]),
+        )
     };
 
     let plan = query_text(&client, &format!("EXPLAIN ANALYZE {grouped}")).await?;

@@ -516,6 +516,16 @@ pub fn sqlstate(error: &tokio_postgres::Error) -> Option<String> {
     error.code().map(|code| code.code().to_string())
 }
 
+/// The first line of an `EXPLAIN` plan (rows as [`query_text`] gives them) that contains every
+/// one of `parts`; panics with the whole plan when none does.
+pub fn plan_line(plan: &[Vec<String>], parts: &[&str]) -> String {
+    let text = plan.iter().map(|row| row.join(" ")).collect::<String>();
+    text.lines()
+        .find(|line| parts.iter().all(|part| line.contains(part)))
+        .unwrap_or_else(|| panic!("no line with {parts:?} in the plan:\n{text}"))
+        .to_string()
+}
+
 /// The value of the metric `name` in one line of an `EXPLAIN ANALYZE` plan (counts past a
 /// thousand are shown rounded, as `17.29 K`), `None` if the line does not show it.
 pub fn plan_metric(line: &str, name: &str) -> Option<u64> {
