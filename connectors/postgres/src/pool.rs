@@ -25,6 +25,9 @@ pub(crate) struct Pool {
 /// An open connection and the statements prepared on it.
 struct Connection {
     client: Client,
+    /// The task that drives the connection's socket. Aborting it closes the socket, which
+    /// Postgres notices even in a statement that sends nothing (see `Pool::connect`).
+    socket: tokio::task::AbortHandle,
     /// fjord's own fixed statements (catalog queries), prepared once per connection so that
     /// Postgres parses and plans them once.
     statements: HashMap<&'static str, Statement>,
@@ -117,10 +120,7 @@ impl Pool {
             };
             let client = match idle {
                 Some(connection) => connection,
-                None => Connection {
-                    client: self.connect().await?,
-                    statements: HashMap::new(),
-                },
+                None => self.connect().await?,
             };
             clients.push(PooledClient {
                 client: Some(client),
@@ -132,7 +132,7 @@ impl Pool {
         Ok(clients)
     }
 
-    async fn connect(&self) -> Result<Client, PostgresError> {
+    async fn connect(&self) -> Result<Connection, PostgresError> {
         let unavailable = |reason: String| PostgresError::Unavailable {
             catalog: self.catalog.clone(),
             target: self.target.clone(),
@@ -152,11 +152,12 @@ impl Pool {
             .map_err(|_| unavailable(format!("no connection within {:?}", self.connect_timeout)))?
             .map_err(|error| self.error(error))?;
         let catalog = self.catalog.clone();
-        tokio::spawn(async move {
+        let socket = tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(catalog, %error, "postgres connection ended");
             }
-        });
+        })
+        .abort_handle();
         // Values fjord sends and reads are interpreted the same way whatever the server's
         // defaults: UTC timestamps, ISO dates, backslashes literal in strings. The only
         // statements fjord sends with parameters are its catalog lookups by name and oid, for
@@ -172,7 +173,25 @@ impl Pool {
             )
             .await
             .map_err(|error| self.error(error))?;
-        Ok(client)
+        // A statement abandoned by fjord is cancelled (see `PooledClient`'s drop), and its
+        // connection closed. Should the cancel come too early or get lost, Postgres still
+        // stops the statement within a second of the close, as long as it checks the client's
+        // socket while it runs (version 14 and later, on platforms that can; elsewhere the
+        // setting is refused and the statement runs until it next sends a row).
+        if let Err(error) = client
+            .batch_execute(
+                "SELECT pg_catalog.set_config('client_connection_check_interval', '1s', false) \
+                 WHERE pg_catalog.current_setting('server_version_num')::int >= 140000",
+            )
+            .await
+        {
+            tracing::debug!(catalog = self.catalog, %error, "postgres cannot check for closed connections");
+        }
+        Ok(Connection {
+            client,
+            socket,
+            statements: HashMap::new(),
+        })
     }
 }
 
@@ -220,13 +239,18 @@ impl Drop for PooledClient {
             // close this connection rather than reuse it in an unknown protocol state.
             let token = connection.client.cancel_token();
             let catalog = self.pool.catalog.clone();
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move {
-                    if let Err(error) = token.cancel_query(NoTls).await {
-                        tracing::debug!(catalog, %error, "cancelling an abandoned postgres statement failed");
-                    }
-                    drop(connection);
-                });
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(async move {
+                        if let Err(error) = token.cancel_query(NoTls).await {
+                            tracing::debug!(catalog, %error, "cancelling an abandoned postgres statement failed");
+                        }
+                        // Dropping the client alone would leave the socket open until the
+                        // statement's end: the connection's task still awaits its answer.
+                        connection.socket.abort();
+                    });
+                }
+                Err(_) => connection.socket.abort(),
             }
             return;
         }

@@ -87,7 +87,10 @@ fn try_push(plan: &LogicalPlan) -> Option<LogicalPlan> {
     }
     let mut builder = Builder::default();
     let sql = builder.relation(plan)?;
-    builder.node(sql, plan.schema().clone())
+    let few_rows = plan
+        .max_rows()
+        .is_some_and(|rows| rows <= crate::scan::FEW_ROWS);
+    builder.node(sql, plan.schema().clone(), few_rows)
 }
 
 /// `ORDER BY ... LIMIT n` over a pushable input: Postgres sorts and cuts; the sort stays in
@@ -108,7 +111,7 @@ fn push_top_n(sort: &Sort) -> Option<LogicalPlan> {
         "SELECT * FROM ({input}) AS {alias} ORDER BY {} LIMIT {fetch}",
         keys.join(", ")
     );
-    let node = builder.node(sql, schema.clone())?;
+    let node = builder.node(sql, schema.clone(), fetch <= crate::scan::FEW_ROWS)?;
     Some(LogicalPlan::Sort(Sort {
         expr: sort.expr.clone(),
         input: Arc::new(node),
@@ -150,7 +153,7 @@ impl Builder {
         format!("s{}", self.aliases)
     }
 
-    fn node(&self, sql: String, schema: DFSchemaRef) -> Option<LogicalPlan> {
+    fn node(&self, sql: String, schema: DFSchemaRef, few_rows: bool) -> Option<LogicalPlan> {
         let (catalog, pool, batch_size) = self.source.clone()?;
         // Every output column must be decodable as the Arrow type the plan expects.
         for field in schema.fields() {
@@ -164,6 +167,7 @@ impl Builder {
                 sql,
                 schema,
                 checks: self.checks.clone(),
+                few_rows,
             }),
         }))
     }
@@ -1003,6 +1007,9 @@ pub struct PostgresQuery {
     sql: String,
     schema: DFSchemaRef,
     checks: Vec<ShapeCheck>,
+    /// The statement returns at most a few rows (see [`crate::scan::FEW_ROWS`]): an aggregate
+    /// without GROUP BY, a small top-n.
+    few_rows: bool,
 }
 
 impl PostgresQuery {
@@ -1075,11 +1082,13 @@ impl UserDefinedLogicalNodeCore for PostgresQuery {
             sql: self.sql.clone(),
             schema: self.schema.clone(),
             checks: self.checks.clone(),
+            few_rows: self.few_rows,
         })
     }
 }
 
-/// Plans [`PostgresQuery`] nodes: one binary COPY of the statement over one connection.
+/// Plans [`PostgresQuery`] nodes: the statement over one connection, as a binary COPY or, for
+/// few rows, a plain statement.
 #[derive(Debug, Default)]
 pub struct PostgresQueryPlanner;
 
@@ -1122,17 +1131,21 @@ impl ExtensionPlanner for PostgresQueryPlanner {
                 nullable: true,
             })
             .collect();
-        // Always a COPY: a pushed statement may run long (a join), and a COPY's cancel is
-        // proven to reach Postgres under load.
-        Ok(Some(Arc::new(PostgresScanExec::new(
-            query.catalog.clone(),
-            query.pool.clone(),
-            vec![query.sql.clone()],
-            schema,
-            kinds,
-            columns,
-            query.batch_size,
-            query.checks.clone(),
-        ))))
+        // A statement of few rows goes in one round trip; one of many, as a COPY. Either may
+        // run long in Postgres (a join counted): abandoning either cancels it there (see
+        // `PooledClient`'s drop).
+        Ok(Some(Arc::new(
+            PostgresScanExec::new(
+                query.catalog.clone(),
+                query.pool.clone(),
+                vec![query.sql.clone()],
+                schema,
+                kinds,
+                columns,
+                query.batch_size,
+                query.checks.clone(),
+            )
+            .with_few_rows(query.few_rows),
+        )))
     }
 }
