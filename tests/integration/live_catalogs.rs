@@ -336,3 +336,109 @@ async fn a_prepared_statement_follows_a_postgres_column_change() -> anyhow::Resu
     );
     fjord.stop().await
 }
+
+/// Clients that do not name their statements send the same text again and again; fjord runs
+/// it again from the plan it made the first time (see the engine's `kept_plans`). The same text
+/// must still follow every change: the table's columns and their types, its rows, and the
+/// session's schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_query_text_again_follows_every_change() -> anyhow::Result<()> {
+    let postgres = Postgres::start()?;
+    postgres.psql_admin(
+        "workshop",
+        "CREATE TABLE again (id int PRIMARY KEY, v int, price numeric(6,2)); \
+         INSERT INTO again VALUES (1, 10, 1.25), (2, 20, 2.50), (3, 30, NULL); \
+         CREATE SCHEMA other; CREATE TABLE other.again (id int, v int, price numeric(6,2)); \
+         INSERT INTO other.again VALUES (4, 70, 7.00)",
+    )?;
+    let fjord = Fjord::start(&postgres.catalog_toml("postgresql")).await?;
+    let client = fjord.connect().await?;
+    client.batch_execute("USE postgresql.public").await?;
+    let rows = "SELECT * FROM again WHERE id < 5 ORDER BY id";
+    let totals = "SELECT count(*), sum(v), sum(price) FROM again WHERE id < 5";
+    // Each text through both protocols: a simple query, and an unnamed extended statement.
+    let both = async |sql: &str| -> anyhow::Result<Vec<Vec<String>>> {
+        let simple = query_text(&client, sql).await?;
+        let extended = client.query(sql, &[]).await?;
+        assert_eq!(
+            extended.len(),
+            simple.len(),
+            "{sql}: rows over both protocols"
+        );
+        assert_eq!(
+            extended.first().map(|row| row.len()),
+            simple.first().map(|row| row.len()),
+            "{sql}: columns over both protocols"
+        );
+        Ok(simple)
+    };
+    let text = |rows: &[&[&str]]| -> Vec<Vec<String>> {
+        rows.iter()
+            .map(|row| row.iter().map(|value| value.to_string()).collect())
+            .collect()
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            both(rows).await?,
+            text(&[
+                &["1", "10", "1.25"],
+                &["2", "20", "2.50"],
+                &["3", "30", "NULL"]
+            ])
+        );
+        assert_eq!(both(totals).await?, text(&[&["3", "60", "3.75"]]));
+    }
+
+    // Rows change: read afresh, never kept.
+    postgres.psql_admin("workshop", "UPDATE again SET v = v + 1 WHERE id = 1")?;
+    assert_eq!(both(totals).await?, text(&[&["3", "61", "3.75"]]));
+
+    // A column is added: `*` shows it.
+    postgres.psql_admin(
+        "workshop",
+        "ALTER TABLE again ADD COLUMN note text DEFAULT 'n'",
+    )?;
+    for _ in 0..2 {
+        assert_eq!(
+            both(rows).await?,
+            text(&[
+                &["1", "11", "1.25", "n"],
+                &["2", "20", "2.50", "n"],
+                &["3", "30", "NULL", "n"]
+            ])
+        );
+    }
+
+    // Types change, one only in its scale: the values and sums come in the new types.
+    postgres.psql_admin(
+        "workshop",
+        "ALTER TABLE again ALTER COLUMN v TYPE bigint USING v::bigint * 1000000000; \
+         ALTER TABLE again ALTER COLUMN price TYPE numeric(8,4); \
+         UPDATE again SET price = 0.0001 WHERE id = 3",
+    )?;
+    for _ in 0..2 {
+        assert_eq!(
+            both(totals).await?,
+            text(&[&["3", "61000000000", "3.7501"]])
+        );
+        assert_eq!(both(rows).await?[2], ["3", "30000000000", "0.0001", "n"]);
+    }
+
+    // The session's schema changes: the same name is another table.
+    client.batch_execute("USE postgresql.other").await?;
+    assert_eq!(both(totals).await?, text(&[&["1", "70", "7.00"]]));
+    assert_eq!(both(rows).await?, text(&[&["4", "70", "7.00"]]));
+
+    // The table goes: the error names it, and the text is not answered from a kept plan.
+    postgres.psql_admin("workshop", "DROP TABLE other.again")?;
+    let error = client
+        .simple_query(totals)
+        .await
+        .expect_err("the table is gone");
+    let message = error
+        .as_db_error()
+        .map(|e| e.message().to_string())
+        .unwrap_or_else(|| error.to_string());
+    assert!(message.contains("again"), "{message}");
+    fjord.stop().await
+}

@@ -17,6 +17,13 @@
 //! only if it filters, projects, and sorts or limits: the usual way sends aggregates, joins
 //! and top-n (a sort with a limit) to Postgres whole, which cannot be done with values left
 //! out.
+//!
+//! Clients that never name their statements (psycopg's first five runs of a statement, most
+//! ORMs, psql) send the same text again and again. A session remembers its recent queries that
+//! may keep their plan ([`RecentQueries`]), so the same text parsed again is the same prepared
+//! statement, and from its second run on runs its kept plan. The same rules drop them: a
+//! statement that changes the session forgets them all, a catalog change makes them stale, and
+//! a statement whose table changed is forgotten and planned afresh.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -55,6 +62,41 @@ pub(crate) enum Kept {
     Plan(Arc<KeptPlan>),
     /// The statement cannot keep a plan.
     Never,
+}
+
+/// Distinct query texts a session remembers; more clear the set and start again.
+const RECENT_CAPACITY: usize = 64;
+
+/// A session's recent queries that may keep their plan, by text, each with the catalogs'
+/// generation it was planned under.
+#[derive(Debug, Default)]
+pub(crate) struct RecentQueries {
+    queries: HashMap<Arc<str>, (u64, crate::Prepared)>,
+}
+
+impl RecentQueries {
+    /// The statement planned from `sql` before, if the catalogs have not changed since.
+    pub(crate) fn get(&self, sql: &str, catalogs: u64) -> Option<crate::Prepared> {
+        match self.queries.get(sql) {
+            Some((generation, prepared)) if *generation == catalogs => Some(prepared.clone()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn insert(&mut self, sql: Arc<str>, catalogs: u64, prepared: crate::Prepared) {
+        if self.queries.len() >= RECENT_CAPACITY && !self.queries.contains_key(&sql) {
+            self.queries.clear();
+        }
+        self.queries.insert(sql, (catalogs, prepared));
+    }
+
+    pub(crate) fn remove(&mut self, sql: &str) {
+        self.queries.remove(sql);
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.queries.clear();
+    }
 }
 
 /// Which settings and catalogs a kept plan was made under.

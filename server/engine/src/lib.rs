@@ -251,6 +251,7 @@ impl Engine {
                 variables,
                 facts,
                 constant_plans: Mutex::default(),
+                recent_queries: Mutex::default(),
                 plans_generation: Default::default(),
                 cursors: Mutex::default(),
             }),
@@ -270,6 +271,9 @@ struct SessionInner {
     variables: Arc<Mutex<SessionVariables>>,
     facts: Arc<parking_lot::RwLock<pg_catalog::SessionFacts>>,
     constant_plans: Mutex<constant_plans::ConstantPlans>,
+    /// Queries planned from text that may keep their plan, for clients that send the same
+    /// text again unnamed (see `kept_plans`).
+    recent_queries: Mutex<kept_plans::RecentQueries>,
     /// Counts statements that changed the session, which plans kept across statements may
     /// depend on (see `kept_plans`).
     plans_generation: std::sync::atomic::AtomicU64,
@@ -720,8 +724,6 @@ impl Session {
         read(&state.config().options().catalog)
     }
 
-    /// Gives DataFusion the session's TimeZone, and rebuilds the functions that read it
-    /// (`now()`, `current_date`), as DataFusion's own `SET` does.
     /// The session's value of setting `name`, as `SHOW` gives it.
     pub fn variable(&self, name: &str) -> Option<String> {
         self.inner.variables.lock().get(name)
@@ -749,9 +751,22 @@ impl Session {
             self.set_defaults(&catalog, &schema);
         }
         self.inner.variables.lock().set(&name, checked);
+        self.forget_plans();
         Ok(())
     }
 
+    /// Drops the plans kept across statements (see `constant_plans` and `kept_plans`): the
+    /// session changed, and planning may have read what changed.
+    fn forget_plans(&self) {
+        self.inner.constant_plans.lock().clear();
+        self.inner.recent_queries.lock().clear();
+        self.inner
+            .plans_generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Gives DataFusion the session's TimeZone, and rebuilds the functions that read it
+    /// (`now()`, `current_date`), as DataFusion's own `SET` does.
     fn set_time_zone(&self, zone: &str) {
         use datafusion::execution::FunctionRegistry;
         let state = self.inner.context.state_ref();
@@ -784,12 +799,37 @@ impl Session {
 
     /// Plans one statement.
     pub async fn prepare(&self, sql: &str) -> Result<Prepared, EngineError> {
-        self.plan_statement(sql, true).await
+        self.plan_or_recall(sql, true).await
     }
 
     /// Plans one statement that is to run at once, never described (a simple query's).
     pub async fn prepare_to_run(&self, sql: &str) -> Result<Prepared, EngineError> {
-        self.plan_statement(sql, false).await
+        self.plan_or_recall(sql, false).await
+    }
+
+    /// The statement planned from the same text before in this session, where it may keep
+    /// its plan (see `kept_plans`), else `sql` planned now.
+    async fn plan_or_recall(&self, sql: &str, describe: bool) -> Result<Prepared, EngineError> {
+        let catalogs = self.inner.engine.registry.generation();
+        if let Some(prepared) = self.inner.recent_queries.lock().get(sql, catalogs) {
+            return Ok(prepared);
+        }
+        let prepared = self.plan_statement(sql, describe).await?;
+        if let PreparedKind::Plan(plan) = &prepared.kind
+            && kept_plans::may_keep(plan)
+        {
+            // Recalled, it may be described: it needs what only describing works out.
+            let mut remembered = prepared.clone();
+            if !describe {
+                remembered.analyzed_schema = analyzed_schema(&self.inner.context.state(), plan);
+                remembered.output = std::sync::OnceLock::new();
+            }
+            self.inner
+                .recent_queries
+                .lock()
+                .insert(prepared.sql.clone(), catalogs, remembered);
+        }
+        Ok(prepared)
     }
 
     /// Plans one statement; `describe` also works out the analyzed row schema, which only a
@@ -1166,10 +1206,7 @@ impl Session {
         };
         if changes_session {
             // Planning may have read what this statement changes.
-            self.inner.constant_plans.lock().clear();
-            self.inner
-                .plans_generation
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.forget_plans();
         }
         match &prepared.kind {
             PreparedKind::Empty => Ok(Outcome::Empty),
@@ -1211,6 +1248,7 @@ impl Session {
                         // below, with the values bound first.
                         Err(error) if error.plan_again => {
                             *prepared.kept.lock() = kept_plans::Kept::Untried;
+                            self.inner.recent_queries.lock().remove(&prepared.sql);
                         }
                         Err(error) => return Err(error),
                     }
@@ -1220,6 +1258,7 @@ impl Session {
                     Err(error) if error.plan_again => {
                         // A Postgres table changed since its shape was read: the failed scan
                         // sent nothing, and planning from the text reads the table afresh.
+                        self.inner.recent_queries.lock().remove(&prepared.sql);
                         match self.replan(&prepared.sql).await? {
                             Some(plan) => self.run_confirmed(plan, parameters).await?,
                             None => return Err(error),
