@@ -289,6 +289,15 @@ def load_workloads():
     return modules
 
 
+def shown(value, unit):
+    """A figure for the table: seconds below one as ms or µs, so that lookups do not read 0.000 s."""
+    if unit == "s" and 0 < abs(value) < 0.001:
+        return f"{value * 1e6:.0f} µs"
+    if unit == "s" and 0 < abs(value) < 1:
+        return f"{value * 1e3:.1f} ms"
+    return f"{value:.3f} {unit}"
+
+
 def print_table(measurements):
     header = ("workload", "case", "fjord", "peer", "peer median", "ratio", "target", "met")
     rows = []
@@ -296,9 +305,9 @@ def print_table(measurements):
         rows.append((
             m.workload,
             m.case,
-            f"{m.fjord:.3f} {m.unit}",
+            shown(m.fjord, m.unit),
             m.peer_name,
-            "-" if m.peer is None else f"{m.peer:.3f} {m.unit}",
+            "-" if m.peer is None else shown(m.peer, m.unit),
             "-" if m.ratio is None else f"{m.ratio:.2f}x",
             m.target,
             {True: "yes", False: "NO", None: "-"}[m.met],
