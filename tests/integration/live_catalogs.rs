@@ -251,6 +251,84 @@ async fn a_prepared_lookup_runs_its_kept_plan_with_each_executions_values() -> a
     Ok(())
 }
 
+/// A kept plan's lookup goes to Postgres as one statement text with its value beside it, which
+/// each connection prepares once. The key's type changing under it, and keys of every size,
+/// still give Postgres's own rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_lookup_follows_its_key_changing_type() -> anyhow::Result<()> {
+    let postgres = Postgres::start()?;
+    postgres.psql_admin(
+        "workshop",
+        "CREATE TABLE keyed (k int PRIMARY KEY, label text); \
+         INSERT INTO keyed SELECT g, 'label ' || g FROM generate_series(1, 50) AS g",
+    )?;
+    let fjord = Fjord::start(&postgres.catalog_toml("postgresql")).await?;
+    let client = fjord.connect().await?;
+    let sql = "SELECT label FROM postgresql.public.keyed WHERE k = $1";
+    let label = async |statement: &tokio_postgres::Statement,
+                       key: &(dyn tokio_postgres::types::ToSql + Sync)|
+           -> anyhow::Result<Option<String>> {
+        let rows = client.query(statement, &[key]).await?;
+        anyhow::ensure!(rows.len() <= 1, "one row at most: {rows:?}");
+        Ok(rows.first().map(|row| row.get(0)))
+    };
+    let lookup = client.prepare(sql).await?;
+    for key in [1i32, 2, 3, 50, 51, 3] {
+        let expected = (key <= 50).then(|| format!("label {key}"));
+        assert_eq!(label(&lookup, &key).await?, expected, "key {key}");
+    }
+    // Postgres saw one text for all those values.
+    let direct = postgres.connect("workshop").await?;
+    let sent: Vec<String> = direct
+        .query(
+            "SELECT query FROM pg_stat_activity WHERE application_name = 'fjord' AND query LIKE '%keyed%'",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(
+        !sent.is_empty() && sent.iter().all(|query| query.contains("= $1")),
+        "{sent:?}"
+    );
+
+    postgres.psql_admin(
+        "workshop",
+        "ALTER TABLE keyed ALTER COLUMN k TYPE bigint; \
+         INSERT INTO keyed VALUES (5000000000, 'large'), (-5000000000, 'negative'); \
+         UPDATE keyed SET label = upper(label) WHERE k = 3",
+    )?;
+    for key in [3i32, 4, 3] {
+        let expected = if key == 3 {
+            "LABEL 3".to_string()
+        } else {
+            format!("label {key}")
+        };
+        assert_eq!(
+            label(&lookup, &key).await?,
+            Some(expected),
+            "key {key} after the change"
+        );
+    }
+    // Prepared again, the statement takes bigints, and values past int4 find their rows.
+    let wide = client.prepare(sql).await?;
+    for (key, expected) in [
+        (5_000_000_000i64, Some("large")),
+        (-5_000_000_000, Some("negative")),
+        (7, Some("label 7")),
+        (5_000_000_001, None),
+        (5_000_000_000, Some("large")),
+    ] {
+        assert_eq!(
+            label(&wide, &key).await?,
+            expected.map(str::to_string),
+            "key {key}"
+        );
+    }
+    fjord.stop().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prepared_statement_follows_a_postgres_column_change() -> anyhow::Result<()> {
     let postgres = Postgres::start()?;

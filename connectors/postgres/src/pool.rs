@@ -14,6 +14,11 @@ use crate::error::PostgresError;
 
 pub(crate) struct Pool {
     catalog: String,
+    /// How often each statement text (by hash) was sent: one sent again is worth preparing.
+    sent: Mutex<HashMap<u64, u32>>,
+    /// Counts table changes seen by shape checks: statements prepared before one may describe
+    /// rows the table no longer has.
+    changes: std::sync::atomic::AtomicU64,
     target: String,
     connection_string: String,
     connect_timeout: Duration,
@@ -31,7 +36,16 @@ struct Connection {
     /// fjord's own fixed statements (catalog queries), prepared once per connection so that
     /// Postgres parses and plans them once.
     statements: HashMap<&'static str, Statement>,
+    /// Statements for rows that were sent more than once (a kept plan's, a lookup of the same
+    /// key), prepared on this connection, and the pool's table changes when they were.
+    repeated: HashMap<String, Statement>,
+    repeated_as_of: u64,
 }
+
+/// Distinct texts a pool counts, and statements a connection keeps prepared; more clear the
+/// set and start again (a dropped statement is closed in Postgres).
+const REPEATED_TEXTS: usize = 4096;
+const REPEATED_STATEMENTS: usize = 64;
 
 /// A connection on loan. Returned to the pool on drop unless it closed or was abandoned busy.
 pub(crate) struct PooledClient {
@@ -60,6 +74,8 @@ impl Pool {
     ) -> Arc<Self> {
         Arc::new(Pool {
             catalog: catalog.to_string(),
+            sent: Mutex::default(),
+            changes: Default::default(),
             target,
             connection_string,
             connect_timeout,
@@ -83,7 +99,40 @@ impl Pool {
     }
 
     pub(crate) fn error(&self, error: tokio_postgres::Error) -> PostgresError {
+        if error.as_db_error().is_some_and(|db| {
+            db.code().code() == "0A000"
+                && db
+                    .message()
+                    .starts_with("cached plan must not change result type")
+        }) {
+            // A statement prepared on a connection (see `PooledClient::repeated`) whose table
+            // changed in a way no shape check has seen yet.
+            self.table_changed();
+            return PostgresError::Changed {
+                catalog: self.catalog.clone(),
+                table: "read by this statement".into(),
+            };
+        }
         PostgresError::from_driver(&self.catalog, &self.target, error)
+    }
+
+    /// Records that a table's columns changed: statements prepared before are prepared again.
+    pub(crate) fn table_changed(&self) {
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Counts one more sending of `sql`; true from the second on.
+    fn sent_again(&self, sql: &str) -> bool {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let key = BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one(sql);
+        let mut sent = self.sent.lock();
+        if sent.len() >= REPEATED_TEXTS && !sent.contains_key(&key) {
+            sent.clear();
+        }
+        let count = sent.entry(key).or_default();
+        *count = count.saturating_add(1);
+        *count > 1
     }
 
     /// Borrows a connection, opening one if no healthy idle one is left.
@@ -191,6 +240,8 @@ impl Pool {
             client,
             socket,
             statements: HashMap::new(),
+            repeated: HashMap::new(),
+            repeated_as_of: self.changes.load(std::sync::atomic::Ordering::SeqCst),
         })
     }
 }
@@ -216,6 +267,36 @@ impl PooledClient {
         let statement = connection.client.prepare(sql).await?;
         connection.statements.insert(sql, statement.clone());
         Ok(statement)
+    }
+
+    /// `sql` prepared on this connection if it was sent before, so that Postgres parses and
+    /// plans it once per connection rather than each time (and a `COPY` is not prepared and
+    /// closed around each run); `None` for a text sent the first time. Statements prepared
+    /// before a table change are dropped first: their rows may no longer fit the table.
+    pub(crate) async fn repeated(
+        &mut self,
+        sql: &str,
+    ) -> Result<Option<Statement>, tokio_postgres::Error> {
+        if !self.pool.sent_again(sql) {
+            return Ok(None);
+        }
+        let changes = self.pool.changes.load(std::sync::atomic::Ordering::SeqCst);
+        let connection = self.client.as_mut().expect("client is present until drop");
+        if connection.repeated_as_of != changes
+            || (connection.repeated.len() >= REPEATED_STATEMENTS
+                && !connection.repeated.contains_key(sql))
+        {
+            connection.repeated.clear();
+            connection.repeated_as_of = changes;
+        }
+        if let Some(statement) = connection.repeated.get(sql) {
+            return Ok(Some(statement.clone()));
+        }
+        let statement = connection.client.prepare(sql).await?;
+        connection
+            .repeated
+            .insert(sql.to_string(), statement.clone());
+        Ok(Some(statement))
     }
 
     /// Marks a streaming statement as running: if this loan ends before [`Self::mark_idle`],

@@ -36,13 +36,15 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 use parking_lot::Mutex;
-use postgres_types::{FromSql, ToSql, Type};
+use postgres_types::{Format, FromSql, IsNull, Kind, ToSql, Type};
 
 use crate::binary_copy::{BinaryCopyDecoder, DecodeError};
 use crate::error::PostgresError;
 use crate::pool::{Pool, PooledClient};
 use crate::shape::ShapeCheck;
-use crate::sql::{bind_parameters, quote_literal, runtime_filter_sql, show_parameters};
+use crate::sql::{
+    bind_parameter_values, bind_parameters, quote_literal, runtime_filter_sql, show_parameters,
+};
 use crate::types::{PgColumn, PgKind};
 
 /// Table reads of at most this many rows (a key lookup, a small LIMIT) are sent as a plain
@@ -346,23 +348,30 @@ impl ExecutionPlan for PostgresScanExec {
             .batch_size
             .min(context.session_config().batch_size())
             .max(1);
-        let query = match &self.parameter_columns {
+        // A kept plan's parameters: sent beside a few-rows statement, whose text then stays
+        // the same for every value; written into a COPY, which takes none.
+        let (query, parameters) = match &self.parameter_columns {
             Some(columns) => {
                 let values = context
                     .session_config()
                     .get_extension::<StatementParameters>();
-                bind_parameters(query, columns, values.as_ref().map(|values| &values.0)).map_err(
-                    |reason| PostgresError::Unbound {
-                        catalog: self.catalog.clone(),
-                        reason,
-                    },
-                )?
+                let values = values.as_ref().map(|values| &values.0);
+                let bound = if self.few_rows {
+                    bind_parameter_values(query, columns, values)
+                } else {
+                    bind_parameters(query, columns, values).map(|query| (query, Vec::new()))
+                };
+                bound.map_err(|reason| PostgresError::Unbound {
+                    catalog: self.catalog.clone(),
+                    reason,
+                })?
             }
-            None => query.clone(),
+            None => (query.clone(), Vec::new()),
         };
         let read = Read {
             pool: self.pool.clone(),
             query,
+            parameters,
             schema: self.schema.clone(),
             kinds: self.kinds.clone(),
             columns: self.columns.clone(),
@@ -389,6 +398,8 @@ impl ExecutionPlan for PostgresScanExec {
 struct Read {
     pool: Arc<Pool>,
     query: String,
+    /// Values of the query's `$1`, `$2`, ... in text (a few-rows read only).
+    parameters: Vec<String>,
     schema: SchemaRef,
     kinds: Vec<PgKind>,
     columns: Arc<Vec<PgColumn>>,
@@ -409,6 +420,7 @@ impl Read {
         let Read {
             pool,
             mut query,
+            parameters,
             schema,
             kinds,
             columns,
@@ -478,13 +490,26 @@ impl Read {
                     batch_size,
                     FEW_ROWS_CAPACITY.min(batch_size),
                 );
-                let no_parameters: [(&(dyn ToSql + Sync), Type); 0] = [];
+                let prepared = client.repeated(&query).await.map_err(|e| pool.error(e))?;
+                let values = parameters.iter().map(|text| TextValue(text));
                 let rows = ShapeCheck::around(&checks, &pool, &mut client, async |client| {
-                    client
-                        .client()
-                        .query_typed_raw(query.as_str(), no_parameters)
-                        .await
-                        .map_err(|e| pool.error(e))
+                    match &prepared {
+                        Some(statement) => client.client().query_raw(statement, values).await,
+                        // Postgres types each parameter from where it stands, as it would a
+                        // literal (`$1::date`, or a column's own type).
+                        None => {
+                            let unspecified =
+                                || Type::new(String::new(), 0, Kind::Simple, String::new());
+                            client
+                                .client()
+                                .query_typed_raw(
+                                    query.as_str(),
+                                    values.map(|value| (value, unspecified())),
+                                )
+                                .await
+                        }
+                    }
+                    .map_err(|e| pool.error(e))
                 })
                 .await?;
                 futures::pin_mut!(rows);
@@ -529,12 +554,16 @@ impl Read {
                 }
             };
             let mut decoder = BinaryCopyDecoder::new(schema, &kinds, batch_size);
+            let prepared = client
+                .repeated(&statement)
+                .await
+                .map_err(|e| pool.error(e))?;
             let stream = ShapeCheck::around(&checks, &pool, &mut client, async |client| {
-                client
-                    .client()
-                    .copy_out(statement.as_str())
-                    .await
-                    .map_err(|e| pool.error(e))
+                match &prepared {
+                    Some(prepared) => client.client().copy_out(prepared).await,
+                    None => client.client().copy_out(statement.as_str()).await,
+                }
+                .map_err(|e| pool.error(e))
             })
             .await?;
             futures::pin_mut!(stream);
@@ -567,6 +596,31 @@ impl Read {
         });
         builder.build()
     }
+}
+
+/// A parameter's value in Postgres's text form, which Postgres reads as the parameter's type.
+#[derive(Debug)]
+struct TextValue<'a>(&'a str);
+
+impl ToSql for TextValue<'_> {
+    fn to_sql(
+        &self,
+        _: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(self.0.as_bytes());
+        Ok(IsNull::No)
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    fn encode_format(&self, _: &Type) -> Format {
+        Format::Text
+    }
+
+    tokio_postgres::types::to_sql_checked!();
 }
 
 /// A value as Postgres sent it, in its binary form, whatever its type.

@@ -233,6 +233,7 @@ impl ShapeCheck {
                 }
                 None => {
                     check.cache.put(&check.schema, &check.table, None);
+                    pool.table_changed();
                     return Err(PostgresError::Changed {
                         catalog: pool.catalog().to_string(),
                         table: format!("{}.{}", check.schema, check.table),

@@ -428,6 +428,47 @@ pub(crate) fn bind_parameters(
     Ok(bound)
 }
 
+/// `query` with each parameter written as a Postgres parameter (`$1`, typed as its literal
+/// would be), and the parameters' values in text, in order: the statement's text is then the
+/// same for every value, so Postgres can parse and plan it once per connection. A null value
+/// is written as NULL. `Err` as for [`bind_parameters`].
+pub(crate) fn bind_parameter_values(
+    query: &str,
+    columns: &[PgColumn],
+    values: Option<&ParamValues>,
+) -> Result<(String, Vec<String>), String> {
+    let mut bound = String::with_capacity(query.len() + 16);
+    let mut texts = Vec::new();
+    let mut parts = query.split('\0');
+    bound.push_str(parts.next().unwrap_or_default());
+    while let (Some(id), Some(name), Some(rest)) = (parts.next(), parts.next(), parts.next()) {
+        let values = values.ok_or_else(|| format!("no value for parameter {id}"))?;
+        let value = values
+            .get_placeholders_with_values(id)
+            .map_err(|_| format!("no value for parameter {id}"))?;
+        let column = columns
+            .iter()
+            .find(|column| column.name == name)
+            .ok_or_else(|| format!("parameter {id} is compared with an unknown column"))?;
+        if value.value.is_null() {
+            bound.push_str("NULL");
+        } else {
+            let (text, written) = value_for(column, &value.value).ok_or_else(|| {
+                format!(
+                    "the value of parameter {id} cannot be compared with column `{name}` in PostgreSQL"
+                )
+            })?;
+            texts.push(text);
+            let _ = write!(bound, "${}", texts.len());
+            if let Written::Cast(type_name) = written {
+                let _ = write!(bound, "::{type_name}");
+            }
+        }
+        bound.push_str(rest);
+    }
+    Ok((bound, texts))
+}
+
 /// `condition` on `column`, NULL where the column holds a value fjord reads as NULL (an
 /// infinite timestamp, a NaN numeric), as DataFusion would see it; unchanged otherwise, so an
 /// index still serves the condition.
@@ -441,19 +482,53 @@ fn guarded(column: &PgColumn, condition: String) -> String {
 /// A literal written so that Postgres reads it as a value of the column's type, or `None` when
 /// the pair is not one whose comparison means the same in both engines.
 fn literal_for(column: &PgColumn, value: &ScalarValue) -> Option<String> {
+    let (text, written) = value_for(column, value)?;
+    Some(match written {
+        Written::Untyped => quote_literal(&text)?,
+        // Unquoted, as Postgres types an integer literal by its size: exactly these.
+        Written::Cast("int4" | "int8") => text,
+        Written::Cast("numeric") => format!("{text}::numeric"),
+        Written::Cast(type_name) => format!("{}::{type_name}", quote_literal(&text)?),
+    })
+}
+
+/// How a value is written for Postgres: a string literal whose type Postgres works out from
+/// where it stands (as for a column's own type), or a value of the named type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Written {
+    Untyped,
+    Cast(&'static str),
+}
+
+/// A value as Postgres reads it in text and how it is typed, or `None` when the pair is not
+/// one whose comparison means the same in both engines. The same value is either written into
+/// the statement as a literal ([`literal_for`]) or sent beside it as a parameter
+/// ([`bind_parameter_values`]), with the same meaning.
+fn value_for(column: &PgColumn, value: &ScalarValue) -> Option<(String, Written)> {
     use PgKind as K;
     use ScalarValue as V;
-    let integer = |v: i128| Some(v.to_string());
+    // An integer literal is an int4 if it fits, else an int8, else a numeric.
+    let integer = |v: i128| {
+        let written = if i32::try_from(v).is_ok() {
+            "int4"
+        } else if i64::try_from(v).is_ok() {
+            "int8"
+        } else {
+            "numeric"
+        };
+        Some((v.to_string(), Written::Cast(written)))
+    };
+    let text = |text: &str| (!text.contains('\0')).then(|| (text.to_string(), Written::Untyped));
     match (&column.kind, value) {
-        (K::Text, V::Utf8(Some(text)) | V::Utf8View(Some(text)) | V::LargeUtf8(Some(text))) => {
-            quote_literal(text)
+        (K::Text, V::Utf8(Some(value)) | V::Utf8View(Some(value)) | V::LargeUtf8(Some(value))) => {
+            text(value)
         }
-        (kind, V::Utf8(Some(text)) | V::Utf8View(Some(text)) | V::LargeUtf8(Some(text)))
+        (kind, V::Utf8(Some(value)) | V::Utf8View(Some(value)) | V::LargeUtf8(Some(value)))
             if kind.is_text_view() =>
         {
-            quote_literal(text)
+            text(value)
         }
-        (K::Bool, V::Boolean(Some(b))) => Some(if *b { "TRUE" } else { "FALSE" }.to_string()),
+        (K::Bool, V::Boolean(Some(b))) => Some((b.to_string(), Written::Cast("bool"))),
         (K::Int2 | K::Int4 | K::Int8 | K::Oid | K::Numeric { .. }, scalar) => match scalar {
             V::Int8(Some(v)) => integer(*v as i128),
             V::Int16(Some(v)) => integer(*v as i128),
@@ -464,39 +539,39 @@ fn literal_for(column: &PgColumn, value: &ScalarValue) -> Option<String> {
             V::UInt32(Some(v)) => integer(*v as i128),
             V::UInt64(Some(v)) => integer(*v as i128),
             V::Decimal128(Some(v), _, scale) => {
-                Some(format!("{}::numeric", decimal_text(*v, *scale)))
+                Some((decimal_text(*v, *scale), Written::Cast("numeric")))
             }
             _ => None,
         },
-        (K::Float4 | K::Float8, scalar) => {
-            // Integer literals compare exactly; float literals only when finite (NaN orders
-            // differently in the two engines).
-            let text = match scalar {
-                // Not zero: -0 equals 0 in Postgres and sorts below it in DataFusion.
-                V::Float64(Some(v)) if v.is_finite() && *v != 0.0 => format!("'{v:?}'::float8"),
-                V::Float32(Some(v)) if v.is_finite() && *v != 0.0 && column.kind == K::Float4 => {
-                    format!("'{v:?}'::float4")
-                }
-                V::Int32(Some(v)) if *v != 0 => v.to_string(),
-                V::Int64(Some(v)) if *v != 0 => v.to_string(),
-                _ => return None,
-            };
-            Some(text)
-        }
-        (K::Date, V::Date32(Some(days))) => Some(format!("'{}'::date", date_text(*days)?)),
+        (K::Float4 | K::Float8, scalar) => match scalar {
+            // Integers compare exactly; floats only when finite (NaN orders differently in
+            // the two engines), and not zero: -0 equals 0 in Postgres and sorts below it in
+            // DataFusion.
+            V::Float64(Some(v)) if v.is_finite() && *v != 0.0 => {
+                Some((format!("{v:?}"), Written::Cast("float8")))
+            }
+            V::Float32(Some(v)) if v.is_finite() && *v != 0.0 && column.kind == K::Float4 => {
+                Some((format!("{v:?}"), Written::Cast("float4")))
+            }
+            V::Int32(Some(v)) if *v != 0 => integer(*v as i128),
+            V::Int64(Some(v)) if *v != 0 => integer(*v as i128),
+            _ => None,
+        },
+        (K::Date, V::Date32(Some(days))) => Some((date_text(*days)?, Written::Cast("date"))),
         (K::Timestamp, V::TimestampMicrosecond(Some(micros), None)) => {
-            Some(format!("'{}'::timestamp", timestamp_text(*micros)?))
+            Some((timestamp_text(*micros)?, Written::Cast("timestamp")))
         }
-        (K::TimestampTz, V::TimestampMicrosecond(Some(micros), Some(_))) => {
-            Some(format!("'{}+00'::timestamptz", timestamp_text(*micros)?))
-        }
+        (K::TimestampTz, V::TimestampMicrosecond(Some(micros), Some(_))) => Some((
+            format!("{}+00", timestamp_text(*micros)?),
+            Written::Cast("timestamptz"),
+        )),
         (K::Timestamp, V::TimestampNanosecond(Some(nanos), None)) if nanos % 1000 == 0 => {
-            Some(format!("'{}'::timestamp", timestamp_text(nanos / 1000)?))
+            Some((timestamp_text(nanos / 1000)?, Written::Cast("timestamp")))
         }
         (K::TimestampTz, V::TimestampNanosecond(Some(nanos), Some(_))) if nanos % 1000 == 0 => {
-            Some(format!(
-                "'{}+00'::timestamptz",
-                timestamp_text(nanos / 1000)?
+            Some((
+                format!("{}+00", timestamp_text(nanos / 1000)?),
+                Written::Cast("timestamptz"),
             ))
         }
         _ => None,
@@ -773,6 +848,31 @@ mod tests {
         let short = ParamValues::List(vec![ScalarValue::Int64(Some(1)).into()]);
         assert!(
             bind_parameters(&query, &columns, Some(&short))
+                .unwrap_err()
+                .contains("$2")
+        );
+
+        // Sent beside the statement instead: the same text for every value, each parameter
+        // typed as its literal is, the values in text, and NULL still written in.
+        let (text, sent) = bind_parameter_values(&query, &columns, Some(&values)).unwrap();
+        assert_eq!(
+            text,
+            r#"SELECT 1 WHERE ("id" = $1::int4) AND ("name" COLLATE "C" > $2) AND ("born" < $3::date)"#
+        );
+        assert_eq!(sent, ["42", "o'brien; DROP", "1970-01-01"]);
+        let large = ParamValues::List(vec![
+            ScalarValue::Int64(Some(1 << 40)).into(),
+            ScalarValue::Utf8(None).into(),
+            ScalarValue::Date32(Some(1)).into(),
+        ]);
+        let (text, sent) = bind_parameter_values(&query, &columns, Some(&large)).unwrap();
+        assert_eq!(
+            text,
+            r#"SELECT 1 WHERE ("id" = $1::int8) AND ("name" COLLATE "C" > NULL) AND ("born" < $2::date)"#
+        );
+        assert_eq!(sent, ["1099511627776", "1970-01-02"]);
+        assert!(
+            bind_parameter_values(&query, &columns, Some(&nul))
                 .unwrap_err()
                 .contains("$2")
         );
