@@ -208,17 +208,14 @@ impl Pool {
         })
         .abort_handle();
         // Values fjord sends and reads are interpreted the same way whatever the server's
-        // defaults: UTC timestamps, ISO dates, backslashes literal in strings. The only
-        // statements fjord sends with parameters are its catalog lookups by name and oid, for
-        // which one generic plan serves every value: planning them again on every run (a
-        // custom plan, Postgres's default) costs more than running them. Postgres 11 and
-        // older have no such setting and plan as they do.
+        // defaults: UTC timestamps, ISO dates, backslashes literal in strings. Prepared
+        // statements (fjord's catalog lookups, users' lookups sent again) are planned as
+        // Postgres plans any client's: for their values at first, then once for all values
+        // where that plan is as good, so a range over skewed data keeps a plan for its values.
         client
             .batch_execute(
                 "SET TIME ZONE 'UTC'; SET DateStyle = 'ISO'; SET standard_conforming_strings = on; \
-                 SET extra_float_digits = 3; \
-                 SELECT pg_catalog.set_config('plan_cache_mode', 'force_generic_plan', false) \
-                 WHERE pg_catalog.current_setting('server_version_num')::int >= 120000",
+                 SET extra_float_digits = 3",
             )
             .await
             .map_err(|error| self.error(error))?;
