@@ -401,31 +401,11 @@ pub(crate) fn bind_parameters(
     columns: &[PgColumn],
     values: Option<&ParamValues>,
 ) -> Result<String, String> {
-    let mut bound = String::with_capacity(query.len() + 16);
-    let mut parts = query.split('\0');
-    bound.push_str(parts.next().unwrap_or_default());
-    while let (Some(id), Some(name), Some(rest)) = (parts.next(), parts.next(), parts.next()) {
-        let values = values.ok_or_else(|| format!("no value for parameter {id}"))?;
-        let value = values
-            .get_placeholders_with_values(id)
-            .map_err(|_| format!("no value for parameter {id}"))?;
-        let column = columns
-            .iter()
-            .find(|column| column.name == name)
-            .ok_or_else(|| format!("parameter {id} is compared with an unknown column"))?;
-        if value.value.is_null() {
-            bound.push_str("NULL");
-        } else {
-            let literal = literal_for(column, &value.value).ok_or_else(|| {
-                format!(
-                    "the value of parameter {id} cannot be compared with column `{name}` in PostgreSQL"
-                )
-            })?;
-            bound.push_str(&literal);
-        }
-        bound.push_str(rest);
-    }
-    Ok(bound)
+    fill_parameters(query, columns, values, |bound, id, column, value| {
+        let literal = literal_for(column, value).ok_or_else(|| unwritable(id, column))?;
+        bound.push_str(&literal);
+        Ok(())
+    })
 }
 
 /// `query` with each parameter written as a Postgres parameter (`$1`, typed as its literal
@@ -437,8 +417,28 @@ pub(crate) fn bind_parameter_values(
     columns: &[PgColumn],
     values: Option<&ParamValues>,
 ) -> Result<(String, Vec<String>), String> {
-    let mut bound = String::with_capacity(query.len() + 16);
     let mut texts = Vec::new();
+    let bound = fill_parameters(query, columns, values, |bound, id, column, value| {
+        let (text, written) = value_for(column, value).ok_or_else(|| unwritable(id, column))?;
+        texts.push(text);
+        let _ = write!(bound, "${}", texts.len());
+        if let Written::Cast(type_name) = written {
+            let _ = write!(bound, "::{type_name}");
+        }
+        Ok(())
+    })?;
+    Ok((bound, texts))
+}
+
+/// `query` with each parameter marker replaced: NULL for a null value, `fill`'s writing of the
+/// value otherwise.
+fn fill_parameters(
+    query: &str,
+    columns: &[PgColumn],
+    values: Option<&ParamValues>,
+    mut fill: impl FnMut(&mut String, &str, &PgColumn, &ScalarValue) -> Result<(), String>,
+) -> Result<String, String> {
+    let mut bound = String::with_capacity(query.len() + 16);
     let mut parts = query.split('\0');
     bound.push_str(parts.next().unwrap_or_default());
     while let (Some(id), Some(name), Some(rest)) = (parts.next(), parts.next(), parts.next()) {
@@ -453,20 +453,18 @@ pub(crate) fn bind_parameter_values(
         if value.value.is_null() {
             bound.push_str("NULL");
         } else {
-            let (text, written) = value_for(column, &value.value).ok_or_else(|| {
-                format!(
-                    "the value of parameter {id} cannot be compared with column `{name}` in PostgreSQL"
-                )
-            })?;
-            texts.push(text);
-            let _ = write!(bound, "${}", texts.len());
-            if let Written::Cast(type_name) = written {
-                let _ = write!(bound, "::{type_name}");
-            }
+            fill(&mut bound, id, column, &value.value)?;
         }
         bound.push_str(rest);
     }
-    Ok((bound, texts))
+    Ok(bound)
+}
+
+fn unwritable(id: &str, column: &PgColumn) -> String {
+    format!(
+        "the value of parameter {id} cannot be compared with column `{}` in PostgreSQL",
+        column.name
+    )
 }
 
 /// `condition` on `column`, NULL where the column holds a value fjord reads as NULL (an
