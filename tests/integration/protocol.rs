@@ -587,3 +587,68 @@ async fn result_types_and_time_zone_text_match_postgres() -> anyhow::Result<()> 
     );
     fjord.stop().await
 }
+
+/// Dates and timestamps in binary results (tokio-postgres asks for binary) and in a binary COPY
+/// are exactly Postgres's own bytes: before and after 2000 and 1970, with and without a zone,
+/// and NULL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_dates_and_timestamps_are_postgres_own() -> anyhow::Result<()> {
+    let postgres = fjord_tests::Postgres::start()?;
+    postgres.psql_admin(
+        "workshop",
+        "CREATE TABLE moments (id int PRIMARY KEY, d date, t timestamp, tz timestamptz); \
+         INSERT INTO moments VALUES \
+           (1, '2000-01-01', '2000-01-01 00:00:00', '2000-01-01 00:00:00+00'), \
+           (2, '1969-12-31', '1969-12-31 23:59:59.999999', '1960-06-15 12:30:00.5+02'), \
+           (3, '2026-12-05', '2026-12-05 18:16:27.123456', '2026-12-05 18:16:27.123456-05'), \
+           (4, NULL, NULL, NULL), \
+           (5, '0044-03-15 BC', '1000-01-01 00:00:00', '9999-12-31 23:59:59.999999+00')",
+    )?;
+    let fjord = Fjord::start(&postgres.catalog_toml("postgresql")).await?;
+    let client = fjord.connect().await?;
+    let direct = postgres.connect("workshop").await?;
+    type Moment = (
+        i32,
+        Option<chrono::NaiveDate>,
+        Option<chrono::NaiveDateTime>,
+        Option<chrono::DateTime<chrono::Utc>>,
+    );
+    let read = |rows: Vec<tokio_postgres::Row>| -> Vec<Moment> {
+        rows.iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
+            .collect()
+    };
+    let ours = read(
+        client
+            .query(
+                "SELECT id, d, t, tz FROM postgresql.public.moments ORDER BY id",
+                &[],
+            )
+            .await?,
+    );
+    let theirs = read(
+        direct
+            .query("SELECT id, d, t, tz FROM moments ORDER BY id", &[])
+            .await?,
+    );
+    assert_eq!(ours, theirs);
+
+    // A binary COPY carries the same bytes as Postgres's own.
+    assert_eq!(
+        binary_copy(&client, "postgresql.public.moments").await?,
+        binary_copy(&direct, "moments").await?
+    );
+    fjord.stop().await
+}
+
+/// The bytes of a binary COPY of `d, t, tz` from `table`.
+async fn binary_copy(client: &tokio_postgres::Client, table: &str) -> anyhow::Result<Vec<u8>> {
+    let sql = format!("COPY (SELECT d, t, tz FROM {table} ORDER BY id) TO STDOUT (FORMAT binary)");
+    let stream = client.copy_out(sql.as_str()).await?;
+    futures::pin_mut!(stream);
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        bytes.extend_from_slice(&chunk?);
+    }
+    Ok(bytes)
+}

@@ -139,6 +139,7 @@ fn type_modifier(data_type: &DataType) -> Option<i32> {
 pub(crate) fn wire_forms(batch: RecordBatch, fields: &[FieldInfo]) -> PgWireResult<RecordBatch> {
     let batch = crate::pg_text::render(batch, fields);
     let batch = crate::text_carried::binary_forms(batch, fields)?;
+    let batch = crate::datetime_binary::binary_forms(batch, fields)?;
     crate::numeric_binary::binary_forms(batch, fields)
 }
 

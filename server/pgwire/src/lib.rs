@@ -12,6 +12,7 @@ mod access;
 mod cancel;
 mod connection;
 mod copy_out;
+mod datetime_binary;
 mod encode;
 mod numeric_binary;
 mod pg_text;
