@@ -502,6 +502,23 @@ async fn the_same_query_text_again_follows_every_change() -> anyhow::Result<()> 
         assert_eq!(both(rows).await?[2], ["3", "30000000000", "0.0001", "n"]);
     }
 
+    // A column is renamed: statements Postgres had prepared for the old name give way.
+    let lookup = "SELECT * FROM again WHERE id = 2";
+    for _ in 0..3 {
+        assert_eq!(
+            both(lookup).await?,
+            text(&[&["2", "20000000000", "2.5000", "n"]])
+        );
+    }
+    postgres.psql_admin("workshop", "ALTER TABLE again RENAME COLUMN note TO remark")?;
+    for _ in 0..2 {
+        assert_eq!(
+            both(lookup).await?,
+            text(&[&["2", "20000000000", "2.5000", "n"]])
+        );
+        assert_eq!(both(rows).await?[0], ["1", "11000000000", "1.2500", "n"]);
+    }
+
     // The session's schema changes: the same name is another table.
     client.batch_execute("USE postgresql.other").await?;
     assert_eq!(both(totals).await?, text(&[&["1", "70", "7.00"]]));

@@ -100,13 +100,12 @@ impl Pool {
 
     pub(crate) fn error(&self, error: tokio_postgres::Error) -> PostgresError {
         if error.as_db_error().is_some_and(|db| {
-            db.code().code() == "0A000"
-                && db
-                    .message()
-                    .starts_with("cached plan must not change result type")
+            db.code().code() == "0A000" && db.routine() == Some("RevalidateCachedQuery")
         }) {
-            // A statement prepared on a connection (see `PooledClient::repeated`) whose table
-            // changed in a way no shape check has seen yet.
+            // Postgres's "cached plan must not change result type" (known by its routine, whose
+            // name is not translated as the message may be): a statement prepared on a
+            // connection (see `PooledClient::repeated`) whose table changed in a way no shape
+            // check has seen yet.
             self.table_changed();
             return PostgresError::Changed {
                 catalog: self.catalog.clone(),

@@ -195,11 +195,19 @@ impl PostgresScanExec {
             .collect()
     }
 
-    /// Whether running this scan again gives the rows as they are then: true unless it takes
+    /// Whether running this scan again gives the rows as they are then: not if it takes
     /// run-time filters from operators above it, which are set once per plan (DataFusion's
-    /// dynamic filters), so a plan holding it cannot be kept and run again.
+    /// dynamic filters), nor if it is split into block ranges, whose table was confirmed once,
+    /// when it was planned, and whose ranges share one round of connections per plan.
     pub fn can_run_again(&self) -> bool {
-        self.runtime_filters.is_empty()
+        self.runtime_filters.is_empty() && self.queries.len() == 1
+    }
+
+    /// Whether the scan confirms, each time it runs, that its tables still have the columns it
+    /// was planned with. A scan planned on shapes read just then has nothing to confirm, and
+    /// running it again later would not see a change.
+    pub fn confirms_shapes(&self) -> bool {
+        !self.checks.is_empty()
     }
 
     /// The round that partition `partition` belongs to: the current one unless it has
@@ -490,7 +498,9 @@ impl Read {
                     batch_size,
                     FEW_ROWS_CAPACITY.min(batch_size),
                 );
-                let prepared = client.repeated(&query).await.map_err(|e| pool.error(e))?;
+                // A prepare that fails (a column renamed) leaves the statement to go unprepared,
+                // behind the shape check that then reports the change.
+                let prepared = client.repeated(&query).await.ok().flatten();
                 let values = parameters.iter().map(|text| TextValue(text));
                 let rows = ShapeCheck::around(&checks, &pool, &mut client, async |client| {
                     match &prepared {
@@ -554,10 +564,7 @@ impl Read {
                 }
             };
             let mut decoder = BinaryCopyDecoder::new(schema, &kinds, batch_size);
-            let prepared = client
-                .repeated(&statement)
-                .await
-                .map_err(|e| pool.error(e))?;
+            let prepared = client.repeated(&statement).await.ok().flatten();
             let stream = ShapeCheck::around(&checks, &pool, &mut client, async |client| {
                 match &prepared {
                     Some(prepared) => client.client().copy_out(prepared).await,

@@ -142,6 +142,19 @@ impl KeptPlan {
         })
     }
 
+    /// Whether every scan of the plan confirms its table's shape as it starts, so that each
+    /// run sees a change. A plan made on shapes read just then does not, and is not kept.
+    pub(crate) fn confirms_shapes(&self) -> bool {
+        let mut confirms = true;
+        let _ = self.plan.apply(|node| {
+            if let Some(scan) = node.as_any().downcast_ref::<PostgresScanExec>() {
+                confirms &= scan.confirms_shapes();
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        confirms
+    }
+
     /// Runs the plan again with `parameters`, from a fresh copy of its operators' state.
     pub(crate) fn execute(
         &self,

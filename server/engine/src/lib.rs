@@ -1318,6 +1318,11 @@ impl Session {
             // A parameter used where only a value will do: planned with values each time.
             Err(_) => None,
         };
+        if kept.as_ref().is_some_and(|kept| !kept.confirms_shapes()) {
+            // Planned on shapes read just now (a table changed or was first seen): a later
+            // execution, planned on them reused, keeps a plan that confirms them.
+            return None;
+        }
         *prepared.kept.lock() = match &kept {
             Some(kept) => kept_plans::Kept::Plan(kept.clone()),
             None => kept_plans::Kept::Never,
