@@ -5,7 +5,8 @@
 //! arrow-pg goes through chrono for each value, and for a timestamp with a time zone parses
 //! the zone's name again for every row; a binary COPY or a binary result of a large table
 //! spent more time there than in reading the rows. Arrow's values are already days and
-//! microseconds since 1970 (in UTC for a zoned timestamp), so each is one subtraction here.
+//! microseconds since 1970 (in UTC for a zoned timestamp), so each is one subtraction here
+//! (saturating: values that far out are beyond Postgres's range in any case).
 
 use std::sync::Arc;
 
@@ -34,12 +35,12 @@ pub(crate) fn binary_forms(batch: RecordBatch, fields: &[FieldInfo]) -> PgWireRe
         Ok::<_, PgWireError>(match column.data_type() {
             DataType::Date32 if converts(info) => {
                 Some(binary_column(column.as_primitive::<Date32Type>(), |days| {
-                    (days - EPOCH_DAYS).to_be_bytes()
+                    days.saturating_sub(EPOCH_DAYS).to_be_bytes()
                 }))
             }
             DataType::Timestamp(TimeUnit::Microsecond, _) if converts(info) => Some(binary_column(
                 column.as_primitive::<TimestampMicrosecondType>(),
-                |micros| (micros - EPOCH_MICROS).to_be_bytes(),
+                |micros| micros.saturating_sub(EPOCH_MICROS).to_be_bytes(),
             )),
             _ => None,
         })
