@@ -103,12 +103,9 @@ async fn a_large_table_is_read_in_ranges_on_one_snapshot() -> anyhow::Result<()>
             anyhow::Ok(())
         }));
     }
+    let totals = "SELECT sum(amount), count(*) FROM public.ledger WHERE md5(label) <> ''";
     for _ in 0..30 {
-        let rows = query_text(
-            &client,
-            "SELECT sum(amount), count(*) FROM public.ledger WHERE md5(label) <> ''",
-        )
-        .await?;
+        let rows = query_text(&client, totals).await?;
         assert_eq!(
             rows,
             vec![vec!["400000000".to_string(), "400000".to_string()]],
@@ -141,11 +138,7 @@ async fn a_large_table_is_read_in_ranges_on_one_snapshot() -> anyhow::Result<()>
         "workshop",
         "DROP VIEW ledger_view; ALTER TABLE ledger ALTER COLUMN amount TYPE numeric(20,2)",
     )?;
-    let rows = query_text(
-        &client,
-        "SELECT sum(amount), count(*) FROM public.ledger WHERE md5(label) <> ''",
-    )
-    .await?;
+    let rows = query_text(&client, totals).await?;
     assert_eq!(
         rows,
         vec![vec!["400000000.00".to_string(), "400000".to_string()]]
