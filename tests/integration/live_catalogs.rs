@@ -537,3 +537,96 @@ async fn the_same_query_text_again_follows_every_change() -> anyhow::Result<()> 
     assert!(message.contains("again"), "{message}");
     fjord.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_checks_its_table_inside_its_own_statement() -> anyhow::Result<()> {
+    let postgres = Postgres::start()?;
+    // Names that the check's literals must carry exactly: quotes, a semicolon, a comma, colons
+    // (the check's own separator) and letters beyond ASCII.
+    postgres.psql_admin(
+        "workshop",
+        r#"CREATE TABLE "Odd 'keyed'; tåble" ("K'ey" int PRIMARY KEY, "naïve, label" text NOT NULL, "x:1:2" numeric(8,3));
+           INSERT INTO "Odd 'keyed'; tåble" SELECT g, 'label ' || g, g / 8.0 FROM generate_series(1, 20) AS g"#,
+    )?;
+    let fjord = Fjord::start(&postgres.catalog_toml("postgresql")).await?;
+    let client = fjord.connect().await?;
+    client.batch_execute("USE postgresql.public").await?;
+    let lookup = |key: i32| format!(r#"SELECT * FROM "Odd 'keyed'; tåble" WHERE "K'ey" = {key}"#);
+    // The column names and rows of a simple query, which names its columns even without rows.
+    let read = async |sql: &str| -> anyhow::Result<(Vec<String>, Vec<Vec<String>>)> {
+        let mut columns = Vec::new();
+        let mut rows = Vec::new();
+        for message in client.simple_query(sql).await? {
+            match message {
+                tokio_postgres::SimpleQueryMessage::RowDescription(described) => {
+                    columns = described.iter().map(|c| c.name().to_string()).collect();
+                }
+                tokio_postgres::SimpleQueryMessage::Row(row) => rows.push(
+                    (0..row.len())
+                        .map(|i| row.get(i).unwrap_or("NULL").to_string())
+                        .collect(),
+                ),
+                _ => {}
+            }
+        }
+        Ok((columns, rows))
+    };
+    let names = |list: &[&str]| list.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    for (key, x) in [
+        (1, "0.125"),
+        (2, "0.250"),
+        (99, ""),
+        (20, "2.500"),
+        (3, "0.375"),
+    ] {
+        let (columns, rows) = read(&lookup(key)).await?;
+        assert_eq!(columns, names(&["K'ey", "naïve, label", "x:1:2"]));
+        let expected = if x.is_empty() {
+            vec![]
+        } else {
+            vec![names(&[&key.to_string(), &format!("label {key}"), x])]
+        };
+        assert_eq!(rows, expected, "key {key}");
+    }
+    // The last read confirmed the table with the column it selected beside the rows: had the
+    // check found a difference, the read would have been sent again after a separate check.
+    let direct = postgres.connect("workshop").await?;
+    let last_read = async || -> anyhow::Result<String> {
+        Ok(direct
+            .query_one(
+                "SELECT query FROM pg_stat_activity \
+                 WHERE application_name = 'fjord' AND query LIKE '%tåble%' \
+                 ORDER BY state_change DESC LIMIT 1",
+                &[],
+            )
+            .await?
+            .get(0))
+    };
+    let sent = last_read().await?;
+    assert!(sent.contains("AS fjord_read"), "{sent}");
+
+    // A column added: a lookup that finds nothing still shows it, one that finds a row has it.
+    postgres.psql_admin(
+        "workshop",
+        r#"ALTER TABLE "Odd 'keyed'; tåble" ADD COLUMN "new; one" int DEFAULT 7"#,
+    )?;
+    let (columns, rows) = read(&lookup(98)).await?;
+    assert_eq!(
+        (columns, rows.len()),
+        (names(&["K'ey", "naïve, label", "x:1:2", "new; one"]), 0)
+    );
+    let (_, rows) = read(&lookup(2)).await?;
+    assert_eq!(rows, vec![names(&["2", "label 2", "0.250", "7"])]);
+    // A scale change: the values come with the new scale.
+    postgres.psql_admin(
+        "workshop",
+        r#"ALTER TABLE "Odd 'keyed'; tåble" ALTER COLUMN "x:1:2" TYPE numeric(10,5)"#,
+    )?;
+    for _ in 0..2 {
+        let (_, rows) = read(&lookup(3)).await?;
+        assert_eq!(rows, vec![names(&["3", "label 3", "0.37500", "7"])]);
+    }
+    let sent = last_read().await?;
+    assert!(sent.contains("AS fjord_read"), "{sent}");
+    fjord.stop().await
+}

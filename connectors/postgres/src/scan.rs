@@ -37,6 +37,7 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 use parking_lot::Mutex;
 use postgres_types::{Format, FromSql, IsNull, Kind, ToSql, Type};
+use tokio_postgres::Statement;
 
 use crate::binary_copy::{BinaryCopyDecoder, DecodeError};
 use crate::error::PostgresError;
@@ -492,46 +493,56 @@ impl Read {
                 let mut client = pool.get().await?;
                 client.mark_busy();
                 // Sized for a few rows; the builders grow if more come.
-                let mut decoder = BinaryCopyDecoder::with_capacity(
-                    schema,
-                    &kinds,
-                    batch_size,
-                    FEW_ROWS_CAPACITY.min(batch_size),
-                );
-                // A prepare that fails (a column renamed) leaves the statement to go unprepared,
-                // behind the shape check that then reports the change.
-                let prepared = client.repeated(&query).await.ok().flatten();
-                let values = parameters.iter().map(|text| TextValue(text));
-                let rows = ShapeCheck::around(&checks, &pool, &mut client, async |client| {
-                    match &prepared {
-                        Some(statement) => client.client().query_raw(statement, values).await,
-                        // Postgres types each parameter from where it stands, as it would a
-                        // literal (`$1::date`, or a column's own type).
-                        None => {
-                            let unspecified =
-                                || Type::new(String::new(), 0, Kind::Simple, String::new());
-                            client
-                                .client()
-                                .query_typed_raw(
-                                    query.as_str(),
-                                    values.map(|value| (value, unspecified())),
-                                )
-                                .await
+                let new_decoder = || {
+                    BinaryCopyDecoder::with_capacity(
+                        schema.clone(),
+                        &kinds,
+                        batch_size,
+                        FEW_ROWS_CAPACITY.min(batch_size),
+                    )
+                };
+                let mut decoder = new_decoder();
+                let few = FewRows {
+                    pool: &pool,
+                    parameters: &parameters,
+                    decode_error: &decode_error,
+                };
+                // The tables' check rides in the statement itself (see `shape`) when it can.
+                let guarded = ShapeCheck::guard(&checks).map(|guard| {
+                    format!("SELECT fjord_read.*, {guard} FROM ({query}) AS fjord_read")
+                });
+                let confirmed = match &guarded {
+                    Some(sql) => match few.read(&mut client, sql, &mut decoder, true).await {
+                        Ok(Some(true)) => true,
+                        // Every table found as planned only if a row said so.
+                        Ok(Some(false)) => false,
+                        Ok(None) => {
+                            ShapeCheck::confirm_all(&checks, &pool, &mut client).await?;
+                            true
                         }
-                    }
-                    .map_err(|e| pool.error(e))
-                })
-                .await?;
-                futures::pin_mut!(rows);
-                while let Some(row) = rows.next().await {
-                    let row = row.map_err(|e| pool.error(e))?;
-                    let values = (0..row.len()).map(|index| {
-                        row.try_get::<_, Option<RawValue>>(index)
-                            .ok()
-                            .flatten()
-                            .map(|value| value.0)
-                    });
-                    decoder.push_row(values).map_err(&decode_error)?;
+                        // A statement planned on a changed table may fail for that change
+                        // (a column gone): say so, so that it is planned again.
+                        Err(error) => {
+                            return Err(
+                                match ShapeCheck::confirm_all(&checks, &pool, &mut client).await {
+                                    Err(changed @ PostgresError::Changed { .. }) => changed,
+                                    _ => error,
+                                },
+                            );
+                        }
+                    },
+                    None => false,
+                };
+                if !confirmed {
+                    // Read again behind the separate check, which names what changed (or
+                    // finds the tables as planned again, and then the rows are good).
+                    decoder = new_decoder();
+                    let prepared = client.repeated(&query).await.ok().flatten();
+                    ShapeCheck::around(&checks, &pool, &mut client, async |client| {
+                        few.read_prepared(client, &query, prepared.as_ref(), &mut decoder, false)
+                            .await
+                    })
+                    .await?;
                 }
                 let batches = decoder.finish().map_err(&decode_error)?;
                 for batch in &batches {
@@ -602,6 +613,81 @@ impl Read {
             Ok(())
         });
         builder.build()
+    }
+}
+
+/// What a few-rows read needs besides its connection, statement and decoder.
+struct FewRows<'a, E> {
+    pool: &'a Pool,
+    parameters: &'a [String],
+    decode_error: &'a E,
+}
+
+impl<E: Fn(DecodeError) -> PostgresError> FewRows<'_, E> {
+    /// Runs `sql` (prepared on the connection if it was sent before) and decodes its rows.
+    async fn read(
+        &self,
+        client: &mut PooledClient,
+        sql: &str,
+        decoder: &mut BinaryCopyDecoder,
+        guarded: bool,
+    ) -> Result<Option<bool>, PostgresError> {
+        // A prepare that fails (a column renamed) leaves the statement to go unprepared, and
+        // its failure to the caller's check.
+        let prepared = client.repeated(sql).await.ok().flatten();
+        self.read_prepared(client, sql, prepared.as_ref(), decoder, guarded)
+            .await
+    }
+
+    /// Runs `sql`, or `prepared` if given, and decodes its rows. With `guarded`, the last
+    /// column is [`ShapeCheck::guard`]'s, left out of the rows: its value in the first row is
+    /// returned (`None` if there was no row).
+    async fn read_prepared(
+        &self,
+        client: &PooledClient,
+        sql: &str,
+        prepared: Option<&Statement>,
+        decoder: &mut BinaryCopyDecoder,
+        guarded: bool,
+    ) -> Result<Option<bool>, PostgresError> {
+        let pool = self.pool;
+        let values = self.parameters.iter().map(|text| TextValue(text));
+        let rows = match prepared {
+            Some(statement) => client.client().query_raw(statement, values).await,
+            // Postgres types each parameter from where it stands, as it would a literal
+            // (`$1::date`, or a column's own type).
+            None => {
+                let unspecified = || Type::new(String::new(), 0, Kind::Simple, String::new());
+                client
+                    .client()
+                    .query_typed_raw(sql, values.map(|value| (value, unspecified())))
+                    .await
+            }
+        }
+        .map_err(|e| pool.error(e))?;
+        futures::pin_mut!(rows);
+        let mut guard = None;
+        while let Some(row) = rows.next().await {
+            let row = row.map_err(|e| pool.error(e))?;
+            let columns = if guarded {
+                if guard.is_none() {
+                    guard = Some(
+                        row.try_get::<_, Option<bool>>(row.len() - 1).ok().flatten() == Some(true),
+                    );
+                }
+                row.len() - 1
+            } else {
+                row.len()
+            };
+            let values = (0..columns).map(|index| {
+                row.try_get::<_, Option<RawValue>>(index)
+                    .ok()
+                    .flatten()
+                    .map(|value| value.0)
+            });
+            decoder.push_row(values).map_err(self.decode_error)?;
+        }
+        Ok(guard)
     }
 }
 

@@ -11,6 +11,11 @@
 //! again. A statement never reads rows with columns other than the ones it was planned with.
 //! Which columns are unique keys is only read with the whole shape; it only decides how a read
 //! is split.
+//!
+//! A read of a few rows (a key lookup, an aggregate) carries its check inside its own
+//! statement instead: one more column, true while every table's columns are as planned
+//! ([`ShapeCheck::guard`]). That saves Postgres a second statement per read; a read that
+//! returns no row, fails, or finds a change falls back to the separate check.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,12 +26,28 @@ use tokio_postgres::Row;
 
 use crate::error::PostgresError;
 use crate::pool::{Pool, PooledClient};
+use crate::sql::quote_literal;
 use crate::types::{PgColumn, PgKind};
+
+/// A relation's columns as one text: for each column in order, its name's length in
+/// characters, name, type oid, type modifier and whether it is NOT NULL. The same expression
+/// reads a shape and checks it, so the two agree byte for byte. Expects the relation as `c`.
+macro_rules! column_facts {
+    () => {
+        "COALESCE((SELECT pg_catalog.string_agg(\
+           pg_catalog.length(a.attname::text)::text || ':' || a.attname::text || ':' \
+           || a.atttypid::text || ':' || a.atttypmod::text || ':' || a.attnotnull::text, \
+           ',' ORDER BY a.attnum) \
+         FROM pg_catalog.pg_attribute a \
+         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '')"
+    };
+}
 
 /// A relation's facts on every row, one row per column (a table without columns gives one row
 /// with NULL column facts). The last column says whether a valid unique index has that column
 /// as its only key, so an equality on it reads at most one row.
-pub(crate) const TABLE_SHAPE: &str = "SELECT c.relkind::text, \
+pub(crate) const TABLE_SHAPE: &str = concat!(
+    "SELECT c.relkind::text, \
         CASE WHEN c.relkind IN ('r', 'm') \
           THEN pg_catalog.pg_relation_size(c.oid) \
                / pg_catalog.current_setting('block_size')::bigint \
@@ -38,14 +59,16 @@ pub(crate) const TABLE_SHAPE: &str = "SELECT c.relkind::text, \
         EXISTS (SELECT 1 FROM pg_catalog.pg_index i \
           WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid AND i.indnatts = 1 \
             AND i.indkey[0] = a.attnum AND i.indpred IS NULL AND i.indexprs IS NULL), \
-        c.oid, c.relnamespace \
- FROM pg_catalog.pg_class c \
+        c.oid, c.relnamespace, ",
+    column_facts!(),
+    " FROM pg_catalog.pg_class c \
  JOIN pg_catalog.pg_namespace n ON c.relnamespace = n.oid \
  LEFT JOIN pg_catalog.pg_attribute a \
    ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
  LEFT JOIN pg_catalog.pg_type t ON a.atttypid = t.oid \
  WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'v', 'm', 'p', 'f') \
- ORDER BY a.attnum";
+ ORDER BY a.attnum"
+);
 
 /// What a scan asks to confirm a shape read before: the same relation (by oid, under the same
 /// name and schema) with the same columns, and its current size. Two index lookups, where
@@ -78,6 +101,8 @@ pub(crate) struct TableShape {
     oid: u32,
     namespace: u32,
     facts: Vec<ColumnFacts>,
+    /// The same facts as [`column_facts!`] writes them, for [`ShapeCheck::guard`].
+    facts_text: String,
 }
 
 impl TableShape {
@@ -126,6 +151,7 @@ impl TableShape {
             oid: relation.get(10),
             namespace: relation.get(11),
             facts,
+            facts_text: relation.get(12),
         })
     }
 
@@ -191,6 +217,41 @@ pub(crate) struct ShapeCheck {
 }
 
 impl ShapeCheck {
+    /// A condition true while every check's table is as planned (the relation by oid, under
+    /// the same name and schema, with the same columns), for a statement to select beside its
+    /// own columns. It has no reference to the statement's rows, so Postgres evaluates it once
+    /// per run. `None` without checks.
+    pub(crate) fn guard(checks: &[ShapeCheck]) -> Option<String> {
+        if checks.is_empty() {
+            return None;
+        }
+        let tables = checks
+            .iter()
+            .map(|check| {
+                let planned = &check.planned;
+                Some(format!(
+                    "(SELECT c.relname = {} AND c.relnamespace = '{}'::oid AND {} = {} \
+                     FROM pg_catalog.pg_class c WHERE c.oid = '{}'::oid)",
+                    quote_literal(&check.table)?,
+                    planned.namespace,
+                    column_facts!(),
+                    quote_literal(&planned.facts_text)?,
+                    planned.oid,
+                ))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(format!("({}) IS TRUE", tables.join(" AND ")))
+    }
+
+    /// Confirms every check's table with a statement of its own: `Ok` if all are as planned.
+    pub(crate) async fn confirm_all(
+        checks: &[ShapeCheck],
+        pool: &Pool,
+        client: &mut PooledClient,
+    ) -> Result<(), PostgresError> {
+        Self::around(checks, pool, client, async |_| Ok(())).await
+    }
+
     /// Runs `read` on `client` with every check's catalog query sent just ahead of it on the
     /// same connection; `read`'s result is returned only if every shape is as planned.
     pub(crate) async fn around<T>(
