@@ -630,3 +630,82 @@ async fn a_lookup_checks_its_table_inside_its_own_statement() -> anyhow::Result<
     assert!(sent.contains("AS fjord_read"), "{sent}");
     fjord.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_planned_to_read_nothing_still_sees_the_table_as_it_is() -> anyhow::Result<()> {
+    let postgres = Postgres::start()?;
+    postgres.psql_admin(
+        "workshop",
+        "CREATE TABLE settled (id int PRIMARY KEY, v int NOT NULL); \
+         INSERT INTO settled VALUES (1, 10), (2, 20)",
+    )?;
+    let fjord = Fjord::start(&postgres.catalog_toml("postgresql")).await?;
+    let client = fjord.connect().await?;
+    client.batch_execute("USE postgresql.public").await?;
+    let one = |value: &str| vec![vec![value.to_string()]];
+    assert_eq!(
+        query_text(&client, "SELECT count(*) FROM settled").await?,
+        one("2")
+    );
+    // Prepared now, run after the table changes below.
+    let early = client.prepare("SELECT * FROM settled WHERE id = 1").await?;
+    let columns = async |sql: &str| -> anyhow::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for message in client.simple_query(sql).await? {
+            if let tokio_postgres::SimpleQueryMessage::RowDescription(columns) = message {
+                names = columns.iter().map(|c| c.name().to_string()).collect();
+            }
+        }
+        Ok(names)
+    };
+
+    // `LIMIT 0` is how many clients ask for a table's columns: a plan that reads no row.
+    postgres.psql_admin("workshop", "ALTER TABLE settled ADD COLUMN w int")?;
+    assert_eq!(
+        columns("SELECT * FROM settled LIMIT 0").await?,
+        ["id", "v", "w"]
+    );
+
+    // A NOT NULL column lets the planner answer `IS NULL` without reading; not once it is gone.
+    postgres.psql_admin(
+        "workshop",
+        "ALTER TABLE settled ALTER COLUMN v DROP NOT NULL; INSERT INTO settled VALUES (3, NULL, 5)",
+    )?;
+    assert_eq!(
+        query_text(&client, "SELECT id FROM settled WHERE v IS NULL").await?,
+        one("3")
+    );
+
+    // A statement prepared now is described with the table as it is now, and its rows fit.
+    postgres.psql_admin(
+        "workshop",
+        "ALTER TABLE settled ADD COLUMN x text DEFAULT 'x'",
+    )?;
+    let now = client.prepare("SELECT * FROM settled WHERE id = 3").await?;
+    let names: Vec<&str> = now.columns().iter().map(|c| c.name()).collect();
+    assert_eq!(names, ["id", "v", "w", "x"]);
+    let row = client.query_one(&now, &[]).await?;
+    assert_eq!(
+        (
+            row.get::<_, i32>(0),
+            row.get::<_, i32>(2),
+            row.get::<_, String>(3)
+        ),
+        (3, 5, "x".to_string())
+    );
+    let described = client.prepare("SELECT * FROM settled LIMIT 0").await?;
+    assert_eq!(described.columns().len(), 4);
+
+    // One prepared before the changes was described with two columns: like Postgres, fjord
+    // refuses to send it rows of four, rather than rows its client would misread.
+    let error = client
+        .query(&early, &[])
+        .await
+        .expect_err("the described columns changed");
+    let error = error.as_db_error().expect("a server error");
+    assert_eq!(
+        (error.code().code(), error.message()),
+        ("0A000", "cached plan must not change result type")
+    );
+    fjord.stop().await
+}

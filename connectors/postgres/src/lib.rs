@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use arrow::datatypes::{Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, Session, TableProvider};
-use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, Result};
 use datafusion::datasource::TableType;
 use datafusion::logical_expr::expr::{Cast, TryCast};
@@ -234,16 +234,8 @@ impl PostgresCatalog {
         schema: &str,
         table: &str,
     ) -> Result<Option<PostgresTable>, PostgresError> {
-        let (shape, check) = match self.shapes.get(schema, table) {
-            Some(shape) => {
-                let check = ShapeCheck {
-                    schema: schema.to_string(),
-                    table: table.to_string(),
-                    planned: shape.clone(),
-                    cache: self.shapes.clone(),
-                };
-                (shape, Some(check))
-            }
+        let (shape, reused) = match self.shapes.get(schema, table) {
+            Some(shape) => (shape, true),
             None => {
                 let result = self.load_columns(schema, table).await;
                 self.record(&result);
@@ -252,9 +244,16 @@ impl PostgresCatalog {
                 let Some(shape) = shape else {
                     return Ok(None);
                 };
-                (shape, None)
+                (shape, false)
             }
         };
+        let shape_check = ShapeCheck {
+            schema: schema.to_string(),
+            table: table.to_string(),
+            planned: shape.clone(),
+            cache: self.shapes.clone(),
+        };
+        let check = reused.then(|| shape_check.clone());
         let TableShape {
             columns,
             unique,
@@ -288,6 +287,7 @@ impl PostgresCatalog {
             blocks: *blocks,
             batch_size: self.batch_size,
             check,
+            shape: shape_check,
         }))
     }
 
@@ -390,6 +390,8 @@ pub struct PostgresTable {
     batch_size: usize,
     /// Set when the shape was reused from an earlier statement: the scan confirms it.
     check: Option<ShapeCheck>,
+    /// The shape planned with, reused or read just then, to confirm it later.
+    shape: ShapeCheck,
 }
 
 impl PostgresTable {
@@ -565,19 +567,105 @@ impl TableProvider for PostgresTable {
 /// [`PostgresError::Changed`] (before any of their rows) if it changed: the caller may then plan
 /// the statement again and run it.
 pub fn reads_reused_shapes(plan: &LogicalPlan) -> bool {
-    let mut found = false;
+    !reused_shapes(plan).tables.is_empty()
+}
+
+/// The Postgres tables a plan names with shapes reused from earlier statements.
+#[derive(Debug, Default)]
+pub struct ReusedShapes {
+    tables: Vec<(Arc<Pool>, ShapeCheck)>,
+}
+
+/// The tables `plan` (as planned from SQL, before optimization) names with reused shapes.
+pub fn reused_shapes(plan: &LogicalPlan) -> ReusedShapes {
+    shapes_of(plan, false)
+}
+
+/// Every Postgres table `plan` names, with the shape it was planned with, reused or read then:
+/// for a plan made earlier and about to be used again.
+pub fn planned_shapes(plan: &LogicalPlan) -> ReusedShapes {
+    shapes_of(plan, true)
+}
+
+fn shapes_of(plan: &LogicalPlan, read_then_too: bool) -> ReusedShapes {
+    let mut reused = ReusedShapes::default();
     let _ = plan.apply_with_subqueries(|node| {
         if let LogicalPlan::TableScan(scan) = node
             && let Ok(provider) = datafusion::datasource::source_as_provider(&scan.source)
             && let Some(table) = provider.as_any().downcast_ref::<PostgresTable>()
-            && table.check.is_some()
+            && let Some(check) = table
+                .check
+                .as_ref()
+                .or(read_then_too.then_some(&table.shape))
+            && !reused.tables.iter().any(|(pool, known)| {
+                pool.catalog() == table.catalog
+                    && known.schema == check.schema
+                    && known.table == check.table
+            })
         {
-            found = true;
-            return Ok(TreeNodeRecursion::Stop);
+            reused.tables.push((table.pool.clone(), check.clone()));
         }
         Ok(TreeNodeRecursion::Continue)
     });
-    found
+    reused
+}
+
+impl ReusedShapes {
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty()
+    }
+
+    /// Confirms that every table still has the columns it was planned with (one round trip
+    /// per catalog): [`PostgresError::Changed`] names one that changed, which is then read
+    /// afresh by the next planning.
+    pub async fn confirm(&self) -> Result<(), PostgresError> {
+        Self::confirm_tables(self.tables.iter().collect()).await
+    }
+
+    /// Confirms the tables that no scan of `physical` confirms as it starts: those the
+    /// optimizer found it need not read (`LIMIT 0`, a filter that cannot hold on the columns
+    /// as planned). Their columns still decide the result's columns, or that it is empty.
+    pub async fn confirm_unscanned(
+        &self,
+        physical: &Arc<dyn ExecutionPlan>,
+    ) -> Result<(), PostgresError> {
+        let mut scanned = Vec::new();
+        let _ = physical.apply(|node| {
+            if let Some(scan) = node.as_any().downcast_ref::<PostgresScanExec>() {
+                scanned.extend(
+                    scan.checked_tables()
+                        .map(|(schema, table)| (scan.catalog().to_string(), schema, table)),
+                );
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        let unscanned = self
+            .tables
+            .iter()
+            .filter(|(pool, check)| {
+                !scanned.iter().any(|(catalog, schema, table)| {
+                    catalog == pool.catalog() && *schema == check.schema && *table == check.table
+                })
+            })
+            .collect();
+        Self::confirm_tables(unscanned).await
+    }
+
+    async fn confirm_tables(tables: Vec<&(Arc<Pool>, ShapeCheck)>) -> Result<(), PostgresError> {
+        let mut rest = tables;
+        while let Some((pool, _)) = rest.first() {
+            let pool = pool.clone();
+            let (same, others): (Vec<_>, Vec<_>) = rest
+                .into_iter()
+                .partition(|(other, _)| other.catalog() == pool.catalog());
+            let checks: Vec<ShapeCheck> =
+                same.into_iter().map(|(_, check)| check.clone()).collect();
+            let mut client = pool.get().await?;
+            ShapeCheck::confirm_all(&checks, &pool, &mut client).await?;
+            rest = others;
+        }
+        Ok(())
+    }
 }
 
 /// Whether `filter` keeps at most one row of a table with `columns`, where `unique` says which

@@ -211,6 +211,17 @@ impl PostgresScanExec {
         !self.checks.is_empty()
     }
 
+    pub fn catalog(&self) -> &str {
+        &self.catalog
+    }
+
+    /// The (schema, table) of each table this scan confirms as it starts.
+    pub(crate) fn checked_tables(&self) -> impl Iterator<Item = (String, String)> + '_ {
+        self.checks
+            .iter()
+            .map(|check| (check.schema.clone(), check.table.clone()))
+    }
+
     /// The round that partition `partition` belongs to: the current one unless it has
     /// already read that partition (the plan is being executed again).
     fn join_round(&self, partition: usize) -> Arc<Round> {

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
-use datafusion::common::{ParamValues, TableReference, plan_err};
+use datafusion::common::{DataFusionError, ParamValues, TableReference, plan_err};
 use datafusion::datasource::provider_as_source;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
@@ -353,6 +353,36 @@ async fn confirmed(
     let schema = stream.schema();
     let rest = futures::stream::iter(first).chain(stream);
     Ok(Box::pin(RecordBatchStreamAdapter::new(schema, rest)))
+}
+
+/// A statement's rows, if they have the columns its client was told of when it described the
+/// statement. A Postgres table changed since then (a column added under `*`, a type changed)
+/// gives rows of another shape, which the client would misread: Postgres refuses to run its
+/// own prepared statements then, with this error, and so does fjord.
+fn as_described(
+    prepared: &Prepared,
+    stream: SendableRecordBatchStream,
+) -> Result<SendableRecordBatchStream, EngineError> {
+    let Some(Some(described)) = prepared.output.get() else {
+        return Ok(stream);
+    };
+    let rows = stream.schema();
+    let same = described.fields().len() == rows.fields().len()
+        && described
+            .fields()
+            .iter()
+            .zip(rows.fields())
+            .all(|(described, row)| {
+                types::same_on_the_wire(described.data_type(), row.data_type())
+            });
+    if same {
+        Ok(stream)
+    } else {
+        Err(EngineError::new(
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            "cached plan must not change result type",
+        ))
+    }
 }
 
 /// The schema a query's rows will have once analyzed, where it differs from the plan's; `None`
@@ -811,10 +841,17 @@ impl Session {
     /// its plan (see `kept_plans`), else `sql` planned now.
     async fn plan_or_recall(&self, sql: &str, describe: bool) -> Result<Prepared, EngineError> {
         let catalogs = self.inner.engine.registry.generation();
-        if let Some(prepared) = self.inner.recent_queries.lock().get(sql, catalogs) {
-            return Ok(prepared);
+        let recalled = self.inner.recent_queries.lock().get(sql, catalogs);
+        if let Some(prepared) = recalled {
+            if !describe || self.describes_current_tables(&prepared, true).await? {
+                return Ok(prepared);
+            }
+            self.inner.recent_queries.lock().remove(sql);
         }
-        let prepared = self.plan_statement(sql, describe).await?;
+        let mut prepared = self.plan_statement(sql, describe).await?;
+        if describe && !self.describes_current_tables(&prepared, false).await? {
+            prepared = self.plan_statement(sql, describe).await?;
+        }
         if let PreparedKind::Plan(plan) = &prepared.kind
             && kept_plans::may_keep(plan)
         {
@@ -830,6 +867,34 @@ impl Session {
                 .insert(prepared.sql.clone(), catalogs, remembered);
         }
         Ok(prepared)
+    }
+
+    /// For a statement a client is about to describe: whether the Postgres tables it was
+    /// planned with still have those columns, so that its description is true now (as
+    /// Postgres's own description of a statement just parsed is). Only tables planned with
+    /// shapes reused from earlier statements can be out of date, or, for a `recalled` plan,
+    /// any. A table found changed is forgotten, and read afresh by the next planning.
+    async fn describes_current_tables(
+        &self,
+        prepared: &Prepared,
+        recalled: bool,
+    ) -> Result<bool, EngineError> {
+        let PreparedKind::Plan(plan) = &prepared.kind else {
+            return Ok(true);
+        };
+        let shapes = if recalled {
+            fjord_postgres::planned_shapes(plan)
+        } else {
+            fjord_postgres::reused_shapes(plan)
+        };
+        if shapes.is_empty() {
+            return Ok(true);
+        }
+        match shapes.confirm().await {
+            Ok(()) => Ok(true),
+            Err(error) if error.needs_planning_again() => Ok(false),
+            Err(error) => Err(error::classify(&DataFusionError::External(Box::new(error)))),
+        }
     }
 
     /// Plans one statement; `describe` also works out the analyzed row schema, which only a
@@ -1240,7 +1305,7 @@ impl Session {
                     match self.run_kept(&kept, parameters.clone()).await {
                         Ok(stream) => {
                             return Ok(Outcome::Rows {
-                                stream: self.client_rows(prepared, stream),
+                                stream: self.client_rows(prepared, as_described(prepared, stream)?),
                                 tag: "SELECT".into(),
                             });
                         }
@@ -1268,7 +1333,7 @@ impl Session {
                 };
                 match outcome {
                     Outcome::Rows { stream, tag } => Ok(Outcome::Rows {
-                        stream: self.client_rows(prepared, stream),
+                        stream: self.client_rows(prepared, as_described(prepared, stream)?),
                         tag,
                     }),
                     other => Ok(other),
@@ -1502,8 +1567,24 @@ impl Session {
                     LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) => "EXPLAIN",
                     _ => "SELECT",
                 };
+                let reused = match &plan {
+                    LogicalPlan::Explain(_) => fjord_postgres::ReusedShapes::default(),
+                    _ => fjord_postgres::reused_shapes(&plan),
+                };
                 let frame = self.inner.context.execute_logical_plan(plan).await?;
-                let stream = frame.execute_stream().await?;
+                let stream = if reused.is_empty() {
+                    frame.execute_stream().await?
+                } else {
+                    // A table whose scan the optimizer removed is confirmed here, as its scan
+                    // would have been: its columns still shape the result.
+                    let task = Arc::new(frame.task_ctx());
+                    let physical = frame.create_physical_plan().await?;
+                    reused
+                        .confirm_unscanned(&physical)
+                        .await
+                        .map_err(|e| error::classify(&DataFusionError::External(Box::new(e))))?;
+                    datafusion::physical_plan::execute_stream(physical, task)?
+                };
                 Ok(Outcome::Rows {
                     stream,
                     tag: tag.into(),
