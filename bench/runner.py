@@ -138,7 +138,7 @@ class Postgres:
 class Fjord:
     """`fjord serve` (release build) with its own warehouse."""
 
-    def __init__(self, workdir, postgres, interactions):
+    def __init__(self, workdir, postgres, interactions, cats=None):
         self.bin = os.environ["FJORD_BIN"]
         self.dir = pathlib.Path(workdir) / "fjord"
         self.dir.mkdir()
@@ -153,6 +153,7 @@ flight_listen = "127.0.0.1:{self.flight_port}"
 [demo]
 build_on_start = false
 interactions = {interactions}
+{f"cats = {cats}" if cats else ""}
 [catalogs.iceberg]
 type = "iceberg"
 warehouse = "warehouse"
@@ -359,6 +360,9 @@ def main():
     parser.add_argument("--quick", action="store_true", help="small data, fewer runs (about 3 minutes)")
     parser.add_argument("--only", help="comma-separated workload names")
     parser.add_argument("--repeat", type=int, default=None, help="timed runs per case (default 5, quick 3)")
+    parser.add_argument("--interactions", type=int, default=None,
+                        help="rows of the demo world's cat_interactions_raw (default 1,000,000, quick 200,000)")
+    parser.add_argument("--cats", type=int, default=None, help="cats in the demo world's Postgres table (default 11,000)")
     args = parser.parse_args()
     if args.repeat is None:
         args.repeat = 3 if args.quick else 5
@@ -369,7 +373,7 @@ def main():
         if unknown:
             raise SystemExit(f"bench: unknown workloads {sorted(unknown)}; known: {[w.NAME for w in workloads]}")
         workloads = [w for w in workloads if w.NAME in wanted]
-    interactions = 200_000 if args.quick else 1_000_000
+    interactions = args.interactions or (200_000 if args.quick else 1_000_000)
     with tempfile.TemporaryDirectory(prefix="fjord-bench-") as workdir:
         if os.geteuid() == 0:
             os.chmod(workdir, 0o755)
@@ -377,7 +381,7 @@ def main():
         postgres.start()
         with postgres.connect() as conn:
             conn.execute("CREATE DATABASE workshop")
-        fjord = Fjord(workdir, postgres, interactions)
+        fjord = Fjord(workdir, postgres, interactions, args.cats)
         print(f"bench: building the demo world ({interactions} interactions)", flush=True)
         fjord.demo()
         fjord.start()

@@ -1,12 +1,15 @@
 """The scenario's dashboard query: lake history joined with live Postgres profiles."""
 
+import datetime
+
 import duckdb
 
 from runner import Measurement
 
 NAME = "federated_join"
 DESCRIPTION = ("the manager's query through fjord; peer: the same join inside PostgreSQL with the lake rows copied in. "
-               "One visitor's likes joined with 100k Postgres cats, with and without run-time join filters")
+               "One visitor's likes (on one day, at larger scales) joined with 100k Postgres cats, with and without "
+               "run-time join filters")
 
 FJORD_SQL = """SELECT p.archetype, COUNT(*) AS like_count
 FROM iceberg.data_on_eks.cat_interactions_raw AS i
@@ -27,7 +30,7 @@ ORDER BY 2 DESC, 1"""
 SELECTIVE_SQL = """SELECT p.name, p.archetype, COUNT(*) AS likes
 FROM iceberg.data_on_eks.cat_interactions_raw AS i
 JOIN postgresql.public.cats_at_scale AS p ON i.cat_id = p.cat_id
-WHERE i.interaction_type = 'like' AND i.visitor_id = '{visitor}'
+WHERE i.interaction_type = 'like' AND {likes}
 GROUP BY 1, 2
 ORDER BY 3 DESC, 1, 2"""
 
@@ -43,18 +46,39 @@ ALTER TABLE cats_at_scale ADD PRIMARY KEY (cat_id);
 """
 
 
-def selective(bench, files):
-    """The selective join with run-time filters on, and off (the peer)."""
-    # A visitor whose likes name at most 150 distinct cats: DataFusion's default bound for
-    # sending keys as a list (`hash_join_inlist_pushdown_max_distinct_values`).
-    found = duckdb.connect().execute(
-        f"SELECT CAST(visitor_id AS VARCHAR) FROM read_parquet('{files}/**/*.parquet') "
+def few_liked_cats(files):
+    """A filter on the lake's likes that names 20 to 150 distinct cats, at most DataFusion's
+    default bound for sending keys as a list (`hash_join_inlist_pushdown_max_distinct_values`),
+    and what it selects: one visitor's likes, or at larger scales (where a visitor likes
+    hundreds of cats) one visitor's likes on one day."""
+    lake = duckdb.connect()
+    source = f"read_parquet('{files}/**/*.parquet')"
+    found = lake.execute(
+        f"SELECT CAST(visitor_id AS VARCHAR) FROM {source} "
         "WHERE interaction_type = 'like' GROUP BY visitor_id "
         "HAVING count(DISTINCT cat_id) BETWEEN 20 AND 150 ORDER BY count(DISTINCT cat_id) DESC LIMIT 1"
     ).fetchone()
+    if found is not None:
+        return f"i.visitor_id = '{found[0]}'", "one visitor's likes"
+    found = lake.execute(
+        f"SELECT CAST(visitor_id AS VARCHAR), CAST(floor(epoch(event_time) / 86400) AS BIGINT) AS day FROM {source} "
+        "WHERE interaction_type = 'like' GROUP BY 1, 2 "
+        "HAVING count(DISTINCT cat_id) BETWEEN 20 AND 150 ORDER BY count(DISTINCT cat_id) DESC, 1, 2 LIMIT 1"
+    ).fetchone()
     if found is None:
-        raise SystemExit(f"bench: {NAME}: no visitor with 20 to 150 liked cats in the demo world")
-    sql = SELECTIVE_SQL.format(visitor=found[0])
+        raise SystemExit(f"bench: {NAME}: no visitor with 20 to 150 liked cats, in all or on one day, in the demo world")
+    visitor, day = found
+    start = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(days=day)
+    end = start + datetime.timedelta(days=1)
+    stamp = "%Y-%m-%dT%H:%M:%SZ"
+    return (f"i.visitor_id = '{visitor}' AND i.event_time >= TIMESTAMP '{start.strftime(stamp)}' "
+            f"AND i.event_time < TIMESTAMP '{end.strftime(stamp)}'", "one visitor's likes on one day")
+
+
+def selective(bench, files):
+    """The selective join with run-time filters on, and off (the peer)."""
+    likes, what = few_liked_cats(files)
+    sql = SELECTIVE_SQL.format(likes=likes)
     with bench.postgres.connect("workshop") as pg:
         pg.execute(CATS_AT_SCALE)
         pg.execute("VACUUM ANALYZE cats_at_scale")
@@ -71,7 +95,7 @@ def selective(bench, files):
                          f"{with_filters[:3]}\n{without_filters[:3]}")
     with bench.postgres.connect("workshop") as pg:
         pg.execute("DROP TABLE cats_at_scale")
-    return Measurement(NAME, f"one visitor's likes x {profiles // 1000}k Postgres cats, run-time join filters", "s",
+    return Measurement(NAME, f"{what} x {profiles // 1000}k Postgres cats, run-time join filters", "s",
                        filtered_time, "fjord without run-time filters", unfiltered_time)
 
 
