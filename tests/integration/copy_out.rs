@@ -7,14 +7,17 @@ use fjord_tests::{Fjord, Postgres, TEST_DEMO};
 use futures::TryStreamExt;
 
 const TABLE: &str = "CREATE TABLE copy_check (id int PRIMARY KEY, label text, amount numeric(12,2), \
-     seen timestamptz, ok boolean, ratio float8, tag uuid, doc jsonb, day date); \
+     seen timestamptz, ok boolean, ratio float8, tag uuid, doc jsonb, day date, \
+     small int2, big int8, single float4, code varchar(12)); \
      INSERT INTO copy_check VALUES \
      (1, E'tab\\there', 12.50, '2026-01-02 03:04:05.5+00', true, 0.1, \
-      'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{\"a\": [1, 2], \"b\": \"x,y\"}', '2026-01-02'), \
-     (2, E'line\\nbreak, \"quoted\" and back\\\\slash', -0.01, NULL, false, 1e20, NULL, NULL, NULL), \
-     (3, '', NULL, '1999-12-31 23:59:59+00', NULL, NULL, NULL, '[]', '1999-12-31'), \
-     (4, NULL, 0, '2026-06-30 12:00:00+00', true, -2.5, NULL, NULL, NULL), \
-     (5, 'Miso 🐱 naïve\\N', 1234567890.12, NULL, NULL, 3, NULL, NULL, NULL)";
+      'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{\"a\": [1, 2], \"b\": \"x,y\"}', '2026-01-02', \
+      -32768, 9223372036854775807, 1.5, 'A-1'), \
+     (2, E'line\\nbreak, \"quoted\" and back\\\\slash', -0.01, NULL, false, 1e20, NULL, NULL, NULL, \
+      32767, -9223372036854775808, -0.25, ''), \
+     (3, '', NULL, '1999-12-31 23:59:59+00', NULL, NULL, NULL, '[]', '1999-12-31', NULL, NULL, NULL, NULL), \
+     (4, NULL, 0, '2026-06-30 12:00:00+00', true, -2.5, NULL, NULL, NULL, 0, 0, 0, 'naïve'), \
+     (5, 'Miso 🐱 naïve\\N', 1234567890.12, NULL, NULL, 3, NULL, NULL, NULL, 7, 42, 3.25, NULL)";
 
 /// psql's `\copy` of `select` into `file` (written by psql, on the client) with `options`.
 fn copy_command(select: &str, file: &Path, options: &str) -> String {

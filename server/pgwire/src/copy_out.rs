@@ -22,6 +22,7 @@ use pgwire::messages::copy::{CopyData, CopyDone, CopyOutResponse};
 use pgwire::messages::data::DataRow;
 use pgwire::types::format::FormatOptions;
 
+use crate::binary_rows::BinaryRows;
 use crate::cancel::QueryToken;
 use crate::encode::{canceled_by, engine_error, pg_fields, wire_forms};
 
@@ -86,6 +87,18 @@ where
             continue;
         }
         let batch = wire_forms(batch, &fields)?;
+        if binary && let Some(tuples) = BinaryRows::new(&batch, &fields) {
+            for row in 0..batch.num_rows() {
+                tuples.write_tuple(row, &mut pending);
+                client
+                    .feed(PgWireBackendMessage::CopyData(CopyData::new(
+                        pending.split().freeze(),
+                    )))
+                    .await?;
+            }
+            rows += batch.num_rows();
+            continue;
+        }
         for row in encode_recordbatch(fields.clone(), batch) {
             writer.row(&row?, &mut pending)?;
             client

@@ -9,6 +9,7 @@
 //! **Invariant:** this crate and the other front doors are the only ones that import pgwire.
 
 mod access;
+mod binary_rows;
 mod cancel;
 mod connection;
 mod copy_out;
