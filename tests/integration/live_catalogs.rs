@@ -6,6 +6,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use fjord_tests::{Fjord, Postgres, query_text};
+use futures::TryStreamExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_table_created_after_start_is_queryable_and_listed() -> anyhow::Result<()> {
@@ -677,10 +678,13 @@ async fn a_statement_planned_to_read_nothing_still_sees_the_table_as_it_is() -> 
     );
 
     // A statement prepared now is described with the table as it is now, and its rows fit.
+    // (A table that Postgres confirmed within the last second is described as it was then;
+    // a change in that second is caught when the statement runs, as at the end.)
     postgres.psql_admin(
         "workshop",
         "ALTER TABLE settled ADD COLUMN x text DEFAULT 'x'",
     )?;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let now = client.prepare("SELECT * FROM settled WHERE id = 3").await?;
     let names: Vec<&str> = now.columns().iter().map(|c| c.name()).collect();
     assert_eq!(names, ["id", "v", "w", "x"]);
@@ -695,6 +699,31 @@ async fn a_statement_planned_to_read_nothing_still_sees_the_table_as_it_is() -> 
     );
     let described = client.prepare("SELECT * FROM settled LIMIT 0").await?;
     assert_eq!(described.columns().len(), 4);
+
+    // Queries inside COPY and DECLARE are described to no client: their columns may follow
+    // the table, and their types follow analysis (a bigint's sum is a numeric).
+    let copy = async |sql: &str| -> anyhow::Result<String> {
+        let chunks: Vec<_> = client.copy_out(sql).await?.try_collect().await?;
+        let bytes: Vec<u8> = chunks.iter().flat_map(|chunk| chunk.to_vec()).collect();
+        Ok(String::from_utf8(bytes)?)
+    };
+    assert_eq!(
+        copy("COPY (SELECT sum(v::int8) AS total FROM settled) TO STDOUT").await?,
+        "30\n"
+    );
+    postgres.psql_admin("workshop", "ALTER TABLE settled ADD COLUMN y int DEFAULT 9")?;
+    assert_eq!(
+        copy("COPY (SELECT * FROM settled WHERE id = 1) TO STDOUT").await?,
+        "1\t10\t\\N\tx\t9\n"
+    );
+    client
+        .batch_execute("BEGIN; DECLARE totals CURSOR FOR SELECT sum(v::int8) FROM settled")
+        .await?;
+    assert_eq!(
+        query_text(&client, "FETCH ALL FROM totals").await?,
+        one("30")
+    );
+    client.batch_execute("COMMIT").await?;
 
     // One prepared before the changes was described with two columns: like Postgres, fjord
     // refuses to send it rows of four, rather than rows its client would misread.

@@ -516,12 +516,12 @@ impl TableProvider for PostgresTable {
         // Split reads run on several connections: a reused shape is confirmed before them.
         // A single read confirms it in its own round trip.
         let checks: Vec<ShapeCheck> = self.check.iter().cloned().collect();
-        let checks = if ranges > 1 && !checks.is_empty() {
+        let (checks, confirmed_now) = if ranges > 1 && !checks.is_empty() {
             let mut client = self.pool.get().await?;
-            ShapeCheck::around(&checks, &self.pool, &mut client, async |_| Ok(())).await?;
-            Vec::new()
+            ShapeCheck::confirm_all(&checks, &self.pool, &mut client).await?;
+            (Vec::new(), checks)
         } else {
-            checks
+            (checks, Vec::new())
         };
         let queries = scan::ctid_ranges(self.blocks, ranges)
             .into_iter()
@@ -553,7 +553,8 @@ impl TableProvider for PostgresTable {
             selected.into_iter().cloned().collect(),
             self.batch_size,
             checks,
-        );
+        )
+        .with_confirmed_at_planning(&confirmed_now);
         if parameters {
             exec = exec.with_parameters(self.columns.clone());
         }
@@ -616,10 +617,17 @@ impl ReusedShapes {
     }
 
     /// Confirms that every table still has the columns it was planned with (one round trip
-    /// per catalog): [`PostgresError::Changed`] names one that changed, which is then read
-    /// afresh by the next planning.
-    pub async fn confirm(&self) -> Result<(), PostgresError> {
-        Self::confirm_tables(self.tables.iter().collect()).await
+    /// per catalog), unless Postgres confirmed them less than `age` ago (by a read's check or
+    /// guard, or by reading them): [`PostgresError::Changed`] names one that changed, which is
+    /// then read afresh by the next planning.
+    pub async fn confirm_unless_within(&self, age: Duration) -> Result<(), PostgresError> {
+        Self::confirm_tables(
+            self.tables
+                .iter()
+                .filter(|(_, check)| !check.planned.confirmed_within(age))
+                .collect(),
+        )
+        .await
     }
 
     /// Confirms the tables that no scan of `physical` confirms as it starts: those the

@@ -131,6 +131,8 @@ pub struct PostgresScanExec {
     parameter_columns: Option<Arc<Vec<PgColumn>>>,
     /// At most [`FEW_ROWS`] rows: read as a plain statement rather than a `COPY`.
     few_rows: bool,
+    /// The (schema, table) of tables confirmed when the scan was planned (a split read's).
+    confirmed_at_planning: Vec<(String, String)>,
 }
 
 /// The parameter values of the statement being run, for scans planned with its parameters
@@ -173,7 +175,17 @@ impl PostgresScanExec {
             sent: Arc::default(),
             parameter_columns: None,
             few_rows: false,
+            confirmed_at_planning: Vec::new(),
         }
+    }
+
+    /// The scan of tables that `checks` confirmed as it was planned.
+    pub(crate) fn with_confirmed_at_planning(mut self, checks: &[ShapeCheck]) -> Self {
+        self.confirmed_at_planning = checks
+            .iter()
+            .map(|check| (check.schema.clone(), check.table.clone()))
+            .collect();
+        self
     }
 
     /// The scan of a statement known to return at most [`FEW_ROWS`] rows.
@@ -215,11 +227,13 @@ impl PostgresScanExec {
         &self.catalog
     }
 
-    /// The (schema, table) of each table this scan confirms as it starts.
+    /// The (schema, table) of each table this scan confirms as it starts, or confirmed when
+    /// it was planned.
     pub(crate) fn checked_tables(&self) -> impl Iterator<Item = (String, String)> + '_ {
         self.checks
             .iter()
             .map(|check| (check.schema.clone(), check.table.clone()))
+            .chain(self.confirmed_at_planning.iter().cloned())
     }
 
     /// The round that partition `partition` belongs to: the current one unless it has
@@ -344,6 +358,7 @@ impl ExecutionPlan for PostgresScanExec {
                 sent: Arc::default(),
                 parameter_columns: self.parameter_columns.clone(),
                 few_rows: self.few_rows,
+                confirmed_at_planning: self.confirmed_at_planning.clone(),
             }) as Arc<dyn ExecutionPlan>);
         }
         Ok(propagation)
@@ -524,7 +539,10 @@ impl Read {
                 });
                 let confirmed = match &guarded {
                     Some(sql) => match few.read(&mut client, sql, &mut decoder, true).await {
-                        Ok(Some(true)) => true,
+                        Ok(Some(true)) => {
+                            ShapeCheck::confirmed_by_guard(&checks);
+                            true
+                        }
                         // Every table found as planned only if a row said so.
                         Ok(Some(false)) => false,
                         Ok(None) => {

@@ -19,6 +19,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use datafusion::datasource::TableType;
 use parking_lot::Mutex;
@@ -44,8 +46,9 @@ macro_rules! column_facts {
 }
 
 /// A relation's facts on every row, one row per column (a table without columns gives one row
-/// with NULL column facts). The last column says whether a valid unique index has that column
-/// as its only key, so an equality on it reads at most one row.
+/// with NULL column facts). The tenth column says whether a valid unique index has that column
+/// as its only key, so an equality on it reads at most one row. The last, on the first row
+/// only (once per relation, as a wide table's would be long), is [`column_facts!`].
 pub(crate) const TABLE_SHAPE: &str = concat!(
     "SELECT c.relkind::text, \
         CASE WHEN c.relkind IN ('r', 'm') \
@@ -59,9 +62,10 @@ pub(crate) const TABLE_SHAPE: &str = concat!(
         EXISTS (SELECT 1 FROM pg_catalog.pg_index i \
           WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid AND i.indnatts = 1 \
             AND i.indkey[0] = a.attnum AND i.indpred IS NULL AND i.indexprs IS NULL), \
-        c.oid, c.relnamespace, ",
+        c.oid, c.relnamespace, \
+        CASE WHEN pg_catalog.row_number() OVER (ORDER BY a.attnum) = 1 THEN ",
     column_facts!(),
-    " FROM pg_catalog.pg_class c \
+    " END FROM pg_catalog.pg_class c \
  JOIN pg_catalog.pg_namespace n ON c.relnamespace = n.oid \
  LEFT JOIN pg_catalog.pg_attribute a \
    ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
@@ -103,6 +107,30 @@ pub(crate) struct TableShape {
     facts: Vec<ColumnFacts>,
     /// The same facts as [`column_facts!`] writes them, for [`ShapeCheck::guard`].
     facts_text: String,
+    /// When Postgres last confirmed these columns (read or checked), as [`Confirmed`] counts.
+    confirmed: Arc<AtomicU64>,
+}
+
+/// Milliseconds since the first shape was read, for [`TableShape::confirmed_within`].
+struct Confirmed;
+
+impl Confirmed {
+    fn now() -> u64 {
+        static START: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+        START.elapsed().as_millis() as u64
+    }
+}
+
+impl TableShape {
+    /// Whether Postgres confirmed these columns less than `age` ago.
+    pub(crate) fn confirmed_within(&self, age: Duration) -> bool {
+        Confirmed::now().saturating_sub(self.confirmed.load(Ordering::Relaxed))
+            < age.as_millis() as u64
+    }
+
+    fn mark_confirmed(&self) {
+        self.confirmed.store(Confirmed::now(), Ordering::Relaxed);
+    }
 }
 
 impl TableShape {
@@ -152,6 +180,7 @@ impl TableShape {
             namespace: relation.get(11),
             facts,
             facts_text: relation.get(12),
+            confirmed: Arc::new(AtomicU64::new(Confirmed::now())),
         })
     }
 
@@ -243,6 +272,13 @@ impl ShapeCheck {
         Some(format!("({}) IS TRUE", tables.join(" AND ")))
     }
 
+    /// Records that a statement's guard found every check's table as planned.
+    pub(crate) fn confirmed_by_guard(checks: &[ShapeCheck]) {
+        for check in checks {
+            check.planned.mark_confirmed();
+        }
+    }
+
     /// Confirms every check's table with a statement of its own: `Ok` if all are as planned.
     pub(crate) async fn confirm_all(
         checks: &[ShapeCheck],
@@ -283,8 +319,9 @@ impl ShapeCheck {
         let shapes = shapes.map_err(|e| pool.error(e))?;
         for (check, rows) in checks.iter().zip(shapes) {
             match check.planned.confirm(&rows) {
-                Some(blocks) if blocks == check.planned.blocks => {}
+                Some(blocks) if blocks == check.planned.blocks => check.planned.mark_confirmed(),
                 Some(blocks) => {
+                    check.planned.mark_confirmed();
                     // Same columns, another size: later statements split reads by it.
                     let mut current = check.planned.as_ref().clone();
                     current.blocks = blocks;

@@ -312,6 +312,9 @@ pub struct Prepared {
     /// `output_schema`, worked out on its first call (after the fields above are final):
     /// clients describe a statement each time they run it.
     output: std::sync::OnceLock<Option<SchemaRef>>,
+    /// How many columns a client was told its rows have, once it described it (see
+    /// `as_described`).
+    described: std::sync::OnceLock<usize>,
     /// The schema its rows were last renamed to (see `client_named`), and the one they had.
     renamed: Arc<Mutex<Option<(SchemaRef, SchemaRef)>>>,
 }
@@ -355,33 +358,25 @@ async fn confirmed(
     Ok(Box::pin(RecordBatchStreamAdapter::new(schema, rest)))
 }
 
-/// A statement's rows, if they have the columns its client was told of when it described the
-/// statement. A Postgres table changed since then (a column added under `*`, a type changed)
-/// gives rows of another shape, which the client would misread: Postgres refuses to run its
+/// How recently Postgres must have confirmed a table's columns for a statement described now
+/// to be described with them without asking again. A change within that time is still seen by
+/// the statement's scan when it runs, and rows of another width then fail (see `as_described`).
+const DESCRIBED_SHAPES_AGE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A statement's rows, if they have as many columns as its client was told when it described
+/// the statement. A Postgres table changed since then (a column added or dropped under `*`)
+/// gives rows of another width, which the client would misread: Postgres refuses to run its
 /// own prepared statements then, with this error, and so does fjord.
 fn as_described(
     prepared: &Prepared,
     stream: SendableRecordBatchStream,
 ) -> Result<SendableRecordBatchStream, EngineError> {
-    let Some(Some(described)) = prepared.output.get() else {
-        return Ok(stream);
-    };
-    let rows = stream.schema();
-    let same = described.fields().len() == rows.fields().len()
-        && described
-            .fields()
-            .iter()
-            .zip(rows.fields())
-            .all(|(described, row)| {
-                types::same_on_the_wire(described.data_type(), row.data_type())
-            });
-    if same {
-        Ok(stream)
-    } else {
-        Err(EngineError::new(
+    match prepared.described.get() {
+        Some(&columns) if columns != stream.schema().fields().len() => Err(EngineError::new(
             sqlstate::FEATURE_NOT_SUPPORTED,
             "cached plan must not change result type",
-        ))
+        )),
+        _ => Ok(stream),
     }
 }
 
@@ -487,6 +482,7 @@ impl Prepared {
             cursor_schema: None,
             analyzed_schema: None,
             output: std::sync::OnceLock::new(),
+            described: std::sync::OnceLock::new(),
             renamed: Arc::default(),
         }
     }
@@ -545,6 +541,15 @@ impl Prepared {
             Some(names) => column_names::rename(stream, names, &self.renamed),
             None => stream,
         }
+    }
+
+    /// `output_schema`, as a client's Describe tells it: its rows must keep that many columns.
+    pub fn describe_output(&self) -> Option<SchemaRef> {
+        let schema = self.output_schema();
+        if let Some(schema) = &schema {
+            let _ = self.described.set(schema.fields().len());
+        }
+        schema
     }
 
     /// The schema of the rows this statement returns, `None` if it returns none.
@@ -873,7 +878,10 @@ impl Session {
     /// planned with still have those columns, so that its description is true now (as
     /// Postgres's own description of a statement just parsed is). Only tables planned with
     /// shapes reused from earlier statements can be out of date, or, for a `recalled` plan,
-    /// any. A table found changed is forgotten, and read afresh by the next planning.
+    /// any; and a table Postgres confirmed within [`DESCRIBED_SHAPES_AGE`] is taken as it was,
+    /// so that clients that parse each statement (node-postgres, JDBC's and psycopg's first
+    /// runs) do not pay a round trip per statement. A table found changed is forgotten, and
+    /// read afresh by the next planning.
     async fn describes_current_tables(
         &self,
         prepared: &Prepared,
@@ -890,7 +898,7 @@ impl Session {
         if shapes.is_empty() {
             return Ok(true);
         }
-        match shapes.confirm().await {
+        match shapes.confirm_unless_within(DESCRIBED_SHAPES_AGE).await {
             Ok(()) => Ok(true),
             Err(error) if error.needs_planning_again() => Ok(false),
             Err(error) => Err(error::classify(&DataFusionError::External(Box::new(error)))),

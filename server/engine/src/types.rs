@@ -232,26 +232,3 @@ pub(crate) fn in_time_zone(
     });
     Box::pin(RecordBatchStreamAdapter::new(converted, batches))
 }
-
-/// Whether a column of type `a` and one of type `b` reach a Postgres client as the same type:
-/// the string and binary layouts, which zone a timestamptz is in (the session's) and dictionary
-/// encoding are the engine's own business.
-pub(crate) fn same_on_the_wire(a: &DataType, b: &DataType) -> bool {
-    use DataType as T;
-    match (a, b) {
-        (T::Dictionary(_, a), b) | (b, T::Dictionary(_, a)) => same_on_the_wire(a, b),
-        (T::Utf8 | T::LargeUtf8 | T::Utf8View, T::Utf8 | T::LargeUtf8 | T::Utf8View) => true,
-        (
-            T::Binary | T::LargeBinary | T::BinaryView,
-            T::Binary | T::LargeBinary | T::BinaryView,
-        ) => true,
-        (T::Timestamp(a, a_zone), T::Timestamp(b, b_zone)) => {
-            a == b && a_zone.is_some() == b_zone.is_some()
-        }
-        (
-            T::List(a) | T::LargeList(a) | T::ListView(a) | T::LargeListView(a),
-            T::List(b) | T::LargeList(b) | T::ListView(b) | T::LargeListView(b),
-        ) => same_on_the_wire(a.data_type(), b.data_type()),
-        (a, b) => a == b,
-    }
-}

@@ -210,7 +210,7 @@ impl Connection {
         statement: &Prepared,
         format: &Format,
     ) -> PgWireResult<Arc<Vec<FieldInfo>>> {
-        match statement.output_schema() {
+        match statement.describe_output() {
             Some(schema) => self.fields(&schema, format, None),
             None => Ok(Arc::default()),
         }
@@ -737,7 +737,7 @@ impl QueryParser for Parser {
         statement: &Prepared,
         format: Option<&Format>,
     ) -> PgWireResult<Vec<FieldInfo>> {
-        match statement.output_schema() {
+        match statement.describe_output() {
             Some(schema) => pg_fields(&schema, format.unwrap_or(&Format::UnifiedText), None),
             None => Ok(Vec::new()),
         }
