@@ -535,7 +535,14 @@ impl Read {
                 };
                 // The tables' check rides in the statement itself (see `shape`) when it can.
                 let guarded = ShapeCheck::guard(&checks).map(|guard| {
-                    format!("SELECT fjord_read.*, {guard} FROM ({query}) AS fjord_read")
+                    // One row at least, even where the read finds none, to carry the guard;
+                    // a lateral join with nothing to join on runs as a nested loop over the
+                    // guard's one row, so the read's rows keep their order.
+                    format!(
+                        "SELECT fjord_guard.ok, fjord_read.* FROM (SELECT {guard} AS ok) AS fjord_guard \
+                         LEFT JOIN LATERAL (SELECT true AS fjord_present, fjord_rows.* \
+                         FROM ({query}) AS fjord_rows) AS fjord_read ON true"
+                    )
                 });
                 let confirmed = match &guarded {
                     Some(sql) => match few.read(&mut client, sql, &mut decoder, true).await {
@@ -543,8 +550,8 @@ impl Read {
                             ShapeCheck::confirmed_by_guard(&checks);
                             true
                         }
-                        // Every table found as planned only if a row said so.
                         Ok(Some(false)) => false,
+                        // Not expected (the statement gives a row at least): check apart.
                         Ok(None) => {
                             ShapeCheck::confirm_all(&checks, &pool, &mut client).await?;
                             true
@@ -668,9 +675,10 @@ impl<E: Fn(DecodeError) -> PostgresError> FewRows<'_, E> {
             .await
     }
 
-    /// Runs `sql`, or `prepared` if given, and decodes its rows. With `guarded`, the last
-    /// column is [`ShapeCheck::guard`]'s, left out of the rows: its value in the first row is
-    /// returned (`None` if there was no row).
+    /// Runs `sql`, or `prepared` if given, and decodes its rows. With `guarded`, each row
+    /// starts with [`ShapeCheck::guard`]'s value and whether a row of the read follows (NULL
+    /// in the one row of a read that found none): the guard's value is returned (`None` if no
+    /// row came at all), the read's rows decoded.
     async fn read_prepared(
         &self,
         client: &PooledClient,
@@ -698,17 +706,20 @@ impl<E: Fn(DecodeError) -> PostgresError> FewRows<'_, E> {
         let mut guard = None;
         while let Some(row) = rows.next().await {
             let row = row.map_err(|e| pool.error(e))?;
-            let columns = if guarded {
+            // Guarded, a row is the guard, whether a row of the read follows, then that row.
+            let first = if guarded {
                 if guard.is_none() {
-                    guard = Some(
-                        row.try_get::<_, Option<bool>>(row.len() - 1).ok().flatten() == Some(true),
-                    );
+                    guard = Some(row.try_get::<_, Option<bool>>(0).ok().flatten() == Some(true));
                 }
-                row.len() - 1
+                if row.try_get::<_, Option<bool>>(1).ok().flatten().is_none() {
+                    // The read found no row: this one only carries the guard.
+                    continue;
+                }
+                2
             } else {
-                row.len()
+                0
             };
-            let values = (0..columns).map(|index| {
+            let values = (first..row.len()).map(|index| {
                 row.try_get::<_, Option<RawValue>>(index)
                     .ok()
                     .flatten()

@@ -14,8 +14,9 @@
 //!
 //! A read of a few rows (a key lookup, an aggregate) carries its check inside its own
 //! statement instead: one more column, true while every table's columns are as planned
-//! ([`ShapeCheck::guard`]). That saves Postgres a second statement per read; a read that
-//! returns no row, fails, or finds a change falls back to the separate check.
+//! ([`ShapeCheck::guard`]), on every row and on a row of its own where the read finds none.
+//! That saves Postgres a second statement per read; a read that fails or finds a change
+//! falls back to the separate check.
 
 use std::collections::HashMap;
 use std::sync::Arc;
