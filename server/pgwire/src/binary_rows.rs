@@ -3,7 +3,8 @@
 //! per-row allocation and no copy of an encoded row. For the types whose binary form is their
 //! bytes as Arrow holds them (integers, floats, booleans, text) and for the columns that
 //! `encode::wire_forms` has already put in their binary form (numeric, uuid, jsonb, dates,
-//! timestamps); a batch with any other column goes through arrow-pg as before.
+//! timestamps); a batch with any other column goes through arrow-pg as before. Used for
+//! binary COPY out and for results a client asked for in binary format.
 
 use datafusion::arrow::array::{
     Array, BinaryArray, BinaryViewArray, BooleanArray, Float32Array, Float64Array, Int16Array,
@@ -12,7 +13,9 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::DataType;
 use pgwire::api::Type;
-use pgwire::api::results::FieldInfo;
+use pgwire::api::results::{FieldFormat, FieldInfo};
+use pgwire::error::PgWireResult;
+use pgwire::messages::data::DataRow;
 
 /// One column of a batch, as its binary values are written.
 enum Column<'a> {
@@ -67,15 +70,43 @@ impl<'a> BinaryRows<'a> {
         Some(BinaryRows { columns })
     }
 
-    /// Row `row` as a binary COPY tuple (a DataRow's body): the field count, then each field
-    /// as its length (-1 for NULL) and bytes.
+    /// Row `row` as a binary COPY tuple (a DataRow's body): the field count, then the fields.
     pub(crate) fn write_tuple(&self, row: usize, out: &mut bytes::BytesMut) {
         use bytes::BufMut;
         out.put_i16(self.columns.len() as i16);
+        self.write_fields(row, out);
+    }
+
+    /// Row `row`'s fields, each as its length (-1 for NULL) and bytes.
+    fn write_fields(&self, row: usize, out: &mut bytes::BytesMut) {
         for column in &self.columns {
             column.write(row, out);
         }
     }
+}
+
+/// `batch`'s rows as DataRows, where every column is sent in binary format (a client that
+/// asked for binary results) and is one this module writes; `None` leaves them to arrow-pg.
+pub(crate) fn data_rows(
+    batch: &RecordBatch,
+    fields: &[FieldInfo],
+) -> Option<Vec<PgWireResult<DataRow>>> {
+    if fields
+        .iter()
+        .any(|field| field.format() != FieldFormat::Binary)
+    {
+        return None;
+    }
+    let rows = BinaryRows::new(batch, fields)?;
+    Some(
+        (0..batch.num_rows())
+            .map(|row| {
+                let mut data = bytes::BytesMut::new();
+                rows.write_fields(row, &mut data);
+                Ok(DataRow::new(data, rows.columns.len() as i16))
+            })
+            .collect(),
+    )
 }
 
 impl Column<'_> {

@@ -211,7 +211,10 @@ fn rows(
                             }
                         };
                         state.current =
-                            Some(Box::new(encode_recordbatch(state.fields.clone(), batch)));
+                            Some(match crate::binary_rows::data_rows(&batch, &state.fields) {
+                                Some(rows) => Box::new(rows.into_iter()),
+                                None => Box::new(encode_recordbatch(state.fields.clone(), batch)),
+                            });
                     }
                 }
                 Some(Err(error)) => {
