@@ -119,6 +119,8 @@ pub struct PostgresScanExec {
     batch_size: usize,
     /// Reused table shapes to confirm in the round trip that reads the rows (one partition).
     checks: Vec<ShapeCheck>,
+    /// For a few-rows read, [`ShapeCheck::guard`] of `checks`: written once per plan.
+    guard: Option<Arc<str>>,
     properties: Arc<PlanProperties>,
     /// Rows read from Postgres per partition (`output_rows` in EXPLAIN ANALYZE).
     metrics: ExecutionPlanMetricsSet,
@@ -168,6 +170,7 @@ impl PostgresScanExec {
             columns: Arc::new(columns),
             runtime_filters: Vec::new(),
             batch_size,
+            guard: None,
             checks,
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
@@ -191,6 +194,11 @@ impl PostgresScanExec {
     /// The scan of a statement known to return at most [`FEW_ROWS`] rows.
     pub(crate) fn with_few_rows(mut self, few_rows: bool) -> Self {
         self.few_rows = few_rows && self.queries.len() == 1;
+        self.guard = if self.few_rows {
+            ShapeCheck::guard(&self.checks).map(Arc::from)
+        } else {
+            None
+        };
         self
     }
 
@@ -352,6 +360,7 @@ impl ExecutionPlan for PostgresScanExec {
                 runtime_filters,
                 batch_size: self.batch_size,
                 checks: self.checks.clone(),
+                guard: self.guard.clone(),
                 properties: self.properties.clone(),
                 metrics: ExecutionPlanMetricsSet::new(),
                 round: Mutex::new(None),
@@ -417,6 +426,7 @@ impl ExecutionPlan for PostgresScanExec {
             partitions: self.queries.len(),
             batch_size,
             checks: self.checks.clone(),
+            guard: self.guard.clone(),
             output_rows: MetricBuilder::new(&self.metrics).output_rows(partition),
             sent: self.sent.clone(),
             few_rows: self.few_rows,
@@ -445,6 +455,7 @@ struct Read {
     partitions: usize,
     batch_size: usize,
     checks: Vec<ShapeCheck>,
+    guard: Option<Arc<str>>,
     output_rows: Count,
     sent: Arc<Mutex<Vec<Option<String>>>>,
     few_rows: bool,
@@ -466,6 +477,7 @@ impl Read {
             partitions,
             batch_size,
             checks,
+            guard,
             output_rows,
             sent,
             few_rows,
@@ -534,7 +546,7 @@ impl Read {
                     decode_error: &decode_error,
                 };
                 // The tables' check rides in the statement itself (see `shape`) when it can.
-                let guarded = ShapeCheck::guard(&checks).map(|guard| {
+                let guarded = guard.map(|guard| {
                     // One row at least, even where the read finds none, to carry the guard;
                     // a lateral join with nothing to join on runs as a nested loop over the
                     // guard's one row, so the read's rows keep their order.

@@ -125,6 +125,12 @@ impl From<DataFusionError> for EngineError {
     }
 }
 
+impl From<PostgresError> for EngineError {
+    fn from(error: PostgresError) -> Self {
+        classify_postgres(&error)
+    }
+}
+
 /// Classifies a DataFusion error, looking through wrappers to the error that caused it.
 pub fn classify(error: &DataFusionError) -> EngineError {
     use sqlstate as s;
@@ -191,6 +197,12 @@ pub fn classify(error: &DataFusionError) -> EngineError {
     }
 }
 
+fn classify_postgres(error: &PostgresError) -> EngineError {
+    let mut classified = EngineError::new(error.sqlstate(), error.to_string());
+    classified.plan_again = error.needs_planning_again();
+    classified
+}
+
 fn classify_external(error: &(dyn std::error::Error + Send + Sync + 'static)) -> EngineError {
     use sqlstate as s;
     if let Some(engine_error) = error.downcast_ref::<EngineError>() {
@@ -200,9 +212,7 @@ fn classify_external(error: &(dyn std::error::Error + Send + Sync + 'static)) ->
         return classify(inner);
     }
     if let Some(postgres) = error.downcast_ref::<PostgresError>() {
-        let mut classified = EngineError::new(postgres.sqlstate(), postgres.to_string());
-        classified.plan_again = postgres.needs_planning_again();
-        return classified;
+        return classify_postgres(postgres);
     }
     if let Some(arrow_error) = error.downcast_ref::<ArrowError>() {
         return classify_arrow(arrow_error);

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
-use datafusion::common::{DataFusionError, ParamValues, TableReference, plan_err};
+use datafusion::common::{ParamValues, TableReference, plan_err};
 use datafusion::datasource::provider_as_source;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
@@ -901,7 +901,7 @@ impl Session {
         match shapes.confirm_unless_within(DESCRIBED_SHAPES_AGE).await {
             Ok(()) => Ok(true),
             Err(error) if error.needs_planning_again() => Ok(false),
-            Err(error) => Err(error::classify(&DataFusionError::External(Box::new(error)))),
+            Err(error) => Err(error.into()),
         }
     }
 
@@ -1587,10 +1587,7 @@ impl Session {
                     // would have been: its columns still shape the result.
                     let task = Arc::new(frame.task_ctx());
                     let physical = frame.create_physical_plan().await?;
-                    reused
-                        .confirm_unscanned(&physical)
-                        .await
-                        .map_err(|e| error::classify(&DataFusionError::External(Box::new(e))))?;
+                    reused.confirm_unscanned(&physical).await?;
                     datafusion::physical_plan::execute_stream(physical, task)?
                 };
                 Ok(Outcome::Rows {
