@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::Schema;
 use datafusion::common::Result;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::config::ConfigOptions;
@@ -22,6 +23,8 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
 use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
+
+use crate::decimal_arithmetic::decimal_arithmetic;
 
 #[derive(Debug, Default)]
 pub(crate) struct CheckedArithmetic;
@@ -39,7 +42,7 @@ impl PhysicalOptimizerRule for CheckedArithmetic {
                     .expr()
                     .iter()
                     .map(|item| {
-                        let checked = checked(&item.expr)?;
+                        let checked = checked(&item.expr, &projection.input().schema())?;
                         changed |= checked.transformed;
                         Ok(ProjectionExpr {
                             expr: checked.data,
@@ -52,7 +55,7 @@ impl PhysicalOptimizerRule for CheckedArithmetic {
                     return Ok(Transformed::yes(Arc::new(rebuilt) as Arc<dyn ExecutionPlan>));
                 }
             } else if let Some(filter) = node.as_any().downcast_ref::<FilterExec>() {
-                let predicate = checked(filter.predicate())?;
+                let predicate = checked(filter.predicate(), &filter.input().schema())?;
                 if predicate.transformed {
                     let rebuilt = FilterExecBuilder::from(filter)
                         .with_predicate(predicate.data)
@@ -61,6 +64,7 @@ impl PhysicalOptimizerRule for CheckedArithmetic {
                 }
             } else if let Some(aggregate) = node.as_any().downcast_ref::<AggregateExec>() {
                 let mut changed = false;
+                let schema = aggregate.input_schema();
                 let expressions = aggregate
                     .aggr_expr()
                     .iter()
@@ -68,7 +72,7 @@ impl PhysicalOptimizerRule for CheckedArithmetic {
                         let mut arguments = Vec::new();
                         let mut any = false;
                         for argument in function.expressions() {
-                            let argument = checked(&argument)?;
+                            let argument = checked(&argument, &schema)?;
                             any |= argument.transformed;
                             arguments.push(argument.data);
                         }
@@ -107,8 +111,13 @@ impl PhysicalOptimizerRule for CheckedArithmetic {
     }
 }
 
-/// `expression` with every wrapping `+`, `-` and `*` in it made checking.
-fn checked(expression: &Arc<dyn PhysicalExpr>) -> Result<Transformed<Arc<dyn PhysicalExpr>>> {
+/// `expression` with every wrapping `+`, `-` and `*` in it made checking, and those on
+/// numerics evaluated by [`DecimalArithmetic`](crate::decimal_arithmetic::DecimalArithmetic),
+/// which checks a batch at a time. `schema` is the input the expression reads.
+fn checked(
+    expression: &Arc<dyn PhysicalExpr>,
+    schema: &Schema,
+) -> Result<Transformed<Arc<dyn PhysicalExpr>>> {
     expression.clone().transform_up(|node| {
         let Some(binary) = node.as_any().downcast_ref::<BinaryExpr>() else {
             return Ok(Transformed::no(node));
@@ -122,6 +131,9 @@ fn checked(expression: &Arc<dyn PhysicalExpr>) -> Result<Transformed<Arc<dyn Phy
         }
         let rebuilt = BinaryExpr::new(binary.left().clone(), *binary.op(), binary.right().clone())
             .with_fail_on_overflow(true);
+        if let Some(decimal) = decimal_arithmetic(&rebuilt, schema)? {
+            return Ok(Transformed::yes(decimal));
+        }
         if rebuilt == *binary {
             // Checking already.
             return Ok(Transformed::no(node));

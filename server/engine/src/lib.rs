@@ -12,6 +12,7 @@ mod commands;
 mod constant_plans;
 mod copy;
 mod cursors;
+mod decimal_arithmetic;
 mod error;
 mod in_list_nulls;
 mod int4_literals;
