@@ -514,6 +514,9 @@ async fn result_types_and_time_zone_text_match_postgres() -> anyhow::Result<()> 
         "SELECT k, x, sum(x) OVER (PARTITION BY k ORDER BY x) AS running, \
          sum(x) OVER (PARTITION BY k) - 1 AS total FROM (VALUES (1, 9223372036854775807::bigint), \
          (1, 9223372036854775806::bigint), (2, -3::bigint)) v(k, x) ORDER BY k, x",
+        // Numerics past 28 digits (products of wide numerics, sums of such) in text, small
+        // ones and zeros keeping their scale.
+        "SELECT a * b, a * b * -1, sum(a * b) OVER (), a * 0, b - b FROM (VALUES          (99999999999999999.99::numeric(19,2), 9999999999999.9999::numeric(17,4)),          (0.05::numeric(19,2), -0.0001::numeric(17,4))) v(a, b) ORDER BY 1",
     ];
     for sql in big_sums {
         assert_eq!(
