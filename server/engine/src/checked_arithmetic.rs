@@ -17,14 +17,14 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::config::ConfigOptions;
 use datafusion::logical_expr::Operator;
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_expr::expressions::BinaryExpr;
+use datafusion::physical_expr::expressions::{BinaryExpr, CastExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
 use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 
-use crate::decimal_arithmetic::decimal_arithmetic;
+use crate::decimal_arithmetic::{decimal_arithmetic, integer_to_numeric};
 
 #[derive(Debug, Default)]
 pub(crate) struct CheckedArithmetic;
@@ -111,14 +111,21 @@ impl PhysicalOptimizerRule for CheckedArithmetic {
     }
 }
 
-/// `expression` with every wrapping `+`, `-` and `*` in it made checking, and those on
-/// numerics evaluated by [`DecimalArithmetic`](crate::decimal_arithmetic::DecimalArithmetic),
-/// which checks a batch at a time. `schema` is the input the expression reads.
+/// `expression` with every wrapping `+`, `-` and `*` in it made checking, those on numerics
+/// evaluated by [`DecimalArithmetic`](crate::decimal_arithmetic::DecimalArithmetic), which
+/// checks a batch at a time, and integers cast to numerics that hold them all widened without
+/// checks. `schema` is the input the expression reads.
 fn checked(
     expression: &Arc<dyn PhysicalExpr>,
     schema: &Schema,
 ) -> Result<Transformed<Arc<dyn PhysicalExpr>>> {
     expression.clone().transform_up(|node| {
+        if let Some(cast) = node.as_any().downcast_ref::<CastExpr>() {
+            return Ok(match integer_to_numeric(cast, schema)? {
+                Some(widening) => Transformed::yes(widening),
+                None => Transformed::no(node),
+            });
+        }
         let Some(binary) = node.as_any().downcast_ref::<BinaryExpr>() else {
             return Ok(Transformed::no(node));
         };
