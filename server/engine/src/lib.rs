@@ -9,6 +9,7 @@ mod catalog_admin;
 mod checked_arithmetic;
 mod column_names;
 mod commands;
+mod conjunct_order;
 mod constant_plans;
 mod copy;
 mod cursors;
@@ -226,6 +227,7 @@ impl Engine {
             Arc::new(unique_semi_joins::UniqueSemiJoins),
         );
         physical_rules.push(Arc::new(checked_arithmetic::CheckedArithmetic));
+        physical_rules.push(Arc::new(conjunct_order::ConjunctOrder));
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)
