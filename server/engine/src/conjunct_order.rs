@@ -24,7 +24,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Result, ScalarValue};
 use datafusion::config::ConfigOptions;
-use datafusion::logical_expr::{ColumnarValue, Operator};
+use datafusion::logical_expr::ColumnarValue;
 use datafusion::physical_expr::expressions::{
     BinaryExpr, Column, InListExpr, IsNotNullExpr, IsNullExpr, LikeExpr, Literal, NotExpr,
 };
@@ -34,6 +34,8 @@ use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
 use parking_lot::Mutex;
+
+use crate::untyped_literals::is_comparison;
 
 /// How many batches run in the order a sample chose before the next sample.
 const RESAMPLE_EVERY: usize = 64;
@@ -120,19 +122,7 @@ fn cannot_fail(expression: &Arc<dyn PhysicalExpr>) -> bool {
             || any.is::<LikeExpr>()
             || any.is::<NotExpr>()
             || any.downcast_ref::<BinaryExpr>().is_some_and(|binary| {
-                matches!(
-                    binary.op(),
-                    Operator::Eq
-                        | Operator::NotEq
-                        | Operator::Lt
-                        | Operator::LtEq
-                        | Operator::Gt
-                        | Operator::GtEq
-                        | Operator::And
-                        | Operator::Or
-                        | Operator::IsDistinctFrom
-                        | Operator::IsNotDistinctFrom
-                )
+                is_comparison(*binary.op()) || binary.op().is_logic_operator()
             });
         if ok {
             Ok(TreeNodeRecursion::Continue)
@@ -261,6 +251,7 @@ mod tests {
     use super::*;
     use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array};
     use datafusion::arrow::datatypes::Field;
+    use datafusion::logical_expr::Operator;
     use datafusion::physical_expr::expressions::lit;
 
     fn column(name: &str, index: usize) -> Arc<dyn PhysicalExpr> {
