@@ -428,3 +428,105 @@ async fn in_subqueries_over_grouped_keys_filter_the_outer_scan() -> anyhow::Resu
     assert_eq!(with_rule[1], with_rule[0]);
     fjord.stop().await
 }
+
+/// A grouped CTE used in two places (TPC-H q15's shape) is computed once: one place reads the
+/// lake and the other reads its rows. The answers are those of computing it at each place (a
+/// volatile condition that keeps every row stops the sharing), whether the places are joined
+/// or appended, and a prepared statement run again after an INSERT sees the new rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grouped_cte_used_twice_is_computed_once() -> anyhow::Result<()> {
+    let fjord = Fjord::start(&format!("{TEST_DEMO}\n")).await?;
+    let client = fjord.connect().await?;
+    client
+        .batch_execute(
+            "CREATE SCHEMA IF NOT EXISTS iceberg.analytics;
+             CREATE TABLE iceberg.analytics.likes AS
+             SELECT cat_id, duration_seconds FROM iceberg.data_on_eks.cat_interactions_raw
+             WHERE interaction_type = 'like'",
+        )
+        .await?;
+    let cte = |condition: &str| {
+        format!(
+            "WITH per_cat AS (SELECT cat_id, count(*) AS visits, sum(duration_seconds) AS seconds \
+             FROM iceberg.analytics.likes WHERE duration_seconds >= 0 {condition} GROUP BY cat_id)"
+        )
+    };
+    let top = |condition: &str| {
+        format!(
+            "{} SELECT cat_id, visits, seconds FROM per_cat \
+             WHERE visits = (SELECT max(visits) FROM per_cat) ORDER BY cat_id",
+            cte(condition)
+        )
+    };
+    let both_ends = |condition: &str| {
+        format!(
+            "{} SELECT 'most', max(visits) FROM per_cat UNION ALL \
+             SELECT 'least', min(visits) FROM per_cat ORDER BY 1",
+            cte(condition)
+        )
+    };
+    let every_row = "AND random() < 2";
+
+    for (query, volatile) in [
+        (top(""), top(every_row)),
+        (both_ends(""), both_ends(every_row)),
+    ] {
+        let plan = query_text(&client, &format!("EXPLAIN ANALYZE {query}")).await?;
+        let text = plan
+            .iter()
+            .map(|row| row.join(" "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(text.matches("SharedSubplanExec: id=1").count(), 2, "{text}");
+        let scans: Vec<&str> = text
+            .lines()
+            .filter(|line| line.contains("IcebergScanExec") && line.contains("likes"))
+            .collect();
+        assert_eq!(scans.len(), 2, "{text}");
+        let read: Vec<u64> = scans
+            .iter()
+            .filter_map(|line| plan_metric(line, "output_batches"))
+            .collect();
+        assert_eq!(read.len(), 1, "one place reads the table: {text}");
+        assert!(read[0] > 0, "{text}");
+
+        let plan = query_text(&client, &format!("EXPLAIN {volatile}")).await?;
+        assert!(
+            !plan
+                .iter()
+                .flatten()
+                .any(|line| line.contains("SharedSubplan")),
+            "a volatile function is computed at each place: {plan:?}"
+        );
+    }
+
+    let shared = [
+        query_text(&client, &top("")).await?,
+        query_text(&client, &both_ends("")).await?,
+    ];
+    let computed_twice = [
+        query_text(&client, &top(every_row)).await?,
+        query_text(&client, &both_ends(every_row)).await?,
+    ];
+    assert!(!shared[0].is_empty());
+    assert_eq!(shared[1].len(), 2);
+    assert_eq!(shared, computed_twice);
+
+    // Run again, a prepared statement computes the shared rows afresh.
+    let statement = client.prepare(&both_ends("")).await?;
+    let most = |rows: &[tokio_postgres::Row]| -> i64 {
+        let row = rows.iter().find(|row| row.get::<_, &str>(0) == "most");
+        row.expect("a row for the most visits").get(1)
+    };
+    let before = most(&client.query(&statement, &[]).await?);
+    client
+        .batch_execute(&format!(
+            "INSERT INTO iceberg.analytics.likes \
+             SELECT 424242, duration_seconds FROM iceberg.analytics.likes LIMIT {}",
+            before + 1
+        ))
+        .await?;
+    let after = most(&client.query(&statement, &[]).await?);
+    assert_eq!(after, before + 1);
+    fjord.stop().await
+}

@@ -26,6 +26,7 @@ pub mod pg_text;
 pub mod queries;
 mod query_planner;
 mod session_vars;
+mod shared_subplans;
 mod system;
 mod types;
 mod unique_semi_joins;
@@ -235,6 +236,7 @@ impl Engine {
             .with_default_features()
             .with_analyzer_rules(analyzer_rules)
             .with_optimizer_rule(Arc::new(fjord_postgres::PostgresPushdown))
+            .with_optimizer_rule(Arc::new(shared_subplans::SharedSubplans))
             .with_query_planner(Arc::new(query_planner::FjordQueryPlanner))
             .with_physical_optimizer_rules(physical_rules)
             .build();

@@ -1,5 +1,6 @@
 //! The physical planner with fjord's own logical nodes: statements pushed whole to a Postgres
-//! catalog (`fjord_postgres::PostgresQuery`) become binary COPY reads.
+//! catalog (`fjord_postgres::PostgresQuery`) become binary COPY reads, and aggregations a plan
+//! needs twice are computed once (`shared_subplans`).
 
 use std::sync::Arc;
 
@@ -21,9 +22,10 @@ impl QueryPlanner for FjordQueryPlanner {
         logical_plan: &LogicalPlan,
         session_state: &SessionState,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(
-            fjord_postgres::PostgresQueryPlanner,
-        )])
+        DefaultPhysicalPlanner::with_extension_planners(vec![
+            Arc::new(fjord_postgres::PostgresQueryPlanner),
+            Arc::new(crate::shared_subplans::SharedSubplanPlanner),
+        ])
         .create_physical_plan(logical_plan, session_state)
         .await
     }
