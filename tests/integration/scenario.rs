@@ -530,3 +530,60 @@ async fn a_grouped_cte_used_twice_is_computed_once() -> anyhow::Result<()> {
     assert_eq!(after, before + 1);
     fjord.stop().await
 }
+
+/// A comparison with a grouped correlated subquery (TPC-H q02's shape) is joined on the group
+/// column alone, the compared value checked as the join's filter, so that the outer rows' keys
+/// reach the subquery's scan while the query runs; the answers are those of the plain join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grouped_subqueries_are_filtered_by_the_outer_keys() -> anyhow::Result<()> {
+    let fjord = Fjord::start(&format!("{TEST_DEMO}\n")).await?;
+    let client = fjord.connect().await?;
+    let raw = "iceberg.data_on_eks.cat_interactions_raw";
+    let longest = format!(
+        "SELECT i.cat_id, i.visitor_id, i.duration_seconds FROM {raw} i \
+         WHERE i.interaction_type = 'like' AND i.cat_id <= 20 AND i.duration_seconds = \
+           (SELECT max(r.duration_seconds) FROM {raw} r \
+            WHERE r.cat_id = i.cat_id AND r.interaction_type = 'like') \
+         ORDER BY 1, 2, 3"
+    );
+
+    let plan = query_text(&client, &format!("EXPLAIN ANALYZE {longest}")).await?;
+    let join = plan_line(&plan, &["HashJoinExec", "filter="]);
+    let keys = join
+        .split("on=[")
+        .nth(1)
+        .and_then(|rest| rest.split(']').next())
+        .unwrap_or_default();
+    assert!(keys.starts_with("(cat_id@"), "{join}");
+    assert!(!keys.contains("duration_seconds"), "{join}");
+    let text = plan
+        .iter()
+        .map(|row| row.join(" "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let grouped = text
+        .lines()
+        .skip_while(|line| !line.contains("AggregateExec"))
+        .find(|line| line.contains("IcebergScanExec"))
+        .unwrap_or_else(|| panic!("no scan under the grouping: {text}"));
+    assert!(
+        plan_metric(grouped, "rows_dropped_by_dynamic_filters").is_some_and(|rows| rows > 0),
+        "{grouped}"
+    );
+
+    let with_rule = query_text(&client, &longest).await?;
+    client
+        .batch_execute("SET datafusion.optimizer.enable_join_dynamic_filter_pushdown = false")
+        .await?;
+    let plan = query_text(&client, &format!("EXPLAIN {longest}")).await?;
+    assert!(
+        plan.iter()
+            .flatten()
+            .any(|line| line.contains("duration_seconds@") && line.contains("HashJoinExec")),
+        "{plan:?}"
+    );
+    let without = query_text(&client, &longest).await?;
+    assert!(with_rule.len() >= 20, "{with_rule:?}");
+    assert_eq!(with_rule, without);
+    fjord.stop().await
+}

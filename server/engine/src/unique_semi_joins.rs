@@ -106,7 +106,7 @@ fn as_inner_join(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan>>> 
 
 /// Whether two partitionings place rows alike (`Partitioning`'s own equality never holds for
 /// unknown partitionings).
-fn same_partitioning(before: &Partitioning, after: &Partitioning) -> bool {
+pub(crate) fn same_partitioning(before: &Partitioning, after: &Partitioning) -> bool {
     match (before, after) {
         (Partitioning::UnknownPartitioning(a), Partitioning::UnknownPartitioning(b)) => a == b,
         _ => before == after,
@@ -114,7 +114,7 @@ fn same_partitioning(before: &Partitioning, after: &Partitioning) -> bool {
 }
 
 /// Whether the rows of `plan` never repeat the values of the columns `keys` together.
-fn unique(plan: &Arc<dyn ExecutionPlan>, keys: &BTreeSet<usize>) -> bool {
+pub(crate) fn unique(plan: &Arc<dyn ExecutionPlan>, keys: &BTreeSet<usize>) -> bool {
     let any = plan.as_any();
     if let Some(aggregate) = any.downcast_ref::<AggregateExec>() {
         let group_by = aggregate.group_expr();
