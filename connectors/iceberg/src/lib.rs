@@ -12,6 +12,7 @@
 
 mod build;
 mod current_state;
+mod key_bitmap;
 mod read;
 pub mod rewrite;
 mod scan;

@@ -21,7 +21,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{Field, Schema};
-use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{JoinSide, JoinType, NullEquality, Result};
 use datafusion::config::ConfigOptions;
 use datafusion::logical_expr::Operator;
@@ -32,7 +31,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::joins::utils::{ColumnIndex, JoinFilter};
 use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 
-use crate::unique_semi_joins::{same_partitioning, unique};
+use crate::unique_semi_joins::{rewrite_hash_joins, same_partitioning, unique};
 
 #[derive(Debug, Default)]
 pub(crate) struct GroupKeyJoins;
@@ -43,19 +42,7 @@ impl PhysicalOptimizerRule for GroupKeyJoins {
         plan: Arc<dyn ExecutionPlan>,
         config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if !config.optimizer.enable_join_dynamic_filter_pushdown {
-            return Ok(plan);
-        }
-        plan.transform_up(|node| {
-            let Some(join) = node.as_any().downcast_ref::<HashJoinExec>() else {
-                return Ok(Transformed::no(node));
-            };
-            match keyed_on_groups(join)? {
-                Some(keyed) => Ok(Transformed::yes(keyed)),
-                None => Ok(Transformed::no(node)),
-            }
-        })
-        .map(|transformed| transformed.data)
+        rewrite_hash_joins(plan, config, keyed_on_groups)
     }
 
     fn name(&self) -> &str {

@@ -43,19 +43,7 @@ impl PhysicalOptimizerRule for UniqueSemiJoins {
         plan: Arc<dyn ExecutionPlan>,
         config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if !config.optimizer.enable_join_dynamic_filter_pushdown {
-            return Ok(plan);
-        }
-        plan.transform_up(|node| {
-            let Some(join) = node.as_any().downcast_ref::<HashJoinExec>() else {
-                return Ok(Transformed::no(node));
-            };
-            match as_inner_join(join)? {
-                Some(inner) => Ok(Transformed::yes(inner)),
-                None => Ok(Transformed::no(node)),
-            }
-        })
-        .map(|transformed| transformed.data)
+        rewrite_hash_joins(plan, config, as_inner_join)
     }
 
     fn name(&self) -> &str {
@@ -65,6 +53,28 @@ impl PhysicalOptimizerRule for UniqueSemiJoins {
     fn schema_check(&self) -> bool {
         true
     }
+}
+
+/// `plan` with each hash join `rewrite` gives a replacement for replaced, bottom up, when
+/// DataFusion's run-time join filters (which these rewrites are for) are on.
+pub(crate) fn rewrite_hash_joins(
+    plan: Arc<dyn ExecutionPlan>,
+    config: &ConfigOptions,
+    rewrite: impl Fn(&HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan>>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    if !config.optimizer.enable_join_dynamic_filter_pushdown {
+        return Ok(plan);
+    }
+    plan.transform_up(|node| {
+        let Some(join) = node.as_any().downcast_ref::<HashJoinExec>() else {
+            return Ok(Transformed::no(node));
+        };
+        match rewrite(join)? {
+            Some(replacement) => Ok(Transformed::yes(replacement)),
+            None => Ok(Transformed::no(node)),
+        }
+    })
+    .map(|transformed| transformed.data)
 }
 
 /// `join` as an inner join projected to its probe side, if it is a semi join whose build side
