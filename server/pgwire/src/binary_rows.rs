@@ -45,31 +45,7 @@ impl<'a> BinaryRows<'a> {
     /// `batch` (after `wire_forms`) described by `fields`, if every column is one this module
     /// writes; `None` sends the batch through arrow-pg.
     pub(crate) fn new(batch: &'a RecordBatch, fields: &[FieldInfo]) -> Option<BinaryRows<'a>> {
-        let columns = batch
-            .columns()
-            .iter()
-            .zip(fields)
-            .map(|(array, field)| {
-                let any = array.as_any();
-                let pg = field.datatype();
-                Some(match array.data_type() {
-                    DataType::Boolean if *pg == Type::BOOL => Column::Bool(any.downcast_ref()?),
-                    DataType::Int16 if *pg == Type::INT2 => Column::Int2(any.downcast_ref()?),
-                    DataType::Int32 if *pg == Type::INT4 => Column::Int4(any.downcast_ref()?),
-                    DataType::Int64 if *pg == Type::INT8 => Column::Int8(any.downcast_ref()?),
-                    DataType::Float32 if *pg == Type::FLOAT4 => Column::Float4(any.downcast_ref()?),
-                    DataType::Float64 if *pg == Type::FLOAT8 => Column::Float8(any.downcast_ref()?),
-                    DataType::Utf8 if is_text(pg) => Column::Text(any.downcast_ref()?),
-                    DataType::LargeUtf8 if is_text(pg) => Column::LargeText(any.downcast_ref()?),
-                    DataType::Utf8View if is_text(pg) => Column::TextView(any.downcast_ref()?),
-                    // A bytea, or a value `wire_forms` wrote in its type's binary form.
-                    DataType::Binary => Column::Bytes(any.downcast_ref()?),
-                    DataType::LargeBinary => Column::LargeBytes(any.downcast_ref()?),
-                    DataType::BinaryView => Column::BytesView(any.downcast_ref()?),
-                    _ => return None,
-                })
-            })
-            .collect::<Option<Vec<_>>>()?;
+        let columns = columns(batch, fields, FieldFormat::Binary)?;
         Some(BinaryRows { columns })
     }
 
@@ -111,9 +87,9 @@ pub(crate) fn data_rows(
         let binary = BinaryRows::new(batch, fields)?;
         Some(rows(&|row, out| binary.write_fields(row, out)))
     } else if all(FieldFormat::Text) {
-        let text = TextColumns::new(batch, fields)?;
+        let text = columns(batch, fields, FieldFormat::Text)?;
         Some(rows(&|row, out| {
-            for column in &text.columns {
+            for column in &text {
                 column.write_text(row, out);
             }
         }))
@@ -122,36 +98,46 @@ pub(crate) fn data_rows(
     }
 }
 
-/// A batch's columns as their text is written, where each is a boolean, an integer or a
-/// string.
-struct TextColumns<'a> {
-    columns: Vec<Column<'a>>,
-}
-
-impl<'a> TextColumns<'a> {
-    fn new(batch: &'a RecordBatch, fields: &[FieldInfo]) -> Option<TextColumns<'a>> {
-        let columns = batch
-            .columns()
-            .iter()
-            .zip(fields)
-            .map(|(array, field)| {
-                let any = array.as_any();
-                let pg = field.datatype();
-                Some(match array.data_type() {
-                    DataType::Boolean if *pg == Type::BOOL => Column::Bool(any.downcast_ref()?),
-                    DataType::Int16 if *pg == Type::INT2 => Column::Int2(any.downcast_ref()?),
-                    DataType::Int32 if *pg == Type::INT4 => Column::Int4(any.downcast_ref()?),
-                    DataType::Int64 if *pg == Type::INT8 => Column::Int8(any.downcast_ref()?),
-                    // Text, or a value `wire_forms` wrote as its text.
-                    DataType::Utf8 => Column::Text(any.downcast_ref()?),
-                    DataType::LargeUtf8 => Column::LargeText(any.downcast_ref()?),
-                    DataType::Utf8View => Column::TextView(any.downcast_ref()?),
-                    _ => return None,
-                })
+/// `batch`'s columns (after `wire_forms`) as this module writes them in `format`, if it writes
+/// every one: in text format only booleans, integers and strings (of any type: `wire_forms`
+/// wrote timestamps, times and floats as their text).
+fn columns<'a>(
+    batch: &'a RecordBatch,
+    fields: &[FieldInfo],
+    format: FieldFormat,
+) -> Option<Vec<Column<'a>>> {
+    let binary = format == FieldFormat::Binary;
+    batch
+        .columns()
+        .iter()
+        .zip(fields)
+        .map(|(array, field)| {
+            let any = array.as_any();
+            let pg = field.datatype();
+            // Strings are written as they are: in binary format, only for text types.
+            let text = !binary || is_text(pg);
+            Some(match array.data_type() {
+                DataType::Boolean if *pg == Type::BOOL => Column::Bool(any.downcast_ref()?),
+                DataType::Int16 if *pg == Type::INT2 => Column::Int2(any.downcast_ref()?),
+                DataType::Int32 if *pg == Type::INT4 => Column::Int4(any.downcast_ref()?),
+                DataType::Int64 if *pg == Type::INT8 => Column::Int8(any.downcast_ref()?),
+                DataType::Float32 if binary && *pg == Type::FLOAT4 => {
+                    Column::Float4(any.downcast_ref()?)
+                }
+                DataType::Float64 if binary && *pg == Type::FLOAT8 => {
+                    Column::Float8(any.downcast_ref()?)
+                }
+                DataType::Utf8 if text => Column::Text(any.downcast_ref()?),
+                DataType::LargeUtf8 if text => Column::LargeText(any.downcast_ref()?),
+                DataType::Utf8View if text => Column::TextView(any.downcast_ref()?),
+                // A bytea, or a value `wire_forms` wrote in its type's binary form.
+                DataType::Binary if binary => Column::Bytes(any.downcast_ref()?),
+                DataType::LargeBinary if binary => Column::LargeBytes(any.downcast_ref()?),
+                DataType::BinaryView if binary => Column::BytesView(any.downcast_ref()?),
+                _ => return None,
             })
-            .collect::<Option<Vec<_>>>()?;
-        Some(TextColumns { columns })
-    }
+        })
+        .collect()
 }
 
 impl Column<'_> {
