@@ -2,7 +2,7 @@
 //! profiles, run verbatim from psql, and must match the same join computed inside Postgres.
 
 use fjord_config::{DemoConfig, PostgresCatalogConfig};
-use fjord_tests::{Fjord, Postgres, TEST_DEMO, plan_line, plan_metric, query_text};
+use fjord_tests::{Fjord, Postgres, TEST_DEMO, plan_line, plan_metric, plan_text, query_text};
 
 pub(crate) const SCENARIO_QUERY: &str = "SELECT p.archetype, COUNT(*) AS like_count
 FROM iceberg.data_on_eks.cat_interactions_raw AS i
@@ -472,11 +472,7 @@ async fn a_grouped_cte_used_twice_is_computed_once() -> anyhow::Result<()> {
         (both_ends(""), both_ends(every_row)),
     ] {
         let plan = query_text(&client, &format!("EXPLAIN ANALYZE {query}")).await?;
-        let text = plan
-            .iter()
-            .map(|row| row.join(" "))
-            .collect::<Vec<_>>()
-            .join("\n");
+        let text = plan_text(&plan);
         assert_eq!(text.matches("SharedSubplanExec: id=1").count(), 2, "{text}");
         let scans: Vec<&str> = text
             .lines()
@@ -556,11 +552,7 @@ async fn grouped_subqueries_are_filtered_by_the_outer_keys() -> anyhow::Result<(
         .unwrap_or_default();
     assert!(keys.starts_with("(cat_id@"), "{join}");
     assert!(!keys.contains("duration_seconds"), "{join}");
-    let text = plan
-        .iter()
-        .map(|row| row.join(" "))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let text = plan_text(&plan);
     let grouped = text
         .lines()
         .skip_while(|line| !line.contains("AggregateExec"))

@@ -519,11 +519,19 @@ pub fn sqlstate(error: &tokio_postgres::Error) -> Option<String> {
 /// The first line of an `EXPLAIN` plan (rows as [`query_text`] gives them) that contains every
 /// one of `parts`; panics with the whole plan when none does.
 pub fn plan_line(plan: &[Vec<String>], parts: &[&str]) -> String {
-    let text = plan.iter().map(|row| row.join(" ")).collect::<String>();
+    let text = plan_text(plan);
     text.lines()
         .find(|line| parts.iter().all(|part| line.contains(part)))
         .unwrap_or_else(|| panic!("no line with {parts:?} in the plan:\n{text}"))
         .to_string()
+}
+
+/// An `EXPLAIN` result as one text, a row per line (each row's plan keeps its own lines).
+pub fn plan_text(plan: &[Vec<String>]) -> String {
+    plan.iter()
+        .map(|row| row.join(" "))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The value of the metric `name` in one line of an `EXPLAIN ANALYZE` plan (counts past a

@@ -33,7 +33,6 @@ pub(crate) struct KeyBitmap {
     key: Arc<dyn PhysicalExpr>,
     /// The smallest key; bit `i` stands for `low + i`.
     low: i64,
-    span: u64,
     bits: Vec<u64>,
     keys: usize,
     /// The list holds a null: a key not in it gives null rather than false.
@@ -70,7 +69,6 @@ impl KeyBitmap {
         Some(KeyBitmap {
             key: in_list.expr().clone(),
             low,
-            span,
             bits,
             keys: keys.len(),
             null_in_list,
@@ -81,13 +79,17 @@ impl KeyBitmap {
         if key < self.low {
             return false;
         }
-        // Not negative, and below 2^64: the difference fits a u64.
+        // Not negative, and below 2^64: the difference fits a u64. Bits past the largest key
+        // are clear.
         let offset = key.wrapping_sub(self.low) as u64;
-        offset < self.span && self.bits[(offset / 64) as usize] & (1 << (offset % 64)) != 0
+        usize::try_from(offset / 64)
+            .ok()
+            .and_then(|word| self.bits.get(word))
+            .is_some_and(|word| word & (1 << (offset % 64)) != 0)
     }
 
-    fn check(&self, keys: &[i64]) -> BooleanBuffer {
-        BooleanBuffer::collect_bool(keys.len(), |row| self.contains(keys[row]))
+    fn check<T: Copy + Into<i64>>(&self, keys: &[T]) -> BooleanBuffer {
+        BooleanBuffer::collect_bool(keys.len(), |row| self.contains(keys[row].into()))
     }
 }
 
@@ -134,15 +136,7 @@ impl PhysicalExpr for KeyBitmap {
         let keys = self.key.evaluate(batch)?.into_array(batch.num_rows())?;
         let found = match keys.data_type() {
             DataType::Int64 => self.check(keys.as_primitive::<Int64Type>().values()),
-            DataType::Int32 => {
-                let wide: Vec<i64> = keys
-                    .as_primitive::<Int32Type>()
-                    .values()
-                    .iter()
-                    .map(|key| i64::from(*key))
-                    .collect();
-                self.check(&wide)
-            }
+            DataType::Int32 => self.check(keys.as_primitive::<Int32Type>().values()),
             other => {
                 return Err(DataFusionError::Internal(format!(
                     "a key bitmap checks integers, not {other}"
@@ -170,7 +164,6 @@ impl PhysicalExpr for KeyBitmap {
         Ok(Arc::new(KeyBitmap {
             key,
             low: self.low,
-            span: self.span,
             bits: self.bits.clone(),
             keys: self.keys,
             null_in_list: self.null_in_list,

@@ -209,7 +209,7 @@ fn shared_input(common: &LogicalPlan, places: &[&Aggregate]) -> Result<LogicalPl
 /// columns it uses, so places are matched by input and groups, and the shared aggregation
 /// computes what all of them use.
 fn repeated_aggregations(plan: &LogicalPlan) -> Result<Vec<Repeated>> {
-    let mut places: HashMap<(LogicalPlan, &[Expr]), Vec<&Aggregate>> = HashMap::new();
+    let mut aggregations: Vec<&Aggregate> = Vec::new();
     let mut recursive = false;
     plan.apply(|node| {
         match node {
@@ -221,19 +221,24 @@ fn repeated_aggregations(plan: &LogicalPlan) -> Result<Vec<Repeated>> {
             LogicalPlan::Extension(extension) if extension.node.as_any().is::<SharedSubplan>() => {
                 return Ok(TreeNodeRecursion::Jump);
             }
-            LogicalPlan::Aggregate(aggregate) => places
-                .entry((
-                    common_input(&aggregate.input)?,
-                    aggregate.group_expr.as_slice(),
-                ))
-                .or_default()
-                .push(aggregate),
+            LogicalPlan::Aggregate(aggregate) => aggregations.push(aggregate),
             _ => {}
         }
         Ok(TreeNodeRecursion::Continue)
     })?;
-    if recursive {
+    // Most plans have one aggregation or none: nothing to compare, no inputs rebuilt.
+    if recursive || aggregations.len() < 2 {
         return Ok(Vec::new());
+    }
+    let mut places: HashMap<(LogicalPlan, &[Expr]), Vec<&Aggregate>> = HashMap::new();
+    for aggregate in aggregations {
+        places
+            .entry((
+                common_input(&aggregate.input)?,
+                aggregate.group_expr.as_slice(),
+            ))
+            .or_default()
+            .push(aggregate);
     }
     let mut repeated = Vec::new();
     for ((input, groups), places) in places {
