@@ -632,6 +632,44 @@ async fn a_lookup_checks_its_table_inside_its_own_statement() -> anyhow::Result<
     }
     let sent = last_read().await?;
     assert!(sent.contains("AS fjord_read"), "{sent}");
+
+    // The table grows to some 3,000 blocks (pages a tenth full), enough for ranges. A lookup's
+    // own check reads no size, so until a lookup checks apart (every few seconds) a read is
+    // planned with the size last read: one statement.
+    postgres.psql_admin(
+        "workshop",
+        r#"ALTER TABLE "Odd 'keyed'; tåble" SET (fillfactor = 10);
+           INSERT INTO "Odd 'keyed'; tåble" SELECT g, 'label ' || g, g / 8.0 FROM generate_series(21, 40000) AS g"#,
+    )?;
+    client
+        .batch_execute("SET datafusion.execution.target_partitions = 4")
+        .await?;
+    let split = async || -> anyhow::Result<bool> {
+        let plan = read(
+            r#"EXPLAIN SELECT count(*) FROM "Odd 'keyed'; tåble" WHERE md5("naïve, label") <> ''"#,
+        )
+        .await?
+        .1
+        .concat()
+        .join("\n");
+        assert!(plan.contains("PostgresScanExec"), "{plan}");
+        Ok(plan.contains("ctid >= '("))
+    };
+    let (_, rows) = read(&lookup(30000)).await?;
+    assert_eq!(rows.len(), 1);
+    assert!(!split().await?, "planned before any read of the new size");
+    tokio::time::sleep(std::time::Duration::from_millis(5200)).await;
+    let (_, rows) = read(&lookup(30001)).await?;
+    assert_eq!(
+        rows,
+        vec![names(&["30001", "label 30001", "3750.12500", "7"])]
+    );
+    let sent = last_read().await?;
+    assert!(!sent.contains("AS fjord_read"), "checked apart: {sent}");
+    assert!(
+        split().await?,
+        "the lookup's separate check read the new size"
+    );
     fjord.stop().await
 }
 
@@ -739,5 +777,33 @@ async fn a_statement_planned_to_read_nothing_still_sees_the_table_as_it_is() -> 
         (error.code().code(), error.message()),
         ("0A000", "cached plan must not change result type")
     );
+
+    // So does one whose columns keep their number but not their types: a client told `v` is
+    // an int4 would read an int8's eight bytes as four.
+    let typed = client
+        .prepare("SELECT id, v FROM settled WHERE id = 1")
+        .await?;
+    let row = client.query_one(&typed, &[]).await?;
+    assert_eq!(row.get::<_, i32>(1), 10);
+    postgres.psql_admin("workshop", "ALTER TABLE settled ALTER COLUMN v TYPE bigint")?;
+    let error = client
+        .query(&typed, &[])
+        .await
+        .expect_err("a described column's type changed");
+    let error = error.as_db_error().expect("a server error");
+    assert_eq!(
+        (error.code().code(), error.message()),
+        ("0A000", "cached plan must not change result type")
+    );
+    // Prepared again, it is described and answered with the new type.
+    let typed = client
+        .prepare("SELECT id, v FROM settled WHERE id = 1")
+        .await?;
+    assert_eq!(
+        typed.columns()[1].type_(),
+        &tokio_postgres::types::Type::INT8
+    );
+    let row = client.query_one(&typed, &[]).await?;
+    assert_eq!(row.get::<_, i64>(1), 10);
     fjord.stop().await
 }

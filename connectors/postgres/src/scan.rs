@@ -56,6 +56,12 @@ pub(crate) const FEW_ROWS: usize = 1000;
 /// The rows a few-rows read's column builders are first sized for.
 const FEW_ROWS_CAPACITY: usize = 16;
 
+/// How long a table's size in blocks serves a few-rows read that carries its shape check in
+/// its own statement (which reads no sizes). Past that, the read sends the separate check
+/// beside it, in the same round trip, which also reads the size, so that a table grown under
+/// a stream of lookups is split by its size when a larger read comes.
+const GUARD_SIZE_AGE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A table is split only when each range would hold at least this many 8 kB blocks (8 MB):
 /// below that, opening connections and a snapshot costs more than one connection's read.
 pub(crate) const MIN_BLOCKS_PER_RANGE: u64 = 1024;
@@ -546,7 +552,10 @@ impl Read {
                     decode_error: &decode_error,
                 };
                 // The tables' check rides in the statement itself (see `shape`) when it can.
-                let guarded = guard.map(|guard| {
+                let sized = checks
+                    .iter()
+                    .all(|check| check.planned.sized_within(GUARD_SIZE_AGE));
+                let guarded = guard.filter(|_| sized).map(|guard| {
                     // One row at least, even where the read finds none, to carry the guard;
                     // a lateral join with nothing to join on runs as a nested loop over the
                     // guard's one row, so the read's rows keep their order.

@@ -110,6 +110,9 @@ pub(crate) struct TableShape {
     facts_text: String,
     /// When Postgres last confirmed these columns (read or checked), as [`Confirmed`] counts.
     confirmed: Arc<AtomicU64>,
+    /// When Postgres last gave `blocks` (a read or a separate check; a statement's own guard
+    /// does not give sizes), as [`Confirmed`] counts.
+    sized: Arc<AtomicU64>,
 }
 
 /// Milliseconds since the first shape was read, for [`TableShape::confirmed_within`].
@@ -131,6 +134,11 @@ impl TableShape {
 
     fn mark_confirmed(&self) {
         self.confirmed.store(Confirmed::now(), Ordering::Relaxed);
+    }
+
+    /// Whether Postgres gave `blocks` less than `age` ago.
+    pub(crate) fn sized_within(&self, age: Duration) -> bool {
+        Confirmed::now().saturating_sub(self.sized.load(Ordering::Relaxed)) < age.as_millis() as u64
     }
 }
 
@@ -182,6 +190,7 @@ impl TableShape {
             facts,
             facts_text: relation.get(12),
             confirmed: Arc::new(AtomicU64::new(Confirmed::now())),
+            sized: Arc::new(AtomicU64::new(Confirmed::now())),
         })
     }
 
@@ -320,12 +329,19 @@ impl ShapeCheck {
         let shapes = shapes.map_err(|e| pool.error(e))?;
         for (check, rows) in checks.iter().zip(shapes) {
             match check.planned.confirm(&rows) {
-                Some(blocks) if blocks == check.planned.blocks => check.planned.mark_confirmed(),
+                Some(blocks) if blocks == check.planned.blocks => {
+                    check.planned.mark_confirmed();
+                    check
+                        .planned
+                        .sized
+                        .store(Confirmed::now(), Ordering::Relaxed);
+                }
                 Some(blocks) => {
                     check.planned.mark_confirmed();
                     // Same columns, another size: later statements split reads by it.
                     let mut current = check.planned.as_ref().clone();
                     current.blocks = blocks;
+                    current.sized = Arc::new(AtomicU64::new(Confirmed::now()));
                     check
                         .cache
                         .put(&check.schema, &check.table, Some(Arc::new(current)));

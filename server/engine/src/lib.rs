@@ -330,9 +330,8 @@ pub struct Prepared {
     /// `output_schema`, worked out on its first call (after the fields above are final):
     /// clients describe a statement each time they run it.
     output: std::sync::OnceLock<Option<SchemaRef>>,
-    /// How many columns a client was told its rows have, once it described it (see
-    /// `as_described`).
-    described: std::sync::OnceLock<usize>,
+    /// The row shape a client was told, once it described the statement (see `as_described`).
+    described: std::sync::OnceLock<SchemaRef>,
     /// The schema its rows were last renamed to (see `client_named`), and the one they had.
     renamed: Arc<Mutex<Option<(SchemaRef, SchemaRef)>>>,
 }
@@ -381,21 +380,37 @@ async fn confirmed(
 /// the statement's scan when it runs, and rows of another width then fail (see `as_described`).
 const DESCRIBED_SHAPES_AGE: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// A statement's rows, if they have as many columns as its client was told when it described
-/// the statement. A Postgres table changed since then (a column added or dropped under `*`)
-/// gives rows of another width, which the client would misread: Postgres refuses to run its
-/// own prepared statements then, with this error, and so does fjord.
+/// A statement's rows, if they have the columns its client was told of when it described the
+/// statement: as many, each of the same Postgres type. A Postgres table changed since then (a
+/// column added or dropped under `*`, or a column's type altered) gives rows the client would
+/// misread: Postgres refuses to run its own prepared statements then, with this error, and so
+/// does fjord.
 fn as_described(
     prepared: &Prepared,
     stream: SendableRecordBatchStream,
 ) -> Result<SendableRecordBatchStream, EngineError> {
     match prepared.described.get() {
-        Some(&columns) if columns != stream.schema().fields().len() => Err(EngineError::new(
+        Some(described) if !same_row_types(described, &stream.schema()) => Err(EngineError::new(
             sqlstate::FEATURE_NOT_SUPPORTED,
             "cached plan must not change result type",
         )),
         _ => Ok(stream),
     }
+}
+
+/// Whether rows of `actual` read as rows of `described` do: as many columns, each described
+/// with the same Postgres type (an Arrow type's width or string layout aside).
+fn same_row_types(described: &SchemaRef, actual: &SchemaRef) -> bool {
+    let key = fjord_catalog::fjord_postgres_type_key();
+    described.fields().len() == actual.fields().len()
+        && described
+            .fields()
+            .iter()
+            .zip(actual.fields())
+            .all(|(a, b)| {
+                pg_catalog_tables::postgres_type(a, key).0
+                    == pg_catalog_tables::postgres_type(b, key).0
+            })
 }
 
 /// The schema a query's rows will have once analyzed, where it differs from the plan's; `None`
@@ -565,7 +580,7 @@ impl Prepared {
     pub fn describe_output(&self) -> Option<SchemaRef> {
         let schema = self.output_schema();
         if let Some(schema) = &schema {
-            let _ = self.described.set(schema.fields().len());
+            let _ = self.described.set(schema.clone());
         }
         schema
     }
