@@ -41,6 +41,10 @@ class Measurement:
     target_ratio: float | None = None
     target_absolute: float | None = None
     target_minimum: float | None = None
+    # A second figure measured in the same rounds, to read fjord's beside: what the case costs
+    # through the least any middle layer could do (PgBouncer in fjord's place, for Postgres).
+    reference_name: str | None = None
+    reference: float | None = None
 
     @property
     def ratio(self):
@@ -198,6 +202,48 @@ user = "postgres"
         return psycopg.connect(host="127.0.0.1", port=self.port, user="bench", dbname="iceberg", autocommit=True)
 
 
+class PgBouncer:
+    """PgBouncer (Debian's) in front of the bench's Postgres, in session mode: a hop that parses
+    only the protocol's framing and forwards bytes, the least a server in Postgres's path adds."""
+
+    def __init__(self, workdir, postgres, dbname="workshop"):
+        self.bin = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+        if not pathlib.Path(self.bin).exists():
+            raise SystemExit("bench: pgbouncer is missing (bench/run installs it)")
+        self.dir = pathlib.Path(workdir) / "pgbouncer"
+        self.dir.mkdir()
+        self.port = free_port()
+        self.dbname = dbname
+        (self.dir / "users.txt").write_text('"postgres" ""\n')
+        (self.dir / "pgbouncer.ini").write_text(
+            f"""[databases]
+{dbname} = host=127.0.0.1 port={postgres.port} dbname={dbname} user=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {self.port}
+unix_socket_dir =
+auth_type = trust
+auth_file = {self.dir / "users.txt"}
+pool_mode = session
+logfile = {self.dir / "log"}
+"""
+        )
+        command = [self.bin, str(self.dir / "pgbouncer.ini")]
+        # PgBouncer refuses to run as root.
+        if os.geteuid() == 0:
+            subprocess.run(["chown", "-R", "postgres", str(self.dir)], check=True)
+            command = ["runuser", "-u", "postgres", "--", *command]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: can_connect(self.port, dbname=dbname), 30, "pgbouncer")
+
+    def connect(self):
+        return psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", dbname=self.dbname, autocommit=True)
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
 class Tansu:
     """A tansu broker (Kafka protocol) with in-memory storage, for the ingest workloads."""
 
@@ -316,6 +362,12 @@ def print_table(measurements):
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, tuple("-" * w for w in widths), *rows]:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)))
+    referenced = [m for m in measurements if m.reference is not None and m.peer]
+    if referenced:
+        print("\nmeasured in the same rounds, for reference:")
+        for m in referenced:
+            print(f"  {m.workload}: {m.case}: {m.reference_name} {shown(m.reference, m.unit)}, "
+                  f"{m.reference / m.peer:.2f}x {m.peer_name} (fjord {m.ratio:.2f}x)")
 
 
 def save(measurements, args):

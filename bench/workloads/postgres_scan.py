@@ -3,10 +3,11 @@
 import subprocess
 import time
 
-from runner import Measurement
+from runner import Measurement, PgBouncer
 
 NAME = "postgres_scan"
-DESCRIPTION = "a wide Postgres table: full scan to a client, aggregates, point lookups; peer: PostgreSQL directly"
+DESCRIPTION = ("a wide Postgres table: full scan to a client, aggregates, point lookups; peer: PostgreSQL directly, "
+               "with PgBouncer in fjord's place as the reference for short statements")
 
 CREATE = """
 DROP TABLE IF EXISTS scan_wide;
@@ -67,7 +68,21 @@ def run(bench):
         ("group by over every row",
          "SELECT bucket, count(*), sum(qty), avg(score)::numeric(20,3) FROM {t} GROUP BY bucket ORDER BY bucket"),
     ]
-    with bench.postgres.connect("workshop") as pg, bench.fjord.connect() as conn:
+    # Short statements pay for the hop itself: PgBouncer, which only forwards bytes, measured in
+    # the same rounds shows how much of fjord's figure any server between client and Postgres adds.
+    bouncer = PgBouncer(bench.workdir, bench.postgres)
+    try:
+        results.extend(short_statements(bench, rows, fjord_table, queries, bouncer))
+    finally:
+        bouncer.stop()
+    with bench.postgres.connect("workshop") as pg:
+        pg.execute("DROP TABLE scan_wide")
+    return results
+
+
+def short_statements(bench, rows, fjord_table, queries, bouncer):
+    results = []
+    with bench.postgres.connect("workshop") as pg, bench.fjord.connect() as conn, bouncer.connect() as hop:
         for case, template in queries:
             n = max(rows // 10_000 - 1, 0)
             fjord_sql = template.format(t=fjord_table, n=n)
@@ -85,12 +100,18 @@ def run(bench):
                 for _ in range(runs):
                     connection.execute(sql).fetchall()
 
-            times = bench.interleaved_medians({
+            actions = {
                 "fjord": lambda: run_many(conn, fjord_sql),
                 "postgres": lambda: run_many(pg, postgres_sql),
-            })
+            }
+            short = runs > 1
+            if short:
+                actions["pgbouncer"] = lambda: run_many(hop, postgres_sql)
+            times = bench.interleaved_medians(actions)
             results.append(Measurement(NAME, case, "s", times["fjord"] / runs, "postgres",
-                                       times["postgres"] / runs, target_ratio=1.2))
+                                       times["postgres"] / runs, target_ratio=1.2,
+                                       reference_name="pgbouncer" if short else None,
+                                       reference=times["pgbouncer"] / runs if short else None))
 
         # Prepared point lookups by primary key: latency per lookup.
         lookups = 200 if bench.quick else 1000
@@ -106,9 +127,9 @@ def run(bench):
         times = bench.interleaved_medians({
             "fjord": lambda: point(conn, fjord_table),
             "postgres": lambda: point(pg, "scan_wide"),
+            "pgbouncer": lambda: point(hop, "scan_wide"),
         })
         results.append(Measurement(NAME, "prepared point lookup by primary key", "s", times["fjord"] / lookups,
-                                   "postgres", times["postgres"] / lookups, target_ratio=1.5))
-    with bench.postgres.connect("workshop") as pg:
-        pg.execute("DROP TABLE scan_wide")
+                                   "postgres", times["postgres"] / lookups, target_ratio=1.5,
+                                   reference_name="pgbouncer", reference=times["pgbouncer"] / lookups))
     return results
