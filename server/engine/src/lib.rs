@@ -330,6 +330,8 @@ pub struct Prepared {
     /// `output_schema`, worked out on its first call (after the fields above are final):
     /// clients describe a statement each time they run it.
     output: std::sync::OnceLock<Option<SchemaRef>>,
+    /// `parameter_types`, worked out on its first call: every execution asks for them.
+    parameters: std::sync::OnceLock<Vec<Option<DataType>>>,
     /// The row shape a client was told, once it described the statement (see `as_described`).
     described: std::sync::OnceLock<SchemaRef>,
     /// The schema its rows were last renamed to (see `client_named`), and the one they had.
@@ -515,6 +517,7 @@ impl Prepared {
             cursor_schema: None,
             analyzed_schema: None,
             output: std::sync::OnceLock::new(),
+            parameters: std::sync::OnceLock::new(),
             described: std::sync::OnceLock::new(),
             renamed: Arc::default(),
         }
@@ -616,6 +619,12 @@ impl Prepared {
     /// Parameter types in `$1, $2, ...` order (numeric, so `$10` follows `$9`); `None` where
     /// DataFusion could not infer one.
     pub fn parameter_types(&self) -> Vec<Option<DataType>> {
+        self.parameters
+            .get_or_init(|| self.work_out_parameter_types())
+            .clone()
+    }
+
+    fn work_out_parameter_types(&self) -> Vec<Option<DataType>> {
         if let PreparedKind::Declare { query, .. } = &self.kind {
             return query.parameter_types();
         }

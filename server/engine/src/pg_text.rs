@@ -15,7 +15,9 @@ use std::any::Any;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use chrono::{DateTime, NaiveDateTime, Offset, TimeZone};
+use std::fmt::Write;
+
+use chrono::{DateTime, Datelike, NaiveDateTime, Offset, TimeZone, Timelike};
 use datafusion::arrow::array::timezone::Tz;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
 use datafusion::arrow::compute::cast;
@@ -59,22 +61,26 @@ pub fn render_column(column: &ArrayRef, extra_float_digits: i32) -> Option<Array
             };
             let micros = cast(column, &DataType::Timestamp(TimeUnit::Microsecond, None)).ok()?;
             let micros = micros.as_primitive::<TimestampMicrosecondType>();
+            let mut text = String::with_capacity(32);
             for value in micros.iter() {
                 match value {
                     None => out.append_null(),
                     Some(value) => {
                         let utc = DateTime::from_timestamp_micros(value)?.naive_utc();
+                        text.clear();
                         match &zone {
-                            None => out.append_value(timestamp_text(&utc, None)),
+                            None => push_timestamp_text(&mut text, &utc, None),
                             Some(zone) => {
                                 let offset = zone.offset_from_utc_datetime(&utc).fix();
                                 let local = utc + offset;
-                                out.append_value(timestamp_text(
+                                push_timestamp_text(
+                                    &mut text,
                                     &local,
                                     Some(offset.local_minus_utc()),
-                                ));
+                                );
                             }
                         }
+                        out.append_value(&text);
                     }
                 }
             }
@@ -110,22 +116,61 @@ pub fn render_column(column: &ArrayRef, extra_float_digits: i32) -> Option<Array
 }
 
 /// `2026-11-21 10:00:00.5` (and `+01` or `+05:30` after it when `offset_seconds` is given).
+#[cfg(test)]
 fn timestamp_text(local: &NaiveDateTime, offset_seconds: Option<i32>) -> String {
-    let mut text = local.format("%Y-%m-%d %H:%M:%S").to_string();
-    push_fraction(&mut text, local.and_utc().timestamp_subsec_micros());
+    let mut text = String::with_capacity(32);
+    push_timestamp_text(&mut text, local, offset_seconds);
+    text
+}
+
+/// [`timestamp_text`] appended to `text`: written digit by digit rather than through chrono's
+/// format strings, which cost more than the rest of a text result's row.
+fn push_timestamp_text(text: &mut String, local: &NaiveDateTime, offset_seconds: Option<i32>) {
+    let year = local.year();
+    if (0..=9999).contains(&year) {
+        push_digits(text, year.unsigned_abs(), 4);
+        text.push('-');
+        push_digits(text, local.month(), 2);
+        text.push('-');
+        push_digits(text, local.day(), 2);
+        text.push(' ');
+        push_digits(text, local.hour(), 2);
+        text.push(':');
+        push_digits(text, local.minute(), 2);
+        text.push(':');
+        push_digits(text, local.second(), 2);
+    } else {
+        // Years of five digits or before year 0, as chrono writes them (`+10000`, `-0001`).
+        let _ = write!(text, "{}", local.format("%Y-%m-%d %H:%M:%S"));
+    }
+    push_fraction(text, local.and_utc().timestamp_subsec_micros());
     if let Some(seconds) = offset_seconds {
-        let sign = if seconds < 0 { '-' } else { '+' };
+        text.push(if seconds < 0 { '-' } else { '+' });
         let seconds = seconds.unsigned_abs();
-        text.push_str(&format!("{sign}{:02}", seconds / 3600));
+        push_digits(text, seconds / 3600, 2);
         let (minutes, rest) = (seconds / 60 % 60, seconds % 60);
         if minutes != 0 || rest != 0 {
-            text.push_str(&format!(":{minutes:02}"));
+            text.push(':');
+            push_digits(text, minutes, 2);
         }
         if rest != 0 {
-            text.push_str(&format!(":{rest:02}"));
+            text.push(':');
+            push_digits(text, rest, 2);
         }
     }
-    text
+}
+
+/// `value` in decimal, zero-padded to at least `width` digits.
+fn push_digits(text: &mut String, value: u32, width: usize) {
+    let mut digits = [b'0'; 10];
+    let mut at = digits.len();
+    let mut rest = value;
+    while rest > 0 || digits.len() - at < width {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    text.extend(digits[at..].iter().map(|&digit| char::from(digit)));
 }
 
 /// `10:00:00.25` from microseconds since midnight.
@@ -249,9 +294,14 @@ fn push_fraction(text: &mut String, micros: u32) {
     if micros == 0 {
         return;
     }
-    let digits = format!("{micros:06}");
+    let mut micros = micros;
+    let mut width = 6;
+    while micros.is_multiple_of(10) {
+        micros /= 10;
+        width -= 1;
+    }
     text.push('.');
-    text.push_str(digits.trim_end_matches('0'));
+    push_digits(text, micros, width);
 }
 
 /// `fjord_text(value)`: [`render_column`] as a function, what casts to text become.
@@ -364,6 +414,67 @@ mod tests {
 
     fn naive(text: &str) -> NaiveDateTime {
         NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f").unwrap()
+    }
+
+    /// The rendering through chrono's format strings that the digit-by-digit one replaced.
+    fn formatted(local: &NaiveDateTime, offset_seconds: Option<i32>) -> String {
+        let mut text = local.format("%Y-%m-%d %H:%M:%S").to_string();
+        let micros = local.and_utc().timestamp_subsec_micros();
+        if micros != 0 {
+            text.push('.');
+            text.push_str(format!("{micros:06}").trim_end_matches('0'));
+        }
+        if let Some(seconds) = offset_seconds {
+            let sign = if seconds < 0 { '-' } else { '+' };
+            let seconds = seconds.unsigned_abs();
+            text.push_str(&format!("{sign}{:02}", seconds / 3600));
+            let (minutes, rest) = (seconds / 60 % 60, seconds % 60);
+            if minutes != 0 || rest != 0 {
+                text.push_str(&format!(":{minutes:02}"));
+            }
+            if rest != 0 {
+                text.push_str(&format!(":{rest:02}"));
+            }
+        }
+        text
+    }
+
+    #[test]
+    fn timestamps_are_written_as_chrono_formats_them() {
+        let micros = [
+            0,
+            1,
+            10,
+            500_000,
+            123_450,
+            999_999,
+            -1,
+            946_684_800_000_000,
+            1_798_761_600_123_456,
+            253_402_300_799_999_999,
+            253_402_300_800_000_000,
+            -62_135_596_800_000_000,
+            -62_135_596_800_000_001,
+            -62_198_755_200_000_000,
+            -100_000_000_000_000_000,
+        ];
+        for value in micros {
+            let local = DateTime::from_timestamp_micros(value).unwrap().naive_utc();
+            for offset in [
+                None,
+                Some(0),
+                Some(3600),
+                Some(-12_600),
+                Some(19_800),
+                Some(-3_723),
+            ] {
+                assert_eq!(
+                    timestamp_text(&local, offset),
+                    formatted(&local, offset),
+                    "{value} {offset:?}"
+                );
+            }
+        }
     }
 
     #[test]
