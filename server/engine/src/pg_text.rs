@@ -95,18 +95,28 @@ pub fn render_column(column: &ArrayRef, extra_float_digits: i32) -> Option<Array
             }
         }
         DataType::Float64 => {
+            let mut text = String::with_capacity(32);
             for value in column.as_primitive::<Float64Type>().iter() {
                 match value {
                     None => out.append_null(),
-                    Some(value) => out.append_value(double_text(value, extra_float_digits)),
+                    Some(value) => {
+                        text.clear();
+                        push_double_text(&mut text, value, extra_float_digits);
+                        out.append_value(&text);
+                    }
                 }
             }
         }
         DataType::Float32 => {
+            let mut text = String::with_capacity(32);
             for value in column.as_primitive::<Float32Type>().iter() {
                 match value {
                     None => out.append_null(),
-                    Some(value) => out.append_value(real_text(value, extra_float_digits)),
+                    Some(value) => {
+                        text.clear();
+                        push_real_text(&mut text, value, extra_float_digits);
+                        out.append_value(&text);
+                    }
                 }
             }
         }
@@ -190,6 +200,30 @@ fn time_text(micros: i64) -> String {
 /// form (DBL_DIG and FLT_DIG).
 const DOUBLE_EXPONENT_FROM: i32 = 15;
 const REAL_EXPONENT_FROM: i32 = 6;
+
+/// [`double_text`] appended to `text`. With the shortest exact digits (`extra_float_digits`
+/// above 0) and a decimal exponent from -4 up to 15, PostgreSQL writes a value as Rust's
+/// `Display` does, plain and shortest (`0.0001`, `3`, `-0`), which costs a third of the way
+/// through exponent form; a value outside that range cannot have shortest digits inside it,
+/// as those would read back as another value.
+fn push_double_text(text: &mut String, value: f64, extra_float_digits: i32) {
+    let plain = value == 0.0 || (1e-4..1e15).contains(&value.abs());
+    if extra_float_digits > 0 && plain {
+        let _ = write!(text, "{value}");
+    } else {
+        text.push_str(&double_text(value, extra_float_digits));
+    }
+}
+
+/// [`real_text`] appended to `text`, as [`push_double_text`] (plain below 1e6).
+fn push_real_text(text: &mut String, value: f32, extra_float_digits: i32) {
+    let plain = value == 0.0 || (1e-4..1e6).contains(&value.abs());
+    if extra_float_digits > 0 && plain {
+        let _ = write!(text, "{value}");
+    } else {
+        text.push_str(&real_text(value, extra_float_digits));
+    }
+}
 
 /// A `double precision` as PostgreSQL writes it under `extra_float_digits`.
 fn double_text(value: f64, extra_float_digits: i32) -> String {
@@ -475,6 +509,56 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn plain_floats_are_written_as_through_exponent_form() {
+        // Values around the bounds of plain form, and a spread of bit patterns.
+        let mut doubles = vec![
+            1e-4,
+            1e-4 - 1e-20,
+            9.999999999999999e-5,
+            1e15,
+            999_999_999_999_999.9,
+            1e15 - 0.125,
+            0.0,
+            -0.0,
+            0.1 + 0.2,
+            -123.456,
+            f64::NAN,
+            f64::INFINITY,
+        ];
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            // Exponents around the range that matters, any mantissa and sign.
+            let exponent = 1023 - 20 + (state >> 57);
+            let bits = (state & 0x800f_ffff_ffff_ffff) | (exponent << 52);
+            doubles.push(f64::from_bits(bits));
+            doubles.push(f64::from(f32::from_bits((state >> 32) as u32)));
+        }
+        for &value in &doubles {
+            for digits in [1, 3] {
+                let mut text = String::new();
+                push_double_text(&mut text, value, digits);
+                assert_eq!(text, double_text(value, digits), "{value:e}");
+            }
+            let mut text = String::new();
+            push_double_text(&mut text, value, 0);
+            assert_eq!(text, double_text(value, 0), "{value:e}");
+            let value = value as f32;
+            let mut text = String::new();
+            push_real_text(&mut text, value, 1);
+            assert_eq!(text, real_text(value, 1), "{value:e}");
+        }
+        let mut text = String::new();
+        push_real_text(&mut text, 1e-4_f32, 1);
+        assert_eq!(text, real_text(1e-4, 1));
+        text.clear();
+        push_real_text(&mut text, 999_999.94_f32, 1);
+        assert_eq!(text, real_text(999_999.94, 1));
     }
 
     #[test]
