@@ -59,8 +59,18 @@ pub fn render_column(column: &ArrayRef, extra_float_digits: i32) -> Option<Array
                 Some(zone) => Some(Tz::from_str(zone).ok()?),
                 None => None,
             };
-            let micros = cast(column, &DataType::Timestamp(TimeUnit::Microsecond, None)).ok()?;
-            let micros = micros.as_primitive::<TimestampMicrosecondType>();
+            // Microseconds are read as they are (a cast costs more than rendering a few rows).
+            let cast_micros;
+            let micros = if matches!(
+                column.data_type(),
+                DataType::Timestamp(TimeUnit::Microsecond, _)
+            ) {
+                column.as_primitive::<TimestampMicrosecondType>()
+            } else {
+                cast_micros =
+                    cast(column, &DataType::Timestamp(TimeUnit::Microsecond, None)).ok()?;
+                cast_micros.as_primitive::<TimestampMicrosecondType>()
+            };
             let mut text = String::with_capacity(32);
             for value in micros.iter() {
                 match value {

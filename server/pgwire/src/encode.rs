@@ -38,11 +38,15 @@ pub(crate) fn replace_columns<E>(
     {
         match replace(column, info)? {
             Some(new) => {
-                schema_fields.push(Field::new(field.name(), new.data_type().clone(), true));
+                schema_fields.push(Arc::new(Field::new(
+                    field.name(),
+                    new.data_type().clone(),
+                    true,
+                )));
                 columns.push(new);
             }
             None => {
-                schema_fields.push(field.as_ref().clone());
+                schema_fields.push(field.clone());
                 columns.push(column.clone());
             }
         }
