@@ -29,7 +29,6 @@ const PG_EPOCH_MICROS: i64 = PG_EPOCH_DAYS as i64 * 86_400_000_000;
 pub struct BinaryCopyDecoder {
     schema: SchemaRef,
     columns: Vec<Box<dyn ColumnDecoder>>,
-    names: Vec<String>,
     pending: Vec<u8>,
     header_seen: bool,
     finished: bool,
@@ -55,15 +54,9 @@ impl BinaryCopyDecoder {
             .iter()
             .map(|kind| new_decoder(kind, capacity))
             .collect();
-        let names = schema
-            .fields()
-            .iter()
-            .map(|field| field.name().clone())
-            .collect();
         BinaryCopyDecoder {
             schema,
             columns,
-            names,
             pending: Vec::new(),
             header_seen: false,
             finished: false,
@@ -104,10 +97,15 @@ impl BinaryCopyDecoder {
                 ),
             ));
         }
-        for ((column, value), name) in self.columns.iter_mut().zip(values).zip(&self.names) {
+        for ((column, value), field) in self
+            .columns
+            .iter_mut()
+            .zip(values)
+            .zip(self.schema.fields())
+        {
             column
                 .append(value)
-                .map_err(|reason| DecodeError::new(name, reason))?;
+                .map_err(|reason| DecodeError::new(field.name(), reason))?;
         }
         self.rows += 1;
         if self.rows >= self.batch_size {
@@ -182,7 +180,7 @@ impl BinaryCopyDecoder {
                 };
                 column
                     .append(value)
-                    .map_err(|reason| DecodeError::new(&self.names[index], reason))?;
+                    .map_err(|reason| DecodeError::new(self.schema.field(index).name(), reason))?;
             }
             debug_assert_eq!(offset, length);
             position += length;

@@ -332,6 +332,9 @@ pub struct Prepared {
     output: std::sync::OnceLock<Option<SchemaRef>>,
     /// `parameter_types`, worked out on its first call: every execution asks for them.
     parameters: std::sync::OnceLock<Vec<Option<DataType>>>,
+    /// The catalog each table it names is qualified with, if any (see `catalogs`), worked out
+    /// on its first call.
+    named_catalogs: std::sync::OnceLock<Vec<Option<String>>>,
     /// The row shape a client was told, once it described the statement (see `as_described`).
     described: std::sync::OnceLock<SchemaRef>,
     /// The schema its rows were last renamed to (see `client_named`), and the one they had.
@@ -403,6 +406,9 @@ fn as_described(
 /// Whether rows of `actual` read as rows of `described` do: as many columns, each described
 /// with the same Postgres type (an Arrow type's width or string layout aside).
 fn same_row_types(described: &SchemaRef, actual: &SchemaRef) -> bool {
+    if Arc::ptr_eq(described, actual) || described.fields() == actual.fields() {
+        return true;
+    }
     let key = fjord_catalog::fjord_postgres_type_key();
     described.fields().len() == actual.fields().len()
         && described
@@ -518,6 +524,7 @@ impl Prepared {
             analyzed_schema: None,
             output: std::sync::OnceLock::new(),
             parameters: std::sync::OnceLock::new(),
+            named_catalogs: std::sync::OnceLock::new(),
             described: std::sync::OnceLock::new(),
             renamed: Arc::default(),
         }
@@ -526,10 +533,12 @@ impl Prepared {
     /// The catalogs of the tables this statement reads or writes (`default` for names without
     /// one), sorted.
     fn catalogs(&self, default: impl Fn() -> String) -> Vec<String> {
-        let mut catalogs = Vec::new();
-        match &self.kind {
-            PreparedKind::Plan(plan) => {
-                let default = default();
+        if let PreparedKind::Declare { query, .. } | PreparedKind::Copy { query, .. } = &self.kind {
+            return query.catalogs(default);
+        }
+        let named = self.named_catalogs.get_or_init(|| {
+            let mut named = Vec::new();
+            if let PreparedKind::Plan(plan) = &self.kind {
                 let _ = plan.apply_with_subqueries(|node| {
                     let table = match node {
                         LogicalPlan::TableScan(scan) => Some(&scan.table_name),
@@ -537,16 +546,21 @@ impl Prepared {
                         _ => None,
                     };
                     if let Some(table) = table {
-                        catalogs.push(table.catalog().unwrap_or(&default).to_string());
+                        named.push(table.catalog().map(str::to_string));
                     }
                     Ok(TreeNodeRecursion::Continue)
                 });
             }
-            PreparedKind::Declare { query, .. } | PreparedKind::Copy { query, .. } => {
-                return query.catalogs(default);
-            }
-            _ => {}
+            named
+        });
+        if named.is_empty() {
+            return Vec::new();
         }
+        let default = named.iter().any(Option::is_none).then(default);
+        let mut catalogs: Vec<String> = named
+            .iter()
+            .filter_map(|catalog| catalog.clone().or_else(|| default.clone()))
+            .collect();
         catalogs.sort();
         catalogs.dedup();
         catalogs
