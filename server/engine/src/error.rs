@@ -87,6 +87,7 @@ pub mod sqlstate {
     pub const DATA_EXCEPTION: &str = "22000";
     pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
     pub const INVALID_DATETIME_FORMAT: &str = "22007";
+    pub const DATETIME_FIELD_OVERFLOW: &str = "22008";
     pub const DIVISION_BY_ZERO: &str = "22012";
     pub const INVALID_PARAMETER_VALUE: &str = "22023";
     pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
@@ -253,6 +254,11 @@ fn classify_arrow(error: &ArrowError) -> EngineError {
             s::INVALID_TEXT_REPRESENTATION,
             format!("invalid value: {message}"),
         ),
+        ArrowError::ComputeError(message)
+            if message == crate::interval_arithmetic::OUT_OF_RANGE =>
+        {
+            EngineError::new(s::DATETIME_FIELD_OVERFLOW, message.clone())
+        }
         ArrowError::ComputeError(message)
             if message.contains("Overflow") || message.contains("overflow") =>
         {

@@ -18,6 +18,7 @@ mod error;
 mod group_key_joins;
 mod in_list_nulls;
 mod int4_literals;
+mod interval_arithmetic;
 mod kept_plans;
 mod not_null;
 mod numeric_sums;
@@ -253,11 +254,18 @@ impl Engine {
             .with_query_planner(Arc::new(query_planner::FjordQueryPlanner))
             .with_physical_optimizer_rules(physical_rules)
             .build();
-        let context = SessionContext::new_with_state(state);
+        let mut context = SessionContext::new_with_state(state);
         let facts = Arc::new(parking_lot::RwLock::new(pg_catalog::SessionFacts {
             user: "fjord".into(),
             backend_pid: 0,
         }));
+        // Consulted after DataFusion's own planners, for operators they leave as they are.
+        if let Err(error) = datafusion::execution::FunctionRegistry::register_expr_planner(
+            &mut context,
+            Arc::new(interval_arithmetic::IntervalArithmetic),
+        ) {
+            tracing::warn!(%error, "interval arithmetic is not available");
+        }
         pg_catalog::register_session_functions(&context, facts.clone());
         context.register_udf(self.cancel_backend_udf(facts.clone()));
         let variables = Arc::new(Mutex::new(SessionVariables::new(&server.default_schema)));

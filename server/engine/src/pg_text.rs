@@ -22,7 +22,8 @@ use datafusion::arrow::array::timezone::Tz;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
-    DataType, Float32Type, Float64Type, Time64MicrosecondType, TimeUnit, TimestampMicrosecondType,
+    DataType, Float32Type, Float64Type, IntervalMonthDayNano, IntervalMonthDayNanoType,
+    IntervalUnit, Time64MicrosecondType, TimeUnit, TimestampMicrosecondType,
 };
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DFSchema, DataFusionError, Result};
@@ -44,6 +45,7 @@ pub fn is_rendered(data_type: &DataType) -> bool {
             | DataType::Time64(_)
             | DataType::Float32
             | DataType::Float64
+            | DataType::Interval(_)
     )
 }
 
@@ -101,6 +103,30 @@ pub fn render_column(column: &ArrayRef, extra_float_digits: i32) -> Option<Array
                 match value {
                     None => out.append_null(),
                     Some(value) => out.append_value(time_text(value)),
+                }
+            }
+        }
+        DataType::Interval(_) => {
+            let cast_intervals;
+            let intervals = if matches!(
+                column.data_type(),
+                DataType::Interval(IntervalUnit::MonthDayNano)
+            ) {
+                column.as_primitive::<IntervalMonthDayNanoType>()
+            } else {
+                cast_intervals =
+                    cast(column, &DataType::Interval(IntervalUnit::MonthDayNano)).ok()?;
+                cast_intervals.as_primitive::<IntervalMonthDayNanoType>()
+            };
+            let mut text = String::with_capacity(32);
+            for value in intervals.iter() {
+                match value {
+                    None => out.append_null(),
+                    Some(value) => {
+                        text.clear();
+                        push_interval_text(&mut text, value);
+                        out.append_value(&text);
+                    }
                 }
             }
         }
@@ -191,6 +217,60 @@ fn push_digits(text: &mut String, value: u32, width: usize) {
         rest /= 10;
     }
     text.extend(digits[at..].iter().map(|&digit| char::from(digit)));
+}
+
+/// An interval as PostgreSQL writes it (IntervalStyle `postgres`): `1 year 2 mons`,
+/// `3 days 04:05:06.5`, `-2 mons -13 days +02:24:00` (a field after a negative one carries its
+/// sign), `00:00:00` for none. Nanoseconds below a microsecond, which Postgres cannot hold,
+/// are dropped.
+fn push_interval_text(text: &mut String, interval: IntervalMonthDayNano) {
+    let mut is_zero = true;
+    let mut is_before = false;
+    let fields = [
+        (interval.months / 12, "year"),
+        (interval.months % 12, "mon"),
+        (interval.days, "day"),
+    ];
+    for (value, unit) in fields {
+        if value == 0 {
+            continue;
+        }
+        if !is_zero {
+            text.push(' ');
+        }
+        if is_before && value > 0 {
+            text.push('+');
+        }
+        let _ = write!(text, "{value} {unit}");
+        if value != 1 {
+            text.push('s');
+        }
+        is_before = value < 0;
+        is_zero = false;
+    }
+    let micros = interval.nanoseconds / 1000;
+    if is_zero || micros != 0 {
+        if !is_zero {
+            text.push(' ');
+        }
+        if micros < 0 {
+            text.push('-');
+        } else if is_before {
+            text.push('+');
+        }
+        let micros = micros.unsigned_abs();
+        let hours = micros / 3_600_000_000;
+        if hours > u64::from(u32::MAX) {
+            let _ = write!(text, "{hours}");
+        } else {
+            push_digits(text, hours as u32, 2);
+        }
+        text.push(':');
+        push_digits(text, (micros / 60_000_000 % 60) as u32, 2);
+        text.push(':');
+        push_digits(text, (micros / 1_000_000 % 60) as u32, 2);
+        push_fraction(text, (micros % 1_000_000) as u32);
+    }
 }
 
 /// `10:00:00.25` from microseconds since midnight.
@@ -569,6 +649,35 @@ mod tests {
         text.clear();
         push_real_text(&mut text, 999_999.94_f32, 1);
         assert_eq!(text, real_text(999_999.94, 1));
+    }
+
+    #[test]
+    fn intervals_are_written_as_postgres_writes_them() {
+        let text = |months: i32, days: i32, micros: i64| {
+            let mut text = String::new();
+            push_interval_text(
+                &mut text,
+                IntervalMonthDayNano::new(months, days, micros * 1000),
+            );
+            text
+        };
+        // What PostgreSQL 15 prints for each.
+        for (interval, expected) in [
+            ((0, 0, 0), "00:00:00"),
+            ((0, 7, 0), "7 days"),
+            ((0, 1, 43_200_000_000), "1 day 12:00:00"),
+            ((14, 0, 0), "1 year 2 mons"),
+            ((-12, 0, 0), "-1 years"),
+            ((1, 10, 30_600_000_000), "1 mon 10 days 08:30:00"),
+            ((-2, -13, 8_640_000_000), "-2 mons -13 days +02:24:00"),
+            ((0, 0, -2_500_000), "-00:00:02.5"),
+            ((0, -1, -3_600_000_000), "-1 days -01:00:00"),
+            ((0, 0, 129_600_000_000), "36:00:00"),
+            ((0, 4, 24_685_689_600), "4 days 06:51:25.6896"),
+            ((-1, 1, 0), "-1 mons +1 day"),
+        ] {
+            assert_eq!(text(interval.0, interval.1, interval.2), expected);
+        }
     }
 
     #[test]
