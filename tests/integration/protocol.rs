@@ -38,6 +38,23 @@ async fn extended_queries_take_typed_parameters_and_return_binary_rows() -> anyh
         values.iter().map(|v| v as _).collect();
     let row = client.query_one(sql, &params).await?;
     assert_eq!(row.get::<_, i64>(0), 45 + 1000);
+
+    // A parameter beside an interval is a float8, as Postgres infers it.
+    let scaled = client
+        .prepare("SELECT CAST(interval '1 day' * $1 AS text), CAST($2 * interval '1 hour' AS text)")
+        .await?;
+    assert_eq!(
+        scaled.params(),
+        [
+            tokio_postgres::types::Type::FLOAT8,
+            tokio_postgres::types::Type::FLOAT8
+        ]
+    );
+    let row = client.query_one(&scaled, &[&2.5f64, &-3f64]).await?;
+    assert_eq!(
+        (row.get::<_, &str>(0), row.get::<_, &str>(1)),
+        ("2 days 12:00:00", "-03:00:00")
+    );
     fjord.stop().await
 }
 

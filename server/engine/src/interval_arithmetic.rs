@@ -42,7 +42,12 @@ impl ExprPlanner for IntervalArithmetic {
         schema: &DFSchema,
     ) -> Result<PlannerResult<RawBinaryExpr>> {
         let is_interval = |side: &Expr| matches!(side.get_type(schema), Ok(DataType::Interval(_)));
-        let is_number = |side: &Expr| side.get_type(schema).is_ok_and(|t| t.is_numeric());
+        // An untyped parameter beside an interval is a number, as Postgres infers it
+        // (`interval '1 day' * $1` takes a float8).
+        let is_number = |side: &Expr| match side {
+            Expr::Placeholder(placeholder) if placeholder.field.is_none() => true,
+            side => side.get_type(schema).is_ok_and(|t| t.is_numeric()),
+        };
         let (interval, factor, operation) = match expr.op {
             BinaryOperator::Multiply if is_interval(&expr.left) && is_number(&expr.right) => {
                 (&expr.left, &expr.right, Operation::Multiply)
