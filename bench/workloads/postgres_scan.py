@@ -72,7 +72,7 @@ def run(bench):
     # the same rounds shows how much of fjord's figure any server between client and Postgres adds.
     bouncer = PgBouncer(bench.workdir, bench.postgres)
     try:
-        results.extend(short_statements(bench, rows, fjord_table, queries, bouncer))
+        results.extend(aggregates_and_lookups(bench, rows, fjord_table, queries, bouncer))
     finally:
         bouncer.stop()
     with bench.postgres.connect("workshop") as pg:
@@ -80,7 +80,7 @@ def run(bench):
     return results
 
 
-def short_statements(bench, rows, fjord_table, queries, bouncer):
+def aggregates_and_lookups(bench, rows, fjord_table, queries, bouncer):
     results = []
     with bench.postgres.connect("workshop") as pg, bench.fjord.connect() as conn, bouncer.connect() as hop:
         for case, template in queries:

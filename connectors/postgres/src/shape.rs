@@ -136,6 +136,10 @@ impl TableShape {
         self.confirmed.store(Confirmed::now(), Ordering::Relaxed);
     }
 
+    fn mark_sized(&self) {
+        self.sized.store(Confirmed::now(), Ordering::Relaxed);
+    }
+
     /// Whether Postgres gave `blocks` less than `age` ago.
     pub(crate) fn sized_within(&self, age: Duration) -> bool {
         Confirmed::now().saturating_sub(self.sized.load(Ordering::Relaxed)) < age.as_millis() as u64
@@ -331,10 +335,7 @@ impl ShapeCheck {
             match check.planned.confirm(&rows) {
                 Some(blocks) if blocks == check.planned.blocks => {
                     check.planned.mark_confirmed();
-                    check
-                        .planned
-                        .sized
-                        .store(Confirmed::now(), Ordering::Relaxed);
+                    check.planned.mark_sized();
                 }
                 Some(blocks) => {
                     check.planned.mark_confirmed();

@@ -255,11 +255,6 @@ fn classify_arrow(error: &ArrowError) -> EngineError {
             format!("invalid value: {message}"),
         ),
         ArrowError::ComputeError(message)
-            if message == crate::interval_arithmetic::OUT_OF_RANGE =>
-        {
-            EngineError::new(s::DATETIME_FIELD_OVERFLOW, message.clone())
-        }
-        ArrowError::ComputeError(message)
             if message.contains("Overflow") || message.contains("overflow") =>
         {
             EngineError::new(s::NUMERIC_VALUE_OUT_OF_RANGE, message.clone())

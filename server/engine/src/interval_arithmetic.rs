@@ -16,7 +16,6 @@ use datafusion::arrow::array::{ArrayRef, AsArray, IntervalMonthDayNanoArray};
 use datafusion::arrow::datatypes::{
     DataType, Float64Type, IntervalMonthDayNano, IntervalMonthDayNanoType, IntervalUnit,
 };
-use datafusion::arrow::error::ArrowError;
 use datafusion::common::{DFSchema, DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
 use datafusion::logical_expr::{
@@ -25,9 +24,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::sql::sqlparser::ast::BinaryOperator;
 
-/// The message PostgreSQL gives for a result past an interval's fields; the error module
-/// reports it as `22008`.
-pub(crate) const OUT_OF_RANGE: &str = "interval out of range";
+use crate::error::{EngineError, sqlstate};
 
 const INTERVAL: DataType = DataType::Interval(IntervalUnit::MonthDayNano);
 
@@ -124,14 +121,17 @@ impl ScalarUDFImpl for ScaleInterval {
             .map(|pair| match pair {
                 (Some(interval), Some(factor)) => match self.operation {
                     Operation::Multiply => scale(interval, |value| value * factor),
-                    Operation::Divide if factor == 0.0 => Err(ArrowError::DivideByZero),
+                    Operation::Divide if factor == 0.0 => Err(EngineError::new(
+                        sqlstate::DIVISION_BY_ZERO,
+                        "division by zero",
+                    )),
                     Operation::Divide => scale(interval, |value| value / factor),
                 }
                 .map(Some),
                 _ => Ok(None),
             })
-            .collect::<Result<IntervalMonthDayNanoArray, ArrowError>>()
-            .map_err(|error| DataFusionError::ArrowError(Box::new(error), None))?;
+            .collect::<Result<IntervalMonthDayNanoArray, EngineError>>()
+            .map_err(|error| DataFusionError::External(Box::new(error)))?;
         let scaled: ArrayRef = Arc::new(scaled);
         if scalars {
             Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
@@ -157,8 +157,9 @@ fn round_to_micros(value: f64) -> f64 {
 fn scale(
     interval: IntervalMonthDayNano,
     by: impl Fn(f64) -> f64,
-) -> Result<IntervalMonthDayNano, ArrowError> {
-    let out_of_range = || ArrowError::ComputeError(OUT_OF_RANGE.to_string());
+) -> Result<IntervalMonthDayNano, EngineError> {
+    let out_of_range =
+        || EngineError::new(sqlstate::DATETIME_FIELD_OVERFLOW, "interval out of range");
     let to_i32 = |value: f64| {
         (!value.is_nan() && value >= f64::from(i32::MIN) && value < -f64::from(i32::MIN))
             .then_some(value as i32)

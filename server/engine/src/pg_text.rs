@@ -19,11 +19,12 @@ use std::fmt::Write;
 
 use chrono::{DateTime, Datelike, NaiveDateTime, Offset, TimeZone, Timelike};
 use datafusion::arrow::array::timezone::Tz;
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, PrimitiveArray, StringBuilder};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
-    DataType, Float32Type, Float64Type, IntervalMonthDayNano, IntervalMonthDayNanoType,
-    IntervalUnit, Time64MicrosecondType, TimeUnit, TimestampMicrosecondType,
+    ArrowPrimitiveType, DataType, Float32Type, Float64Type, IntervalMonthDayNano,
+    IntervalMonthDayNanoType, IntervalUnit, Time64MicrosecondType, TimeUnit,
+    TimestampMicrosecondType,
 };
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DFSchema, DataFusionError, Result};
@@ -56,109 +57,107 @@ pub fn is_rendered(data_type: &DataType) -> bool {
 pub fn render_column(column: &ArrayRef, extra_float_digits: i32) -> Option<ArrayRef> {
     let mut out = StringBuilder::with_capacity(column.len(), column.len() * 26);
     match column.data_type() {
-        DataType::Timestamp(_, zone) => {
+        DataType::Timestamp(unit, zone) => {
             let zone = match zone {
                 Some(zone) => Some(Tz::from_str(zone).ok()?),
                 None => None,
             };
-            // Microseconds are read as they are (a cast costs more than rendering a few rows).
-            let cast_micros;
-            let micros = if matches!(
-                column.data_type(),
-                DataType::Timestamp(TimeUnit::Microsecond, _)
-            ) {
-                column.as_primitive::<TimestampMicrosecondType>()
-            } else {
-                cast_micros =
-                    cast(column, &DataType::Timestamp(TimeUnit::Microsecond, None)).ok()?;
-                cast_micros.as_primitive::<TimestampMicrosecondType>()
-            };
-            let mut text = String::with_capacity(32);
-            for value in micros.iter() {
-                match value {
-                    None => out.append_null(),
-                    Some(value) => {
-                        let utc = DateTime::from_timestamp_micros(value)?.naive_utc();
-                        text.clear();
-                        match &zone {
-                            None => push_timestamp_text(&mut text, &utc, None),
-                            Some(zone) => {
-                                let offset = zone.offset_from_utc_datetime(&utc).fix();
-                                let local = utc + offset;
-                                push_timestamp_text(
-                                    &mut text,
-                                    &local,
-                                    Some(offset.local_minus_utc()),
-                                );
-                            }
-                        }
-                        out.append_value(&text);
+            let micros = primitive::<TimestampMicrosecondType>(
+                column,
+                *unit == TimeUnit::Microsecond,
+                &DataType::Timestamp(TimeUnit::Microsecond, None),
+            )?;
+            render_each(&micros, &mut out, |text, value| {
+                let utc = DateTime::from_timestamp_micros(value)?.naive_utc();
+                match &zone {
+                    None => push_timestamp_text(text, &utc, None),
+                    Some(zone) => {
+                        let offset = zone.offset_from_utc_datetime(&utc).fix();
+                        push_timestamp_text(text, &(utc + offset), Some(offset.local_minus_utc()));
                     }
                 }
-            }
+                Some(())
+            })?;
         }
         DataType::Time32(_) | DataType::Time64(_) => {
-            let micros = cast(column, &DataType::Time64(TimeUnit::Microsecond)).ok()?;
-            for value in micros.as_primitive::<Time64MicrosecondType>().iter() {
-                match value {
-                    None => out.append_null(),
-                    Some(value) => out.append_value(time_text(value)),
-                }
-            }
+            let micros = primitive::<Time64MicrosecondType>(
+                column,
+                false,
+                &DataType::Time64(TimeUnit::Microsecond),
+            )?;
+            render_each(&micros, &mut out, |text, value| {
+                text.push_str(&time_text(value));
+                Some(())
+            })?;
         }
-        DataType::Interval(_) => {
-            let cast_intervals;
-            let intervals = if matches!(
-                column.data_type(),
-                DataType::Interval(IntervalUnit::MonthDayNano)
-            ) {
-                column.as_primitive::<IntervalMonthDayNanoType>()
-            } else {
-                cast_intervals =
-                    cast(column, &DataType::Interval(IntervalUnit::MonthDayNano)).ok()?;
-                cast_intervals.as_primitive::<IntervalMonthDayNanoType>()
-            };
-            let mut text = String::with_capacity(32);
-            for value in intervals.iter() {
-                match value {
-                    None => out.append_null(),
-                    Some(value) => {
-                        text.clear();
-                        push_interval_text(&mut text, value);
-                        out.append_value(&text);
-                    }
-                }
-            }
+        DataType::Interval(unit) => {
+            let intervals = primitive::<IntervalMonthDayNanoType>(
+                column,
+                *unit == IntervalUnit::MonthDayNano,
+                &DataType::Interval(IntervalUnit::MonthDayNano),
+            )?;
+            render_each(&intervals, &mut out, |text, value| {
+                push_interval_text(text, value);
+                Some(())
+            })?;
         }
         DataType::Float64 => {
-            let mut text = String::with_capacity(32);
-            for value in column.as_primitive::<Float64Type>().iter() {
-                match value {
-                    None => out.append_null(),
-                    Some(value) => {
-                        text.clear();
-                        push_double_text(&mut text, value, extra_float_digits);
-                        out.append_value(&text);
-                    }
-                }
-            }
+            render_each(
+                column.as_primitive::<Float64Type>(),
+                &mut out,
+                |text, value| {
+                    push_double_text(text, value, extra_float_digits);
+                    Some(())
+                },
+            )?;
         }
         DataType::Float32 => {
-            let mut text = String::with_capacity(32);
-            for value in column.as_primitive::<Float32Type>().iter() {
-                match value {
-                    None => out.append_null(),
-                    Some(value) => {
-                        text.clear();
-                        push_real_text(&mut text, value, extra_float_digits);
-                        out.append_value(&text);
-                    }
-                }
-            }
+            render_each(
+                column.as_primitive::<Float32Type>(),
+                &mut out,
+                |text, value| {
+                    push_real_text(text, value, extra_float_digits);
+                    Some(())
+                },
+            )?;
         }
         _ => return None,
     }
     Some(Arc::new(out.finish()))
+}
+
+/// `column` as an array of `T`: itself when it already is one (`as_is`; a cast costs more
+/// than rendering a few rows), else cast to `target`.
+fn primitive<T: ArrowPrimitiveType>(
+    column: &ArrayRef,
+    as_is: bool,
+    target: &DataType,
+) -> Option<PrimitiveArray<T>> {
+    if as_is {
+        return Some(column.as_primitive::<T>().clone());
+    }
+    Some(cast(column, target).ok()?.as_primitive::<T>().clone())
+}
+
+/// Appends each value of `values` to `out` as `push` writes it (nulls as nulls), through one
+/// reused buffer; `None` if `push` gives up on a value.
+fn render_each<T: ArrowPrimitiveType>(
+    values: &PrimitiveArray<T>,
+    out: &mut StringBuilder,
+    mut push: impl FnMut(&mut String, T::Native) -> Option<()>,
+) -> Option<()> {
+    let mut text = String::with_capacity(32);
+    for value in values.iter() {
+        match value {
+            None => out.append_null(),
+            Some(value) => {
+                text.clear();
+                push(&mut text, value)?;
+                out.append_value(&text);
+            }
+        }
+    }
+    Some(())
 }
 
 /// `2026-11-21 10:00:00.5` (and `+01` or `+05:30` after it when `offset_seconds` is given).
